@@ -1,0 +1,238 @@
+"""The LSTM cell: its gate variables, and one step of its math.
+
+With `x_t` the input at step t (`[batch, input_size]`) and `[x_t, h_{t-1}]` the input and the previous
+hidden state side by side (`[batch, input_size + units]`):
+
+    f_t = σ([x_t, h_{t-1}] · W_f + b_f)        forget gate      [batch, units]
+    i_t = σ([x_t, h_{t-1}] · W_i + b_i)        input gate
+    g_t = tanh([x_t, h_{t-1}] · W_c + b_c)     candidate cell
+    o_t = σ([x_t, h_{t-1}] · W_o + b_o)        output gate
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t            cell state
+    h_t = o_t ⊙ tanh(c_t)                      hidden state (the cell's output)
+
+Each `W_*` is `[input_size + units, units]`: its first `input_size` rows act on `x_t`, the rest on
+`h_{t-1}`. σ is the recurrent activation: the logistic sigmoid by default, or a hard sigmoid.
+
+For speed the four gates run as one matmul: `fused_weights` lays the gate variables side by side in
+`GATE_ORDER` (input, forget, candidate, output: the order Keras uses) and splits their rows into the
+part that acts on `x_t` (`kernel`) and the part that acts on `h_{t-1}` (`recurrent_kernel`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import tensorflow as tf
+
+GATE_ORDER = ("i", "f", "c", "o")
+
+
+class LSTMState(NamedTuple):
+    """The recurrent state: `hidden` and `cell`, each `[batch, units]`."""
+
+    hidden: tf.Tensor
+    cell: tf.Tensor
+
+
+class FusedWeights(NamedTuple):
+    """The four gates side by side, columns in `GATE_ORDER`.
+
+    kernel: `[input_size, 4 * units]`, acts on `x_t`.
+    recurrent_kernel: `[units, 4 * units]`, acts on `h_{t-1}`.
+    bias: `[4 * units]`.
+    """
+
+    kernel: tf.Tensor
+    recurrent_kernel: tf.Tensor
+    bias: tf.Tensor
+
+
+class Gates(NamedTuple):
+    """Everything one step computes, each `[batch, units]`."""
+
+    input_gate: tf.Tensor
+    forget_gate: tf.Tensor
+    candidate: tf.Tensor
+    output_gate: tf.Tensor
+    cell: tf.Tensor
+    hidden: tf.Tensor
+
+
+class RecurrentActivation(NamedTuple):
+    """A gate activation and its derivative, written in terms of the activation's output."""
+
+    function: Callable[[tf.Tensor], tf.Tensor]
+    derivative_from_output: Callable[[tf.Tensor], tf.Tensor]
+
+
+def _hard_sigmoid(slope: float) -> RecurrentActivation:
+    def function(x: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(slope * x + 0.5, 0.0, 1.0)
+
+    def derivative_from_output(y: tf.Tensor) -> tf.Tensor:
+        inside = tf.logical_and(y > 0.0, y < 1.0)
+        return tf.where(inside, tf.constant(slope, dtype=y.dtype), tf.zeros_like(y))
+
+    return RecurrentActivation(function, derivative_from_output)
+
+
+RECURRENT_ACTIVATIONS = {
+    "sigmoid": RecurrentActivation(tf.sigmoid, lambda y: y * (1.0 - y)),
+    # Keras 3 (the Keras that ships with TF 2.16+): relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1).
+    "hard_sigmoid": _hard_sigmoid(1.0 / 6.0),
+    # Keras 2 and earlier: clip(0.2 x + 0.5, 0, 1), found in many older saved models.
+    "hard_sigmoid_keras2": _hard_sigmoid(0.2),
+}
+
+
+def get_recurrent_activation(name: str) -> RecurrentActivation:
+    """Looks up a recurrent activation by name; the error lists the names there are."""
+    try:
+        return RECURRENT_ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown recurrent activation {name!r}; choose one of {sorted(RECURRENT_ACTIVATIONS)}"
+        ) from None
+
+
+def gates_from_preactivations(
+    preactivations: tf.Tensor, previous_cell: tf.Tensor, activation: RecurrentActivation
+) -> Gates:
+    """Applies the gate nonlinearities and updates the state.
+
+    Args:
+      preactivations: `[batch, 4 * units]`, `[x_t, h_{t-1}] · W + b` with columns in `GATE_ORDER`.
+      previous_cell: `c_{t-1}`, `[batch, units]`.
+      activation: the recurrent activation σ.
+    """
+    i, f, g, o = tf.split(preactivations, 4, axis=-1)
+    input_gate = activation.function(i)
+    forget_gate = activation.function(f)
+    candidate = tf.tanh(g)
+    output_gate = activation.function(o)
+    cell = forget_gate * previous_cell + input_gate * candidate
+    hidden = output_gate * tf.tanh(cell)
+    return Gates(input_gate, forget_gate, candidate, output_gate, cell, hidden)
+
+
+def lstm_step(
+    inputs: tf.Tensor,
+    state: LSTMState,
+    weights: FusedWeights,
+    activation: RecurrentActivation = RECURRENT_ACTIVATIONS["sigmoid"],
+) -> tuple[tf.Tensor, LSTMState]:
+    """One step of the equations in the module docstring.
+
+    Args:
+      inputs: `x_t`, `[batch, input_size]`.
+      state: `(h_{t-1}, c_{t-1})`, each `[batch, units]`.
+      weights: the fused gate weights.
+      activation: the recurrent activation σ.
+
+    Returns:
+      `(h_t, LSTMState(h_t, c_t))`.
+    """
+    preactivations = (
+        tf.matmul(inputs, weights.kernel)
+        + tf.matmul(state.hidden, weights.recurrent_kernel)
+        + weights.bias
+    )
+    gates = gates_from_preactivations(preactivations, state.cell, activation)
+    return gates.hidden, LSTMState(gates.hidden, gates.cell)
+
+
+Initializer = Callable[[list, tf.Tensor, tf.DType], tf.Tensor]
+
+
+def truncated_normal_initializer(mean: float = -0.2, stddev: float = 0.1) -> Initializer:
+    """The reference notebook's weight initialiser, made stateless: same seed, same weights."""
+
+    def initialize(shape: list, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        return tf.random.stateless_truncated_normal(shape, seed, mean=mean, stddev=stddev, dtype=dtype)
+
+    return initialize
+
+
+def glorot_uniform_initializer() -> Initializer:
+    """Glorot (Xavier) uniform: limit sqrt(6 / (fan_in + fan_out)), Keras's default kernel init."""
+
+    def initialize(shape: list, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        limit = (6.0 / (shape[0] + shape[1])) ** 0.5
+        return tf.random.stateless_uniform(shape, seed, -limit, limit, dtype=dtype)
+
+    return initialize
+
+
+INITIALIZERS = {
+    "reference": truncated_normal_initializer,
+    "glorot_uniform": glorot_uniform_initializer,
+}
+
+
+def weight_seed(seed: int, *path: int) -> tf.Tensor:
+    """A stateless-RNG seed for one variable, from the run seed and the variable's place in the model."""
+    value = seed
+    for part in path:
+        value = value * 1_000_003 + part
+    return tf.constant([value % (2**31), (value // (2**31)) % (2**31)], dtype=tf.int64)
+
+
+class LSTMCell(tf.Module):
+    """Owns one layer's gate variables `W_f, W_i, W_c, W_o` and `b_f, b_i, b_c, b_o`.
+
+    Args:
+      input_size: features of `x_t`.
+      units: size of `h_t` and `c_t`.
+      forget_bias: initial value of every entry of `b_f` (the other biases start at 0).
+      recurrent_activation: a key of `RECURRENT_ACTIVATIONS`.
+      initializer: how the `W_*` are drawn, e.g. `truncated_normal_initializer()`.
+      seed: run seed; with `layer_index` it fixes the initial weights.
+      dtype: `tf.float32` or `tf.float64`.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        units: int,
+        forget_bias: float = 1.0,
+        recurrent_activation: str = "sigmoid",
+        initializer: Initializer | None = None,
+        seed: int = 0,
+        layer_index: int = 0,
+        dtype: tf.DType = tf.float32,
+        name: str | None = None,
+    ):
+        super().__init__(name=name)
+        if input_size < 1 or units < 1:
+            raise ValueError(f"input_size and units must be >= 1, got {input_size} and {units}")
+        self.input_size = input_size
+        self.units = units
+        self.recurrent_activation_name = recurrent_activation
+        self.activation = get_recurrent_activation(recurrent_activation)
+        initializer = initializer or truncated_normal_initializer()
+        shape = [input_size + units, units]
+        with self.name_scope:
+            for gate_index, gate in enumerate(("f", "i", "c", "o")):
+                weights = initializer(shape, weight_seed(seed, layer_index, gate_index), dtype)
+                bias_value = forget_bias if gate == "f" else 0.0
+                setattr(self, f"W_{gate}", tf.Variable(weights, name=f"W_{gate}"))
+                setattr(self, f"b_{gate}", tf.Variable(tf.fill([units], tf.constant(bias_value, dtype=dtype)), name=f"b_{gate}"))
+
+    def gate_variables(self) -> dict[str, tf.Variable]:
+        """The eight variables by name: `{"W_f": ..., "b_f": ..., ...}`."""
+        return {name: getattr(self, name) for gate in ("f", "i", "c", "o") for name in (f"W_{gate}", f"b_{gate}")}
+
+    def fused_weights(self) -> FusedWeights:
+        """The gate variables side by side in `GATE_ORDER`, rows split into input and recurrent parts."""
+        stacked = tf.concat([getattr(self, f"W_{gate}") for gate in GATE_ORDER], axis=1)
+        bias = tf.concat([getattr(self, f"b_{gate}") for gate in GATE_ORDER], axis=0)
+        return FusedWeights(stacked[: self.input_size], stacked[self.input_size :], bias)
+
+    def zero_state(self, batch_size: int | tf.Tensor, dtype: tf.DType = tf.float32) -> LSTMState:
+        zeros = tf.zeros([batch_size, self.units], dtype=dtype)
+        return LSTMState(zeros, zeros)
+
+    def __call__(self, inputs: tf.Tensor, state: LSTMState) -> tuple[tf.Tensor, LSTMState]:
+        """One step: `inputs` `[batch, input_size]`, `state` each `[batch, units]`."""
+        return lstm_step(inputs, state, self.fused_weights(), self.activation)
+

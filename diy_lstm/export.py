@@ -1,0 +1,202 @@
+"""Export a trained model as a SavedModel that scores raw strings with no Python of ours.
+
+The character table (character -> feature vector) is passed in by the caller and lives in the
+graph as a `tf.lookup.StaticHashTable`, so `tf.saved_model.load(path)` alone can score strings:
+
+    scorer = tf.saved_model.load(path)
+    scorer.signatures["serving_default"](sequences=tf.constant(["+-I0", "++"]))
+
+Signatures (both return the same dict of dense tensors):
+  serving_default(sequences: string [batch])            raw strings, any lengths in one batch
+  score_encoded(inputs: float32 [batch, time, features]) already-encoded sequences, all full length
+
+  step_predictions          float32 [batch, max_time]  prediction after every step, 0 past the end
+  lengths                   int32   [batch]
+  final_prediction          float32 [batch]            prediction after each sequence's last step
+  final_prediction_rounded  int64   [batch]
+
+Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
+the sequence, the character (with its code point, as TensorFlow prints non-ASCII bytes escaped) and
+its position from 1, e.g. `unknown character x (U+0078) at position 2 of sequences[0]`. Writing is atomic: the SavedModel is built in a
+temporary directory beside the target and then moved into place, so a failed export leaves the
+previous one loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+from diy_lstm.model import LSTMModel
+from diy_lstm.rnn import final_step
+
+METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
+ERROR_PREFIX = "bad sequence: "
+_HEX_DIGITS = "0123456789ABCDEF"
+
+
+def _code_point_label(character: tf.Tensor) -> tf.Tensor:
+    """`U+XXXX` for a scalar string holding one character."""
+    code_point = tf.strings.unicode_decode(character, "UTF-8", errors="replace")[0]  # int32
+    digits = [
+        tf.strings.substr(_HEX_DIGITS, (code_point // 16**power) % 16, 1) for power in (3, 2, 1, 0)
+    ]
+    return tf.strings.join(["U+"] + digits)
+
+
+class SequenceScorer(tf.Module):
+    """A model plus the character table that turns strings into its inputs.
+
+    Args:
+      model: a trained `LSTMModel` with `output_size` 1.
+      encoding: character -> feature vector (length `model.config.input_size`).
+    """
+
+    def __init__(self, model: LSTMModel, encoding: Mapping[str, Sequence[float]], name: str | None = None):
+        super().__init__(name=name)
+        features = model.config.input_size
+        for character, vector in encoding.items():
+            if len(character) != 1 or len(vector) != features:
+                raise ValueError(
+                    f"encoding entry {character!r}: {list(vector)} must map one character to {features} numbers"
+                )
+        self.model = model
+        characters = list(encoding)
+        self.alphabet = tf.constant(characters)
+        # Row len(characters) is the padding row: zeros.
+        self.codes = tf.constant([list(encoding[c]) for c in characters] + [[0.0] * features], dtype=tf.float32)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(self.alphabet, tf.range(len(characters), dtype=tf.int64)),
+            default_value=-1,
+        )
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")])
+    def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Scores raw strings, `[batch]`, of any lengths."""
+        characters = tf.strings.unicode_split(sequences, "UTF-8", errors="replace")  # [batch, (time)]
+        ids = self.table.lookup(characters)
+        lengths = tf.cast(characters.row_lengths(), tf.int32)
+        padding_id = tf.shape(self.codes, out_type=tf.int64)[0] - 1
+        with tf.control_dependencies(self._check(characters, ids, lengths)):
+            dense_ids = ids.to_tensor(default_value=padding_id)  # [batch, max_time]
+        # An empty batch still gets one (padding) step, so the time loop has something to run.
+        at_least_one_step = [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense_ids)[1])]]
+        dense_ids = tf.pad(dense_ids, at_least_one_step, constant_values=padding_id)
+        inputs = tf.gather(self.codes, dense_ids)  # [batch, max_time, features]
+        return self._score(inputs, lengths)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="inputs")])
+    def score_encoded(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Scores encoded sequences `[batch, time, features]`, every one `time` steps long."""
+        features = self.model.config.input_size
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(inputs)[2], features,
+                message=f"{ERROR_PREFIX}inputs must be [batch, time, {features}]; the last dimension differs"),
+            tf.debugging.assert_positive(
+                tf.shape(inputs)[1], message=f"{ERROR_PREFIX}inputs must have at least one time step"),
+        ]
+        with tf.control_dependencies(checks):
+            inputs = tf.ensure_shape(inputs, [None, None, features])
+        lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
+        return self._score(inputs, lengths)
+
+    def _check(self, characters: tf.RaggedTensor, ids: tf.RaggedTensor, lengths: tf.Tensor) -> list:
+        """Assertions that fail with a message naming the first empty sequence or unknown character."""
+        empty = tf.where(tf.equal(lengths, 0))[:, 0]
+        unknown = tf.where(ids.flat_values < 0)[:, 0]  # indices into the flat characters
+
+        def empty_message():
+            return tf.strings.join([ERROR_PREFIX, "sequences[", tf.strings.as_string(empty[0]), "] is empty"])
+
+        def unknown_message():
+            first = unknown[0]
+            row = ids.value_rowids()[first]
+            character = characters.flat_values[first]
+            return tf.strings.join(
+                [
+                    ERROR_PREFIX, "unknown character ", character, " (", _code_point_label(character),
+                    ") at position ", tf.strings.as_string(first - ids.row_splits[row] + 1),
+                    " of sequences[", tf.strings.as_string(row), "]; allowed: ",
+                    tf.strings.reduce_join(self.alphabet, separator=" "),
+                ]
+            )
+
+        no_message = lambda: tf.constant("")  # noqa: E731
+        return [
+            tf.debugging.Assert(tf.size(empty) == 0, [tf.cond(tf.size(empty) > 0, empty_message, no_message)]),
+            tf.debugging.Assert(tf.size(unknown) == 0, [tf.cond(tf.size(unknown) > 0, unknown_message, no_message)]),
+        ]
+
+    def _score(self, inputs: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        predictions = tf.cast(self.model(inputs)[..., 0], tf.float32)  # [batch, time]
+        predictions *= tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=tf.float32)
+        final = final_step(predictions, lengths)
+        return {
+            "step_predictions": predictions,
+            "lengths": lengths,
+            "final_prediction": final,
+            "final_prediction_rounded": tf.cast(tf.round(final), tf.int64),
+        }
+
+
+def export(scorer: SequenceScorer, export_dir: str, metadata: Mapping | None = None) -> str:
+    """Writes `scorer` as a SavedModel at `export_dir`, replacing any earlier export only once the
+    new one is complete. `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`.
+    Returns `export_dir`."""
+    export_dir = os.path.abspath(export_dir)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    _recover_interrupted_swap(export_dir)
+    staging = tempfile.mkdtemp(prefix=os.path.basename(export_dir) + ".tmp-", dir=parent)
+    try:
+        tf.saved_model.save(
+            scorer,
+            staging,
+            signatures={
+                "serving_default": scorer.score_strings.get_concrete_function(),
+                "score_encoded": scorer.score_encoded.get_concrete_function(),
+            },
+        )
+        os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
+        with open(os.path.join(staging, METADATA_FILE), "w") as f:
+            json.dump(dict(metadata or {}), f, indent=2, sort_keys=True)
+        _move_into_place(staging, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
+
+
+def _previous_path(export_dir: str) -> str:
+    return export_dir + ".previous"
+
+
+def _move_into_place(staging: str, export_dir: str) -> None:
+    """Two renames: the old export steps aside, the new one takes its name; then the old one goes."""
+    previous = _previous_path(export_dir)
+    if os.path.exists(export_dir):
+        shutil.rmtree(previous, ignore_errors=True)
+        os.rename(export_dir, previous)
+    os.rename(staging, export_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _recover_interrupted_swap(export_dir: str) -> None:
+    """If a process died between the two renames, put the previous export back."""
+    previous = _previous_path(export_dir)
+    if os.path.exists(previous) and not os.path.exists(export_dir):
+        os.rename(previous, export_dir)
+
+
+def load_metadata(export_dir: str) -> dict:
+    """The metadata written by `export`, or {} if there is none."""
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,159 @@
+"""A stack of LSTM layers with a linear readout to `output_size` numbers at every step.
+
+    layer 1:   h¹_t, c¹_t = LSTM(x_t,      h¹_{t-1}, c¹_{t-1})
+    layer l:   hˡ_t, cˡ_t = LSTM(hˡ⁻¹_t,   hˡ_{t-1}, cˡ_{t-1})
+    readout:   y_t = r_t · W_out + b_out,  r_t = hᴸ_t (or cᴸ_t with readout="cell")
+
+The model knows nothing of any task: inputs are `[batch, time, input_size]` floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, LSTMState, weight_seed
+from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, lstm_over_time, project_inputs, scan_lstm
+
+READOUTS = ("hidden", "cell")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's variables (saved beside checkpoints and exports)."""
+
+    input_size: int
+    units: int
+    num_layers: int = 1
+    output_size: int = 1
+    readout: str = "hidden"
+    recurrent_activation: str = "sigmoid"
+    forget_bias: float = 1.0
+    initializer: str = "reference"
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("input_size", "units", "num_layers", "output_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        choices = {
+            "readout": READOUTS,
+            "recurrent_activation": tuple(RECURRENT_ACTIVATIONS),
+            "initializer": tuple(INITIALIZERS),
+            "dtype": ("float32", "float64"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class ModelOutput(NamedTuple):
+    """predictions: `[batch, time, output_size]`; layers: each layer's per-step `h`, `c`,
+    time-major (`[time, batch, units]`)."""
+
+    predictions: tf.Tensor
+    layers: tuple[LayerSequences, ...]
+
+
+class LSTMModel(tf.Module):
+    """Stacked LSTM layers (`self.layers[l]` holds `W_f ... b_o`) and a readout (`W_out`, `b_out`).
+
+    Args:
+      config: sizes and options, see `ModelConfig`.
+      backprop: how training computes gradients through time, "bptt" or "autodiff" (see `rnn.py`).
+      unroll: unroll the time loop when the number of steps is fixed at trace time.
+    """
+
+    def __init__(self, config: ModelConfig, backprop: str = "bptt", unroll: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        if backprop not in BACKPROP_MODES:
+            raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
+        self.config = config
+        self.backprop = backprop
+        self.unroll = unroll
+        dtype = tf.as_dtype(config.dtype)
+        initializer = INITIALIZERS[config.initializer]()
+        with self.name_scope:
+            self.layers = [
+                LSTMCell(
+                    input_size=config.input_size if index == 0 else config.units,
+                    units=config.units,
+                    forget_bias=config.forget_bias,
+                    recurrent_activation=config.recurrent_activation,
+                    initializer=initializer,
+                    seed=config.seed,
+                    layer_index=index,
+                    dtype=dtype,
+                    name=f"layer_{index}",
+                )
+                for index in range(config.num_layers)
+            ]
+            readout_seed = weight_seed(config.seed, config.num_layers, 0)
+            self.W_out = tf.Variable(
+                initializer([config.units, config.output_size], readout_seed, dtype), name="W_out"
+            )
+            self.b_out = tf.Variable(tf.zeros([config.output_size], dtype=dtype), name="b_out")
+
+    @property
+    def dtype(self) -> tf.DType:
+        return self.W_out.dtype
+
+    def run(self, inputs: tf.Tensor, training: bool = False) -> ModelOutput:
+        """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
+
+        With `training=True` gradients go through `self.backprop`; otherwise through the plain
+        forward loop (which keeps no gate activations, so long sequences need little memory).
+        """
+        inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
+        layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
+        backprop = self.backprop if training else "autodiff"
+        layers = []
+        for layer in self.layers:
+            sequences = lstm_over_time(
+                layer_inputs, layer.fused_weights(), layer.activation, backprop=backprop, unroll=self.unroll
+            )
+            layers.append(sequences)
+            layer_inputs = sequences.hidden
+        readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden
+        predictions = project_inputs(readout_source, self.W_out, self.b_out)  # [time, batch, output_size]
+        return ModelOutput(tf.transpose(predictions, [1, 0, 2]), tuple(layers))
+
+    def __call__(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Per-step predictions `[batch, time, output_size]` for inputs `[batch, time, input_size]`."""
+        return self.run(inputs, training).predictions
+
+    def gates(self, inputs: tf.Tensor) -> list[Gates]:
+        """Every layer's gate activations and states at every step, each `[batch, time, units]`."""
+        layer_inputs = tf.transpose(tf.convert_to_tensor(inputs, dtype=self.dtype), [1, 0, 2])
+        batch_size = tf.shape(layer_inputs)[1]
+        per_layer = []
+        for layer in self.layers:
+            weights = layer.fused_weights()
+            zeros = tf.zeros(tf.stack([batch_size, layer.units]), dtype=self.dtype)
+            sequences, activations = scan_lstm(
+                project_inputs(layer_inputs, weights.kernel, weights.bias),
+                weights.recurrent_kernel,
+                LSTMState(zeros, zeros),
+                layer.activation,
+                record_gates=True,
+            )
+            input_gate, forget_gate, candidate, output_gate = tf.split(activations, 4, axis=-1)
+            batch_major = [
+                tf.transpose(t, [1, 0, 2])
+                for t in (input_gate, forget_gate, candidate, output_gate, sequences.cell, sequences.hidden)
+            ]
+            per_layer.append(Gates(*batch_major))
+            layer_inputs = sequences.hidden
+        return per_layer
+

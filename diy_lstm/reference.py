@@ -1,0 +1,174 @@
+"""A plain numpy (float64) LSTM: the forward pass and backpropagation through time, by hand.
+
+The same parameters as `LSTMModel` (per layer `W_f, W_i, W_c, W_o` `[input + units, units]` acting
+on `[x_t, h_{t-1}]`, `b_f, b_i, b_c, b_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`),
+the same equations (see `cell.py`), and no automatic differentiation anywhere. Tests hold the
+TensorFlow model to this file: forward values and gradients must agree.
+
+Backward, for one layer and t = T-1 .. 0, with `dh`, `dc` the loss gradients reaching h_t, c_t:
+
+    dc  = dc + dh ⊙ o ⊙ (1 - tanh²(c_t))
+    dz_o = dh ⊙ tanh(c_t) ⊙ σ'(o)     dz_i = dc ⊙ g ⊙ σ'(i)
+    dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)       dz_c = dc ⊙ i ⊙ (1 - g²)
+    dW_k += [x_t, h_{t-1}]ᵀ dz_k       db_k += Σ_batch dz_k             (k in f, i, c, o)
+    [dx_t, dh_{t-1}] = Σ_k dz_k W_kᵀ   dc_{t-1} = dc ⊙ f
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+GATES = ("f", "i", "c", "o")
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + e^-x), without overflow for large |x|
+
+
+def _hard_sigmoid(slope: float):
+    return (
+        lambda x: np.clip(slope * x + 0.5, 0.0, 1.0),
+        lambda y: np.where((y > 0.0) & (y < 1.0), slope, 0.0),
+    )
+
+
+# name -> (activation, derivative written in terms of the activation's output)
+ACTIVATIONS = {
+    "sigmoid": (sigmoid, lambda y: y * (1.0 - y)),
+    "hard_sigmoid": _hard_sigmoid(1.0 / 6.0),
+    "hard_sigmoid_keras2": _hard_sigmoid(0.2),
+}
+
+
+@dataclasses.dataclass
+class LayerParams:
+    """One layer: `W[k]` `[input + units, units]` and `b[k]` `[units]` for k in f, i, c, o."""
+
+    W: dict[str, np.ndarray]
+    b: dict[str, np.ndarray]
+
+    @property
+    def units(self) -> int:
+        return self.b["f"].shape[0]
+
+
+@dataclasses.dataclass
+class Params:
+    layers: list[LayerParams]
+    W_out: np.ndarray  # [units, outputs]
+    b_out: np.ndarray  # [outputs]
+
+
+def params_from_model(model) -> Params:
+    """Copies an `LSTMModel`'s variables into float64 numpy arrays."""
+    layers = [
+        LayerParams(
+            W={k: getattr(layer, f"W_{k}").numpy().astype(np.float64) for k in GATES},
+            b={k: getattr(layer, f"b_{k}").numpy().astype(np.float64) for k in GATES},
+        )
+        for layer in model.layers
+    ]
+    return Params(layers, model.W_out.numpy().astype(np.float64), model.b_out.numpy().astype(np.float64))
+
+
+def layer_forward(inputs: np.ndarray, layer: LayerParams, activation: str = "sigmoid") -> dict[str, np.ndarray]:
+    """One layer over `inputs` `[batch, time, features]`, from zero state.
+
+    Returns `i, f, g, o, c, h`, each `[batch, time, units]` (`g` is the candidate cell).
+    """
+    act, _ = ACTIVATIONS[activation]
+    batch, time, _ = inputs.shape
+    hidden = np.zeros((batch, layer.units))
+    cell = np.zeros((batch, layer.units))
+    record = {name: np.zeros((batch, time, layer.units)) for name in ("i", "f", "g", "o", "c", "h")}
+    for t in range(time):
+        joined = np.concatenate([inputs[:, t], hidden], axis=1)  # [batch, features + units]
+        forget_gate = act(joined @ layer.W["f"] + layer.b["f"])
+        input_gate = act(joined @ layer.W["i"] + layer.b["i"])
+        candidate = np.tanh(joined @ layer.W["c"] + layer.b["c"])
+        output_gate = act(joined @ layer.W["o"] + layer.b["o"])
+        cell = forget_gate * cell + input_gate * candidate
+        hidden = output_gate * np.tanh(cell)
+        for name, value in zip("ifgoch", (input_gate, forget_gate, candidate, output_gate, cell, hidden)):
+            record[name][:, t] = value
+    return record
+
+
+def forward(
+    inputs: np.ndarray, params: Params, activation: str = "sigmoid", readout: str = "hidden"
+) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """All layers and the readout. Returns predictions `[batch, time, outputs]` and each layer's
+    record from `layer_forward` (what `backward` needs)."""
+    records = []
+    layer_inputs = np.asarray(inputs, dtype=np.float64)
+    for layer in params.layers:
+        record = layer_forward(layer_inputs, layer, activation)
+        records.append(record)
+        layer_inputs = record["h"]
+    source = records[-1]["c"] if readout == "cell" else records[-1]["h"]
+    return source @ params.W_out + params.b_out, records
+
+
+def backward(
+    inputs: np.ndarray,
+    params: Params,
+    records: list[dict[str, np.ndarray]],
+    d_predictions: np.ndarray,
+    activation: str = "sigmoid",
+    readout: str = "hidden",
+) -> dict[str, np.ndarray]:
+    """Gradients of a loss L given `d_predictions` = ∂L/∂predictions `[batch, time, outputs]`.
+
+    Returns `{"layer_0/W_f": ..., "layer_0/b_f": ..., ..., "W_out": ..., "b_out": ...}`.
+    """
+    _, derivative = ACTIVATIONS[activation]
+    top = records[-1]
+    source = top["c"] if readout == "cell" else top["h"]
+    grads = {
+        "W_out": np.einsum("btu,bto->uo", source, d_predictions),
+        "b_out": d_predictions.sum(axis=(0, 1)),
+    }
+    d_source = d_predictions @ params.W_out.T  # [batch, time, units]
+    d_hidden_seq = np.zeros_like(d_source) if readout == "cell" else d_source
+    d_cell_seq = d_source if readout == "cell" else np.zeros_like(d_source)
+
+    for index in reversed(range(len(params.layers))):
+        layer, record = params.layers[index], records[index]
+        layer_inputs = np.asarray(inputs, dtype=np.float64) if index == 0 else records[index - 1]["h"]
+        features = layer_inputs.shape[2]
+        batch, time, units = record["h"].shape
+        d_W = {k: np.zeros_like(layer.W[k]) for k in GATES}
+        d_b = {k: np.zeros_like(layer.b[k]) for k in GATES}
+        d_inputs = np.zeros_like(layer_inputs)
+        dh_next = np.zeros((batch, units))
+        dc_next = np.zeros((batch, units))
+        for t in reversed(range(time)):
+            i, f, g, o, c = (record[name][:, t] for name in "ifgoc")
+            previous_hidden = record["h"][:, t - 1] if t > 0 else np.zeros((batch, units))
+            previous_cell = record["c"][:, t - 1] if t > 0 else np.zeros((batch, units))
+            tanh_cell = np.tanh(c)
+            dh = d_hidden_seq[:, t] + dh_next
+            dc = d_cell_seq[:, t] + dc_next + dh * o * (1.0 - tanh_cell**2)
+            dz = {
+                "o": dh * tanh_cell * derivative(o),
+                "i": dc * g * derivative(i),
+                "f": dc * previous_cell * derivative(f),
+                "c": dc * i * (1.0 - g**2),
+            }
+            joined = np.concatenate([layer_inputs[:, t], previous_hidden], axis=1)
+            d_joined = np.zeros_like(joined)
+            for k in GATES:
+                d_W[k] += joined.T @ dz[k]
+                d_b[k] += dz[k].sum(axis=0)
+                d_joined += dz[k] @ layer.W[k].T
+            d_inputs[:, t] = d_joined[:, :features]
+            dh_next = d_joined[:, features:]
+            dc_next = dc * f
+        for k in GATES:
+            grads[f"layer_{index}/W_{k}"] = d_W[k]
+            grads[f"layer_{index}/b_{k}"] = d_b[k]
+        d_hidden_seq = d_inputs  # the layer below produced these inputs as its h
+        d_cell_seq = np.zeros_like(d_inputs)
+    return grads

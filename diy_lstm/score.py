@@ -1,0 +1,154 @@
+"""Score sequences with an exported SavedModel.
+
+    python -m diy_lstm.score --model_dir=logs/RUN/saved_model "+-I0" "++0"
+    printf '+-I0\\n++0\\n' | python -m diy_lstm.score --model_dir=logs/RUN/saved_model
+
+Prints one line per sequence: the sequence, the model's final prediction, its rounding, and, when
+the export names a reference function (train.py names `data_generator:final_sum`), the true value
+and whether the rounded prediction matches it. Any error (a bad character, a missing or broken
+model) is one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a SavedModel written by train.py.")
+_REFERENCE = flags.DEFINE_string(
+    "reference",
+    None,
+    "'module:function' giving the true value of a sequence; defaults to the one the export names; "
+    "'none' to leave it out.",
+)
+
+EXIT_BAD_INPUT = 2
+EXIT_BAD_MODEL = 3
+
+
+class ScoreError(Exception):
+    """A problem to report in one line, with the exit status to use."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def load_scorer(model_dir: str):
+    """The `serving_default` signature of the SavedModel at `model_dir`, and the export's metadata."""
+    import tensorflow as tf
+
+    from diy_lstm.export import load_metadata
+
+    if not os.path.isdir(model_dir):
+        raise ScoreError(f"--model_dir={model_dir}: no such directory", EXIT_BAD_MODEL)
+    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise ScoreError(f"--model_dir={model_dir}: no saved_model.pb there; is this a SavedModel?", EXIT_BAD_MODEL)
+    try:
+        loaded = tf.saved_model.load(model_dir)
+        signature = loaded.signatures["serving_default"]
+        metadata = load_metadata(model_dir)
+    except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ScoreError(f"--model_dir={model_dir}: cannot load the SavedModel: {first_line}", EXIT_BAD_MODEL)
+    return loaded, signature, metadata
+
+
+def resolve_reference(spec: str | None) -> Callable[[str], float] | None:
+    """Imports `module:function`, or returns None for None / 'none' / an unimportable module."""
+    if not spec or spec.lower() == "none":
+        return None
+    module_name, _, function_name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        print(f"note: no true values shown: cannot import {spec} ({error})", file=sys.stderr)
+        return None
+
+
+_ASSERTION = re.compile(r"assertion failed: \[(.*?)\]\s*\n", re.DOTALL)
+_UNKNOWN_CHARACTER = re.compile(r"unknown character .* \(U\+[0-9A-F]+\) at position (\d+) of sequences\[(\d+)\]")
+_SEQUENCE_INDEX = re.compile(r"sequences\[(\d+)\]")
+
+
+def explain_model_error(message: str, sequences: list[str]) -> str:
+    """The model's one-line message, with `sequences[i]` replaced by the sequence itself and the
+    character shown as Python would (TensorFlow prints non-ASCII bytes escaped)."""
+    from diy_lstm.export import ERROR_PREFIX
+
+    found = _ASSERTION.search(message)
+    line = found.group(1) if found else message.strip().splitlines()[-1]
+    line = line.removeprefix(ERROR_PREFIX)
+
+    def shown(index: int) -> str:
+        text = sequences[index] if index < len(sequences) else "?"
+        return f"sequence {index + 1} {(text if len(text) <= 60 else text[:57] + '...')!r}"
+
+    unknown = _UNKNOWN_CHARACTER.search(line)
+    if unknown:
+        position, index = int(unknown.group(1)), int(unknown.group(2))
+        character = sequences[index][position - 1]
+        rest = line[unknown.end():]
+        return (f"unknown character {character!r} (U+{ord(character):04X}) at position {position} "
+                f"of {shown(index)}{rest}")
+    return _SEQUENCE_INDEX.sub(lambda match: shown(int(match.group(1))), line)
+
+
+def score(sequences: list[str], model_dir: str, reference_spec: str | None = None) -> list[dict]:
+    """Scores `sequences`; returns one dict per sequence (sequence, prediction, rounded, true?)."""
+    import tensorflow as tf
+
+    _, signature, metadata = load_scorer(model_dir)
+    reference = resolve_reference(reference_spec if reference_spec is not None else metadata.get("reference_function"))
+    try:
+        outputs = signature(sequences=tf.constant(sequences, dtype=tf.string))
+    except tf.errors.InvalidArgumentError as error:
+        raise ScoreError(explain_model_error(error.message, sequences), EXIT_BAD_INPUT) from None
+    rows = []
+    for index, sequence in enumerate(sequences):
+        row = {
+            "sequence": sequence,
+            "prediction": float(outputs["final_prediction"][index]),
+            "rounded": int(outputs["final_prediction_rounded"][index]),
+        }
+        if reference is not None:
+            row["true"] = reference(sequence)
+        rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    width = max([len("sequence")] + [len(row["sequence"]) for row in rows])
+    has_truth = bool(rows) and "true" in rows[0]
+    header = f"{'sequence':<{width}}  prediction  rounded" + ("  true  ok" if has_truth else "")
+    lines = [header]
+    for row in rows:
+        line = f"{row['sequence']:<{width}}  {row['prediction']:>10.4f}  {row['rounded']:>7d}"
+        if has_truth:
+            line += f"  {row['true']:>4}  {'yes' if row['rounded'] == row['true'] else 'NO'}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    sequences = argv[1:] or [line.rstrip("\r\n") for line in sys.stdin]
+    if _MODEL_DIR.value is None:
+        print("error: --model_dir is required: the directory of a SavedModel written by train.py", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    try:
+        rows = score(sequences, _MODEL_DIR.value, _REFERENCE.value)
+    except ScoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(format_rows(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,111 @@
+"""Losses, metrics and the compiled training step for per-step regression with integer targets.
+
+Shapes: predictions and targets are `[batch, time]`, lengths `[batch]`; steps at or after a
+sequence's length are padding and count nowhere.
+
+    error                       share of sequences whose rounded final prediction misses the target
+    mean_square_error           mean of (final prediction - final target)²
+    error_per_step              share of real steps whose rounded prediction misses
+    mean_square_error_per_step  mean of (prediction - target)² over real steps
+
+The loss is `mean_square_error` (`target="final"`, the reference's choice) or
+`mean_square_error_per_step` (`target="running"`: every step is supervised).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from diy_lstm.model import LSTMModel
+from diy_lstm.optimizer import Adam
+from diy_lstm.rnn import final_step
+
+TARGETS = ("final", "running")
+METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
+
+
+def sequence_mask(lengths: tf.Tensor, max_time: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """`[batch, max_time]`: 1 for real steps, 0 for padding."""
+    return tf.sequence_mask(lengths, max_time, dtype=dtype)
+
+
+def loss_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor, target: str) -> tf.Tensor:
+    """The training loss (a scalar) for `target` "final" or "running"."""
+    if target == "final":
+        return tf.reduce_mean(tf.square(final_step(predictions, lengths) - final_step(targets, lengths)))
+    mask = sequence_mask(lengths, tf.shape(predictions)[1], predictions.dtype)
+    return tf.reduce_sum(mask * tf.square(predictions - targets)) / tf.reduce_sum(mask)
+
+
+def metrics_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The four metrics of the module docstring, each a scalar."""
+    dtype = predictions.dtype
+    final_prediction = final_step(predictions, lengths)
+    final_target = final_step(targets, lengths)
+    mask = sequence_mask(lengths, tf.shape(predictions)[1], dtype)
+    real_steps = tf.reduce_sum(mask)
+    misses = tf.cast(tf.not_equal(tf.round(predictions), targets), dtype)
+    return {
+        "error": tf.reduce_mean(tf.cast(tf.not_equal(tf.round(final_prediction), final_target), dtype)),
+        "mean_square_error": tf.reduce_mean(tf.square(final_prediction - final_target)),
+        "error_per_step": tf.reduce_sum(mask * misses) / real_steps,
+        "mean_square_error_per_step": tf.reduce_sum(mask * tf.square(predictions - targets)) / real_steps,
+    }
+
+
+class Trainer:
+    """The compiled training and evaluation steps of an `LSTMModel` with one output.
+
+    Args:
+      model: the model to train (`output_size` 1).
+      optimizer: an `Adam` over `model.trainable_variables`.
+      target: "final" or "running", see the module docstring.
+      jit_compile: compile the training step with XLA.
+      clip_norm: if set, gradients are scaled down to this global norm.
+    """
+
+    def __init__(
+        self,
+        model: LSTMModel,
+        optimizer: Adam,
+        target: str = "final",
+        jit_compile: bool = False,
+        clip_norm: float | None = None,
+    ):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.target = target
+        self.clip_norm = clip_norm
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+        signature = [
+            tf.TensorSpec([None, None, model.config.input_size], model.dtype),
+            tf.TensorSpec([None, None], model.dtype),
+            tf.TensorSpec([None], tf.int32),
+        ]
+        self.evaluate = tf.function(self._evaluate, input_signature=signature)
+        self.gradients = tf.function(self._gradients, input_signature=signature)
+
+    def _loss(self, inputs, targets, lengths, training):
+        predictions = self.model(inputs, training=training)[..., 0]  # [batch, time]
+        return loss_fn(predictions, tf.cast(targets, predictions.dtype), lengths, self.target)
+
+    def _gradients(self, inputs, targets, lengths):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self._loss(inputs, targets, lengths, training=True)
+        gradients = tape.gradient(loss, variables)
+        if self.clip_norm is not None:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
+        return loss, gradients
+
+    def _train_step(self, inputs, targets, lengths):
+        """One update on a batch; returns the loss before the update."""
+        loss, gradients = self._gradients(inputs, targets, lengths)
+        self.optimizer.apply_gradients(gradients)
+        return loss
+
+    def _evaluate(self, inputs, targets, lengths):
+        predictions = self.model(inputs)[..., 0]
+        return metrics_fn(predictions, targets, lengths)

@@ -1,0 +1,99 @@
+"""train.py and `python -m diy_lstm.score` as a user runs them: output, event files, errors."""
+
+import glob
+import os
+
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+from conftest import ROOT, run_python, run_train
+
+
+def load_events(directory):
+    accumulator = event_accumulator.EventAccumulator(directory, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalar_series(accumulator, tag):
+    """TF2 writes scalars as tensor events; returns [(step, value)]."""
+    return [(event.step, float(tensor_util.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
+
+
+def test_progress_lines_and_summary(short_run):
+    lines = short_run["stdout"].splitlines()
+    assert [l.split()[1] for l in lines if l.startswith("epoch")] == ["10/40", "20/40", "30/40", "40/40"]
+    assert any("held-out: error" in line for line in lines)
+    assert any(line.strip() == f"SavedModel: {short_run['export_dir']}" for line in lines)
+
+
+def test_event_files_hold_the_four_series_and_the_graph(short_run):
+    for split in ("train", "test"):
+        accumulator = load_events(os.path.join(short_run["run_dir"], split))
+        for tag in ("error", "mean_square_error"):
+            series = scalar_series(accumulator, tag)
+            assert [step for step, _ in series] == [10, 20, 30, 40]
+            values = [value for _, value in series]
+            assert all(0.0 <= v for v in values)
+            if tag == "error":
+                assert all(v <= 1.0 for v in values)
+    train_events = load_events(os.path.join(short_run["run_dir"], "train"))
+    assert "train_step" in train_events.PluginTagToContent("graph_run_metadata_graph")
+
+
+def test_score_cli_prints_prediction_and_truth(short_run):
+    result = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", "++0", "I+++-0", "+"])
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["++0", "I+++-0", "+"]
+    assert [int(row[3]) for row in rows] == [2, -2, 1]  # true sums from data_generator
+    for row in rows:
+        assert int(row[2]) == round(float(row[1]))
+        assert row[4] == ("yes" if int(row[2]) == int(row[3]) else "NO")
+
+
+def test_score_cli_reads_stdin_and_takes_leading_minus_after_double_dash(short_run):
+    from_stdin = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}"], stdin="-I--\n++\n")
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert [line.split()[0] for line in from_stdin.stdout.splitlines()[1:]] == ["-I--", "++"]
+    after_dash = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", "--", "-I--"])
+    assert after_dash.returncode == 0 and after_dash.stdout.splitlines()[1].split()[3] == "1"
+
+
+@pytest.mark.parametrize(
+    "sequence, expected",
+    [("+x-", "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
+     ("+ +", "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
+     ("++é", "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
+     ("", "sequence 2 '' is empty")],
+)
+def test_score_cli_bad_character_is_one_clear_line(short_run, sequence, expected):
+    result = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", "++", sequence])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: {expected}"), last_line
+    assert result.stdout == ""
+
+
+def test_score_cli_missing_model_dir(tmp_path):
+    result = run_python(["-m", "diy_lstm.score", f"--model_dir={tmp_path / 'nope'}", "++"])
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "no such directory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, fragment",
+    [("--lstm_size=0", "--lstm_size"), ("--sequence_length=-1", "sequence_length"),
+     ("--train_fraction=1.5", "train_fraction"), ("--epochs=-3", "epochs"), ("--lstm_size=abc", "--lstm_size"),
+     ("--lstm_size=100000", "--lstm_size"), ("--epochs=ten", "epochs"), ("--batch_size=-5", "batch_size"),
+     ("--learning_rate=0", "learning_rate"), ("--min_length=5", "--min_length and --max_length"),
+     ("--target=sum", "target")],
+)
+def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
+    result = run_train([flag, "--run_name=bad"], str(tmp_path), timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    assert fragment in result.stderr
+    assert not os.path.exists(tmp_path / "bad")  # nothing written

@@ -1,0 +1,170 @@
+"""The SavedModel: scores raw strings with no code of ours, any length, with clear errors."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_generator as dg
+from conftest import run_python
+from diy_lstm import export as export_lib
+from diy_lstm import reference
+from diy_lstm.export import SequenceScorer, export, load_metadata
+from diy_lstm.model import LSTMModel, ModelConfig
+
+SEQUENCES = ["+-I0", "++", "I+++-0", "-", "0I-I+I0-+"]
+
+
+def expected_finals(model, sequences):
+    params = reference.params_from_model(model)
+    finals = []
+    for sequence in sequences:
+        predictions, _ = reference.forward(dg.encode_sequence(sequence)[None], params, readout=model.config.readout)
+        finals.append(predictions[0, -1, 0])
+    return np.array(finals)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = LSTMModel(ModelConfig(input_size=3, units=6, readout="cell", seed=7))
+    path = str(tmp_path_factory.mktemp("export") / "saved_model")
+    export(SequenceScorer(model, dg.ENCODING), path, {"reference_function": "data_generator:final_sum"})
+    return model, path
+
+
+def test_in_memory_scorer_matches_numpy(exported):
+    model, _ = exported
+    scorer = SequenceScorer(model, dg.ENCODING)  # tf.function methods hold their instance weakly
+    outputs = scorer.score_strings(tf.constant(SEQUENCES))
+    np.testing.assert_allclose(outputs["final_prediction"].numpy(), expected_finals(model, SEQUENCES), atol=1e-5)
+    assert outputs["lengths"].numpy().tolist() == [len(s) for s in SEQUENCES]
+    assert outputs["step_predictions"].shape == (len(SEQUENCES), max(map(len, SEQUENCES)))
+    assert outputs["step_predictions"].numpy()[1, 2:].tolist() == [0.0] * 7  # padding reads 0
+
+
+def test_restored_in_a_process_without_this_project(exported, tmp_path):
+    model, path = exported
+    script = textwrap.dedent(f"""
+        import json, sys, tensorflow as tf
+        assert not any("diy_lstm" in p or p in ("", ".") for p in sys.path[1:]), sys.path
+        m = tf.saved_model.load({path!r})
+        out = m.signatures["serving_default"](sequences=tf.constant({SEQUENCES!r}))
+        enc = m.signatures["score_encoded"](inputs=tf.constant([[[1., 0., 0.], [0., 0., 1.], [0., 1., 0.]]]))
+        print(json.dumps({{k: v.numpy().tolist() for k, v in out.items()}} | {{"encoded": enc["final_prediction"].numpy().tolist()}}))
+    """)
+    result = run_python(["-I", "-c", script], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(outputs["final_prediction"], expected_finals(model, SEQUENCES), atol=1e-5)
+    assert outputs["final_prediction_rounded"] == np.round(outputs["final_prediction"]).astype(int).tolist()
+    np.testing.assert_allclose(outputs["encoded"], expected_finals(model, ["+I-"]), atol=1e-5)
+
+
+def test_lengths_1_6_and_300_through_one_traced_function(exported):
+    model, path = exported
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    sequences = ["+", "I0-+-I"] + dg.sample_sequences(300, 1, rng)
+    for sequence in sequences:  # one at a time: three different lengths, one concrete function
+        got = signature(sequences=tf.constant([sequence]))["final_prediction"].numpy()
+        np.testing.assert_allclose(got, expected_finals(model, [sequence]), atol=1e-4)
+    library_ops = {node.op for f in signature.graph.as_graph_def().library.function for node in f.node_def}
+    assert library_ops & {"While", "StatelessWhile"}, "the time loop must be a While op, not unrolled"
+
+
+def test_variables_keep_their_gate_names(exported):
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    assert loaded.model.layers[0].W_f.shape == (3 + 6, 6)
+    layer = loaded.model.layers[0]
+    assert [getattr(layer, f"W_{g}").name for g in "fico"] == [f"lstm_model/layer_0/W_{g}:0" for g in "fico"]
+    np.testing.assert_array_equal(layer.b_f.numpy(), np.ones(6))
+    assert loaded.model.W_out.name == "lstm_model/W_out:0"
+
+
+@pytest.mark.parametrize(
+    "batch, pattern",
+    [
+        (["+x-"], r"unknown character x \(U\+0078\) at position 2 of sequences\[0\]"),
+        (["++", ""], r"sequences\[1\] is empty"),
+        (["++", "+ +"], r"character   \(U\+0020\) at position 2 of sequences\[1\]"),
+        (["é"], r"U\+00E9"),
+        (["+\t"], r"U\+0009"),
+    ],
+)
+def test_bad_strings_fail_with_a_message_naming_them(exported, batch, pattern):
+    _, path = exported
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+        signature(sequences=tf.constant(batch))
+
+
+def test_encoded_signature_rejects_wrong_feature_count(exported):
+    _, path = exported
+    signature = tf.saved_model.load(path).signatures["score_encoded"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"inputs must be \[batch, time, 3\]"):
+        signature(inputs=tf.zeros([1, 4, 5]))
+
+
+def test_empty_batch_gives_empty_outputs(exported):
+    _, path = exported
+    outputs = tf.saved_model.load(path).signatures["serving_default"](sequences=tf.constant([], dtype=tf.string))
+    assert outputs["final_prediction"].shape == (0,)
+
+
+def test_metadata_is_stored(exported):
+    _, path = exported
+    assert load_metadata(path)["reference_function"] == "data_generator:final_sum"
+
+
+def test_saved_model_cli_lists_and_runs_both_signatures(exported):
+    _, path = exported
+    cli = shutil.which("saved_model_cli")
+    assert cli, "saved_model_cli comes with tensorflow"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, env=env)
+    assert "signature_def['serving_default']" in shown.stdout and "signature_def['score_encoded']" in shown.stdout
+    ran = subprocess.run(
+        [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--input_exprs", 'sequences=["++-0","I+"]'], capture_output=True, text=True, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert "final_prediction_rounded" in ran.stdout
+
+
+def test_failed_export_leaves_the_previous_one_loadable(exported, tmp_path, monkeypatch):
+    model, _ = exported
+    target = str(tmp_path / "saved_model")
+    scorer = SequenceScorer(model, dg.ENCODING)
+    export(scorer, target, {"version": 1})
+
+    def fail_midway(obj, directory, signatures=None):
+        os.makedirs(os.path.join(directory, "variables"))
+        with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_lib.tf.saved_model, "save", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        export(scorer, target, {"version": 2})
+    monkeypatch.undo()
+    assert load_metadata(target) == {"version": 1}
+    outputs = tf.saved_model.load(target).signatures["serving_default"](sequences=tf.constant(["+-"]))
+    np.testing.assert_allclose(outputs["final_prediction"], expected_finals(model, ["+-"]), atol=1e-5)
+    assert os.listdir(tmp_path) == ["saved_model"]  # no staging directories left behind
+
+
+def test_interrupted_swap_is_recovered(exported, tmp_path):
+    model, _ = exported
+    target = str(tmp_path / "saved_model")
+    export(SequenceScorer(model, dg.ENCODING), target, {"version": 1})
+    os.rename(target, target + ".previous")  # as if killed between the two renames
+    export(SequenceScorer(model, dg.ENCODING), target, {"version": 2})
+    assert load_metadata(target) == {"version": 2}
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]

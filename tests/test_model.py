@@ -1,0 +1,131 @@
+"""The TensorFlow model against the numpy reference, and the loop's own guarantees."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from diy_lstm import reference
+from diy_lstm.cell import LSTMCell, LSTMState, get_recurrent_activation, lstm_step
+from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.rnn import dynamic_lstm
+
+
+def random_inputs(batch, time, features, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, time, features)).astype(np.float32)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("readout", ["hidden", "cell"])
+def test_float32_forward_matches_numpy_loop(compiled, readout):
+    model = LSTMModel(ModelConfig(input_size=3, units=24, readout=readout, seed=1))
+    inputs = random_inputs(16, 6, 3)
+    call = tf.function(model.__call__) if compiled else model.__call__
+    ours = call(inputs).numpy()
+    expected, _ = reference.forward(inputs, reference.params_from_model(model), readout=readout)
+    assert ours.shape == (16, 6, 1)
+    assert np.max(np.abs(ours - expected)) <= 1e-5
+
+
+def test_one_step_function_matches_the_loop():
+    cell = LSTMCell(input_size=3, units=5, seed=2, dtype=tf.float64)
+    inputs = tf.constant(random_inputs(4, 7, 3).astype(np.float64))
+    state = cell.zero_state(4, tf.float64)
+    stepped = []
+    for t in range(7):
+        hidden, state = lstm_step(inputs[:, t], state, cell.fused_weights(), cell.activation)
+        stepped.append(hidden)
+    looped = dynamic_lstm(inputs, cell.fused_weights(), cell.activation)
+    np.testing.assert_allclose(looped.hidden.numpy(), tf.stack(stepped, 1).numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(looped.final_state.cell.numpy(), state.cell.numpy(), rtol=0, atol=1e-14)
+
+
+def test_gate_variables_are_named_and_forget_bias_is_one():
+    model = LSTMModel(ModelConfig(input_size=3, units=24))
+    names = {v.name for v in model.trainable_variables}
+    for gate in "fico":
+        assert f"lstm_model/layer_0/W_{gate}:0" in names and f"lstm_model/layer_0/b_{gate}:0" in names
+    layer = model.layers[0]
+    assert layer.W_f.shape == (3 + 24, 24)
+    np.testing.assert_array_equal(layer.b_f.numpy(), np.ones(24))
+    for gate in "ico":
+        np.testing.assert_array_equal(getattr(layer, f"b_{gate}").numpy(), np.zeros(24))
+
+
+def test_forget_bias_changes_the_output():
+    inputs = random_inputs(2, 5, 3)
+    with_bias = LSTMModel(ModelConfig(input_size=3, units=4, forget_bias=1.0))(inputs).numpy()
+    without = LSTMModel(ModelConfig(input_size=3, units=4, forget_bias=0.0))(inputs).numpy()
+    assert np.max(np.abs(with_bias - without)) > 1e-3
+
+
+def test_reference_initializer_statistics():
+    weights = LSTMModel(ModelConfig(input_size=3, units=200, seed=5)).layers[0].W_i.numpy()
+    assert abs(weights.mean() + 0.2) < 0.005 and 0.07 < weights.std() < 0.1  # truncated at 2 std
+    assert weights.min() >= -0.4 - 1e-6 and weights.max() <= 1e-6
+
+
+def test_same_seed_same_weights_different_seed_different():
+    a = LSTMModel(ModelConfig(input_size=3, units=8, seed=3)).layers[0].W_c.numpy()
+    b = LSTMModel(ModelConfig(input_size=3, units=8, seed=3)).layers[0].W_c.numpy()
+    c = LSTMModel(ModelConfig(input_size=3, units=8, seed=4)).layers[0].W_c.numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_padding_does_not_change_real_steps_or_final_state():
+    cell = LSTMCell(input_size=3, units=6, seed=1, dtype=tf.float64)
+    inputs = random_inputs(3, 9, 3).astype(np.float64)
+    lengths = np.array([9, 4, 1])
+    padded = inputs.copy()
+    for row, length in enumerate(lengths):
+        padded[row, length:] = 99.0  # garbage after the end
+    out = dynamic_lstm(tf.constant(padded), cell.fused_weights(), cell.activation, sequence_length=lengths)
+    for row, length in enumerate(lengths):
+        alone = dynamic_lstm(tf.constant(inputs[row : row + 1, :length]), cell.fused_weights(), cell.activation)
+        np.testing.assert_allclose(out.hidden[row, :length], alone.hidden[0], atol=1e-14)
+        np.testing.assert_allclose(out.final_state.hidden[row], alone.final_state.hidden[0], atol=1e-14)
+
+
+def test_one_traced_function_serves_every_length():
+    model = LSTMModel(ModelConfig(input_size=3, units=8, seed=2))
+    call = tf.function(model.__call__, input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
+    params = reference.params_from_model(model)
+    for time in (1, 6, 300):
+        inputs = random_inputs(2, time, 3, seed=time)
+        expected, _ = reference.forward(inputs, params)
+        assert np.max(np.abs(call(inputs).numpy() - expected)) <= 1e-5
+    assert len(call._list_all_concrete_functions()) == 1
+
+
+def test_unrolled_and_looped_agree():
+    inputs = random_inputs(4, 6, 3)
+    looped = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), unroll=False)
+    unrolled = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), unroll=True)
+    np.testing.assert_allclose(
+        tf.function(looped.__call__)(inputs, training=True), tf.function(unrolled.__call__)(inputs, training=True),
+        atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"])
+def test_recurrent_activations_match_their_formulas(name):
+    x = np.linspace(-6, 6, 121)
+    expected = {"sigmoid": 1 / (1 + np.exp(-x)), "hard_sigmoid": np.clip(x / 6 + 0.5, 0, 1),
+                "hard_sigmoid_keras2": np.clip(0.2 * x + 0.5, 0, 1)}[name]
+    np.testing.assert_allclose(get_recurrent_activation(name).function(tf.constant(x)).numpy(), expected, atol=1e-15)
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ValueError, match="'relu'.*hard_sigmoid"):
+        get_recurrent_activation("relu")
+
+
+def test_bad_config_is_rejected_with_the_field_name():
+    with pytest.raises(ValueError, match="units must be >= 1"):
+        ModelConfig(input_size=3, units=0)
+    with pytest.raises(ValueError, match="readout"):
+        ModelConfig(input_size=3, units=4, readout="gate")
+
+
+def test_state_is_a_named_tuple():
+    state = LSTMCell(3, 4).zero_state(2)
+    assert isinstance(state, LSTMState) and state.hidden.shape == (2, 4) and state.cell.shape == (2, 4)

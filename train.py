@@ -1,0 +1,338 @@
+"""Train the hand-built LSTM on the +-0I running-sum task.
+
+    python train.py --lstm_size=24
+
+Reads top to bottom: flags -> run directory -> data -> model -> optimizer -> checkpoint -> loop
+(train, evaluate, log, checkpoint) -> export. Rerunning the same command resumes the run from its
+last checkpoint; `--fresh` starts it over. `--lstm_size=8,16,24` trains one run per size.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import data_generator  # noqa: E402
+from diy_lstm import cell as cell_lib  # noqa: E402
+from diy_lstm.checkpoints import ConfigMismatchError, RunCheckpoint, check_or_write_config  # noqa: E402
+from diy_lstm.export import SequenceScorer, export  # noqa: E402
+from diy_lstm.model import READOUTS, LSTMModel, ModelConfig  # noqa: E402
+from diy_lstm.optimizer import Adam  # noqa: E402
+from diy_lstm.progress import Progress  # noqa: E402
+from diy_lstm.rnn import BACKPROP_MODES  # noqa: E402
+from diy_lstm.summaries import RunWriters, write_scalars  # noqa: E402
+from diy_lstm.training import TARGETS, Trainer  # noqa: E402
+
+MAX_LSTM_SIZE = 4096
+MAX_SEQUENCE_LENGTH = 100_000
+MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
+
+# Data.
+_SEQUENCE_LENGTH = flags.DEFINE_integer(
+    "sequence_length", 6, "Length of every training sequence (unless --min_length/--max_length).",
+    lower_bound=1, upper_bound=MAX_SEQUENCE_LENGTH)
+_MIN_LENGTH = flags.DEFINE_integer(
+    "min_length", None, "Shortest training length; with --max_length, lengths are mixed.",
+    lower_bound=1, upper_bound=MAX_SEQUENCE_LENGTH)
+_MAX_LENGTH = flags.DEFINE_integer(
+    "max_length", None, "Longest training length; with --min_length, lengths are mixed.",
+    lower_bound=1, upper_bound=MAX_SEQUENCE_LENGTH)
+_MAX_SEQUENCES_PER_LENGTH = flags.DEFINE_integer(
+    "max_sequences_per_length", data_generator.MAX_SEQUENCES_PER_LENGTH,
+    "All 4^L sequences of a length L are used when there are at most this many; else this many are sampled.",
+    lower_bound=2, upper_bound=10_000_000)
+_TRAIN_FRACTION = flags.DEFINE_float(
+    "train_fraction", 0.25, "Share of the sequences used for training; the rest is held out. In (0, 1).")
+# Model.
+_LSTM_SIZE = flags.DEFINE_list(
+    "lstm_size", ["24"], f"Units per LSTM layer, 1..{MAX_LSTM_SIZE}; a comma list (8,16,24) trains one run each.")
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", 1, "Stacked LSTM layers.", lower_bound=1, upper_bound=16)
+_READOUT = flags.DEFINE_enum(
+    "readout", "cell", list(READOUTS), "The per-step prediction is a linear function of the last layer's "
+    "hidden state h or its cell state c (c is unbounded, so large sums stay representable).")
+_RECURRENT_ACTIVATION = flags.DEFINE_enum(
+    "recurrent_activation", "sigmoid", list(cell_lib.RECURRENT_ACTIVATIONS), "Gate activation σ.")
+_INITIALIZER = flags.DEFINE_enum(
+    "initializer", "reference", list(cell_lib.INITIALIZERS),
+    "Weight initialiser: 'reference' is the notebook's truncated normal (mean -0.2, std 0.1).")
+_FORGET_BIAS = flags.DEFINE_float("forget_bias", 1.0, "Initial value of the forget-gate bias b_f.")
+# Optimisation.
+_TARGET = flags.DEFINE_enum(
+    "target", "final", list(TARGETS), "Loss on the final sum only (the reference) or on every step's running sum.")
+_EPOCHS = flags.DEFINE_integer("epochs", 1000, "Passes over the training set.", lower_bound=1, upper_bound=10_000_000)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 0, "Sequences per update; 0 means the whole training set (as the reference).",
+    lower_bound=0, upper_bound=10_000_000)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Adam's learning rate. In (0, 10].")
+_FINAL_LEARNING_RATE = flags.DEFINE_float(
+    "final_learning_rate", None, "If set, the learning rate decays exponentially to this by the last epoch.")
+_CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled down to this global norm.")
+_SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights and the batch order.",
+                             lower_bound=0, upper_bound=2**31 - 1)
+_BACKPROP = flags.DEFINE_enum(
+    "backprop", "bptt", list(BACKPROP_MODES), "Hand-written backpropagation through time, or TF's autodiff.")
+_UNROLL = flags.DEFINE_boolean("unroll", True, "Unroll the time loop when every batch has the same length.")
+_JIT_COMPILE = flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+# Output.
+_LOGDIR = flags.DEFINE_string("logdir", "logs", "TensorBoard root: runs go to <logdir>/<run_name>.")
+_RUN_NAME = flags.DEFINE_string("run_name", None, "Run directory name under --logdir; default: a timestamp.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where the SavedModel goes; default <run dir>/saved_model.")
+_EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every", 10, "Evaluate, log and print every this many epochs.", lower_bound=1, upper_bound=10_000_000)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", 100, "Checkpoint every this many epochs (and at the end).", lower_bound=1, upper_bound=10_000_000)
+_FRESH = flags.DEFINE_boolean(
+    "fresh", False, "Start the run over; an existing run directory is renamed aside (and the new name printed).")
+
+# Settings that shape the variables or the data: a resumed run must keep them.
+RESUME_MUST_MATCH = (
+    "sequence_length", "min_length", "max_length", "max_sequences_per_length", "train_fraction", "lstm_size",
+    "num_layers", "readout", "recurrent_activation", "initializer", "forget_bias", "seed",
+)
+
+
+def _lstm_sizes(values: list[str]) -> bool:
+    return all(v.strip().isdigit() and 1 <= int(v) <= MAX_LSTM_SIZE for v in values) and len(values) > 0
+
+
+flags.register_validator(
+    "lstm_size", _lstm_sizes, message=f"--lstm_size must be integers in [1, {MAX_LSTM_SIZE}], e.g. 24 or 8,16,24")
+flags.register_validator(
+    "train_fraction", lambda v: 0.0 < v < 1.0, message="--train_fraction must be in (0, 1), e.g. 0.25")
+flags.register_validator(
+    "learning_rate", lambda v: 0.0 < v <= 10.0, message="--learning_rate must be in (0, 10], e.g. 0.05")
+flags.register_validator(
+    "final_learning_rate", lambda v: v is None or 0.0 < v <= 10.0,
+    message="--final_learning_rate must be in (0, 10]")
+flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
+flags.register_validator(
+    "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")
+flags.register_validator(
+    "run_name", lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
+    message="--run_name must be a non-empty relative name without '..'")
+
+
+@flags.multi_flags_validator(["min_length", "max_length"], message="--min_length and --max_length go together, "
+                             "with --min_length <= --max_length")
+def _length_range(values: dict) -> bool:
+    low, high = values["min_length"], values["max_length"]
+    return (low is None) == (high is None) and (low is None or low <= high)
+
+
+@flags.multi_flags_validator(
+    ["sequence_length", "max_length", "max_sequences_per_length"],
+    message=f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
+    "(--max_sequences_per_length x the longest length); lower one of them")
+def _data_fits(values: dict) -> bool:
+    longest = values["max_length"] or values["sequence_length"]
+    per_length = min(values["max_sequences_per_length"], 4 ** min(longest, 16))
+    return per_length * longest <= MAX_CHARACTERS_IN_MEMORY
+
+
+def settings_from_flags(lstm_size: int, run_name: str) -> dict:
+    """Every setting of one run, as plain values (saved as the run's config.json)."""
+    min_length = _MIN_LENGTH.value or _SEQUENCE_LENGTH.value
+    max_length = _MAX_LENGTH.value or _SEQUENCE_LENGTH.value
+    settings = {name: flags.FLAGS[name].value for name in flags.FLAGS if name in _OWN_FLAGS}
+    settings.update(lstm_size=lstm_size, run_name=run_name, min_length=min_length, max_length=max_length)
+    return settings
+
+
+_OWN_FLAGS = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+
+
+def learning_rate_at(epoch: int, settings: dict) -> float:
+    """Constant, or decaying exponentially from --learning_rate to --final_learning_rate."""
+    start, end = settings["learning_rate"], settings["final_learning_rate"]
+    if end is None or settings["epochs"] <= 1:
+        return start
+    return start * (end / start) ** (epoch / (settings["epochs"] - 1))
+
+
+class StopRequest:
+    """Turns Ctrl-C (SIGINT) into a request that the loop honours at the end of an epoch."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this epoch (Ctrl-C again to stop at once)...", flush=True)
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def prepare_run_dir(run_dir: str, fresh: bool) -> None:
+    if fresh and os.path.exists(run_dir):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        aside = f"{run_dir}.replaced-{stamp}"
+        os.rename(run_dir, aside)
+        print(f"--fresh: moved the existing run {run_dir} to {aside}")
+
+
+def evaluate(trainer: Trainer, examples: data_generator.Examples) -> dict[str, float]:
+    metrics = trainer.evaluate(
+        tf.constant(examples.inputs), tf.constant(examples.running_sums), tf.constant(examples.lengths)
+    )
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def train(settings: dict) -> dict:
+    """One training run; returns its summary (also written to <run dir>/results.json)."""
+    run_dir = os.path.join(settings["logdir"], settings["run_name"])
+    prepare_run_dir(run_dir, settings["fresh"])
+    check_or_write_config(run_dir, settings, RESUME_MUST_MATCH)
+    tf.config.experimental.enable_op_determinism()
+
+    train_examples, test_examples = data_generator.make_splits(
+        settings["min_length"], settings["max_length"], settings["train_fraction"], settings["seed"],
+        settings["max_sequences_per_length"])
+    model_config = ModelConfig(
+        input_size=data_generator.NUM_FEATURES, units=settings["lstm_size"], num_layers=settings["num_layers"],
+        readout=settings["readout"], recurrent_activation=settings["recurrent_activation"],
+        forget_bias=settings["forget_bias"], initializer=settings["initializer"], seed=settings["seed"])
+    model = LSTMModel(model_config, backprop=settings["backprop"], unroll=settings["unroll"])
+    optimizer = Adam(model.trainable_variables, learning_rate=settings["learning_rate"])
+    trainer = Trainer(model, optimizer, settings["target"], settings["jit_compile"], settings["clip_norm"])
+
+    checkpoint = RunCheckpoint(run_dir, model, optimizer)
+    start_epoch = checkpoint.restore_latest()
+    epochs = settings["epochs"]
+    if start_epoch:
+        print(f"resuming from epoch {start_epoch} ({checkpoint.latest})")
+    print(f"run {run_dir}: {len(train_examples)} training / {len(test_examples)} held-out sequences, "
+          f"lengths {settings['min_length']}..{settings['max_length']}, lstm_size {settings['lstm_size']}, "
+          f"epochs {start_epoch + 1}..{epochs}")
+
+    writers = RunWriters(run_dir)
+    progress = Progress(total=epochs, start=start_epoch)
+    stop = StopRequest()
+    started = time.perf_counter()
+    first_perfect_epoch = None
+    completed = start_epoch
+    trace_graph = start_epoch == 0  # the Graphs tab shows the traced training step
+    try:
+        batches = data_generator.training_batches(
+            train_examples, settings["batch_size"], settings["seed"], range(start_epoch, epochs))
+        optimizer.learning_rate.assign(learning_rate_at(start_epoch, settings))
+        for epoch, last_in_epoch, inputs, targets, lengths in batches:
+            if trace_graph:
+                tf.summary.trace_on(graph=True)
+            loss = trainer.train_step(inputs, targets, lengths)
+            if trace_graph:
+                with writers.train.as_default():
+                    tf.summary.trace_export("train_step", step=0)
+                trace_graph = False
+            if not last_in_epoch:
+                continue
+            epoch = int(epoch)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training stopped: the loss became {loss} in epoch {epoch + 1} "
+                    f"(learning rate {learning_rate_at(epoch, settings):g}); the last good checkpoint "
+                    f"{checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun")
+            completed = epoch + 1
+            optimizer.learning_rate.assign(learning_rate_at(completed, settings))
+            if completed % settings["eval_every"] == 0 or completed == epochs:
+                train_metrics = evaluate(trainer, train_examples)
+                test_metrics = evaluate(trainer, test_examples)
+                write_scalars(writers.train, train_metrics, completed)
+                write_scalars(writers.test, test_metrics, completed)
+                if test_metrics["error"] == 0.0 and first_perfect_epoch is None:
+                    first_perfect_epoch = (completed, time.perf_counter() - started)
+                progress.update(completed, {
+                    "train_mse": train_metrics["mean_square_error"],
+                    "test_error": f"{100 * test_metrics['error']:.2f}%",
+                    "test_mse": test_metrics["mean_square_error"],
+                    "time": f"{time.perf_counter() - started:.1f}s",
+                })
+            if completed % settings["checkpoint_every"] == 0 or completed == epochs or stop.requested:
+                checkpoint.save(completed)
+                writers.flush()
+            if stop.requested:
+                print(f"interrupted after epoch {completed}; checkpoint saved to {checkpoint.latest}. "
+                      "Run the same command to resume.")
+                return {"interrupted": True, "completed_epochs": completed}
+    finally:
+        stop.restore()
+        progress.close()
+    elapsed = time.perf_counter() - started
+
+    export_dir = settings["export_dir"] or os.path.join(run_dir, "saved_model")
+    metadata = {
+        "model_config": model_config.to_dict(),
+        "settings": settings,
+        "reference_function": "data_generator:final_sum",
+        "alphabet": list(data_generator.ENCODING),
+    }
+    export(SequenceScorer(model, data_generator.ENCODING), export_dir, metadata)
+    summary = {
+        "run_dir": run_dir,
+        "export_dir": export_dir,
+        "epochs": epochs,
+        "seconds": round(elapsed, 2),
+        "train": evaluate(trainer, train_examples),
+        "test": evaluate(trainer, test_examples),
+        "first_zero_test_error": None if first_perfect_epoch is None else
+        {"epoch": first_perfect_epoch[0], "seconds": round(first_perfect_epoch[1], 2)},
+    }
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}; all settings are --flags (see --help)", file=sys.stderr)
+        return 2
+    sizes = [int(v) for v in _LSTM_SIZE.value]
+    base_name = _RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for size in sizes:
+        sweep = len(sizes) > 1
+        run_name = os.path.join(base_name, f"lstm_size_{size}") if sweep else base_name
+        settings = settings_from_flags(size, run_name)
+        if sweep and settings["export_dir"]:
+            settings["export_dir"] = os.path.join(settings["export_dir"], f"lstm_size_{size}")
+        try:
+            summary = train(settings)
+        except (ConfigMismatchError, FloatingPointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if summary.get("interrupted"):
+            return 130
+        print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    test, train_metrics = summary["test"], summary["train"]
+    print(f"done: {summary['epochs']} epochs in {summary['seconds']:.1f}s")
+    print(f"  held-out: error {100 * test['error']:.2f}% (final sum), {100 * test['error_per_step']:.2f}% "
+          f"(per step), mse {test['mean_square_error']:.4f}")
+    print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.4f}")
+    first = summary["first_zero_test_error"]
+    if first:
+        print(f"  0.00% held-out error first reached at epoch {first['epoch']} ({first['seconds']:.1f}s)")
+    print(f"  SavedModel: {summary['export_dir']}")
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
