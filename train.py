@@ -74,7 +74,7 @@ _EPOCHS = flags.DEFINE_integer("epochs", 1000, "Passes over the training set.", 
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 0, "Sequences per update; 0 means the whole training set (as the reference).",
     lower_bound=0, upper_bound=10_000_000)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Adam's learning rate. In (0, 10].")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Adam's learning rate, > 0.")
 _FINAL_LEARNING_RATE = flags.DEFINE_float(
     "final_learning_rate", None, "If set, the learning rate decays exponentially to this by the last epoch.")
 _CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled down to this global norm.")
@@ -111,10 +111,9 @@ flags.register_validator(
 flags.register_validator(
     "train_fraction", lambda v: 0.0 < v < 1.0, message="--train_fraction must be in (0, 1), e.g. 0.25")
 flags.register_validator(
-    "learning_rate", lambda v: 0.0 < v <= 10.0, message="--learning_rate must be in (0, 10], e.g. 0.05")
+    "learning_rate", lambda v: 0.0 < v < 1e38, message="--learning_rate must be > 0 (and a float32), e.g. 0.05")
 flags.register_validator(
-    "final_learning_rate", lambda v: v is None or 0.0 < v <= 10.0,
-    message="--final_learning_rate must be in (0, 10]")
+    "final_learning_rate", lambda v: v is None or 0.0 < v < 1e38, message="--final_learning_rate must be > 0")
 flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
 flags.register_validator(
     "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")

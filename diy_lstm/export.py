@@ -94,13 +94,11 @@ class SequenceScorer(tf.Module):
     def score_encoded(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores encoded sequences `[batch, time, features]`, every one `time` steps long."""
         features = self.model.config.input_size
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(inputs)[2], features,
-                message=f"{ERROR_PREFIX}inputs must be [batch, time, {features}]; the last dimension differs"),
-            tf.debugging.assert_positive(
-                tf.shape(inputs)[1], message=f"{ERROR_PREFIX}inputs must have at least one time step"),
-        ]
+        shape = tf.shape(inputs)
+        padded_shape = tf.concat([shape, [0, 0, 0]], axis=0)  # indexable whatever the rank
+        well_formed = (tf.size(shape) == 3) & (padded_shape[1] > 0) & (padded_shape[2] == features)
+        checks = [tf.debugging.Assert(
+            well_formed, [f"{ERROR_PREFIX}inputs must be [batch, time >= 1, {features}], got shape", shape])]
         with tf.control_dependencies(checks):
             inputs = tf.ensure_shape(inputs, [None, None, features])
         lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])

@@ -18,10 +18,12 @@ import tensorflow as tf
 
 
 class Adam(tf.Module):
-    """Adam over a fixed list of variables, whose moment slots are made up front.
+    """Adam with moment slots made up front for a fixed list of variables.
 
     Args:
-      variables: what to train (e.g. `model.trainable_variables`); the order is kept.
+      variables: what to train (e.g. `model.trainable_variables`); `apply_gradients` takes their
+        gradients in this order. They are not tracked here, so a checkpoint names each variable
+        by its place in the model (`model/layers/0/W_f`), not in the optimizer.
       learning_rate: α (a variable: assign to it to change it during training).
       beta_1, beta_2, epsilon: β₁, β₂, ε.
     """
@@ -37,18 +39,19 @@ class Adam(tf.Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        self._variables = list(variables)
-        dtype = self._variables[0].dtype
+        variables = list(variables)
+        self._variable_refs = tuple(v.ref() for v in variables)  # refs are not tracked
+        dtype = variables[0].dtype
         with self.name_scope:
             self.learning_rate = tf.Variable(learning_rate, dtype=dtype, trainable=False, name="learning_rate")
             self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
             self.first_moments = [
                 tf.Variable(tf.zeros_like(v), trainable=False, name=f"m_{v.name.split(':')[0].replace('/', '_')}")
-                for v in self._variables
+                for v in variables
             ]
             self.second_moments = [
                 tf.Variable(tf.zeros_like(v), trainable=False, name=f"v_{v.name.split(':')[0].replace('/', '_')}")
-                for v in self._variables
+                for v in variables
             ]
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.weight_decay = weight_decay
@@ -56,12 +59,13 @@ class Adam(tf.Module):
     def apply_gradients(self, gradients: Iterable[tf.Tensor]) -> None:
         """One update of every variable; `gradients` in the order of `variables`."""
         gradients = list(gradients)
-        if len(gradients) != len(self._variables):
-            raise ValueError(f"expected {len(self._variables)} gradients, got {len(gradients)}")
+        variables = [ref.deref() for ref in self._variable_refs]
+        if len(gradients) != len(variables):
+            raise ValueError(f"expected {len(variables)} gradients, got {len(gradients)}")
         step = tf.cast(self.iterations + 1, self.learning_rate.dtype)
         beta_1_power = tf.pow(tf.constant(self.beta_1, self.learning_rate.dtype), step)
         beta_2_power = tf.pow(tf.constant(self.beta_2, self.learning_rate.dtype), step)
-        for variable, m, v, gradient in zip(self._variables, self.first_moments, self.second_moments, gradients):
+        for variable, m, v, gradient in zip(variables, self.first_moments, self.second_moments, gradients):
             if self.weight_decay:
                 variable.assign_sub(self.learning_rate * self.weight_decay * variable)
             tf.raw_ops.ResourceApplyAdam(

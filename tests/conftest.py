@@ -39,3 +39,24 @@ def short_run(tmp_path_factory):
     run_dir = os.path.join(logdir, "short")
     return {"logdir": logdir, "run_dir": run_dir, "export_dir": os.path.join(run_dir, "saved_model"),
             "stdout": result.stdout}
+
+
+_MEASURED: dict[str, float] = {}
+
+
+@pytest.fixture
+def measured():
+    """`measured(name, value)` keeps the largest value per name; the run ends with a table of them."""
+
+    def record(name: str, value: float) -> float:
+        _MEASURED[name] = max(_MEASURED.get(name, 0.0), float(value))
+        return float(value)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASURED:
+        terminalreporter.section("largest differences measured")
+        for name, value in sorted(_MEASURED.items()):
+            terminalreporter.write_line(f"{name:<60} {value:.3e}")

@@ -1,0 +1,123 @@
+"""The TensorFlow model against the hand-written numpy forward and backward passes (float64)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from diy_lstm import reference
+from diy_lstm.model import LSTMModel, ModelConfig
+
+
+def relative_difference(ours, expected):
+    """Largest absolute difference over the largest absolute expected entry."""
+    return float(np.max(np.abs(np.asarray(ours) - expected)) / max(np.max(np.abs(expected)), 1e-300))
+
+
+def randomized_model(seed, readout="hidden", **config):
+    """A float64 model whose every variable (biases included) is drawn at random."""
+    model = LSTMModel(ModelConfig(input_size=config.pop("input_size", 3), dtype="float64", readout=readout,
+                                  seed=seed, **config))
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(scale=0.5, size=variable.shape))
+    return model
+
+
+CASES = [  # (units, layers, time, activation, readout)
+    (1, 1, 1, "sigmoid", "hidden"), (5, 1, 7, "sigmoid", "cell"), (8, 2, 13, "sigmoid", "hidden"),
+    (3, 3, 20, "hard_sigmoid", "hidden"), (6, 2, 11, "hard_sigmoid_keras2", "cell"), (16, 1, 20, "sigmoid", "hidden"),
+    (4, 1, 2, "hard_sigmoid", "cell"),
+]
+
+
+@pytest.mark.parametrize("units, layers, time, activation, readout", CASES)
+def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout, measured):
+    model = randomized_model(units + time, readout, units=units, num_layers=layers,
+                             recurrent_activation=activation, output_size=2)
+    inputs = np.random.default_rng(time).normal(size=(5, time, 3))
+    expected, records = reference.forward(inputs, reference.params_from_model(model), activation, readout)
+    output = model.run(tf.constant(inputs))
+    assert measured("forward, float64, relative", relative_difference(output.predictions, expected)) <= 1e-10
+    for layer, record in zip(output.layers, records):  # per-step h and c of every layer
+        assert relative_difference(tf.transpose(layer.hidden, [1, 0, 2]), record["h"]) <= 1e-10
+        assert relative_difference(tf.transpose(layer.cell, [1, 0, 2]), record["c"]) <= 1e-10
+    gates = model.gates(tf.constant(inputs))
+    for layer_gates, record in zip(gates, records):
+        for name, key in [("input_gate", "i"), ("forget_gate", "f"), ("candidate", "g"), ("output_gate", "o")]:
+            assert relative_difference(getattr(layer_gates, name), record[key]) <= 1e-10
+
+
+@pytest.mark.parametrize("backprop", ["bptt", "autodiff"])
+@pytest.mark.parametrize("units, layers, time, activation, readout", CASES)
+def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activation, readout, backprop, measured):
+    model = randomized_model(units * 7 + time, readout, units=units, num_layers=layers,
+                             recurrent_activation=activation, output_size=2, )
+    model.backprop = backprop
+    rng = np.random.default_rng(time)
+    inputs = rng.normal(size=(4, time, 3))
+    targets = rng.normal(size=(4, time, 2))
+
+    with tf.GradientTape() as tape:
+        predictions = model(tf.constant(inputs), training=True)
+        loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
+    tape_gradients = dict(zip([v.name for v in model.trainable_variables],
+                              tape.gradient(loss, model.trainable_variables)))
+
+    params = reference.params_from_model(model)
+    numpy_predictions, records = reference.forward(inputs, params, activation, readout)
+    numpy_gradients = reference.backward(inputs, params, records, numpy_predictions - targets, activation, readout)
+    assert len(numpy_gradients) == len(tape_gradients) == 8 * layers + 2
+    for name, expected in numpy_gradients.items():
+        ours = tape_gradients[f"lstm_model/{name}:0"]
+        difference = measured(f"gradient vs numpy BPTT ({backprop}), relative", relative_difference(ours, expected))
+        assert difference <= 1e-8, name
+
+
+def test_numpy_backward_against_central_differences(measured):
+    model = randomized_model(3, "hidden", units=2, num_layers=2, output_size=1)
+    params = reference.params_from_model(model)
+    rng = np.random.default_rng(0)
+    inputs, targets = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 1))
+
+    def loss():
+        predictions, _ = reference.forward(inputs, params)
+        return 0.5 * np.sum((predictions - targets) ** 2)
+
+    predictions, records = reference.forward(inputs, params)
+    analytic = reference.backward(inputs, params, records, predictions - targets)
+    arrays = {"W_out": params.W_out, "b_out": params.b_out}
+    for index, layer in enumerate(params.layers):
+        for gate in reference.GATES:
+            arrays[f"layer_{index}/W_{gate}"] = layer.W[gate]
+            arrays[f"layer_{index}/b_{gate}"] = layer.b[gate]
+    epsilon = 1e-6
+    for name, array in arrays.items():
+        numeric = np.zeros_like(array)
+        for position in np.ndindex(array.shape):
+            saved = array[position]
+            array[position] = saved + epsilon
+            plus = loss()
+            array[position] = saved - epsilon
+            minus = loss()
+            array[position] = saved
+            numeric[position] = (plus - minus) / (2 * epsilon)
+        assert measured("numpy BPTT vs central differences, relative",
+                        relative_difference(analytic[name], numeric)) <= 1e-6, name
+
+
+def test_bptt_and_autodiff_agree_in_float32_training_step():
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.normal(size=(8, 6, 3)).astype(np.float32), rng.normal(size=(8, 6, 1)).astype(np.float32)
+    gradients = {}
+    for backprop in ("bptt", "autodiff"):
+        model = LSTMModel(ModelConfig(input_size=3, units=24, seed=2), backprop=backprop, unroll=True)
+
+        @tf.function
+        def grads():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((model(inputs, training=True) - targets) ** 2)
+            return tape.gradient(loss, model.trainable_variables)
+
+        gradients[backprop] = [g.numpy() for g in grads()]
+    for a, b in zip(gradients["bptt"], gradients["autodiff"]):
+        assert relative_difference(a, b) <= 1e-5

@@ -1,0 +1,151 @@
+"""Interrupted runs resume exactly; runs repeat exactly; a diverging run stops without damage."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from conftest import QUIET_TF, ROOT, run_train
+
+RUN_FLAGS = ["--lstm_size=8", "--epochs=400", "--batch_size=256", "--eval_every=10", "--checkpoint_every=50",
+             "--seed=3", "--target=running"]
+
+
+def final_weights(run_dir):
+    reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("model/")}
+
+
+def results(run_dir):
+    with open(os.path.join(run_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def held_out_series(run_dir, tag="mean_square_error"):
+    accumulator = event_accumulator.EventAccumulator(os.path.join(run_dir, "test"),
+                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return [(e.step, tf.make_ndarray(e.tensor_proto).item()) for e in accumulator.Tensors(tag)]
+
+
+def start_train(logdir, run_name, flags):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={logdir}", f"--run_name={run_name}", *flags],
+        cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run_dir, process, timeout=120):
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(index):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint: {process.stderr.read()}")
+        time.sleep(0.02)
+    pytest.fail("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("reference_run"))
+    result = run_train(RUN_FLAGS + ["--run_name=whole"], logdir)
+    assert result.returncode == 0, result.stderr
+    return os.path.join(logdir, "whole")
+
+
+def assert_same_run(run_dir, reference_dir):
+    ours, expected = final_weights(run_dir), final_weights(reference_dir)
+    assert ours.keys() == expected.keys() and len(ours) == 10
+    assert "model/layers/0/W_f/.ATTRIBUTES/VARIABLE_VALUE" in ours  # gate names in the checkpoint
+    for name in expected:
+        np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)  # bit for bit
+    assert results(run_dir)["test"] == results(reference_dir)["test"]
+    assert held_out_series(run_dir) == held_out_series(reference_dir)  # same steps, no duplicates, same values
+
+
+def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(uninterrupted, tmp_path):
+    process = start_train(str(tmp_path), "killed", RUN_FLAGS)
+    wait_for_checkpoint(str(tmp_path / "killed"), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run_train(RUN_FLAGS + ["--run_name=killed"], str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0].startswith("resuming from epoch ")
+    assert_same_run(str(tmp_path / "killed"), uninterrupted)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tmp_path):
+    process = start_train(str(tmp_path), "interrupted", RUN_FLAGS)
+    wait_for_checkpoint(str(tmp_path / "interrupted"), process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    stopped_at = int(stdout.split("interrupted after epoch ")[1].split(";")[0])
+    assert tf.train.latest_checkpoint(str(tmp_path / "interrupted" / "checkpoints")).endswith(f"ckpt-{stopped_at}")
+    resumed = run_train(RUN_FLAGS + ["--run_name=interrupted"], str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0].startswith(f"resuming from epoch {stopped_at} ")
+    assert_same_run(str(tmp_path / "interrupted"), uninterrupted)
+
+
+def test_same_seed_gives_the_same_run(uninterrupted, tmp_path):
+    again = run_train(RUN_FLAGS + ["--run_name=again"], str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert_same_run(str(tmp_path / "again"), uninterrupted)
+
+
+def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
+    flags = ["--lstm_size=4", "--eval_every=5", "--checkpoint_every=5", "--run_name=nan"]
+    assert run_train(flags + ["--epochs=10"], str(tmp_path)).returncode == 0
+    checkpoint_dir = tmp_path / "nan" / "checkpoints"
+    before = {name: hashlib.sha256((checkpoint_dir / name).read_bytes()).hexdigest()
+              for name in os.listdir(checkpoint_dir)}
+    result = run_train(flags + ["--epochs=30", "--learning_rate=1e30"], str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: training stopped: the loss became") and "in epoch 1" in message
+    assert "ckpt-10" in message
+    after = {name: hashlib.sha256((checkpoint_dir / name).read_bytes()).hexdigest()
+             for name in os.listdir(checkpoint_dir)}
+    assert after == before
+    from diy_lstm.export import load_metadata
+    assert load_metadata(str(tmp_path / "nan" / "saved_model"))["settings"]["epochs"] == 10  # export untouched
+
+
+def test_changed_settings_on_resume_are_refused_by_name(tmp_path):
+    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r"], str(tmp_path)).returncode == 0
+    result = run_train(["--lstm_size=6", "--epochs=5", "--run_name=r"], str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--lstm_size=4 (now 6)" in result.stderr
+
+
+def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path):
+    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r"], str(tmp_path)).returncode == 0
+    result = run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", "--fresh"], str(tmp_path))
+    assert result.returncode == 0
+    aside = [name for name in os.listdir(tmp_path) if name.startswith("r.replaced-")]
+    assert len(aside) == 1 and f"moved the existing run" in result.stdout
+    assert os.path.exists(tmp_path / aside[0] / "checkpoints" / "checkpoint")
+
+
+def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
+    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r"], str(tmp_path)).returncode == 0
+    checkpoint_dir = tmp_path / "r" / "checkpoints"
+    index = next(name for name in os.listdir(checkpoint_dir) if name.endswith(".index"))
+    (checkpoint_dir / index).write_bytes(b"not a checkpoint")
+    result = run_train(["--lstm_size=4", "--epochs=10", "--run_name=r"], str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot restore checkpoint" in result.stderr
+    assert (checkpoint_dir / index).read_bytes() == b"not a checkpoint"
