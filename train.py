@@ -31,7 +31,8 @@ from diy_lstm.model import READOUTS, LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.optimizer import Adam  # noqa: E402
 from diy_lstm.progress import Progress  # noqa: E402
 from diy_lstm.rnn import BACKPROP_MODES  # noqa: E402
-from diy_lstm.summaries import RunWriters, write_scalars  # noqa: E402
+from diy_lstm.summaries import (RunWriters, write_gate_images, write_hparams, write_histograms,  # noqa: E402
+                                write_scalars)
 from diy_lstm.training import TARGETS, Trainer  # noqa: E402
 
 MAX_LSTM_SIZE = 4096
@@ -92,6 +93,14 @@ _EVAL_EVERY = flags.DEFINE_integer(
     "eval_every", 10, "Evaluate, log and print every this many epochs.", lower_bound=1, upper_bound=10_000_000)
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     "checkpoint_every", 100, "Checkpoint every this many epochs (and at the end).", lower_bound=1, upper_bound=10_000_000)
+_HISTOGRAM_EVERY = flags.DEFINE_integer(
+    "histogram_every", 100, "Histograms of every gate variable and its gradient every this many epochs; 0: never.",
+    lower_bound=0, upper_bound=10_000_000)
+_IMAGE_EVERY = flags.DEFINE_integer(
+    "image_every", 100, "Gate heat maps of --gate_examples every this many epochs (at evaluations); 0: never.",
+    lower_bound=0, upper_bound=10_000_000)
+_GATE_EXAMPLES = flags.DEFINE_list(
+    "gate_examples", ["++I--0+", "+I-0I+-"], "Sequences whose gates are drawn as heat maps in the Images tab.")
 _FRESH = flags.DEFINE_boolean(
     "fresh", False, "Start the run over; an existing run directory is renamed aside (and the new name printed).")
 
@@ -117,6 +126,9 @@ flags.register_validator(
 flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
 flags.register_validator(
     "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")
+flags.register_validator(
+    "gate_examples", lambda values: all(v and set(v) <= set(data_generator.ALPHABET) for v in values),
+    message=f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, e.g. ++I--0+,+I-0I+-")
 flags.register_validator(
     "run_name", lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
     message="--run_name must be a non-empty relative name without '..'")
@@ -176,6 +188,16 @@ class StopRequest:
         signal.signal(signal.SIGINT, self._previous)
 
 
+def hparams_of(settings: dict) -> dict:
+    """The settings shown in TensorBoard's HParams tab (numbers and strings only; 0 means off)."""
+    names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "batch_size", "epochs",
+             "target", "readout", "recurrent_activation", "initializer", "forget_bias", "backprop", "seed")
+    hparams = {name: settings[name] for name in names}
+    hparams["final_learning_rate"] = settings["final_learning_rate"] or settings["learning_rate"]
+    hparams["clip_norm"] = settings["clip_norm"] or 0.0
+    return hparams
+
+
 def prepare_run_dir(run_dir: str, fresh: bool) -> None:
     if fresh and os.path.exists(run_dir):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -219,12 +241,17 @@ def train(settings: dict) -> dict:
           f"epochs {start_epoch + 1}..{epochs}")
 
     writers = RunWriters(run_dir)
+    if start_epoch == 0:
+        write_hparams(run_dir, hparams_of(settings), trial_id=settings["run_name"])
+    gate_examples = {name: data_generator.encode_sequence(name) for name in settings["gate_examples"]}
     progress = Progress(total=epochs, start=start_epoch)
     stop = StopRequest()
     started = time.perf_counter()
     first_perfect_epoch = None
     completed = start_epoch
     trace_graph = start_epoch == 0  # the Graphs tab shows the traced training step
+    whole_training_set = [tf.constant(a) for a in
+                          (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
     try:
         batches = data_generator.training_batches(
             train_examples, settings["batch_size"], settings["seed"], range(start_epoch, epochs))
@@ -255,12 +282,17 @@ def train(settings: dict) -> dict:
                 write_scalars(writers.test, test_metrics, completed)
                 if test_metrics["error"] == 0.0 and first_perfect_epoch is None:
                     first_perfect_epoch = (completed, time.perf_counter() - started)
+                if settings["image_every"] and (completed % settings["image_every"] == 0 or completed == epochs):
+                    write_gate_images(writers.test, model, gate_examples, completed)
                 progress.update(completed, {
                     "train_mse": train_metrics["mean_square_error"],
                     "test_error": f"{100 * test_metrics['error']:.2f}%",
                     "test_mse": test_metrics["mean_square_error"],
                     "time": f"{time.perf_counter() - started:.1f}s",
                 })
+            if settings["histogram_every"] and (completed % settings["histogram_every"] == 0 or completed == epochs):
+                _, gradients = trainer.gradients(*whole_training_set)
+                write_histograms(writers.train, model.trainable_variables, gradients, completed)
             if completed % settings["checkpoint_every"] == 0 or completed == epochs or stop.requested:
                 checkpoint.save(completed)
                 writers.flush()

@@ -1,5 +1,8 @@
 """TensorBoard output of a run: `<run_dir>/train` and `<run_dir>/test` event files.
 
+Scalars (`error`, `mean_square_error`, ...), histograms of every gate variable and its gradient,
+heat maps of the gates over example sequences, the traced graph, and the run's hyperparameters.
+
 Events are held in memory and written to disk only by `flush()`, which training calls right after
 each checkpoint. So the event files never run ahead of the last checkpoint: a run killed between
 checkpoints and then resumed writes each step once, with no duplicated points.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+import numpy as np
 import tensorflow as tf
 
 # Large enough that nothing is written before an explicit flush().
@@ -43,3 +47,84 @@ def write_scalars(writer, values: Mapping[str, float], step: int) -> None:
     with writer.as_default(step=step):
         for name, value in values.items():
             tf.summary.scalar(name, value)
+
+
+def variable_tag(variable: tf.Variable) -> str:
+    """`lstm_model/layer_0/W_f:0` -> `layer_0/W_f`."""
+    name = variable.name.split(":")[0]
+    return name.split("/", 1)[1] if "/" in name else name
+
+
+def write_histograms(writer, variables, gradients, step: int) -> None:
+    """`weights/<layer>/<name>` and `gradients/<layer>/<name>` for every variable."""
+    with writer.as_default(step=step):
+        for variable, gradient in zip(variables, gradients):
+            tag = variable_tag(variable)
+            tf.summary.histogram(f"weights/{tag}", variable)
+            tf.summary.histogram(f"gradients/{tag}", gradient)
+
+
+def gate_heatmap(gates, characters: str, title: str) -> np.ndarray:
+    """Renders one sequence's forget, input and output gates and cell state as heat maps.
+
+    Args:
+      gates: a `Gates` of one sequence, each field `[time, units]`.
+      characters: one label per step for the time axis.
+      title: the figure title.
+
+    Returns:
+      `[1, height, width, 4]` uint8 RGBA, ready for `tf.summary.image`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    panels = [
+        ("forget gate f", np.asarray(gates.forget_gate), "viridis", (0.0, 1.0)),
+        ("input gate i", np.asarray(gates.input_gate), "viridis", (0.0, 1.0)),
+        ("output gate o", np.asarray(gates.output_gate), "viridis", (0.0, 1.0)),
+    ]
+    cell = np.asarray(gates.cell)
+    limit = max(float(np.max(np.abs(cell))), 1e-6)
+    panels.append(("cell state c", cell, "RdBu_r", (-limit, limit)))
+    time, units = cell.shape
+    figure, axes = plt.subplots(
+        len(panels), 1, figsize=(2.0 + 0.45 * time, 0.6 + 1.3 * len(panels)), dpi=100,
+        squeeze=False)
+    for axis, (label, values, colormap, (low, high)) in zip(axes[:, 0], panels):
+        image = axis.imshow(values.T, aspect="auto", cmap=colormap, vmin=low, vmax=high, interpolation="nearest")
+        axis.set_ylabel(f"{label}\nunit", fontsize=7)
+        axis.set_xticks(range(time))
+        axis.set_xticklabels(list(characters), fontsize=9, family="monospace")
+        axis.tick_params(axis="y", labelsize=6)
+        figure.colorbar(image, ax=axis, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
+    axes[0, 0].set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba()).copy()
+    plt.close(figure)
+    return pixels[np.newaxis]
+
+
+def write_gate_images(writer, model, examples: Mapping[str, np.ndarray], step: int) -> None:
+    """One heat-map image per example sequence (name -> encoded `[time, features]`), tag `gates/<name>`.
+
+    Shows the last layer; the characters of the name label the time axis.
+    """
+    with writer.as_default(step=step):
+        for name, encoded in examples.items():
+            gates = model.gates(encoded[np.newaxis])[-1]
+            one_sequence = type(gates)(*(np.asarray(field)[0] for field in gates))
+            tf.summary.image(f"gates/{name}", gate_heatmap(one_sequence, name, f"{name} at epoch {step}"))
+
+
+def write_hparams(run_dir: str, hparams: Mapping[str, object], trial_id: str) -> None:
+    """Logs the run's hyperparameters for TensorBoard's HParams tab (the metrics come from the
+    `train` and `test` scalars of the same run directory)."""
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default():
+        hp.hparams(dict(hparams), trial_id=trial_id)
+    writer.close()
