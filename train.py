@@ -84,7 +84,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial wei
 _BACKPROP = flags.DEFINE_enum(
     "backprop", "bptt", list(BACKPROP_MODES), "Hand-written backpropagation through time, or TF's autodiff.")
 _UNROLL = flags.DEFINE_boolean("unroll", True, "Unroll the time loop when every batch has the same length.")
-_JIT_COMPILE = flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+_JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile", "auto", ["auto", "true", "false"],
+    "Compile the training step with XLA; 'auto': when every sequence has the same length (one compile).")
 # Output.
 _LOGDIR = flags.DEFINE_string("logdir", "logs", "TensorBoard root: runs go to <logdir>/<run_name>.")
 _RUN_NAME = flags.DEFINE_string("run_name", None, "Run directory name under --logdir; default: a timestamp.")
@@ -229,7 +231,10 @@ def train(settings: dict) -> dict:
         forget_bias=settings["forget_bias"], initializer=settings["initializer"], seed=settings["seed"])
     model = LSTMModel(model_config, backprop=settings["backprop"], unroll=settings["unroll"])
     optimizer = Adam(model.trainable_variables, learning_rate=settings["learning_rate"])
-    trainer = Trainer(model, optimizer, settings["target"], settings["jit_compile"], settings["clip_norm"])
+    full_length_batches = settings["min_length"] == settings["max_length"] or settings["batch_size"] > 0
+    jit_compile = {"true": True, "false": False}.get(
+        settings["jit_compile"], settings["min_length"] == settings["max_length"])
+    trainer = Trainer(model, optimizer, settings["target"], jit_compile, settings["clip_norm"], full_length_batches)
 
     checkpoint = RunCheckpoint(run_dir, model, optimizer)
     start_epoch = checkpoint.restore_latest()

@@ -75,7 +75,7 @@ class SequenceScorer(tf.Module):
             default_value=-1,
         )
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)
     def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores raw strings, `[batch]`, of any lengths."""
         characters = tf.strings.unicode_split(sequences, "UTF-8", errors="replace")  # [batch, (time)]
@@ -90,7 +90,7 @@ class SequenceScorer(tf.Module):
         inputs = tf.gather(self.codes, dense_ids)  # [batch, max_time, features]
         return self._score(inputs, lengths)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="inputs")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="inputs")], autograph=False)
     def score_encoded(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores encoded sequences `[batch, time, features]`, every one `time` steps long."""
         features = self.model.config.input_size

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, LSTMState, weight_seed
-from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, lstm_over_time, project_inputs, scan_lstm
+from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, dense_over_time, lstm_over_time, scan_lstm
 
 READOUTS = ("hidden", "cell")
 
@@ -59,8 +59,8 @@ class ModelConfig:
 
 
 class ModelOutput(NamedTuple):
-    """predictions: `[batch, time, output_size]`; layers: each layer's per-step `h`, `c`,
-    time-major (`[time, batch, units]`)."""
+    """predictions: `[batch, time, output_size]`; layers: each layer's per-step `h` (and `c` where
+    the readout uses it, else None), time-major (`[time, batch, units]`)."""
 
     predictions: tf.Tensor
     layers: tuple[LayerSequences, ...]
@@ -109,24 +109,34 @@ class LSTMModel(tf.Module):
     def dtype(self) -> tf.DType:
         return self.W_out.dtype
 
-    def run(self, inputs: tf.Tensor, training: bool = False) -> ModelOutput:
+    def run(
+        self, inputs: tf.Tensor, training: bool = False, last_step_only: bool = False, one_tanh: bool = False
+    ) -> ModelOutput:
         """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
 
         With `training=True` gradients go through `self.backprop`; otherwise through the plain
         forward loop (which keeps no gate activations, so long sequences need little memory).
+        With `last_step_only`, the last layer keeps and reads out only the last step (predictions
+        `[batch, 1, output_size]`): less work when only the final prediction matters and every
+        sequence fills all steps.
         """
         inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
         layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
         backprop = self.backprop if training else "autodiff"
         layers = []
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            is_last = index == len(self.layers) - 1
             sequences = lstm_over_time(
-                layer_inputs, layer.fused_weights(), layer.activation, backprop=backprop, unroll=self.unroll
+                layer_inputs, layer.fused_weights(), layer.activation, backprop=backprop, unroll=self.unroll,
+                keep_cell=is_last and self.config.readout == "cell",
+                return_sequences=not (is_last and last_step_only),
+                input_gradient=index > 0,
+                one_tanh=one_tanh,
             )
             layers.append(sequences)
             layer_inputs = sequences.hidden
         readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden
-        predictions = project_inputs(readout_source, self.W_out, self.b_out)  # [time, batch, output_size]
+        predictions = dense_over_time(readout_source, self.W_out, self.b_out)  # [time, batch, output_size]
         return ModelOutput(tf.transpose(predictions, [1, 0, 2]), tuple(layers))
 
     def __call__(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -139,20 +149,12 @@ class LSTMModel(tf.Module):
         batch_size = tf.shape(layer_inputs)[1]
         per_layer = []
         for layer in self.layers:
-            weights = layer.fused_weights()
             zeros = tf.zeros(tf.stack([batch_size, layer.units]), dtype=self.dtype)
-            sequences, activations = scan_lstm(
-                project_inputs(layer_inputs, weights.kernel, weights.bias),
-                weights.recurrent_kernel,
-                LSTMState(zeros, zeros),
-                layer.activation,
-                record_gates=True,
-            )
-            input_gate, forget_gate, candidate, output_gate = tf.split(activations, 4, axis=-1)
-            batch_major = [
-                tf.transpose(t, [1, 0, 2])
-                for t in (input_gate, forget_gate, candidate, output_gate, sequences.cell, sequences.hidden)
-            ]
+            sequences, records = scan_lstm(
+                layer_inputs, layer.fused_weights(), LSTMState(zeros, zeros), layer.activation, record=True)
+            gate_names = ("input_gate", "forget_gate", "candidate", "output_gate")
+            time_major = [records[name].stack() for name in gate_names] + [sequences.cell, sequences.hidden]
+            batch_major = [tf.transpose(t, [1, 0, 2]) for t in time_major]
             per_layer.append(Gates(*batch_major))
             layer_inputs = sequences.hidden
         return per_layer

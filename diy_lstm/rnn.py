@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, gates_from_preactivations
+from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, gates_from_preactivations, tanh_backward
 
 BACKPROP_MODES = ("bptt", "autodiff")
 
@@ -33,7 +33,7 @@ class LayerSequences(NamedTuple):
     """Per-step states of one layer, time-major: `hidden` and `cell` each `[time, batch, units]`."""
 
     hidden: tf.Tensor
-    cell: tf.Tensor
+    cell: tf.Tensor | None
 
 
 class LSTMOutput(NamedTuple):
@@ -49,59 +49,70 @@ class LSTMOutput(NamedTuple):
     final_state: LSTMState
 
 
-def project_inputs(inputs: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """`x_t · W_x + b` for all steps at once: one matmul instead of one per step.
+def dense_over_time(sequence: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """The same affine map at every step, as one matmul: `[time, batch, in]` -> `[time, batch, out]`."""
+    shape = tf.shape(sequence)
+    flat = tf.reshape(sequence, [-1, kernel.shape[0]])  # [time * batch, in]
+    return tf.reshape(tf.matmul(flat, kernel) + bias, tf.concat([shape[:2], [kernel.shape[1]]], axis=0))
 
-    Args:
-      inputs: `[time, batch, features]`.
-      kernel: `[features, 4 * units]`.
-      bias: `[4 * units]`.
 
-    Returns:
-      `[time, batch, 4 * units]`.
-    """
-    shape = tf.shape(inputs)
-    flat = tf.reshape(inputs, [-1, kernel.shape[0]])  # [time * batch, features]
-    projected = tf.matmul(flat, kernel) + bias  # [time * batch, 4 * units]
-    return tf.reshape(projected, tf.concat([shape[:2], [kernel.shape[1]]], axis=0))
+class PerStep:
+    """The values of every step, read by index: a `TensorArray` inside a While loop, a list when
+    unrolled. The backward pass reads what the forward pass recorded without stacking it first."""
+
+    def __init__(self, values: tf.TensorArray | list):
+        self._values = values
+
+    def read(self, t) -> tf.Tensor:
+        return self._values[t] if isinstance(self._values, list) else self._values.read(t)
+
+    def stack(self) -> tf.Tensor:
+        """`[time, ...]`."""
+        return tf.stack(self._values) if isinstance(self._values, list) else self._values.stack()
 
 
 def scan(
     step: Callable,
-    sequences: dict[str, tf.Tensor],
+    sequences: dict[str, tf.Tensor | PerStep],
     carry,
     output_dtypes: dict[str, tf.DType],
+    num_steps: tf.Tensor,
+    static_steps: int | None,
     unroll: bool = False,
     reverse: bool = False,
-):
-    """`for t in range(time): carry, outputs_t = step(inputs_t, carry)`, stacking each output.
+) -> tuple[object, dict[str, PerStep]]:
+    """`for t in range(num_steps): carry, outputs_t = step(inputs_t, carry)`, keeping every output.
 
     Args:
       step: `(inputs_t: dict, carry) -> (carry, outputs_t: dict)`.
-      sequences: per-step inputs, each `[time, ...]`; step t sees the slice at t.
+      sequences: per-step inputs, each a `[time, ...]` tensor or a `PerStep`; step t sees entry t.
       carry: the loop state (a nest of tensors).
       output_dtypes: the names and dtypes of what `step` returns in `outputs_t`.
-      unroll: unroll into straight-line ops when the number of steps is known at trace time;
-        otherwise the loop is a `tf.while_loop` that reads and writes `TensorArray`s.
-      reverse: visit t = time-1 .. 0.
+      num_steps: the number of steps (a scalar tensor); `static_steps` is its value if known at
+        trace time.
+      unroll: unroll into straight-line ops when `static_steps` is known; otherwise the loop is a
+        `tf.while_loop` reading and writing `TensorArray`s.
+      reverse: visit t = time-1 .. 0 (outputs still land at their own t).
 
     Returns:
-      The final carry and the outputs stacked to `[time, ...]` (in time order either way).
+      The final carry and each output as a `PerStep`.
     """
-    first = next(iter(sequences.values()))
-    static_steps = first.shape[0]
     if unroll and static_steps is not None:
-        inputs = {name: tf.unstack(value, num=static_steps) for name, value in sequences.items()}
+        inputs = {
+            name: value if isinstance(value, PerStep) else PerStep(tf.unstack(value, num=static_steps))
+            for name, value in sequences.items()
+        }
         collected = {name: [None] * static_steps for name in output_dtypes}
-        for t in (range(static_steps - 1, -1, -1) if reverse else range(static_steps)):
-            carry, outputs = step({name: value[t] for name, value in inputs.items()}, carry)
+        for t in range(static_steps - 1, -1, -1) if reverse else range(static_steps):
+            carry, outputs = step({name: value.read(t) for name, value in inputs.items()}, carry)
             for name, value in outputs.items():
                 collected[name][t] = value
-        return carry, {name: tf.stack(values) for name, values in collected.items()}
+        return carry, {name: PerStep(values) for name, values in collected.items()}
 
-    num_steps = tf.shape(first)[0]
     readers = {
-        name: tf.TensorArray(value.dtype, size=num_steps).unstack(value) for name, value in sequences.items()
+        name: value if isinstance(value, PerStep) else PerStep(
+            tf.TensorArray(value.dtype, size=num_steps).unstack(value))
+        for name, value in sequences.items()
     }
     writers = {name: tf.TensorArray(dtype, size=num_steps) for name, dtype in output_dtypes.items()}
 
@@ -115,130 +126,181 @@ def scan(
         (num_steps - 1 if reverse else tf.constant(0), carry, writers),
         maximum_iterations=num_steps,  # lets XLA and autodiff size their per-step buffers
     )
-    return carry, {name: writer.stack() for name, writer in writers.items()}
+    return carry, {name: PerStep(writer) for name, writer in writers.items()}
+
+
+RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell", "previous_cell", "previous_hidden")
+# Unrolling trades graph size for per-step loop overhead; past this many steps the While op wins.
+MAX_UNROLLED_STEPS = 16
+
+
+def _unrolled(unroll: bool, static_steps: int | None) -> bool:
+    return unroll and static_steps is not None and static_steps <= MAX_UNROLLED_STEPS
 
 
 def scan_lstm(
-    projection: tf.Tensor,
-    recurrent_kernel: tf.Tensor,
+    inputs: tf.Tensor,
+    weights: FusedWeights,
     initial_state: LSTMState,
     activation: RecurrentActivation,
     unroll: bool = False,
-    record_gates: bool = False,
-) -> tuple[LayerSequences, tf.Tensor | None]:
-    """The forward recurrence over precomputed input projections.
+    keep_cell: bool = True,
+    record: bool = False,
+    return_sequences: bool = True,
+    one_tanh: bool = False,
+) -> tuple[LayerSequences, dict[str, PerStep]]:
+    """The forward recurrence: `lstm_step` at every step.
 
     Args:
-      projection: `x_t · W_x + b` for every step, `[time, batch, 4 * units]`.
-      recurrent_kernel: `W_h`, `[units, 4 * units]`.
+      inputs: `[time, batch, features]`.
+      weights: the fused gate weights.
       initial_state: `(h_0, c_0)`, each `[batch, units]`.
       activation: the recurrent activation σ.
-      unroll: unroll into straight-line ops when the number of steps is known at trace time.
-      record_gates: also return the gate activations (what the hand-written backward pass needs).
+      unroll: unroll into straight-line ops when the number of steps is known at trace time and at
+        most `MAX_UNROLLED_STEPS`.
+      keep_cell: also return `c_t` (else `cell` is None).
+      record: also keep, per step, what the hand-written backward pass needs (`RECORDED`).
+      return_sequences: return every step; if False only the last (time dimension 1), so nothing
+        per step is kept beyond the records.
+      one_tanh: see `gates_from_preactivations` (for XLA-compiled training steps).
 
     Returns:
-      The per-step states, and (if `record_gates`) the activations `[i, f, g, o]` side by side,
-      `[time, batch, 4 * units]`; else None.
+      `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
+      (empty unless `record`).
     """
-    dtype = projection.dtype
+    dtype = inputs.dtype
+    output_dtypes = {}
+    if return_sequences:
+        output_dtypes["hidden"] = dtype
+        if keep_cell:
+            output_dtypes["cell"] = dtype
+    if record:
+        output_dtypes.update({name: dtype for name in RECORDED})
 
-    def step(inputs, state):
+    def step(step_inputs, state):
         hidden, cell = state
-        preactivations = inputs["projection"] + tf.matmul(hidden, recurrent_kernel)  # [batch, 4 * units]
-        gates = gates_from_preactivations(preactivations, cell, activation)
+        preactivations = (
+            tf.matmul(step_inputs["x"], weights.kernel) + tf.matmul(hidden, weights.recurrent_kernel) + weights.bias
+        )  # [batch, 4 * units]
+        gates = gates_from_preactivations(preactivations, cell, activation, one_tanh)
         outputs = {"hidden": gates.hidden, "cell": gates.cell}
-        if record_gates:
-            outputs["gates"] = tf.concat(
-                [gates.input_gate, gates.forget_gate, gates.candidate, gates.output_gate], axis=-1
+        if record:
+            outputs.update(
+                input_gate=gates.input_gate, forget_gate=gates.forget_gate, candidate=gates.candidate,
+                output_gate=gates.output_gate, tanh_cell=tf.tanh(gates.cell), previous_cell=cell,
+                previous_hidden=hidden,
             )
-        return (gates.hidden, gates.cell), outputs
+        return (gates.hidden, gates.cell), {name: outputs[name] for name in output_dtypes}
 
-    output_dtypes = {"hidden": dtype, "cell": dtype}
-    if record_gates:
-        output_dtypes["gates"] = dtype
-    _, outputs = scan(step, {"projection": projection}, tuple(initial_state), output_dtypes, unroll)
-    sequences = LayerSequences(outputs["hidden"], outputs["cell"])
-    return sequences, outputs.get("gates")
+    static_steps = inputs.shape[0]
+    (last_hidden, last_cell), outputs = scan(
+        step, {"x": inputs}, tuple(initial_state), output_dtypes, tf.shape(inputs)[0], static_steps,
+        _unrolled(unroll, static_steps),
+    )
+    if return_sequences:
+        sequences = LayerSequences(outputs["hidden"].stack(), outputs["cell"].stack() if keep_cell else None)
+    else:
+        sequences = LayerSequences(last_hidden[tf.newaxis], last_cell[tf.newaxis] if keep_cell else None)
+    return sequences, {name: outputs[name] for name in RECORDED if record}
 
 
 def bptt_scan_lstm(
-    projection: tf.Tensor,
-    recurrent_kernel: tf.Tensor,
+    inputs: tf.Tensor,
+    weights: FusedWeights,
     initial_state: LSTMState,
     activation: RecurrentActivation,
     unroll: bool = False,
+    keep_cell: bool = True,
+    return_sequences: bool = True,
+    input_gradient: bool = True,
+    one_tanh: bool = False,
 ) -> LayerSequences:
     """`scan_lstm` with a hand-written gradient (backpropagation through time).
 
-    Same arguments and forward values as `scan_lstm`. The backward pass, for t = T-1 .. 0, with
+    Same arguments and forward values as `scan_lstm`; `input_gradient=False` skips `dx` (for
+    inputs that are data, not the output of a layer below). The backward pass, for t = T-1 .. 0, with
     `dh`, `dc` the loss gradients reaching `h_t`, `c_t`:
 
         dc     += dh ⊙ o_t ⊙ (1 - tanh²(c_t))
         dz_i    = dc ⊙ g_t ⊙ σ'(i)        dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)
         dz_g    = dc ⊙ i_t ⊙ (1 - g_t²)   dz_o = dh ⊙ tanh(c_t) ⊙ σ'(o)
+        dW_x   += x_tᵀ · dz      dW_h += h_{t-1}ᵀ · dz      db += Σ_batch dz
+        dx_t    = dz · W_xᵀ
         dh_{t-1} = dz · W_hᵀ (+ its own loss gradient)
         dc_{t-1} = dc ⊙ f_t (+ its own loss gradient)
 
-    then `dW_h = Σ_t h_{t-1}ᵀ · dz_t` as one matmul over all steps, and `dz` itself is the gradient
-    of the projection (autodiff carries it on to `W_x`, `b` and the inputs).
+    The backward loop reads the gate activations the forward loop recorded, step by step, without
+    stacking them. Only `dh` and `dc` are on the critical path; the weight terms of one step run
+    beside the next step's `dh` on another core. Nothing `4 * units` wide is kept across steps.
     """
+    static_steps = inputs.shape[0]
+    num_steps = tf.shape(inputs)[0]
+    unrolled = _unrolled(unroll, static_steps)
 
     @tf.custom_gradient
-    def forward(projection, recurrent_kernel, initial_hidden, initial_cell):
-        initial = LSTMState(initial_hidden, initial_cell)
-        sequences, gate_activations = scan_lstm(
-            projection, recurrent_kernel, initial, activation, unroll, record_gates=True
+    def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
+        fused = FusedWeights(kernel, recurrent_kernel, bias)
+        sequences, records = scan_lstm(
+            inputs, fused, LSTMState(initial_hidden, initial_cell), activation, unroll,
+            keep_cell=keep_cell, record=True, return_sequences=return_sequences, one_tanh=one_tanh,
         )
-        units = recurrent_kernel.shape[0]
 
-        def backward(d_hidden, d_cell):
-            if d_hidden is None:
-                d_hidden = tf.zeros_like(sequences.hidden)
-            if d_cell is None:
-                d_cell = tf.zeros_like(sequences.cell)
+        def backward(d_hidden, d_cell=None):
+            kernel_t = tf.transpose(kernel)  # [4 * units, features]
             recurrent_kernel_t = tf.transpose(recurrent_kernel)  # [4 * units, units]
+            gate_backward = activation.backward  # (y, dy) -> dy ⊙ σ'(x), with y = σ(x)
 
-            def step(inputs, carry):
-                dh_next, dc_next = carry
-                input_gate, forget_gate, candidate, output_gate = tf.split(inputs["gates"], 4, axis=-1)
-                tanh_cell = tf.tanh(inputs["cell"])
-                dh = inputs["d_hidden"] + dh_next
-                dc = inputs["d_cell"] + dc_next + dh * output_gate * (1.0 - tanh_cell * tanh_cell)
+            def step(step_inputs, carry):
+                dh_next, dc_next, d_kernel, d_recurrent_kernel, d_bias = carry
+                input_gate, forget_gate = step_inputs["input_gate"], step_inputs["forget_gate"]
+                candidate, output_gate = step_inputs["candidate"], step_inputs["output_gate"]
+                tanh_cell = step_inputs["tanh_cell"]
+                dh = dh_next + step_inputs["d_hidden"] if "d_hidden" in step_inputs else dh_next
+                dc = dc_next + tanh_backward(tanh_cell, dh * output_gate)
+                if "d_cell" in step_inputs:
+                    dc += step_inputs["d_cell"]
                 dz = tf.concat(
                     [
-                        dc * candidate * activation.derivative_from_output(input_gate),
-                        dc * inputs["previous_cell"] * activation.derivative_from_output(forget_gate),
-                        dc * input_gate * (1.0 - candidate * candidate),
-                        dh * tanh_cell * activation.derivative_from_output(output_gate),
+                        gate_backward(input_gate, dc * candidate),
+                        gate_backward(forget_gate, dc * step_inputs["previous_cell"]),
+                        tanh_backward(candidate, dc * input_gate),
+                        gate_backward(output_gate, dh * tanh_cell),
                     ],
                     axis=-1,
                 )  # [batch, 4 * units]
-                return (tf.matmul(dz, recurrent_kernel_t), dc * forget_gate), {"dz": dz}
+                carry = (
+                    tf.matmul(dz, recurrent_kernel_t),
+                    dc * forget_gate,
+                    d_kernel + tf.matmul(step_inputs["x"], dz, transpose_a=True),
+                    d_recurrent_kernel + tf.matmul(step_inputs["previous_hidden"], dz, transpose_a=True),
+                    d_bias + tf.reduce_sum(dz, axis=0),
+                )
+                return carry, ({"dx": tf.matmul(dz, kernel_t)} if input_gradient else {})
 
-            per_step = {
-                "gates": gate_activations,
-                "cell": sequences.cell,
-                "previous_cell": tf.concat([initial_cell[tf.newaxis], sequences.cell[:-1]], axis=0),
-                "d_hidden": d_hidden,
-                "d_cell": d_cell,
-            }
             zeros = tf.zeros_like(initial_hidden)
-            (d_initial_hidden, d_initial_cell), outputs = scan(
-                step, per_step, (zeros, zeros), {"dz": projection.dtype}, unroll, reverse=True
+            per_step = dict(records, x=inputs)
+            if return_sequences:  # every step's h (and c) reached the loss
+                dh_last, dc_last = zeros, zeros
+                per_step["d_hidden"] = d_hidden
+                if d_cell is not None:
+                    per_step["d_cell"] = d_cell
+            else:  # only the last step's
+                dh_last = d_hidden[0]
+                dc_last = d_cell[0] if d_cell is not None else zeros
+            carry = (dh_last, dc_last, tf.zeros_like(kernel), tf.zeros_like(recurrent_kernel), tf.zeros_like(bias))
+            (d_initial_hidden, d_initial_cell, d_kernel, d_recurrent_kernel, d_bias), outputs = scan(
+                step, per_step, carry, {"dx": inputs.dtype} if input_gradient else {}, num_steps, static_steps,
+                unrolled, reverse=True,
             )
-            d_projection = outputs["dz"]  # [time, batch, 4 * units]
-            previous_hidden = tf.concat([initial_hidden[tf.newaxis], sequences.hidden[:-1]], axis=0)
-            d_recurrent_kernel = tf.matmul(
-                tf.reshape(previous_hidden, [-1, units]),
-                tf.reshape(d_projection, [-1, 4 * units]),
-                transpose_a=True,
-            )  # [units, 4 * units]
-            return d_projection, d_recurrent_kernel, d_initial_hidden, d_initial_cell
+            d_inputs = outputs["dx"].stack() if input_gradient else None
+            return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
 
-        return (sequences.hidden, sequences.cell), backward
+        if keep_cell:
+            return (sequences.hidden, sequences.cell), backward
+        return sequences.hidden, backward
 
-    hidden, cell = forward(projection, recurrent_kernel, initial_state.hidden, initial_state.cell)
-    return LayerSequences(hidden, cell)
+    outputs = forward(inputs, weights.kernel, weights.recurrent_kernel, weights.bias, *initial_state)
+    return LayerSequences(*outputs) if keep_cell else LayerSequences(outputs, None)
 
 
 def lstm_over_time(
@@ -248,6 +310,10 @@ def lstm_over_time(
     initial_state: LSTMState | None = None,
     backprop: str = "bptt",
     unroll: bool = False,
+    keep_cell: bool = True,
+    return_sequences: bool = True,
+    input_gradient: bool = True,
+    one_tanh: bool = False,
 ) -> LayerSequences:
     """One LSTM layer over time-major inputs.
 
@@ -257,10 +323,14 @@ def lstm_over_time(
       activation: the recurrent activation σ.
       initial_state: `(h_0, c_0)`, each `[batch, units]`; zeros when None.
       backprop: "bptt" (hand-written backward pass) or "autodiff" (TensorFlow differentiates the loop).
-      unroll: unroll the loop when the number of steps is known at trace time.
+      unroll: unroll the loop when the number of steps is known at trace time (and short).
+      keep_cell: also return `c_t` (else `cell` is None: one tensor less to keep and differentiate).
+      return_sequences: every step, or (False) only the last, as a time dimension of 1.
+      input_gradient: whether gradients must reach `inputs` (False for data: "bptt" then skips them).
+      one_tanh: all four gates from one tanh (see `gates_from_preactivations`); for XLA.
 
     Returns:
-      `h_t` and `c_t` at every step, each `[time, batch, units]`.
+      `h_t` and `c_t` at every step (or the last), each `[time, batch, units]`.
     """
     if backprop not in BACKPROP_MODES:
         raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
@@ -268,10 +338,13 @@ def lstm_over_time(
     if initial_state is None:
         zeros = tf.zeros(tf.stack([tf.shape(inputs)[1], units]), dtype=inputs.dtype)
         initial_state = LSTMState(zeros, zeros)
-    projection = project_inputs(inputs, weights.kernel, weights.bias)  # [time, batch, 4 * units]
     if backprop == "bptt":
-        return bptt_scan_lstm(projection, weights.recurrent_kernel, initial_state, activation, unroll)
-    sequences, _ = scan_lstm(projection, weights.recurrent_kernel, initial_state, activation, unroll)
+        return bptt_scan_lstm(
+            inputs, weights, initial_state, activation, unroll, keep_cell, return_sequences, input_gradient,
+            one_tanh)
+    sequences, _ = scan_lstm(
+        inputs, weights, initial_state, activation, unroll, keep_cell, return_sequences=return_sequences,
+        one_tanh=one_tanh)
     return sequences
 
 

@@ -62,6 +62,8 @@ class Trainer:
       target: "final" or "running", see the module docstring.
       jit_compile: compile the training step with XLA.
       clip_norm: if set, gradients are scaled down to this global norm.
+      full_length_batches: every training batch holds sequences of one length (no padding); with
+        `target="final"` the model then computes the readout for the last step only.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Trainer:
         target: str = "final",
         jit_compile: bool = False,
         clip_norm: float | None = None,
+        full_length_batches: bool = False,
     ):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -78,18 +81,26 @@ class Trainer:
         self.optimizer = optimizer
         self.target = target
         self.clip_norm = clip_norm
-        self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+        self.last_step_only = target == "final" and full_length_batches
+        self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
+        # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
+        # AutoGraph has nothing to convert; skipping it saves seconds of tracing.
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
         signature = [
             tf.TensorSpec([None, None, model.config.input_size], model.dtype),
             tf.TensorSpec([None, None], model.dtype),
             tf.TensorSpec([None], tf.int32),
         ]
-        self.evaluate = tf.function(self._evaluate, input_signature=signature)
-        self.gradients = tf.function(self._gradients, input_signature=signature)
+        self.evaluate = tf.function(self._evaluate, input_signature=signature, autograph=False)
+        self.gradients = tf.function(self._gradients, input_signature=signature, autograph=False)
 
     def _loss(self, inputs, targets, lengths, training):
-        predictions = self.model(inputs, training=training)[..., 0]  # [batch, time]
-        return loss_fn(predictions, tf.cast(targets, predictions.dtype), lengths, self.target)
+        targets = tf.cast(targets, self.model.dtype)
+        output = self.model.run(inputs, training, last_step_only=self.last_step_only, one_tanh=self.one_tanh)
+        if self.last_step_only:
+            return tf.reduce_mean(tf.square(output.predictions[:, 0, 0] - targets[:, -1]))
+        predictions = output.predictions[..., 0]  # [batch, time]
+        return loss_fn(predictions, targets, lengths, self.target)
 
     def _gradients(self, inputs, targets, lengths):
         variables = self.model.trainable_variables

@@ -38,12 +38,12 @@ def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout
     expected, records = reference.forward(inputs, reference.params_from_model(model), activation, readout)
     output = model.run(tf.constant(inputs))
     assert measured("forward, float64, relative", relative_difference(output.predictions, expected)) <= 1e-10
-    for layer, record in zip(output.layers, records):  # per-step h and c of every layer
+    for layer, record in zip(output.layers, records):  # per-step h of every layer
         assert relative_difference(tf.transpose(layer.hidden, [1, 0, 2]), record["h"]) <= 1e-10
-        assert relative_difference(tf.transpose(layer.cell, [1, 0, 2]), record["c"]) <= 1e-10
     gates = model.gates(tf.constant(inputs))
-    for layer_gates, record in zip(gates, records):
-        for name, key in [("input_gate", "i"), ("forget_gate", "f"), ("candidate", "g"), ("output_gate", "o")]:
+    for layer_gates, record in zip(gates, records):  # every gate, c and h of every layer
+        for name, key in [("input_gate", "i"), ("forget_gate", "f"), ("candidate", "g"), ("output_gate", "o"),
+                          ("cell", "c"), ("hidden", "h")]:
             assert relative_difference(getattr(layer_gates, name), record[key]) <= 1e-10
 
 
@@ -121,3 +121,27 @@ def test_bptt_and_autodiff_agree_in_float32_training_step():
         gradients[backprop] = [g.numpy() for g in grads()]
     for a, b in zip(gradients["bptt"], gradients["autodiff"]):
         assert relative_difference(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_one_tanh_gates_match_numpy(jit_compile, measured):
+    """σ(x) = (1 + tanh(x/2)) / 2: the XLA step's single-tanh gates give the same values and gradients."""
+    model = randomized_model(5, "cell", units=6, num_layers=2, output_size=1)
+    rng = np.random.default_rng(5)
+    inputs, targets = rng.normal(size=(3, 9, 3)), rng.normal(size=(3, 9, 1))
+
+    @tf.function(jit_compile=jit_compile)
+    def gradients():
+        with tf.GradientTape() as tape:
+            predictions = model.run(tf.constant(inputs), training=True, one_tanh=True).predictions
+            loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
+        return predictions, tape.gradient(loss, model.trainable_variables)
+
+    predictions, tape_gradients = gradients()
+    params = reference.params_from_model(model)
+    expected, records = reference.forward(inputs, params, readout="cell")
+    assert measured("one-tanh gates forward, float64, relative", relative_difference(predictions, expected)) <= 1e-10
+    numpy_gradients = reference.backward(inputs, params, records, expected - targets, readout="cell")
+    by_name = dict(zip([v.name for v in model.trainable_variables], tape_gradients))
+    for name, gradient in numpy_gradients.items():
+        assert relative_difference(by_name[f"lstm_model/{name}:0"], gradient) <= 1e-8, name

@@ -15,8 +15,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import QUIET_TF, ROOT, run_train
 
-RUN_FLAGS = ["--lstm_size=8", "--epochs=400", "--batch_size=256", "--eval_every=10", "--checkpoint_every=50",
-             "--seed=3", "--target=running"]
+RUN_FLAGS = ["--lstm_size=8", "--epochs=150", "--batch_size=256", "--eval_every=10", "--checkpoint_every=20",
+             "--seed=3", "--target=running", "--image_every=0", "--histogram_every=0"]
+QUICK = ["--image_every=0", "--histogram_every=0", "--jit_compile=false"]
 
 
 def final_weights(run_dir):
@@ -106,7 +107,7 @@ def test_same_seed_gives_the_same_run(uninterrupted, tmp_path):
 
 
 def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
-    flags = ["--lstm_size=4", "--eval_every=5", "--checkpoint_every=5", "--run_name=nan"]
+    flags = ["--lstm_size=4", "--eval_every=5", "--checkpoint_every=5", "--run_name=nan", *QUICK]
     assert run_train(flags + ["--epochs=10"], str(tmp_path)).returncode == 0
     checkpoint_dir = tmp_path / "nan" / "checkpoints"
     before = {name: hashlib.sha256((checkpoint_dir / name).read_bytes()).hexdigest()
@@ -125,15 +126,15 @@ def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_
 
 
 def test_changed_settings_on_resume_are_refused_by_name(tmp_path):
-    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r"], str(tmp_path)).returncode == 0
-    result = run_train(["--lstm_size=6", "--epochs=5", "--run_name=r"], str(tmp_path))
+    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path)).returncode == 0
+    result = run_train(["--lstm_size=6", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--lstm_size=4 (now 6)" in result.stderr
 
 
 def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path):
-    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r"], str(tmp_path)).returncode == 0
-    result = run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", "--fresh"], str(tmp_path))
+    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path)).returncode == 0
+    result = run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", "--fresh", *QUICK], str(tmp_path))
     assert result.returncode == 0
     aside = [name for name in os.listdir(tmp_path) if name.startswith("r.replaced-")]
     assert len(aside) == 1 and f"moved the existing run" in result.stdout
@@ -141,11 +142,11 @@ def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
-    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r"], str(tmp_path)).returncode == 0
+    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path)).returncode == 0
     checkpoint_dir = tmp_path / "r" / "checkpoints"
     index = next(name for name in os.listdir(checkpoint_dir) if name.endswith(".index"))
     (checkpoint_dir / index).write_bytes(b"not a checkpoint")
-    result = run_train(["--lstm_size=4", "--epochs=10", "--run_name=r"], str(tmp_path))
+    result = run_train(["--lstm_size=4", "--epochs=10", "--run_name=r", *QUICK], str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot restore checkpoint" in result.stderr
     assert (checkpoint_dir / index).read_bytes() == b"not a checkpoint"
