@@ -116,22 +116,40 @@ def all_sequences(length: int) -> list[str]:
     return ["".join(characters) for characters in itertools.product(ALPHABET, repeat=length)]
 
 
-def sample_sequences(length: int, count: int, rng: np.random.Generator) -> list[str]:
-    """`count` sequences drawn uniformly (with replacement) from the 4^length."""
+SAMPLINGS = ("uniform", "varied")
+
+
+def sample_sequences(length: int, count: int, rng: np.random.Generator, sampling: str = "uniform") -> list[str]:
+    """`count` sequences of `length`, drawn with replacement.
+
+    "uniform": every one of the 4^length equally likely (each character uniform and independent).
+    "varied": each sequence first draws its own character frequencies (Dirichlet(1, 1, 1, 1)), so
+    long runs, many I's and sums far from 0 are common, as they are in long uniform sequences.
+    """
     alphabet = np.array(list(ALPHABET))
-    return ["".join(row) for row in alphabet[rng.integers(0, len(ALPHABET), size=(count, length))]]
+    if sampling == "uniform":
+        return ["".join(row) for row in alphabet[rng.integers(0, len(ALPHABET), size=(count, length))]]
+    if sampling != "varied":
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    frequencies = rng.dirichlet(np.ones(len(ALPHABET)), size=count)  # [count, 4]
+    cumulative = np.cumsum(frequencies, axis=1)
+    draws = rng.random((count, length, 1)) > cumulative[:, np.newaxis, :]  # [count, length, 4]
+    indices = np.minimum(draws.sum(axis=2), len(ALPHABET) - 1)
+    return ["".join(row) for row in alphabet[indices]]
 
 
-def get_sequences(length: int, seed: int = 0, max_count: int = MAX_SEQUENCES_PER_LENGTH) -> list[str]:
+def get_sequences(
+    length: int, seed: int = 0, max_count: int = MAX_SEQUENCES_PER_LENGTH, sampling: str = "uniform"
+) -> list[str]:
     """All sequences of `length` shuffled by `seed` when there are at most `max_count`, else `max_count`
-    sampled ones. The same arguments always give the same list."""
+    sampled ones (see `sample_sequences`). The same arguments always give the same list."""
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
     rng = np.random.default_rng([seed, length])
     if len(ALPHABET) ** length <= max_count:
         sequences = all_sequences(length)
         return [sequences[i] for i in rng.permutation(len(sequences))]
-    return sample_sequences(length, max_count, rng)
+    return sample_sequences(length, max_count, rng, sampling)
 
 
 def split(sequences: list[str], train_fraction: float) -> tuple[list[str], list[str]]:
@@ -178,6 +196,7 @@ def make_splits(
     train_fraction: float,
     seed: int = 0,
     max_per_length: int = MAX_SEQUENCES_PER_LENGTH,
+    sampling: str = "uniform",
 ) -> tuple[Examples, Examples]:
     """Train and held-out examples for every length in `[min_length, max_length]`.
 
@@ -186,7 +205,7 @@ def make_splits(
     """
     train, test = [], []
     for length in range(min_length, max_length + 1):
-        train_part, test_part = split(get_sequences(length, seed, max_per_length), train_fraction)
+        train_part, test_part = split(get_sequences(length, seed, max_per_length, sampling), train_fraction)
         train += train_part
         test += test_part
     return Examples.from_sequences(train), Examples.from_sequences(test)

@@ -53,6 +53,10 @@ _MAX_SEQUENCES_PER_LENGTH = flags.DEFINE_integer(
     "max_sequences_per_length", data_generator.MAX_SEQUENCES_PER_LENGTH,
     "All 4^L sequences of a length L are used when there are at most this many; else this many are sampled.",
     lower_bound=2, upper_bound=10_000_000)
+_SAMPLING = flags.DEFINE_enum(
+    "sampling", "uniform", list(data_generator.SAMPLINGS),
+    "How sampled lengths are drawn: uniform over the 4^L sequences, or 'varied' (each sequence its own "
+    "character frequencies: more long runs and large sums).")
 _TRAIN_FRACTION = flags.DEFINE_float(
     "train_fraction", 0.25, "Share of the sequences used for training; the rest is held out. In (0, 1).")
 # Model.
@@ -70,15 +74,20 @@ _INITIALIZER = flags.DEFINE_enum(
 _FORGET_BIAS = flags.DEFINE_float("forget_bias", 1.0, "Initial value of the forget-gate bias b_f.")
 # Optimisation.
 _TARGET = flags.DEFINE_enum(
-    "target", "final", list(TARGETS), "Loss on the final sum only (the reference) or on every step's running sum.")
-_EPOCHS = flags.DEFINE_integer("epochs", 1000, "Passes over the training set.", lower_bound=1, upper_bound=10_000_000)
+    "target", "running", list(TARGETS),
+    "Loss on every step's running sum, or on the final sum only (the reference's choice).")
+_EPOCHS = flags.DEFINE_integer("epochs", 400, "Passes over the training set.", lower_bound=1, upper_bound=10_000_000)
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 0, "Sequences per update; 0 means the whole training set (as the reference).",
+    "batch_size", 128, "Sequences per update; 0 means the whole training set (the reference's choice).",
     lower_bound=0, upper_bound=10_000_000)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Adam's learning rate, > 0.")
-_FINAL_LEARNING_RATE = flags.DEFINE_float(
-    "final_learning_rate", None, "If set, the learning rate decays exponentially to this by the last epoch.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.03, "Adam's learning rate at the first epoch, > 0.")
+_LEARNING_RATE_DECAY = flags.DEFINE_float(
+    "learning_rate_decay", 0.1, "By the last epoch the learning rate has decayed (exponentially) to this "
+    "fraction of --learning_rate; 1 keeps it constant. In (0, 1].")
 _CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled down to this global norm.")
+_WEIGHT_DECAY = flags.DEFINE_float(
+    "weight_decay", 0.0, "Decoupled weight decay (AdamW): each step every weight shrinks by lr * this.",
+    lower_bound=0.0, upper_bound=1.0)
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights and the batch order.",
                              lower_bound=0, upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum(
@@ -108,7 +117,8 @@ _FRESH = flags.DEFINE_boolean(
 
 # Settings that shape the variables or the data: a resumed run must keep them.
 RESUME_MUST_MATCH = (
-    "sequence_length", "min_length", "max_length", "max_sequences_per_length", "train_fraction", "lstm_size",
+    "sequence_length", "min_length", "max_length", "max_sequences_per_length", "sampling", "train_fraction",
+    "lstm_size",
     "num_layers", "readout", "recurrent_activation", "initializer", "forget_bias", "seed",
 )
 
@@ -124,7 +134,7 @@ flags.register_validator(
 flags.register_validator(
     "learning_rate", lambda v: 0.0 < v < 1e38, message="--learning_rate must be > 0 (and a float32), e.g. 0.05")
 flags.register_validator(
-    "final_learning_rate", lambda v: v is None or 0.0 < v < 1e38, message="--final_learning_rate must be > 0")
+    "learning_rate_decay", lambda v: 0.0 < v <= 1.0, message="--learning_rate_decay must be in (0, 1], e.g. 0.1")
 flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
 flags.register_validator(
     "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")
@@ -153,24 +163,26 @@ def _data_fits(values: dict) -> bool:
     return per_length * longest <= MAX_CHARACTERS_IN_MEMORY
 
 
-def settings_from_flags(lstm_size: int, run_name: str) -> dict:
-    """Every setting of one run, as plain values (saved as the run's config.json)."""
-    min_length = _MIN_LENGTH.value or _SEQUENCE_LENGTH.value
-    max_length = _MAX_LENGTH.value or _SEQUENCE_LENGTH.value
-    settings = {name: flags.FLAGS[name].value for name in flags.FLAGS if name in _OWN_FLAGS}
-    settings.update(lstm_size=lstm_size, run_name=run_name, min_length=min_length, max_length=max_length)
-    return settings
-
-
 _OWN_FLAGS = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])}
 
 
+def settings_from_flags(lstm_size: int, run_name: str) -> dict:
+    """Every setting of one run, as plain values (saved as the run's config.json)."""
+    settings = {name: flags.FLAGS[name].value for name in flags.FLAGS if name in _OWN_FLAGS}
+    settings.update(
+        lstm_size=lstm_size,
+        run_name=run_name,
+        min_length=_MIN_LENGTH.value or _SEQUENCE_LENGTH.value,
+        max_length=_MAX_LENGTH.value or _SEQUENCE_LENGTH.value,
+    )
+    return settings
+
+
 def learning_rate_at(epoch: int, settings: dict) -> float:
-    """Constant, or decaying exponentially from --learning_rate to --final_learning_rate."""
-    start, end = settings["learning_rate"], settings["final_learning_rate"]
-    if end is None or settings["epochs"] <= 1:
-        return start
-    return start * (end / start) ** (epoch / (settings["epochs"] - 1))
+    """--learning_rate at the first epoch, decaying exponentially to --learning_rate_decay times it by the last."""
+    if settings["epochs"] <= 1:
+        return settings["learning_rate"]
+    return settings["learning_rate"] * settings["learning_rate_decay"] ** (epoch / (settings["epochs"] - 1))
 
 
 class StopRequest:
@@ -192,10 +204,10 @@ class StopRequest:
 
 def hparams_of(settings: dict) -> dict:
     """The settings shown in TensorBoard's HParams tab (numbers and strings only; 0 means off)."""
-    names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "batch_size", "epochs",
-             "target", "readout", "recurrent_activation", "initializer", "forget_bias", "backprop", "seed")
+    names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "learning_rate_decay",
+             "batch_size", "epochs", "target", "readout", "recurrent_activation", "initializer", "forget_bias",
+             "weight_decay", "sampling", "backprop", "seed")
     hparams = {name: settings[name] for name in names}
-    hparams["final_learning_rate"] = settings["final_learning_rate"] or settings["learning_rate"]
     hparams["clip_norm"] = settings["clip_norm"] or 0.0
     return hparams
 
@@ -224,13 +236,14 @@ def train(settings: dict) -> dict:
 
     train_examples, test_examples = data_generator.make_splits(
         settings["min_length"], settings["max_length"], settings["train_fraction"], settings["seed"],
-        settings["max_sequences_per_length"])
+        settings["max_sequences_per_length"], settings["sampling"])
     model_config = ModelConfig(
         input_size=data_generator.NUM_FEATURES, units=settings["lstm_size"], num_layers=settings["num_layers"],
         readout=settings["readout"], recurrent_activation=settings["recurrent_activation"],
         forget_bias=settings["forget_bias"], initializer=settings["initializer"], seed=settings["seed"])
     model = LSTMModel(model_config, backprop=settings["backprop"], unroll=settings["unroll"])
-    optimizer = Adam(model.trainable_variables, learning_rate=settings["learning_rate"])
+    optimizer = Adam(model.trainable_variables, learning_rate=settings["learning_rate"],
+                     weight_decay=settings["weight_decay"])
     full_length_batches = settings["min_length"] == settings["max_length"] or settings["batch_size"] > 0
     jit_compile = {"true": True, "false": False}.get(
         settings["jit_compile"], settings["min_length"] == settings["max_length"])
@@ -254,7 +267,7 @@ def train(settings: dict) -> dict:
     started = time.perf_counter()
     first_perfect_epoch = None
     completed = start_epoch
-    trace_graph = start_epoch == 0  # the Graphs tab shows the traced training step
+    trace_graph = start_epoch == 0
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
     try:
@@ -262,13 +275,11 @@ def train(settings: dict) -> dict:
             train_examples, settings["batch_size"], settings["seed"], range(start_epoch, epochs))
         optimizer.learning_rate.assign(learning_rate_at(start_epoch, settings))
         for epoch, last_in_epoch, inputs, targets, lengths in batches:
-            if trace_graph:
-                tf.summary.trace_on(graph=True)
-            loss = trainer.train_step(inputs, targets, lengths)
-            if trace_graph:
+            if trace_graph:  # the Graphs tab shows the training step (as traced, before XLA)
                 with writers.train.as_default():
-                    tf.summary.trace_export("train_step", step=0)
+                    tf.summary.graph(trainer.train_step.get_concrete_function(inputs, targets, lengths).graph)
                 trace_graph = False
+            loss = trainer.train_step(inputs, targets, lengths)
             if not last_in_epoch:
                 continue
             epoch = int(epoch)

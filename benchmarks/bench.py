@@ -218,17 +218,30 @@ def default_training_run(quick: bool) -> dict:
             "first_zero_test_error": results["first_zero_test_error"], "test_error": results["test"]["error"]}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would include
+    the parent's peak, which a child inherits."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def memory_child(which: str, units: int, time_steps: int, batch: int, steps: int = 5) -> None:
     inputs, targets, lengths = make_data(time_steps, batch)
     if which == "keras":
         _, train_step, _ = keras_steps(units, time_steps)
     else:
         _, train_step, _ = ours_steps(units, default_model_options())
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_rss_mb()
     for _ in range(steps):
         np.asarray(train_step(inputs, targets, lengths))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mb": peak / 1024, "growth_mb": (peak - baseline) / 1024}))
+    peak = peak_rss_mb()
+    print(json.dumps({"peak_mb": peak, "growth_mb": peak - baseline}))
 
 
 def peak_memory(units: int, time_steps: int, batch: int) -> dict:
@@ -283,8 +296,9 @@ def main(argv: list[str]) -> None:
               f"whole command {run['wall_seconds_with_startup']:.1f}s")
     if _MEMORY.value:
         extras["peak_memory_large"] = memory = peak_memory(*sizes["large"])
-        print(f"peak RSS, training at the large size: ours {memory['ours']['peak_mb']:.0f} MB, "
-              f"Keras {memory['keras']['peak_mb']:.0f} MB")
+        print(f"peak RSS, training at the large size: ours {memory['ours']['peak_mb']:.0f} MB "
+              f"(+{memory['ours']['growth_mb']:.0f} MB for the steps), "
+              f"Keras {memory['keras']['peak_mb']:.0f} MB (+{memory['keras']['growth_mb']:.0f} MB)")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump({"rows": rows, **extras}, f, indent=2)

@@ -198,3 +198,23 @@ def load_metadata(export_dir: str) -> dict:
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+class LoadError(Exception):
+    """A SavedModel directory that is missing or cannot be loaded; the message says which and why."""
+
+
+def load_serving_signature(export_dir: str):
+    """`(loaded, serving signature, metadata)` of the SavedModel at `export_dir`, or `LoadError`."""
+    if not os.path.isdir(export_dir):
+        raise LoadError(f"--model_dir={export_dir}: no such directory")
+    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        raise LoadError(f"--model_dir={export_dir}: no saved_model.pb there; is this a SavedModel?")
+    try:
+        loaded = tf.saved_model.load(export_dir)
+        signature = loaded.signatures["serving_default"]
+        metadata = load_metadata(export_dir)
+    except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LoadError(f"--model_dir={export_dir}: cannot load the SavedModel: {first_line}") from None
+    return loaded, signature, metadata

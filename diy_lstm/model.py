@@ -15,7 +15,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, LSTMState, weight_seed
-from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, dense_over_time, lstm_over_time, scan_lstm
+from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, dense_over_time, lstm_over_time, scan_lstm
 
 READOUTS = ("hidden", "cell")
 
@@ -126,13 +126,14 @@ class LSTMModel(tf.Module):
         layers = []
         for index, layer in enumerate(self.layers):
             is_last = index == len(self.layers) - 1
-            sequences = lstm_over_time(
-                layer_inputs, layer.fused_weights(), layer.activation, backprop=backprop, unroll=self.unroll,
+            options = LoopOptions(
+                unroll=self.unroll,
+                one_tanh=one_tanh,
                 keep_cell=is_last and self.config.readout == "cell",
                 return_sequences=not (is_last and last_step_only),
                 input_gradient=index > 0,
-                one_tanh=one_tanh,
             )
+            sequences = lstm_over_time(layer_inputs, layer.fused_weights(), layer.activation, None, backprop, options)
             layers.append(sequences)
             layer_inputs = sequences.hidden
         readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden

@@ -26,6 +26,7 @@ class Adam(tf.Module):
         by its place in the model (`model/layers/0/W_f`), not in the optimizer.
       learning_rate: α (a variable: assign to it to change it during training).
       beta_1, beta_2, epsilon: β₁, β₂, ε.
+      weight_decay: λ of decoupled weight decay (AdamW): before each update θ ← θ - α λ θ.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ loop: step t only depends on steps before it, so the outputs up to each sequence
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 import tensorflow as tf
@@ -134,8 +135,27 @@ RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell"
 MAX_UNROLLED_STEPS = 16
 
 
-def _unrolled(unroll: bool, static_steps: int | None) -> bool:
-    return unroll and static_steps is not None and static_steps <= MAX_UNROLLED_STEPS
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """How the time loop runs and what it hands back; none of it changes the math.
+
+    unroll: unroll into straight-line ops when the number of steps is known at trace time and at
+      most `MAX_UNROLLED_STEPS`; otherwise a While op.
+    one_tanh: compute the four gates with one tanh (see `cell.gates_from_preactivations`); pays
+      off in XLA-compiled steps.
+    keep_cell: return `c_t` as well as `h_t` (else `cell` is None).
+    return_sequences: return every step; if False only the last (a time dimension of 1).
+    input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
+    """
+
+    unroll: bool = False
+    one_tanh: bool = False
+    keep_cell: bool = True
+    return_sequences: bool = True
+    input_gradient: bool = True
+
+    def unrolled(self, static_steps: int | None) -> bool:
+        return self.unroll and static_steps is not None and static_steps <= MAX_UNROLLED_STEPS
 
 
 def scan_lstm(
@@ -143,11 +163,8 @@ def scan_lstm(
     weights: FusedWeights,
     initial_state: LSTMState,
     activation: RecurrentActivation,
-    unroll: bool = False,
-    keep_cell: bool = True,
+    options: LoopOptions = LoopOptions(),
     record: bool = False,
-    return_sequences: bool = True,
-    one_tanh: bool = False,
 ) -> tuple[LayerSequences, dict[str, PerStep]]:
     """The forward recurrence: `lstm_step` at every step.
 
@@ -156,13 +173,8 @@ def scan_lstm(
       weights: the fused gate weights.
       initial_state: `(h_0, c_0)`, each `[batch, units]`.
       activation: the recurrent activation σ.
-      unroll: unroll into straight-line ops when the number of steps is known at trace time and at
-        most `MAX_UNROLLED_STEPS`.
-      keep_cell: also return `c_t` (else `cell` is None).
+      options: see `LoopOptions`.
       record: also keep, per step, what the hand-written backward pass needs (`RECORDED`).
-      return_sequences: return every step; if False only the last (time dimension 1), so nothing
-        per step is kept beyond the records.
-      one_tanh: see `gates_from_preactivations` (for XLA-compiled training steps).
 
     Returns:
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
@@ -170,9 +182,9 @@ def scan_lstm(
     """
     dtype = inputs.dtype
     output_dtypes = {}
-    if return_sequences:
+    if options.return_sequences:
         output_dtypes["hidden"] = dtype
-        if keep_cell:
+        if options.keep_cell:
             output_dtypes["cell"] = dtype
     if record:
         output_dtypes.update({name: dtype for name in RECORDED})
@@ -182,7 +194,7 @@ def scan_lstm(
         preactivations = (
             tf.matmul(step_inputs["x"], weights.kernel) + tf.matmul(hidden, weights.recurrent_kernel) + weights.bias
         )  # [batch, 4 * units]
-        gates = gates_from_preactivations(preactivations, cell, activation, one_tanh)
+        gates = gates_from_preactivations(preactivations, cell, activation, options.one_tanh)
         outputs = {"hidden": gates.hidden, "cell": gates.cell}
         if record:
             outputs.update(
@@ -195,9 +207,10 @@ def scan_lstm(
     static_steps = inputs.shape[0]
     (last_hidden, last_cell), outputs = scan(
         step, {"x": inputs}, tuple(initial_state), output_dtypes, tf.shape(inputs)[0], static_steps,
-        _unrolled(unroll, static_steps),
+        options.unrolled(static_steps),
     )
-    if return_sequences:
+    keep_cell = options.keep_cell
+    if options.return_sequences:
         sequences = LayerSequences(outputs["hidden"].stack(), outputs["cell"].stack() if keep_cell else None)
     else:
         sequences = LayerSequences(last_hidden[tf.newaxis], last_cell[tf.newaxis] if keep_cell else None)
@@ -209,16 +222,11 @@ def bptt_scan_lstm(
     weights: FusedWeights,
     initial_state: LSTMState,
     activation: RecurrentActivation,
-    unroll: bool = False,
-    keep_cell: bool = True,
-    return_sequences: bool = True,
-    input_gradient: bool = True,
-    one_tanh: bool = False,
+    options: LoopOptions = LoopOptions(),
 ) -> LayerSequences:
     """`scan_lstm` with a hand-written gradient (backpropagation through time).
 
-    Same arguments and forward values as `scan_lstm`; `input_gradient=False` skips `dx` (for
-    inputs that are data, not the output of a layer below). The backward pass, for t = T-1 .. 0, with
+    Same arguments and forward values as `scan_lstm`. The backward pass, for t = T-1 .. 0, with
     `dh`, `dc` the loss gradients reaching `h_t`, `c_t`:
 
         dc     += dh ⊙ o_t ⊙ (1 - tanh²(c_t))
@@ -235,15 +243,13 @@ def bptt_scan_lstm(
     """
     static_steps = inputs.shape[0]
     num_steps = tf.shape(inputs)[0]
-    unrolled = _unrolled(unroll, static_steps)
+    keep_cell, input_gradient = options.keep_cell, options.input_gradient
 
     @tf.custom_gradient
     def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
         fused = FusedWeights(kernel, recurrent_kernel, bias)
         sequences, records = scan_lstm(
-            inputs, fused, LSTMState(initial_hidden, initial_cell), activation, unroll,
-            keep_cell=keep_cell, record=True, return_sequences=return_sequences, one_tanh=one_tanh,
-        )
+            inputs, fused, LSTMState(initial_hidden, initial_cell), activation, options, record=True)
 
         def backward(d_hidden, d_cell=None):
             kernel_t = tf.transpose(kernel)  # [4 * units, features]
@@ -279,7 +285,7 @@ def bptt_scan_lstm(
 
             zeros = tf.zeros_like(initial_hidden)
             per_step = dict(records, x=inputs)
-            if return_sequences:  # every step's h (and c) reached the loss
+            if options.return_sequences:  # every step's h (and c) reached the loss
                 dh_last, dc_last = zeros, zeros
                 per_step["d_hidden"] = d_hidden
                 if d_cell is not None:
@@ -290,7 +296,7 @@ def bptt_scan_lstm(
             carry = (dh_last, dc_last, tf.zeros_like(kernel), tf.zeros_like(recurrent_kernel), tf.zeros_like(bias))
             (d_initial_hidden, d_initial_cell, d_kernel, d_recurrent_kernel, d_bias), outputs = scan(
                 step, per_step, carry, {"dx": inputs.dtype} if input_gradient else {}, num_steps, static_steps,
-                unrolled, reverse=True,
+                options.unrolled(static_steps), reverse=True,
             )
             d_inputs = outputs["dx"].stack() if input_gradient else None
             return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
@@ -309,11 +315,7 @@ def lstm_over_time(
     activation: RecurrentActivation,
     initial_state: LSTMState | None = None,
     backprop: str = "bptt",
-    unroll: bool = False,
-    keep_cell: bool = True,
-    return_sequences: bool = True,
-    input_gradient: bool = True,
-    one_tanh: bool = False,
+    options: LoopOptions = LoopOptions(),
 ) -> LayerSequences:
     """One LSTM layer over time-major inputs.
 
@@ -323,11 +325,7 @@ def lstm_over_time(
       activation: the recurrent activation σ.
       initial_state: `(h_0, c_0)`, each `[batch, units]`; zeros when None.
       backprop: "bptt" (hand-written backward pass) or "autodiff" (TensorFlow differentiates the loop).
-      unroll: unroll the loop when the number of steps is known at trace time (and short).
-      keep_cell: also return `c_t` (else `cell` is None: one tensor less to keep and differentiate).
-      return_sequences: every step, or (False) only the last, as a time dimension of 1.
-      input_gradient: whether gradients must reach `inputs` (False for data: "bptt" then skips them).
-      one_tanh: all four gates from one tanh (see `gates_from_preactivations`); for XLA.
+      options: see `LoopOptions`.
 
     Returns:
       `h_t` and `c_t` at every step (or the last), each `[time, batch, units]`.
@@ -339,12 +337,8 @@ def lstm_over_time(
         zeros = tf.zeros(tf.stack([tf.shape(inputs)[1], units]), dtype=inputs.dtype)
         initial_state = LSTMState(zeros, zeros)
     if backprop == "bptt":
-        return bptt_scan_lstm(
-            inputs, weights, initial_state, activation, unroll, keep_cell, return_sequences, input_gradient,
-            one_tanh)
-    sequences, _ = scan_lstm(
-        inputs, weights, initial_state, activation, unroll, keep_cell, return_sequences=return_sequences,
-        one_tanh=one_tanh)
+        return bptt_scan_lstm(inputs, weights, initial_state, activation, options)
+    sequences, _ = scan_lstm(inputs, weights, initial_state, activation, options)
     return sequences
 
 
@@ -378,7 +372,7 @@ def dynamic_lstm(
     See `lstm_over_time` for the other arguments.
     """
     time_major = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
-    sequences = lstm_over_time(time_major, weights, activation, initial_state, backprop, unroll)
+    sequences = lstm_over_time(time_major, weights, activation, initial_state, backprop, LoopOptions(unroll=unroll))
     hidden = tf.transpose(sequences.hidden, [1, 0, 2])  # [batch, time, units]
     cell = tf.transpose(sequences.cell, [1, 0, 2])
     final_state = LSTMState(final_step(hidden, sequence_length), final_step(cell, sequence_length))

@@ -39,26 +39,6 @@ class ScoreError(Exception):
         self.exit_code = exit_code
 
 
-def load_scorer(model_dir: str):
-    """The `serving_default` signature of the SavedModel at `model_dir`, and the export's metadata."""
-    import tensorflow as tf
-
-    from diy_lstm.export import load_metadata
-
-    if not os.path.isdir(model_dir):
-        raise ScoreError(f"--model_dir={model_dir}: no such directory", EXIT_BAD_MODEL)
-    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-        raise ScoreError(f"--model_dir={model_dir}: no saved_model.pb there; is this a SavedModel?", EXIT_BAD_MODEL)
-    try:
-        loaded = tf.saved_model.load(model_dir)
-        signature = loaded.signatures["serving_default"]
-        metadata = load_metadata(model_dir)
-    except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ScoreError(f"--model_dir={model_dir}: cannot load the SavedModel: {first_line}", EXIT_BAD_MODEL)
-    return loaded, signature, metadata
-
-
 def resolve_reference(spec: str | None) -> Callable[[str], float] | None:
     """Imports `module:function`, or returns None for None / 'none' / an unimportable module."""
     if not spec or spec.lower() == "none":
@@ -103,7 +83,12 @@ def score(sequences: list[str], model_dir: str, reference_spec: str | None = Non
     """Scores `sequences`; returns one dict per sequence (sequence, prediction, rounded, true?)."""
     import tensorflow as tf
 
-    _, signature, metadata = load_scorer(model_dir)
+    from diy_lstm.export import LoadError, load_serving_signature
+
+    try:
+        _, signature, metadata = load_serving_signature(model_dir)
+    except LoadError as error:
+        raise ScoreError(str(error), EXIT_BAD_MODEL) from None
     reference = resolve_reference(reference_spec if reference_spec is not None else metadata.get("reference_function"))
     try:
         outputs = signature(sequences=tf.constant(sequences, dtype=tf.string))

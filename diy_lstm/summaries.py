@@ -73,38 +73,34 @@ def gate_heatmap(gates, characters: str, title: str) -> np.ndarray:
       title: the figure title.
 
     Returns:
-      `[1, height, width, 4]` uint8 RGBA, ready for `tf.summary.image`.
+      `[1, height, width, 4]` uint8 RGBA, ready for `tf.summary.image`. Rows are units, columns
+      are steps; gates on a 0 (dark) .. 1 (yellow) scale, the cell state red (+) / blue (-).
     """
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    panels = [
-        ("forget gate f", np.asarray(gates.forget_gate), "viridis", (0.0, 1.0)),
-        ("input gate i", np.asarray(gates.input_gate), "viridis", (0.0, 1.0)),
-        ("output gate o", np.asarray(gates.output_gate), "viridis", (0.0, 1.0)),
-    ]
     cell = np.asarray(gates.cell)
     limit = max(float(np.max(np.abs(cell))), 1e-6)
-    panels.append(("cell state c", cell, "RdBu_r", (-limit, limit)))
-    time, units = cell.shape
-    figure, axes = plt.subplots(
-        len(panels), 1, figsize=(2.0 + 0.45 * time, 0.6 + 1.3 * len(panels)), dpi=100,
-        squeeze=False)
-    for axis, (label, values, colormap, (low, high)) in zip(axes[:, 0], panels):
-        image = axis.imshow(values.T, aspect="auto", cmap=colormap, vmin=low, vmax=high, interpolation="nearest")
-        axis.set_ylabel(f"{label}\nunit", fontsize=7)
-        axis.set_xticks(range(time))
-        axis.set_xticklabels(list(characters), fontsize=9, family="monospace")
-        axis.tick_params(axis="y", labelsize=6)
-        figure.colorbar(image, ax=axis, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
-    axes[0, 0].set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.canvas.draw()
-    pixels = np.asarray(figure.canvas.buffer_rgba()).copy()
-    plt.close(figure)
-    return pixels[np.newaxis]
+    panels = [
+        ("forget f", np.asarray(gates.forget_gate), "viridis", 0.0, 1.0),
+        ("input i", np.asarray(gates.input_gate), "viridis", 0.0, 1.0),
+        ("output o", np.asarray(gates.output_gate), "viridis", 0.0, 1.0),
+        (f"cell c\n±{limit:.2g}", cell, "RdBu_r", -limit, limit),
+    ]
+    time = cell.shape[0]
+    figure = Figure(figsize=(1.4 + 0.4 * time, 5.2), dpi=90)
+    figure.subplots_adjust(left=0.2, right=0.97, top=0.93, bottom=0.07, hspace=0.12)
+    axes = figure.subplots(len(panels), 1, sharex=True)
+    for axis, (label, values, colormap, low, high) in zip(axes, panels):
+        axis.imshow(values.T, aspect="auto", cmap=colormap, vmin=low, vmax=high, interpolation="nearest")
+        axis.set_ylabel(label, fontsize=8)
+        axis.set_yticks([])
+    axes[-1].set_xticks(range(time))
+    axes[-1].set_xticklabels(list(characters), fontsize=10, family="monospace")
+    axes[0].set_title(title, fontsize=9)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()[np.newaxis]
 
 
 def write_gate_images(writer, model, examples: Mapping[str, np.ndarray], step: int) -> None:

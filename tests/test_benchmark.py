@@ -1,0 +1,20 @@
+"""The benchmark script runs end to end (`--quick`: tiny sizes; correctness only, no timing asserted)."""
+
+import json
+
+from conftest import run_python
+
+
+def test_quick_benchmark_runs_and_ends_with_the_machine_readable_line(tmp_path):
+    report = tmp_path / "bench.json"
+    result = run_python(["benchmarks/bench.py", "--quick", "--training_run=false", "--memory=false",
+                         "--variants=noxla", f"--json={report}"], timeout=600)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1].split()
+    assert [item.split("=")[0] for item in last] == ["reference_speedup", "medium_speedup", "large_speedup"]
+    assert all(float(item.split("=")[1]) > 0 for item in last)
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["config"] for row in rows] == ["reference", "medium", "large"]
+    for row in rows:
+        assert set(row["train_ms"]) == {"keras", "default", "noxla"}
+        assert row["floor_ms"] > 0

@@ -1,0 +1,59 @@
+"""evaluate.py: the long-sequence table, checked with scorers whose answers are known."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_generator as dg
+import evaluate
+from conftest import run_python
+
+
+def signature_from(predict):
+    """A stand-in for the SavedModel's serving signature: `predict(sequence) -> per-step predictions`."""
+
+    def signature(sequences):
+        texts = [s.decode() for s in sequences.numpy()]
+        longest = max(map(len, texts))
+        rows = [np.pad(np.asarray(predict(t), dtype=np.float32), (0, longest - len(t))) for t in texts]
+        return {"step_predictions": tf.constant(np.stack(rows))}
+
+    return signature
+
+
+def test_perfect_predictions_score_zero_error():
+    row = evaluate.evaluate_length(signature_from(dg.running_sum), length=50, count=40, seed=1, batch_size=16)
+    assert row == {"final_error": 0.0, "step_error": 0.0, "final_mse": 0.0}
+
+
+def test_always_zero_predictions_miss_exactly_the_nonzero_sums():
+    length, count, seed = 9, 200, 3
+    row = evaluate.evaluate_length(signature_from(lambda s: np.zeros(len(s))), length, count, seed, batch_size=64)
+    sequences = dg.sample_sequences(length, count, np.random.default_rng([seed, length]))
+    sums = np.stack([dg.running_sum(s) for s in sequences])
+    assert row["final_error"] == pytest.approx(np.mean(sums[:, -1] != 0))
+    assert row["step_error"] == pytest.approx(np.mean(sums != 0))
+    assert row["final_mse"] == pytest.approx(np.mean(sums[:, -1] ** 2))
+
+
+def test_off_by_one_everywhere_is_all_wrong():
+    row = evaluate.evaluate_length(signature_from(lambda s: dg.running_sum(s) + 1), 20, 30, 0, 30)
+    assert row == {"final_error": 1.0, "step_error": 1.0, "final_mse": 1.0}
+
+
+def test_command_line_table_and_tensorboard(short_run, tmp_path):
+    result = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6,30",
+                         "--sequences=40", f"--tensorboard_dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["length", "sequences"]
+    assert [line.split()[0] for line in lines[1:3]] == ["6", "30"]
+    assert os.listdir(tmp_path / "generalization")
+
+
+def test_bad_model_dir_is_one_line(tmp_path):
+    result = run_python(["evaluate.py", f"--model_dir={tmp_path}"])
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "no saved_model.pb there" in result.stderr

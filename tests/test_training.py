@@ -1,0 +1,49 @@
+"""Losses and metrics ignore padding; the optimizer is Adam; mixed-length training runs end to end."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_train
+from diy_lstm.optimizer import Adam
+from diy_lstm.training import loss_fn, metrics_fn
+
+PREDICTIONS = np.array([[0.4, 1.6, 2.2, 9.0], [-0.6, 0.2, 5.0, 5.0]], dtype=np.float32)
+TARGETS = np.array([[0.0, 1.0, 2.0, 0.0], [-1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+LENGTHS = np.array([3, 2], dtype=np.int32)  # the 9.0 and the 5.0s are padding
+
+
+def test_losses_ignore_padding():
+    final = loss_fn(PREDICTIONS, TARGETS, LENGTHS, "final").numpy()
+    assert final == pytest.approx(((2.2 - 2.0) ** 2 + (0.2 - 0.0) ** 2) / 2)
+    running = loss_fn(PREDICTIONS, TARGETS, LENGTHS, "running").numpy()
+    real = [0.4 ** 2, 0.6 ** 2, 0.2 ** 2, 0.4 ** 2, 0.2 ** 2]
+    assert running == pytest.approx(sum(real) / 5)
+
+
+def test_metrics_count_rounded_misses_on_real_steps_only():
+    metrics = {k: float(v) for k, v in metrics_fn(PREDICTIONS, TARGETS, LENGTHS).items()}
+    # rounded: [0, 2, 2] vs [0, 1, 2]; [-1, 0] vs [-1, 0]
+    assert metrics["error"] == 0.0
+    assert metrics["error_per_step"] == pytest.approx(1 / 5)
+    assert metrics["mean_square_error"] == pytest.approx((0.2 ** 2 + 0.2 ** 2) / 2)
+
+
+def test_adam_matches_the_textbook_update():
+    variable = tf.Variable([1.0, -2.0], dtype=tf.float64)
+    optimizer = Adam([variable], learning_rate=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    theta, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
+    for step, gradient in enumerate([np.array([0.5, -1.0]), np.array([0.3, 2.0]), np.array([-0.1, 0.0])], 1):
+        optimizer.apply_gradients([tf.constant(gradient)])
+        m = 0.9 * m + 0.1 * gradient
+        v = 0.999 * v + 0.001 * gradient**2
+        theta = theta - 0.1 * np.sqrt(1 - 0.999**step) / (1 - 0.9**step) * m / (np.sqrt(v) + 1e-8)
+        np.testing.assert_allclose(variable.numpy(), theta, rtol=1e-12)
+
+
+def test_mixed_length_run_end_to_end(tmp_path):
+    result = run_train(["--min_length=2", "--max_length=5", "--lstm_size=6", "--epochs=3", "--eval_every=1",
+                        "--batch_size=64", "--image_every=0", "--histogram_every=0", "--run_name=mixed"], str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "lengths 2..5" in result.stdout
+    assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
