@@ -115,7 +115,9 @@ class LSTMModel(tf.Module):
         """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
 
         With `training=True` gradients go through `self.backprop`; otherwise through the plain
-        forward loop (which keeps no gate activations, so long sequences need little memory).
+        forward loop (which keeps no gate activations, so long sequences need little memory). The
+        hand-written backward pass treats `inputs` as data: it gives no gradient with respect to
+        them (use `backprop="autodiff"` for that).
         With `last_step_only`, the last layer keeps and reads out only the last step (predictions
         `[batch, 1, output_size]`): less work when only the final prediction matters and every
         sequence fills all steps.

@@ -3,15 +3,15 @@
 The loop is an explicit `tf.while_loop` over `t = 0 .. time - 1`, so one traced function serves every
 length: the number of steps is read from the input's shape at run time, never baked into the graph.
 Inside `tf.function` it compiles to a single While op; per-step inputs are read from a `TensorArray`
-and per-step outputs written to one. For short sequences of a length fixed at trace time the same
-body can instead be unrolled into straight-line ops (`unroll=True`).
+and per-step outputs written to one. For sequences of a length fixed at trace time and at most
+`MAX_UNROLLED_STEPS` the same body can instead be unrolled into straight-line ops.
 
 Training does not need TensorFlow to differentiate the loop. `backprop="bptt"` (the default) runs a
 backward loop written out by hand (backpropagation through time, the same equations as
 `reference.py`'s numpy version); `backprop="autodiff"` lets `tf.GradientTape` differentiate the
-forward loop. Both give the same gradients (tested); the hand-written one is faster because it
-keeps what the backward pass needs (the gate activations) and computes the recurrent kernel's
-gradient as one large matmul after the loop instead of one small matmul per step.
+forward loop. Both give the same gradients (tested); the hand-written one records only what its
+backward pass reads, uses TensorFlow's fused SigmoidGrad/TanhGrad kernels, and keeps the weight
+gradients off the critical path of the backward recurrence.
 
 Inputs of different lengths in one batch are padded at the end. No masking is needed inside the
 loop: step t only depends on steps before it, so the outputs up to each sequence's length are exact;
