@@ -88,6 +88,9 @@ _CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled
 _WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 0.0, "Decoupled weight decay (AdamW): each step every weight shrinks by lr * this.",
     lower_bound=0.0, upper_bound=1.0)
+_PREACTIVATION_NOISE = flags.DEFINE_float(
+    "preactivation_noise", 0.0, "Standard deviation of Gaussian noise added to every gate preactivation in "
+    "training steps (never when scoring); 0 for none. In [0, 100].", lower_bound=0.0, upper_bound=100.0)
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights and the batch order.",
                              lower_bound=0, upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum(
@@ -206,7 +209,7 @@ def hparams_of(settings: dict) -> dict:
     """The settings shown in TensorBoard's HParams tab (numbers and strings only; 0 means off)."""
     names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "learning_rate_decay",
              "batch_size", "epochs", "target", "readout", "recurrent_activation", "initializer", "forget_bias",
-             "weight_decay", "sampling", "backprop", "seed")
+             "weight_decay", "preactivation_noise", "sampling", "backprop", "seed")
     hparams = {name: settings[name] for name in names}
     hparams["clip_norm"] = settings["clip_norm"] or 0.0
     return hparams
@@ -247,7 +250,8 @@ def train(settings: dict) -> dict:
     full_length_batches = settings["min_length"] == settings["max_length"] or settings["batch_size"] > 0
     jit_compile = {"true": True, "false": False}.get(
         settings["jit_compile"], settings["min_length"] == settings["max_length"])
-    trainer = Trainer(model, optimizer, settings["target"], jit_compile, settings["clip_norm"], full_length_batches)
+    trainer = Trainer(model, optimizer, settings["target"], jit_compile, settings["clip_norm"], full_length_batches,
+                      settings["preactivation_noise"], settings["seed"])
 
     checkpoint = RunCheckpoint(run_dir, model, optimizer)
     start_epoch = checkpoint.restore_latest()

@@ -58,6 +58,26 @@ class ModelConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def gate_noise(
+    time: int | tf.Tensor,
+    batch: int | tf.Tensor,
+    units: int,
+    stddev: float,
+    seed: tf.Tensor,
+    layer_index: int = 0,
+    dtype: tf.DType = tf.float32,
+) -> tf.Tensor:
+    """Gaussian noise for one layer's gate preactivations, `[time, batch, 4 * units]`.
+
+    `seed` is a stateless-RNG seed (`[2]` int64); each layer draws from its own stream.
+    """
+    seed = tf.convert_to_tensor(seed, tf.int64)
+    layer_seed = seed + tf.constant([0, layer_index * 2**32], tf.int64)
+    shape = tf.stack([time, batch, 4 * units])
+    # Philox explicitly: XLA's default generator on CPU is some 30x slower.
+    return stddev * tf.random.stateless_normal(shape, layer_seed, dtype=dtype, alg="philox")
+
+
 class ModelOutput(NamedTuple):
     """predictions: `[batch, time, output_size]`; layers: each layer's per-step `h` (and `c` where
     the readout uses it, else None), time-major (`[time, batch, units]`)."""
@@ -110,7 +130,13 @@ class LSTMModel(tf.Module):
         return self.W_out.dtype
 
     def run(
-        self, inputs: tf.Tensor, training: bool = False, last_step_only: bool = False, one_tanh: bool = False
+        self,
+        inputs: tf.Tensor,
+        training: bool = False,
+        last_step_only: bool = False,
+        one_tanh: bool = False,
+        preactivation_noise: float = 0.0,
+        noise_seed: tf.Tensor | None = None,
     ) -> ModelOutput:
         """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
 
@@ -121,10 +147,16 @@ class LSTMModel(tf.Module):
         With `last_step_only`, the last layer keeps and reads out only the last step (predictions
         `[batch, 1, output_size]`): less work when only the final prediction matters and every
         sequence fills all steps.
+        With `preactivation_noise` > 0, Gaussian noise of that standard deviation is added to
+        every gate preactivation of every layer at every step (a training regulariser: gates
+        that decide by a margin are not disturbed by it, so training favours them); `noise_seed`
+        (a stateless-RNG seed, `[2]` int64) then fixes the noise.
         """
         inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
         layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
         backprop = self.backprop if training else "autodiff"
+        if preactivation_noise > 0.0 and noise_seed is None:
+            raise ValueError("preactivation_noise needs a noise_seed")
         layers = []
         for index, layer in enumerate(self.layers):
             is_last = index == len(self.layers) - 1
@@ -135,7 +167,13 @@ class LSTMModel(tf.Module):
                 return_sequences=not (is_last and last_step_only),
                 input_gradient=index > 0,
             )
-            sequences = lstm_over_time(layer_inputs, layer.fused_weights(), layer.activation, None, backprop, options)
+            noise = None
+            if preactivation_noise > 0.0:
+                time_and_batch = tf.shape(layer_inputs)[:2]
+                noise = gate_noise(time_and_batch[0], time_and_batch[1], layer.units, preactivation_noise,
+                                   noise_seed, index, self.dtype)
+            sequences = lstm_over_time(
+                layer_inputs, layer.fused_weights(), layer.activation, None, backprop, options, noise)
             layers.append(sequences)
             layer_inputs = sequences.hidden
         readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden

@@ -73,22 +73,31 @@ def params_from_model(model) -> Params:
     return Params(layers, model.W_out.numpy().astype(np.float64), model.b_out.numpy().astype(np.float64))
 
 
-def layer_forward(inputs: np.ndarray, layer: LayerParams, activation: str = "sigmoid") -> dict[str, np.ndarray]:
+def layer_forward(
+    inputs: np.ndarray, layer: LayerParams, activation: str = "sigmoid", noise: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """One layer over `inputs` `[batch, time, features]`, from zero state.
+
+    `noise`, if given, `[batch, time, 4 * units]` with columns for i, f, c, o in that order (the
+    model's `GATE_ORDER`), is added to the gate preactivations.
 
     Returns `i, f, g, o, c, h`, each `[batch, time, units]` (`g` is the candidate cell).
     """
     act, _ = ACTIVATIONS[activation]
     batch, time, _ = inputs.shape
-    hidden = np.zeros((batch, layer.units))
-    cell = np.zeros((batch, layer.units))
-    record = {name: np.zeros((batch, time, layer.units)) for name in ("i", "f", "g", "o", "c", "h")}
+    units = layer.units
+    if noise is None:
+        noise = np.zeros((batch, time, 4 * units))
+    noise_of = {gate: noise[..., index * units:(index + 1) * units] for index, gate in enumerate("ifco")}
+    hidden = np.zeros((batch, units))
+    cell = np.zeros((batch, units))
+    record = {name: np.zeros((batch, time, units)) for name in ("i", "f", "g", "o", "c", "h")}
     for t in range(time):
         joined = np.concatenate([inputs[:, t], hidden], axis=1)  # [batch, features + units]
-        forget_gate = act(joined @ layer.W["f"] + layer.b["f"])
-        input_gate = act(joined @ layer.W["i"] + layer.b["i"])
-        candidate = np.tanh(joined @ layer.W["c"] + layer.b["c"])
-        output_gate = act(joined @ layer.W["o"] + layer.b["o"])
+        forget_gate = act(joined @ layer.W["f"] + layer.b["f"] + noise_of["f"][:, t])
+        input_gate = act(joined @ layer.W["i"] + layer.b["i"] + noise_of["i"][:, t])
+        candidate = np.tanh(joined @ layer.W["c"] + layer.b["c"] + noise_of["c"][:, t])
+        output_gate = act(joined @ layer.W["o"] + layer.b["o"] + noise_of["o"][:, t])
         cell = forget_gate * cell + input_gate * candidate
         hidden = output_gate * np.tanh(cell)
         for name, value in zip("ifgoch", (input_gate, forget_gate, candidate, output_gate, cell, hidden)):
@@ -97,14 +106,20 @@ def layer_forward(inputs: np.ndarray, layer: LayerParams, activation: str = "sig
 
 
 def forward(
-    inputs: np.ndarray, params: Params, activation: str = "sigmoid", readout: str = "hidden"
+    inputs: np.ndarray,
+    params: Params,
+    activation: str = "sigmoid",
+    readout: str = "hidden",
+    preactivation_noise: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
     """All layers and the readout. Returns predictions `[batch, time, outputs]` and each layer's
-    record from `layer_forward` (what `backward` needs)."""
+    record from `layer_forward` (what `backward` needs). `preactivation_noise`: one `noise` array
+    per layer, see `layer_forward`; `backward` needs nothing more, as the records hold its effect."""
     records = []
     layer_inputs = np.asarray(inputs, dtype=np.float64)
-    for layer in params.layers:
-        record = layer_forward(layer_inputs, layer, activation)
+    for index, layer in enumerate(params.layers):
+        noise = preactivation_noise[index] if preactivation_noise is not None else None
+        record = layer_forward(layer_inputs, layer, activation, noise)
         records.append(record)
         layer_inputs = record["h"]
     source = records[-1]["c"] if readout == "cell" else records[-1]["h"]

@@ -165,6 +165,7 @@ def scan_lstm(
     activation: RecurrentActivation,
     options: LoopOptions = LoopOptions(),
     record: bool = False,
+    preactivation_noise: tf.Tensor | None = None,
 ) -> tuple[LayerSequences, dict[str, PerStep]]:
     """The forward recurrence: `lstm_step` at every step.
 
@@ -175,6 +176,8 @@ def scan_lstm(
       activation: the recurrent activation σ.
       options: see `LoopOptions`.
       record: also keep, per step, what the hand-written backward pass needs (`RECORDED`).
+      preactivation_noise: if given, `[time, batch, 4 * units]` added to the gate preactivations
+        (columns in `GATE_ORDER`) at each step before the nonlinearities: a training regulariser.
 
     Returns:
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
@@ -194,6 +197,8 @@ def scan_lstm(
         preactivations = (
             tf.matmul(step_inputs["x"], weights.kernel) + tf.matmul(hidden, weights.recurrent_kernel) + weights.bias
         )  # [batch, 4 * units]
+        if "noise" in step_inputs:
+            preactivations += step_inputs["noise"]
         gates = gates_from_preactivations(preactivations, cell, activation, options.one_tanh)
         outputs = {"hidden": gates.hidden, "cell": gates.cell}
         if record:
@@ -205,8 +210,9 @@ def scan_lstm(
         return (gates.hidden, gates.cell), {name: outputs[name] for name in output_dtypes}
 
     static_steps = inputs.shape[0]
+    per_step = {"x": inputs} if preactivation_noise is None else {"x": inputs, "noise": preactivation_noise}
     (last_hidden, last_cell), outputs = scan(
-        step, {"x": inputs}, tuple(initial_state), output_dtypes, tf.shape(inputs)[0], static_steps,
+        step, per_step, tuple(initial_state), output_dtypes, tf.shape(inputs)[0], static_steps,
         options.unrolled(static_steps),
     )
     keep_cell = options.keep_cell
@@ -223,10 +229,13 @@ def bptt_scan_lstm(
     initial_state: LSTMState,
     activation: RecurrentActivation,
     options: LoopOptions = LoopOptions(),
+    preactivation_noise: tf.Tensor | None = None,
 ) -> LayerSequences:
     """`scan_lstm` with a hand-written gradient (backpropagation through time).
 
-    Same arguments and forward values as `scan_lstm`. The backward pass, for t = T-1 .. 0, with
+    Same arguments and forward values as `scan_lstm`. Noise added to the preactivations changes
+    the recorded gate activations, not the form of the backward pass (it is additive, so
+    ∂z_noisy/∂z = 1); it gets no gradient itself. The backward pass, for t = T-1 .. 0, with
     `dh`, `dc` the loss gradients reaching `h_t`, `c_t`:
 
         dc     += dh ⊙ o_t ⊙ (1 - tanh²(c_t))
@@ -249,7 +258,8 @@ def bptt_scan_lstm(
     def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
         fused = FusedWeights(kernel, recurrent_kernel, bias)
         sequences, records = scan_lstm(
-            inputs, fused, LSTMState(initial_hidden, initial_cell), activation, options, record=True)
+            inputs, fused, LSTMState(initial_hidden, initial_cell), activation, options, record=True,
+            preactivation_noise=preactivation_noise)
 
         def backward(d_hidden, d_cell=None):
             kernel_t = tf.transpose(kernel)  # [4 * units, features]
@@ -316,6 +326,7 @@ def lstm_over_time(
     initial_state: LSTMState | None = None,
     backprop: str = "bptt",
     options: LoopOptions = LoopOptions(),
+    preactivation_noise: tf.Tensor | None = None,
 ) -> LayerSequences:
     """One LSTM layer over time-major inputs.
 
@@ -326,6 +337,7 @@ def lstm_over_time(
       initial_state: `(h_0, c_0)`, each `[batch, units]`; zeros when None.
       backprop: "bptt" (hand-written backward pass) or "autodiff" (TensorFlow differentiates the loop).
       options: see `LoopOptions`.
+      preactivation_noise: optional `[time, batch, 4 * units]`, see `scan_lstm`.
 
     Returns:
       `h_t` and `c_t` at every step (or the last), each `[time, batch, units]`.
@@ -337,8 +349,8 @@ def lstm_over_time(
         zeros = tf.zeros(tf.stack([tf.shape(inputs)[1], units]), dtype=inputs.dtype)
         initial_state = LSTMState(zeros, zeros)
     if backprop == "bptt":
-        return bptt_scan_lstm(inputs, weights, initial_state, activation, options)
-    sequences, _ = scan_lstm(inputs, weights, initial_state, activation, options)
+        return bptt_scan_lstm(inputs, weights, initial_state, activation, options, preactivation_noise)
+    sequences, _ = scan_lstm(inputs, weights, initial_state, activation, options, False, preactivation_noise)
     return sequences
 
 

@@ -64,6 +64,10 @@ class Trainer:
       clip_norm: if set, gradients are scaled down to this global norm.
       full_length_batches: every training batch holds sequences of one length (no padding); with
         `target="final"` the model then computes the readout for the last step only.
+      preactivation_noise: standard deviation of the Gaussian noise added to the gate
+        preactivations in training steps (see `LSTMModel.run`); 0 for none. Evaluation never adds it.
+      seed: with the optimizer's step counter, fixes the noise of every training step (so a resumed
+        run draws the same noise as an uninterrupted one).
     """
 
     def __init__(
@@ -74,6 +78,8 @@ class Trainer:
         jit_compile: bool = False,
         clip_norm: float | None = None,
         full_length_batches: bool = False,
+        preactivation_noise: float = 0.0,
+        seed: int = 0,
     ):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -81,6 +87,10 @@ class Trainer:
         self.optimizer = optimizer
         self.target = target
         self.clip_norm = clip_norm
+        if preactivation_noise < 0.0:
+            raise ValueError(f"preactivation_noise must be >= 0, got {preactivation_noise}")
+        self.preactivation_noise = preactivation_noise
+        self.seed = seed
         self.last_step_only = target == "final" and full_length_batches
         self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
@@ -96,7 +106,13 @@ class Trainer:
 
     def _loss(self, inputs, targets, lengths, training):
         targets = tf.cast(targets, self.model.dtype)
-        output = self.model.run(inputs, training, last_step_only=self.last_step_only, one_tanh=self.one_tanh)
+        noise = self.preactivation_noise if training else 0.0
+        noise_seed = None
+        if noise > 0.0:
+            noise_seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
+        output = self.model.run(
+            inputs, training, last_step_only=self.last_step_only, one_tanh=self.one_tanh,
+            preactivation_noise=noise, noise_seed=noise_seed)
         if self.last_step_only:
             return tf.reduce_mean(tf.square(output.predictions[:, 0, 0] - targets[:, -1]))
         predictions = output.predictions[..., 0]  # [batch, time]

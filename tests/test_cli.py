@@ -108,7 +108,8 @@ def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
      ("--min_length=9 --max_length=3", "--min_length <= --max_length"), ("--target=sum", "target"),
      ("--gate_examples=++x", "--gate_examples"), ("--run_name=../elsewhere", "--run_name"),
      ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
-     ("--forget_bias=inf", "--forget_bias")],
+     ("--forget_bias=inf", "--forget_bias"), ("--preactivation_noise=-1", "preactivation_noise"),
+     ("--preactivation_noise=1e9", "preactivation_noise")],
 )
 def test_every_bad_flag_is_named(flag, fragment):
     """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""

@@ -47,3 +47,28 @@ def test_mixed_length_run_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "lengths 2..5" in result.stdout
     assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
+
+
+def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate():
+    from diy_lstm.model import LSTMModel, ModelConfig
+    from diy_lstm.training import Trainer
+
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(16, 7, 3)).astype(np.float32)
+    targets = np.cumsum(rng.integers(-1, 2, size=(16, 7)), axis=1).astype(np.float32)
+    lengths = np.full(16, 7, np.int32)
+
+    def losses(noise, seed, steps=3):
+        model = LSTMModel(ModelConfig(input_size=3, units=6, seed=1))
+        trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=0.0), "running",
+                          preactivation_noise=noise, seed=seed)
+        return [float(trainer.train_step(inputs, targets, lengths)) for _ in range(steps)], trainer
+
+    clean, clean_trainer = losses(0.0, 0)
+    noisy, trainer = losses(2.0, 0)
+    assert len(set(clean)) == 1  # learning rate 0: the weights never move
+    assert len(set(noisy)) == 3 and all(abs(n - clean[0]) > 1e-4 for n in noisy)  # new noise every step
+    assert losses(2.0, 0)[0] == noisy  # same seed, same noise
+    assert losses(2.0, 1)[0] != noisy
+    evaluation = trainer.evaluate(inputs, targets, lengths)["mean_square_error_per_step"]
+    assert float(evaluation) == pytest.approx(clean[0], rel=1e-6)
