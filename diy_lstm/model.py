@@ -148,8 +148,8 @@ class LSTMModel(tf.Module):
         `[batch, 1, output_size]`): less work when only the final prediction matters and every
         sequence fills all steps.
         With `preactivation_noise` > 0, Gaussian noise of that standard deviation is added to
-        every gate preactivation of every layer at every step (a training regulariser: gates
-        that decide by a margin are not disturbed by it, so training favours them); `noise_seed`
+        every gate preactivation of every layer at every step (a training regulariser that makes
+        gates sitting near their threshold costly); `noise_seed`
         (a stateless-RNG seed, `[2]` int64) then fixes the noise.
         """
         inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
