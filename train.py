@@ -91,7 +91,7 @@ _WEIGHT_DECAY = flags.DEFINE_float(
 _PREACTIVATION_NOISE = flags.DEFINE_float(
     "preactivation_noise", 0.0, "Standard deviation of Gaussian noise added to every gate preactivation in "
     "training steps (never when scoring); 0 for none. In [0, 100].", lower_bound=0.0, upper_bound=100.0)
-_SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights and the batch order.",
+_SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights, the batch order and the noise.",
                              lower_bound=0, upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum(
     "backprop", "bptt", list(BACKPROP_MODES), "Hand-written backpropagation through time, or TF's autodiff.")
