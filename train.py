@@ -121,8 +121,7 @@ _FRESH = flags.DEFINE_boolean(
 # Settings that shape the variables or the data: a resumed run must keep them.
 RESUME_MUST_MATCH = (
     "sequence_length", "min_length", "max_length", "max_sequences_per_length", "sampling", "train_fraction",
-    "lstm_size",
-    "num_layers", "readout", "recurrent_activation", "initializer", "forget_bias", "seed",
+    "lstm_size", "num_layers", "readout", "recurrent_activation", "initializer", "forget_bias", "seed",
 )
 
 
