@@ -89,8 +89,9 @@ _WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 0.0, "Decoupled weight decay (AdamW): each step every weight shrinks by lr * this.",
     lower_bound=0.0, upper_bound=1.0)
 _PREACTIVATION_NOISE = flags.DEFINE_float(
-    "preactivation_noise", 0.0, "Standard deviation of Gaussian noise added to every gate preactivation in "
-    "training steps (never when scoring); 0 for none. In [0, 100].", lower_bound=0.0, upper_bound=100.0)
+    "preactivation_noise", 1.0, "Standard deviation of Gaussian noise added to every gate preactivation in "
+    "training steps (never when scoring); 0 for none (the notebook). In [0, 100].", lower_bound=0.0,
+    upper_bound=100.0)
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights, the batch order and the noise.",
                              lower_bound=0, upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum(

@@ -10,7 +10,8 @@ median of `--repeats`. Ratios are Keras time / our time: above 1 means ours is f
 the step's matmul FLOPs divided by the matmul rate measured in the same run.
 
 The last line is machine-readable: `reference_speedup=X.XX medium_speedup=X.XX large_speedup=X.XX`
-(training-step ratios). Ours runs the `Trainer` step that train.py runs.
+(training-step ratios). Ours runs the `Trainer` step that train.py runs, without the training noise
+unless a variant asks for it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CONFIGS = {  # name: (units, time, batch)
 }
 QUICK_CONFIGS = {"reference": (8, 6, 64), "medium": (16, 10, 32), "large": (32, 12, 16)}
 FEATURES = data_generator.NUM_FEATURES
+DEFAULT_PREACTIVATION_NOISE = 1.0  # train.py's --preactivation_noise, timed by the `noise` variant
 
 _CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Which configurations to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed repeats per model and measurement (median).", lower_bound=1)
@@ -51,7 +53,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls before timing.", lowe
 _QUICK = flags.DEFINE_boolean("quick", False, "Tiny sizes and few repeats: checks the script, measures nothing.")
 _VARIANTS = flags.DEFINE_list(
     "variants", [], "Extra versions of ours to time beside the default, e.g. noxla,autodiff,autodiff_noxla "
-    "(autodiff: TF differentiates the loop; loop: no unrolling; noxla: no jit_compile).")
+    "(autodiff: TF differentiates the loop; loop: no unrolling; noxla: no jit_compile; noise: with train.py's "
+    "training noise on the gate preactivations).")
 _TRAINING_RUN = flags.DEFINE_boolean("training_run", True, "Also time the default train.py run to 0% error.")
 _MEMORY = flags.DEFINE_boolean("memory", True, "Also measure peak RSS of training at the large size.")
 _JSON = flags.DEFINE_string("json", None, "Write all measurements here as JSON.")
@@ -60,23 +63,28 @@ _MEMORY_CHILD = flags.DEFINE_string("memory_child", None, "(internal) run one mo
 
 def default_model_options() -> dict:
     """What train.py uses by default for one fixed length: hand-written BPTT, short loops unrolled,
-    the step compiled with XLA."""
-    return {"backprop": "bptt", "unroll": True, "jit_compile": True}
+    the step compiled with XLA; but no training noise, which the Keras step has no counterpart of
+    (the `noise` variant times it)."""
+    return {"backprop": "bptt", "unroll": True, "jit_compile": True, "preactivation_noise": 0.0}
 
 
 def variant_options(variant: str) -> dict:
-    """`default` with changes: autodiff (TF differentiates the loop), loop (never unroll), noxla."""
+    """`default` with changes: autodiff (TF differentiates the loop), loop (never unroll), noxla, noise
+    (train.py's default `--preactivation_noise`, which the plain LSTM step that Keras is timed against
+    leaves out)."""
     options = default_model_options()
     parts = set(variant.split("_"))
-    unknown = parts - {"autodiff", "loop", "noxla"}
+    unknown = parts - {"autodiff", "loop", "noxla", "noise"}
     if unknown:
-        raise app.UsageError(f"--variants: unknown part(s) {sorted(unknown)}; use autodiff, loop, noxla")
+        raise app.UsageError(f"--variants: unknown part(s) {sorted(unknown)}; use autodiff, loop, noxla, noise")
     if "autodiff" in parts:
         options["backprop"] = "autodiff"
     if "loop" in parts:
         options["unroll"] = False
     if "noxla" in parts:
         options["jit_compile"] = False
+    if "noise" in parts:
+        options["preactivation_noise"] = DEFAULT_PREACTIVATION_NOISE
     return options
 
 
@@ -94,7 +102,8 @@ def ours_steps(units: int, options: dict):
     model = LSTMModel(ModelConfig(input_size=FEATURES, units=units), backprop=options["backprop"],
                       unroll=options["unroll"])
     optimizer = Adam(model.trainable_variables, learning_rate=0.001)
-    trainer = Trainer(model, optimizer, target="final", jit_compile=options["jit_compile"], full_length_batches=True)
+    trainer = Trainer(model, optimizer, target="final", jit_compile=options["jit_compile"], full_length_batches=True,
+                      preactivation_noise=options["preactivation_noise"])
 
     def train_step(inputs, targets, lengths):
         return trainer.train_step(inputs, targets, lengths)

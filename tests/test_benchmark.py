@@ -8,7 +8,7 @@ from conftest import run_python
 def test_quick_benchmark_runs_and_ends_with_the_machine_readable_line(tmp_path):
     report = tmp_path / "bench.json"
     result = run_python(["benchmarks/bench.py", "--quick", "--training_run=false", "--memory=false",
-                         "--variants=noxla", f"--json={report}"], timeout=600)
+                         "--variants=noxla,noise", f"--json={report}"], timeout=600)
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1].split()
     assert [item.split("=")[0] for item in last] == ["reference_speedup", "medium_speedup", "large_speedup"]
@@ -16,5 +16,5 @@ def test_quick_benchmark_runs_and_ends_with_the_machine_readable_line(tmp_path):
     rows = json.loads(report.read_text())["rows"]
     assert [row["config"] for row in rows] == ["reference", "medium", "large"]
     for row in rows:
-        assert set(row["train_ms"]) == {"keras", "default", "noxla"}
+        assert set(row["train_ms"]) == {"keras", "default", "noxla", "noise"}
         assert row["floor_ms"] > 0
