@@ -113,3 +113,10 @@ def test_training_batches_trim_padding_and_mark_epochs():
         assert sums.shape == inputs.shape[:2]
         for row, length in zip(inputs.numpy(), lengths.numpy()):
             assert dg.decode_sequence(row[:length]) in examples.sequences
+
+
+def test_training_batches_run_without_the_autotuner():
+    """With tf.data's autotuner on, the last batch is followed by a wait for the tuner's next
+    wake-up (seconds, growing with the run); the pipeline tunes nothing, so it is off."""
+    examples = dg.Examples.from_sequences(["+-I0", "++"])
+    assert dg.training_batches(examples, batch_size=1, seed=0, epochs=range(1)).options().autotune.enabled is False
