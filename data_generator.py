@@ -253,8 +253,8 @@ def training_batches(examples: Examples, batch_size: int, seed: int, epochs: ran
 
     signature = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.bool), tf.TensorSpec([None], tf.int64))
     dataset = tf.data.Dataset.from_generator(plans, output_signature=signature).map(gather).prefetch(2)
-    # Nothing here is tuned, and with autotuning on, the end of the dataset waits for the tuner's
-    # next wake-up (its period doubles, so up to half the run: 11 s of a 41 s default run).
+    # Nothing here is tuned; with autotuning on, iterating past the last batch waits for the tuner's
+    # next wake-up, which comes at doubling intervals (11 s of a 41 s default run).
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
