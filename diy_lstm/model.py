@@ -149,8 +149,8 @@ class LSTMModel(tf.Module):
         sequence fills all steps.
         With `preactivation_noise` > 0, Gaussian noise of that standard deviation is added to
         every gate preactivation of every layer at every step (a training regulariser that makes
-        gates sitting near their threshold costly); `noise_seed`
-        (a stateless-RNG seed, `[2]` int64) then fixes the noise.
+        gates sitting near their threshold costly); `noise_seed` (a stateless-RNG seed, `[2]`
+        int64) then fixes the noise.
         """
         inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
         layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
