@@ -5,6 +5,8 @@
 
 For every length, `--sequences` fresh random sequences (fixed by `--sample_seed`, the same for every
 model) go through the SavedModel's serving signature as raw strings, as a user would score them.
+`--sampling=varied` draws harder ones: each sequence with its own character frequencies, so long
+runs of one character and sums far from 0 are common.
 Prints, per length: the final-sum error (share of sequences whose rounded final prediction misses),
 the per-step error (share of all steps whose rounded prediction misses the running sum), and the
 mean squared error of the final prediction.
@@ -29,6 +31,10 @@ DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000"]
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A SavedModel written by train.py.")
 _LENGTHS = flags.DEFINE_list("lengths", DEFAULT_LENGTHS, "Sequence lengths to evaluate, each in 1..100000.")
 _SEQUENCES = flags.DEFINE_integer("sequences", 1000, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
+_SAMPLING = flags.DEFINE_enum(
+    "sampling", "uniform", list(data_generator.SAMPLINGS),
+    "uniform: every sequence of a length equally likely; varied: each sequence draws its own character "
+    "frequencies (long runs of one character, large sums).")
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 12345, "Fixes the sampled sequences.", lower_bound=0)
 _SCORE_BATCH_SIZE = flags.DEFINE_integer("score_batch_size", 500, "Sequences per call to the model.", lower_bound=1)
 _TENSORBOARD_DIR = flags.DEFINE_string(
@@ -39,10 +45,12 @@ flags.register_validator(
     message="--lengths must be integers in [1, 100000], e.g. 6,20,100")
 
 
-def evaluate_length(signature, length: int, count: int, seed: int, batch_size: int) -> dict[str, float]:
+def evaluate_length(
+    signature, length: int, count: int, seed: int, batch_size: int, sampling: str = "uniform"
+) -> dict[str, float]:
     """Final-sum error, per-step error and final MSE of `count` random sequences of `length`."""
     rng = np.random.default_rng([seed, length])
-    sequences = data_generator.sample_sequences(length, count, rng)
+    sequences = data_generator.sample_sequences(length, count, rng, sampling)
     final_misses = step_misses = 0
     squared_error = 0.0
     for start in range(0, count, batch_size):
@@ -61,9 +69,11 @@ def evaluate_length(signature, length: int, count: int, seed: int, batch_size: i
     }
 
 
-def evaluate(model_dir: str, lengths: list[int], count: int, seed: int, batch_size: int) -> dict[int, dict]:
+def evaluate(
+    model_dir: str, lengths: list[int], count: int, seed: int, batch_size: int, sampling: str = "uniform"
+) -> dict[int, dict]:
     _, signature, _ = load_serving_signature(model_dir)
-    return {length: evaluate_length(signature, length, count, seed, batch_size) for length in lengths}
+    return {length: evaluate_length(signature, length, count, seed, batch_size, sampling) for length in lengths}
 
 
 def format_table(results: dict[int, dict], count: int) -> str:
@@ -74,8 +84,13 @@ def format_table(results: dict[int, dict], count: int) -> str:
     return "\n".join(lines)
 
 
-def write_tensorboard(directory: str, results: dict[int, dict], table: str) -> None:
-    writer = tf.summary.create_file_writer(os.path.join(directory, "generalization"))
+def tensorboard_run(directory: str, sampling: str) -> str:
+    """The run the table goes to: `<directory>/generalization`, or `generalization_varied`."""
+    return os.path.join(directory, "generalization" if sampling == "uniform" else f"generalization_{sampling}")
+
+
+def write_tensorboard(run_dir: str, results: dict[int, dict], table: str) -> None:
+    writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default():
         for length, row in results.items():
             for name, value in row.items():
@@ -94,15 +109,17 @@ def main(argv: list[str]) -> int:
         return 3
     lengths = [int(v) for v in _LENGTHS.value]
     try:
-        results = evaluate(_MODEL_DIR.value, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value)
+        results = evaluate(_MODEL_DIR.value, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
+                           _SAMPLING.value)
     except LoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     table = format_table(results, _SEQUENCES.value)
     print(table)
     if _TENSORBOARD_DIR.value:
-        write_tensorboard(_TENSORBOARD_DIR.value, results, table)
-        print(f"written to {os.path.join(_TENSORBOARD_DIR.value, 'generalization')}")
+        run_dir = tensorboard_run(_TENSORBOARD_DIR.value, _SAMPLING.value)
+        write_tensorboard(run_dir, results, table)
+        print(f"written to {run_dir}")
     return 0
 
 

@@ -92,6 +92,9 @@ _PREACTIVATION_NOISE = flags.DEFINE_float(
     "preactivation_noise", 1.0, "Standard deviation of Gaussian noise added to every gate preactivation in "
     "training steps (never when scoring); 0 for none (the notebook). In [0, 100].", lower_bound=0.0,
     upper_bound=100.0)
+_NOISE_FREE_EPOCHS = flags.DEFINE_integer(
+    "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise, so that the model "
+    "is calibrated for scoring, which never adds noise. At most --epochs.", lower_bound=0, upper_bound=10_000_000)
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights, the batch order and the noise.",
                              lower_bound=0, upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum(
@@ -156,6 +159,11 @@ def _length_range(values: dict) -> bool:
     return (low is None) == (high is None) and (low is None or low <= high)
 
 
+@flags.multi_flags_validator(["noise_free_epochs", "epochs"], message="--noise_free_epochs must be at most --epochs")
+def _noise_free_within_epochs(values: dict) -> bool:
+    return values["noise_free_epochs"] <= values["epochs"]
+
+
 @flags.multi_flags_validator(
     ["sequence_length", "max_length", "max_sequences_per_length"],
     message=f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
@@ -209,7 +217,7 @@ def hparams_of(settings: dict) -> dict:
     """The settings shown in TensorBoard's HParams tab (numbers and strings only; 0 means off)."""
     names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "learning_rate_decay",
              "batch_size", "epochs", "target", "readout", "recurrent_activation", "initializer", "forget_bias",
-             "weight_decay", "preactivation_noise", "sampling", "backprop", "seed")
+             "weight_decay", "preactivation_noise", "noise_free_epochs", "sampling", "backprop", "seed")
     hparams = {name: settings[name] for name in names}
     hparams["clip_norm"] = settings["clip_norm"] or 0.0
     return hparams
@@ -283,7 +291,9 @@ def train(settings: dict) -> dict:
                 with writers.train.as_default():
                     tf.summary.graph(trainer.train_step.get_concrete_function(inputs, targets, lengths).graph)
                 trace_graph = False
-            loss = trainer.train_step(inputs, targets, lengths)
+            noisy = int(epoch) < epochs - settings["noise_free_epochs"]
+            step = trainer.train_step if noisy else trainer.noise_free_train_step
+            loss = step(inputs, targets, lengths)
             if not last_in_epoch:
                 continue
             epoch = int(epoch)

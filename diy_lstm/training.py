@@ -14,6 +14,8 @@ The loss is `mean_square_error` (`target="final"`, the reference's choice) or
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from diy_lstm.model import LSTMModel
@@ -65,7 +67,8 @@ class Trainer:
       full_length_batches: every training batch holds sequences of one length (no padding); with
         `target="final"` the model then computes the readout for the last step only.
       preactivation_noise: standard deviation of the Gaussian noise added to the gate
-        preactivations in training steps (see `LSTMModel.run`); 0 for none. Evaluation never adds it.
+        preactivations in training steps (see `LSTMModel.run`); 0 for none. Evaluation never adds
+        it, and neither does `noise_free_train_step` (the same update without it).
       seed: with the optimizer's step counter, fixes the noise of every training step (so a resumed
         run draws the same noise as an uninterrupted one).
     """
@@ -96,6 +99,9 @@ class Trainer:
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
         # AutoGraph has nothing to convert; skipping it saves seconds of tracing.
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
+        # The same update without preactivation_noise; traced (and compiled) only when first called.
+        self.noise_free_train_step = tf.function(
+            functools.partial(self._train_step, noisy=False), jit_compile=jit_compile, autograph=False)
         signature = [
             tf.TensorSpec([None, None, model.config.input_size], model.dtype),
             tf.TensorSpec([None, None], model.dtype),
@@ -104,9 +110,9 @@ class Trainer:
         self.evaluate = tf.function(self._evaluate, input_signature=signature, autograph=False)
         self.gradients = tf.function(self._gradients, input_signature=signature, autograph=False)
 
-    def _loss(self, inputs, targets, lengths, training):
+    def _loss(self, inputs, targets, lengths, training, noisy=True):
         targets = tf.cast(targets, self.model.dtype)
-        noise = self.preactivation_noise if training else 0.0
+        noise = self.preactivation_noise if training and noisy else 0.0
         noise_seed = None
         if noise > 0.0:
             noise_seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
@@ -118,18 +124,18 @@ class Trainer:
         predictions = output.predictions[..., 0]  # [batch, time]
         return loss_fn(predictions, targets, lengths, self.target)
 
-    def _gradients(self, inputs, targets, lengths):
+    def _gradients(self, inputs, targets, lengths, noisy=True):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            loss = self._loss(inputs, targets, lengths, training=True)
+            loss = self._loss(inputs, targets, lengths, training=True, noisy=noisy)
         gradients = tape.gradient(loss, variables)
         if self.clip_norm is not None:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         return loss, gradients
 
-    def _train_step(self, inputs, targets, lengths):
+    def _train_step(self, inputs, targets, lengths, noisy=True):
         """One update on a batch; returns the loss before the update."""
-        loss, gradients = self._gradients(inputs, targets, lengths)
+        loss, gradients = self._gradients(inputs, targets, lengths, noisy)
         self.optimizer.apply_gradients(gradients)
         return loss
 

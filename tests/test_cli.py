@@ -109,7 +109,8 @@ def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
      ("--gate_examples=++x", "--gate_examples"), ("--run_name=../elsewhere", "--run_name"),
      ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
      ("--forget_bias=inf", "--forget_bias"), ("--preactivation_noise=-1", "preactivation_noise"),
-     ("--preactivation_noise=1e9", "preactivation_noise")],
+     ("--preactivation_noise=1e9", "preactivation_noise"),
+     ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be at most --epochs")],
 )
 def test_every_bad_flag_is_named(flag, fragment):
     """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""
@@ -121,5 +122,19 @@ def test_every_bad_flag_is_named(flag, fragment):
     try:
         with pytest.raises(flags.Error, match=fragment.replace("+", "\\+")):
             flags.FLAGS(["train.py", *flag.split()])
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(ROOT, "experiments", "*.flags"))))
+def test_experiment_flagfiles_parse(flagfile):
+    from absl import flags
+
+    import train  # noqa: F401  (defines the flags)
+
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train.py", f"--flagfile={flagfile}"])
+        assert flags.FLAGS["epochs"].present  # the file's settings were read, not the defaults
     finally:
         flags.FLAGS.unparse_flags()

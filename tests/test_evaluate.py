@@ -38,6 +38,16 @@ def test_always_zero_predictions_miss_exactly_the_nonzero_sums():
     assert row["final_mse"] == pytest.approx(np.mean(sums[:, -1] ** 2))
 
 
+def test_varied_sampling_scores_the_varied_sequences():
+    length, count, seed = 12, 300, 5
+    row = evaluate.evaluate_length(signature_from(lambda s: np.zeros(len(s))), length, count, seed, 100, "varied")
+    sequences = dg.sample_sequences(length, count, np.random.default_rng([seed, length]), "varied")
+    sums = np.stack([dg.running_sum(s) for s in sequences])
+    assert row["final_mse"] == pytest.approx(np.mean(sums[:, -1] ** 2))
+    uniform = evaluate.evaluate_length(signature_from(lambda s: np.zeros(len(s))), length, count, seed, 100)
+    assert row["final_mse"] > 1.5 * uniform["final_mse"]  # varied sums stray further from 0
+
+
 def test_off_by_one_everywhere_is_all_wrong():
     row = evaluate.evaluate_length(signature_from(lambda s: dg.running_sum(s) + 1), 20, 30, 0, 30)
     assert row == {"final_error": 1.0, "step_error": 1.0, "final_mse": 1.0}
@@ -51,6 +61,10 @@ def test_command_line_table_and_tensorboard(short_run, tmp_path):
     assert lines[0].split()[:2] == ["length", "sequences"]
     assert [line.split()[0] for line in lines[1:3]] == ["6", "30"]
     assert os.listdir(tmp_path / "generalization")
+    varied = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6",
+                         "--sequences=20", "--sampling=varied", f"--tensorboard_dir={tmp_path}"])
+    assert varied.returncode == 0, varied.stderr
+    assert os.listdir(tmp_path / "generalization_varied")
 
 
 def test_bad_model_dir_is_one_line(tmp_path):

@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from conftest import QUIET_TF, ROOT, run_train
 
 RUN_FLAGS = ["--lstm_size=8", "--epochs=100", "--batch_size=256", "--eval_every=10", "--checkpoint_every=20",
-             "--seed=3", "--target=running", "--preactivation_noise=0.5", "--image_every=0", "--histogram_every=0"]
+             "--seed=3", "--target=running", "--preactivation_noise=0.5", "--noise_free_epochs=30", "--image_every=0",
+             "--histogram_every=0"]
 QUICK = ["--image_every=0", "--histogram_every=0", "--jit_compile=false"]
 
 

@@ -49,7 +49,7 @@ def test_mixed_length_run_end_to_end(tmp_path):
     assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
 
 
-def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate():
+def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in_noise_free_steps():
     from diy_lstm.model import LSTMModel, ModelConfig
     from diy_lstm.training import Trainer
 
@@ -72,3 +72,4 @@ def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate():
     assert losses(2.0, 1)[0] != noisy
     evaluation = trainer.evaluate(inputs, targets, lengths)["mean_square_error_per_step"]
     assert float(evaluation) == pytest.approx(clean[0], rel=1e-6)
+    assert float(trainer.noise_free_train_step(inputs, targets, lengths)) == clean[0]  # the --noise_free_epochs step
