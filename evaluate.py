@@ -5,8 +5,8 @@
 
 For every length, `--sequences` fresh random sequences (fixed by `--sample_seed`, the same for every
 model) go through the SavedModel's serving signature as raw strings, as a user would score them.
-`--sampling=varied` draws harder ones: each sequence with its own character frequencies, so long
-runs of one character and sums far from 0 are common.
+`--sample_distribution=varied` draws harder ones: each sequence with its own character
+frequencies, so long runs of one character and sums far from 0 are common.
 Prints, per length: the final-sum error (share of sequences whose rounded final prediction misses),
 the per-step error (share of all steps whose rounded prediction misses the running sum), and the
 mean squared error of the final prediction.
@@ -31,8 +31,8 @@ DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000"]
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A SavedModel written by train.py.")
 _LENGTHS = flags.DEFINE_list("lengths", DEFAULT_LENGTHS, "Sequence lengths to evaluate, each in 1..100000.")
 _SEQUENCES = flags.DEFINE_integer("sequences", 1000, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
-_SAMPLING = flags.DEFINE_enum(
-    "sampling", "uniform", list(data_generator.SAMPLINGS),
+_SAMPLE_DISTRIBUTION = flags.DEFINE_enum(
+    "sample_distribution", "uniform", list(data_generator.SAMPLINGS),
     "uniform: every sequence of a length equally likely; varied: each sequence draws its own character "
     "frequencies (long runs of one character, large sums).")
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 12345, "Fixes the sampled sequences.", lower_bound=0)
@@ -110,14 +110,14 @@ def main(argv: list[str]) -> int:
     lengths = [int(v) for v in _LENGTHS.value]
     try:
         results = evaluate(_MODEL_DIR.value, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
-                           _SAMPLING.value)
+                           _SAMPLE_DISTRIBUTION.value)
     except LoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     table = format_table(results, _SEQUENCES.value)
     print(table)
     if _TENSORBOARD_DIR.value:
-        run_dir = tensorboard_run(_TENSORBOARD_DIR.value, _SAMPLING.value)
+        run_dir = tensorboard_run(_TENSORBOARD_DIR.value, _SAMPLE_DISTRIBUTION.value)
         write_tensorboard(run_dir, results, table)
         print(f"written to {run_dir}")
     return 0

@@ -62,7 +62,7 @@ def test_command_line_table_and_tensorboard(short_run, tmp_path):
     assert [line.split()[0] for line in lines[1:3]] == ["6", "30"]
     assert os.listdir(tmp_path / "generalization")
     varied = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6",
-                         "--sequences=20", "--sampling=varied", f"--tensorboard_dir={tmp_path}"])
+                         "--sequences=20", "--sample_distribution=varied", f"--tensorboard_dir={tmp_path}"])
     assert varied.returncode == 0, varied.stderr
     assert os.listdir(tmp_path / "generalization_varied")
 
