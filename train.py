@@ -291,12 +291,12 @@ def train(settings: dict) -> dict:
                 with writers.train.as_default():
                     tf.summary.graph(trainer.train_step.get_concrete_function(inputs, targets, lengths).graph)
                 trace_graph = False
-            noisy = int(epoch) < epochs - settings["noise_free_epochs"]
+            epoch = int(epoch)
+            noisy = epoch < epochs - settings["noise_free_epochs"]
             step = trainer.train_step if noisy else trainer.noise_free_train_step
             loss = step(inputs, targets, lengths)
             if not last_in_epoch:
                 continue
-            epoch = int(epoch)
             loss = float(loss)
             if not math.isfinite(loss):
                 raise FloatingPointError(
