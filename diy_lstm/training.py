@@ -100,7 +100,7 @@ class Trainer:
         # AutoGraph has nothing to convert; skipping it saves seconds of tracing.
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
         # The same update without preactivation_noise; traced (and compiled) only when first called.
-        self.noise_free_train_step = tf.function(
+        self.noise_free_train_step = self.train_step if preactivation_noise == 0.0 else tf.function(
             functools.partial(self._train_step, noisy=False), jit_compile=jit_compile, autograph=False)
         signature = [
             tf.TensorSpec([None, None, model.config.input_size], model.dtype),
