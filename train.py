@@ -10,7 +10,6 @@ last checkpoint; `--fresh` starts it over. `--lstm_size=8,16,24` trains one run 
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import signal
@@ -19,13 +18,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import data_generator  # noqa: E402
 from diy_lstm import cell as cell_lib  # noqa: E402
-from diy_lstm.checkpoints import ConfigMismatchError, RunCheckpoint, check_or_write_config  # noqa: E402
+from diy_lstm.checkpoints import (ConfigMismatchError, RunCheckpoint, check_or_write_config,  # noqa: E402
+                                  write_json_atomically)
 from diy_lstm.export import SequenceScorer, export  # noqa: E402
 from diy_lstm.model import READOUTS, LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.optimizer import Adam  # noqa: E402
@@ -347,14 +346,14 @@ def train(settings: dict) -> dict:
         "run_dir": run_dir,
         "export_dir": export_dir,
         "epochs": epochs,
+        "resumed_from_epoch": start_epoch,
         "seconds": round(elapsed, 2),
         "train": evaluate(trainer, train_examples),
         "test": evaluate(trainer, test_examples),
         "first_zero_test_error": None if first_perfect_epoch is None else
         {"epoch": first_perfect_epoch[0], "seconds": round(first_perfect_epoch[1], 2)},
     }
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomically(os.path.join(run_dir, "results.json"), summary)
     return summary
 
 
@@ -385,13 +384,16 @@ def main(argv: list[str]) -> int:
 
 def print_summary(summary: dict) -> None:
     test, train_metrics = summary["test"], summary["train"]
-    print(f"done: {summary['epochs']} epochs in {summary['seconds']:.1f}s")
+    resumed = summary["resumed_from_epoch"]
+    trained = f"epochs {resumed + 1}..{summary['epochs']}" if resumed else f"{summary['epochs']} epochs"
+    print(f"done: {trained} in {summary['seconds']:.1f}s")
     print(f"  held-out: error {100 * test['error']:.2f}% (final sum), {100 * test['error_per_step']:.2f}% "
           f"(per step), mse {test['mean_square_error']:.4f}")
     print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.4f}")
     first = summary["first_zero_test_error"]
     if first:
-        print(f"  0.00% held-out error first reached at epoch {first['epoch']} ({first['seconds']:.1f}s)")
+        after = f" after resuming from epoch {resumed}" if resumed else ""
+        print(f"  0.00% held-out error first reached{after} at epoch {first['epoch']} ({first['seconds']:.1f}s)")
     print(f"  SavedModel: {summary['export_dir']}")
 
 

@@ -71,7 +71,13 @@ def check_or_write_config(run_dir: str, config: Mapping, keys_that_must_match: t
             raise ConfigMismatchError(f"{run_dir} was started with {details}")
         return
     os.makedirs(run_dir, exist_ok=True)
+    write_json_atomically(path, config)
+
+
+def write_json_atomically(path: str, data: Mapping) -> None:
+    """Writes `data` as JSON to `path` through a temporary file beside it, so that `path` holds
+    either its old content or the whole new one, never a part."""
     temporary = path + ".tmp"
     with open(temporary, "w") as f:
-        json.dump(dict(config), f, indent=2, sort_keys=True)
+        json.dump(dict(data), f, indent=2, sort_keys=True)
     os.replace(temporary, path)

@@ -98,6 +98,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tm
     resumed = run_train(RUN_FLAGS + ["--run_name=interrupted"], str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines()[0].startswith(f"resuming from epoch {stopped_at} ")
+    assert f"done: epochs {stopped_at + 1}..100 in " in resumed.stdout
+    assert results(str(tmp_path / "interrupted"))["resumed_from_epoch"] == stopped_at
+    assert results(uninterrupted)["resumed_from_epoch"] == 0
     assert_same_run(str(tmp_path / "interrupted"), uninterrupted)
 
 
@@ -138,7 +141,7 @@ def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path):
     result = run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", "--fresh", *QUICK], str(tmp_path))
     assert result.returncode == 0
     aside = [name for name in os.listdir(tmp_path) if name.startswith("r.replaced-")]
-    assert len(aside) == 1 and f"moved the existing run" in result.stdout
+    assert len(aside) == 1 and "moved the existing run" in result.stdout
     assert os.path.exists(tmp_path / aside[0] / "checkpoints" / "checkpoint")
 
 
