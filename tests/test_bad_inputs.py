@@ -1,10 +1,8 @@
 """Inputs that must fail clearly, and long inputs that must not fail."""
 
 import json
-import os
 import shutil
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
