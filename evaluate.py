@@ -10,6 +10,12 @@ frequencies, so long runs of one character and sums far from 0 are common.
 Prints, per length: the final-sum error (share of sequences whose rounded final prediction misses),
 the per-step error (share of all steps whose rounded prediction misses the running sum), and the
 mean squared error of the final prediction.
+
+    python evaluate.py --model_dir=logs/RUN/saved_model --pattern_length=10000
+
+also scores each of `--patterns` repeated to `--pattern_length` characters (`0000…`, `I+I+…`) and
+prints the first step whose rounded prediction is wrong: random sequences rarely hold long runs of
+one character, so a counter can be right on them and still drift on such runs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import data_generator  # noqa: E402
 from diy_lstm.export import LoadError, load_serving_signature  # noqa: E402
 
 DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000"]
+DEFAULT_PATTERNS = ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"]
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A SavedModel written by train.py.")
 _LENGTHS = flags.DEFINE_list("lengths", DEFAULT_LENGTHS, "Sequence lengths to evaluate, each in 1..100000.")
@@ -37,12 +44,19 @@ _SAMPLE_DISTRIBUTION = flags.DEFINE_enum(
     "frequencies (long runs of one character, large sums).")
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 12345, "Fixes the sampled sequences.", lower_bound=0)
 _SCORE_BATCH_SIZE = flags.DEFINE_integer("score_batch_size", 500, "Sequences per call to the model.", lower_bound=1)
+_PATTERN_LENGTH = flags.DEFINE_integer(
+    "pattern_length", 0, "If > 0, also score each of --patterns repeated to this many characters and print the "
+    "first step it gets wrong.", lower_bound=0, upper_bound=100_000)
+_PATTERNS = flags.DEFINE_list("patterns", DEFAULT_PATTERNS, "Patterns for --pattern_length, e.g. 0,+,I+.")
 _TENSORBOARD_DIR = flags.DEFINE_string(
     "tensorboard_dir", None, "If set, also write the table there (scalars at step=length, and a text table).")
 
 flags.register_validator(
     "lengths", lambda values: all(v.strip().isdigit() and 1 <= int(v) <= 100_000 for v in values) and values,
     message="--lengths must be integers in [1, 100000], e.g. 6,20,100")
+flags.register_validator(
+    "patterns", lambda values: all(v and set(v) <= set(data_generator.ALPHABET) for v in values) and values,
+    message=f"--patterns must be non-empty sequences over {data_generator.ALPHABET!r}, e.g. 0,+,I+")
 
 
 def evaluate_length(
@@ -70,10 +84,34 @@ def evaluate_length(
 
 
 def evaluate(
-    model_dir: str, lengths: list[int], count: int, seed: int, batch_size: int, sampling: str = "uniform"
+    signature, lengths: list[int], count: int, seed: int, batch_size: int, sampling: str = "uniform"
 ) -> dict[int, dict]:
-    _, signature, _ = load_serving_signature(model_dir)
+    """`evaluate_length` for every length, in order."""
     return {length: evaluate_length(signature, length, count, seed, batch_size, sampling) for length in lengths}
+
+
+def evaluate_patterns(signature, patterns: list[str], length: int) -> dict[str, dict]:
+    """Each pattern repeated to `length` characters: the first step (1-based) whose rounded prediction
+    misses the running sum (None if none does), and the prediction's error at the last step."""
+    sequences = [(pattern * (length // len(pattern) + 1))[:length] for pattern in patterns]
+    results = {}
+    for pattern, sequence in zip(patterns, sequences):
+        predictions = signature(sequences=tf.constant([sequence]))["step_predictions"].numpy()[0]  # [length]
+        truth = data_generator.running_sum(sequence)
+        wrong = np.flatnonzero(np.round(predictions) != truth)
+        results[pattern] = {
+            "first_wrong_step": int(wrong[0]) + 1 if wrong.size else None,
+            "last_step_error": float(predictions[-1] - truth[-1]),
+        }
+    return results
+
+
+def format_patterns(results: dict[str, dict], length: int) -> str:
+    lines = [f"{'pattern':>7}  {'repeated to':>11}  {'first wrong step':>16}  {'error at the last step':>22}"]
+    for pattern, row in results.items():
+        first = "none" if row["first_wrong_step"] is None else str(row["first_wrong_step"])
+        lines.append(f"{pattern:>7}  {length:>11}  {first:>16}  {row['last_step_error']:>+22.4f}")
+    return "\n".join(lines)
 
 
 def format_table(results: dict[int, dict], count: int) -> str:
@@ -89,13 +127,15 @@ def tensorboard_run(directory: str, sampling: str) -> str:
     return os.path.join(directory, "generalization" if sampling == "uniform" else f"generalization_{sampling}")
 
 
-def write_tensorboard(run_dir: str, results: dict[int, dict], table: str) -> None:
+def write_tensorboard(run_dir: str, results: dict[int, dict], table: str, pattern_table: str | None) -> None:
     writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default():
         for length, row in results.items():
             for name, value in row.items():
                 tf.summary.scalar(f"generalization/{name}", value, step=length)
         tf.summary.text("generalization/table", "```\n" + table + "\n```", step=0)
+        if pattern_table:
+            tf.summary.text("generalization/repeated_patterns", "```\n" + pattern_table + "\n```", step=0)
     writer.close()
 
 
@@ -109,16 +149,23 @@ def main(argv: list[str]) -> int:
         return 3
     lengths = [int(v) for v in _LENGTHS.value]
     try:
-        results = evaluate(_MODEL_DIR.value, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
-                           _SAMPLE_DISTRIBUTION.value)
+        _, signature, _ = load_serving_signature(_MODEL_DIR.value)
     except LoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    results = evaluate(signature, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
+                       _SAMPLE_DISTRIBUTION.value)
     table = format_table(results, _SEQUENCES.value)
     print(table)
+    pattern_table = None
+    if _PATTERN_LENGTH.value:
+        pattern_table = format_patterns(
+            evaluate_patterns(signature, _PATTERNS.value, _PATTERN_LENGTH.value), _PATTERN_LENGTH.value)
+        print()
+        print(pattern_table)
     if _TENSORBOARD_DIR.value:
         run_dir = tensorboard_run(_TENSORBOARD_DIR.value, _SAMPLE_DISTRIBUTION.value)
-        write_tensorboard(run_dir, results, table)
+        write_tensorboard(run_dir, results, table, pattern_table)
         print(f"written to {run_dir}")
     return 0
 

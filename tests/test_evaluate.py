@@ -53,18 +53,42 @@ def test_off_by_one_everywhere_is_all_wrong():
     assert row == {"final_error": 1.0, "step_error": 1.0, "final_mse": 1.0}
 
 
+def test_repeated_patterns_find_the_first_step_a_drift_gets_wrong():
+    drift_per_zero = 0.003  # rounds wrong once 0.003 * k > 0.5: at the 167th `0`
+
+    def drifting(sequence):
+        zeros_so_far = np.cumsum([character == "0" for character in sequence])
+        return dg.running_sum(sequence) + drift_per_zero * zeros_so_far
+
+    rows = evaluate.evaluate_patterns(signature_from(drifting), ["0", "+0", "I-", "++-"], length=400)
+    assert rows["0"]["first_wrong_step"] == 167
+    assert rows["0"]["last_step_error"] == pytest.approx(400 * drift_per_zero, rel=1e-5)
+    assert rows["+0"]["first_wrong_step"] == 2 * 167  # `+0+0…`: the 167th `0` is step 334
+    assert rows["I-"] == {"first_wrong_step": None, "last_step_error": 0.0}
+    assert rows["++-"] == {"first_wrong_step": None, "last_step_error": 0.0}
+
+
 def test_command_line_table_and_tensorboard(short_run, tmp_path):
     result = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6,30",
-                         "--sequences=40", f"--tensorboard_dir={tmp_path}"])
+                         "--sequences=40", f"--tensorboard_dir={tmp_path}", "--pattern_length=50", "--patterns=0,I+"])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["length", "sequences"]
     assert [line.split()[0] for line in lines[1:3]] == ["6", "30"]
+    assert lines[4].split()[:3] == ["pattern", "repeated", "to"]
+    assert [line.split()[:2] for line in lines[5:7]] == [["0", "50"], ["I+", "50"]]
     assert os.listdir(tmp_path / "generalization")
     varied = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6",
                          "--sequences=20", "--sample_distribution=varied", f"--tensorboard_dir={tmp_path}"])
     assert varied.returncode == 0, varied.stderr
     assert os.listdir(tmp_path / "generalization_varied")
+
+
+def test_bad_pattern_names_the_flag(short_run):
+    result = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--pattern_length=10",
+                         "--patterns=0,+x"])
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--patterns must be non-empty sequences over '0+-I'" in result.stderr
 
 
 def test_bad_model_dir_is_one_line(tmp_path):
