@@ -93,9 +93,9 @@ def evaluate(
 def evaluate_patterns(signature, patterns: list[str], length: int) -> dict[str, dict]:
     """Each pattern repeated to `length` characters: the first step (1-based) whose rounded prediction
     misses the running sum (None if none does), and the prediction's error at the last step."""
-    sequences = [(pattern * (length // len(pattern) + 1))[:length] for pattern in patterns]
     results = {}
-    for pattern, sequence in zip(patterns, sequences):
+    for pattern in patterns:
+        sequence = (pattern * (length // len(pattern) + 1))[:length]
         predictions = signature(sequences=tf.constant([sequence]))["step_predictions"].numpy()[0]  # [length]
         truth = data_generator.running_sum(sequence)
         wrong = np.flatnonzero(np.round(predictions) != truth)
