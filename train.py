@@ -384,8 +384,11 @@ def main(argv: list[str]) -> int:
 
 def print_summary(summary: dict) -> None:
     test, train_metrics = summary["test"], summary["train"]
-    resumed = summary["resumed_from_epoch"]
-    trained = f"epochs {resumed + 1}..{summary['epochs']}" if resumed else f"{summary['epochs']} epochs"
+    resumed, epochs = summary["resumed_from_epoch"], summary["epochs"]
+    if resumed == epochs:
+        trained = f"no epochs left to train (the run had completed all {epochs})"
+    else:
+        trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"
     print(f"done: {trained} in {summary['seconds']:.1f}s")
     print(f"  held-out: error {100 * test['error']:.2f}% (final sum), {100 * test['error_per_step']:.2f}% "
           f"(per step), mse {test['mean_square_error']:.4f}")

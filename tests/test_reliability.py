@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tm
     assert results(str(tmp_path / "interrupted"))["resumed_from_epoch"] == stopped_at
     assert results(uninterrupted)["resumed_from_epoch"] == 0
     assert_same_run(str(tmp_path / "interrupted"), uninterrupted)
+
+
+def test_rerunning_a_completed_run_trains_nothing_and_says_so(uninterrupted, tmp_path):
+    shutil.copytree(uninterrupted, tmp_path / "completed")
+    again = run_train(RUN_FLAGS + ["--run_name=completed"], str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "done: no epochs left to train (the run had completed all 100)" in again.stdout
+    assert results(str(tmp_path / "completed"))["resumed_from_epoch"] == 100
+    assert_same_run(str(tmp_path / "completed"), uninterrupted)
 
 
 def test_same_seed_gives_the_same_run(uninterrupted, tmp_path):
