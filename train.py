@@ -23,6 +23,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import data_generator  # noqa: E402
 from diy_lstm import cell as cell_lib  # noqa: E402
+from diy_lstm import machine  # noqa: E402
 from diy_lstm.checkpoints import (ConfigMismatchError, RunCheckpoint, check_or_write_config,  # noqa: E402
                                   write_json_atomically)
 from diy_lstm.export import SequenceScorer, export  # noqa: E402
@@ -348,6 +349,7 @@ def train(settings: dict) -> dict:
         "epochs": epochs,
         "resumed_from_epoch": start_epoch,
         "seconds": round(elapsed, 2),
+        "machine": machine.describe(),
         "train": evaluate(trainer, train_examples),
         "test": evaluate(trainer, test_examples),
         "first_zero_test_error": None if first_perfect_epoch is None else
@@ -391,8 +393,8 @@ def print_summary(summary: dict) -> None:
         trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"
     print(f"done: {trained} in {summary['seconds']:.1f}s")
     print(f"  held-out: error {100 * test['error']:.2f}% (final sum), {100 * test['error_per_step']:.2f}% "
-          f"(per step), mse {test['mean_square_error']:.4f}")
-    print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.4f}")
+          f"(per step), mse {test['mean_square_error']:.3g}")
+    print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.3g}")
     first = summary["first_zero_test_error"]
     if first:
         after = f" after resuming from epoch {resumed}" if resumed else ""

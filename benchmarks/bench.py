@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import data_generator  # noqa: E402
+from diy_lstm import machine  # noqa: E402
 from diy_lstm.export import SequenceScorer, export  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.optimizer import Adam  # noqa: E402
@@ -291,7 +292,7 @@ def main(argv: list[str]) -> None:
     unknown = [name for name in _CONFIGS.value if name not in sizes]
     if unknown:
         raise app.UsageError(f"--configs: unknown {unknown}; choose from {list(sizes)}")
-    print(f"# {datetime.date.today()}  TensorFlow {tf.__version__}  {os.cpu_count()} cores  "
+    print(f"# {datetime.date.today()}  TensorFlow {tf.__version__}  {os.cpu_count()} cores ({machine.cpu_model()})  "
           f"repeats {repeats} (median, interleaved)")
     rows = [time_config(name, *sizes[name], repeats, warmup) for name in _CONFIGS.value]
     print_table(rows, _VARIANTS.value)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import QUIET_TF, ROOT, run_train
+from diy_lstm import machine
 
 RUN_FLAGS = ["--lstm_size=8", "--epochs=100", "--batch_size=256", "--eval_every=10", "--checkpoint_every=20",
              "--seed=3", "--target=running", "--preactivation_noise=0.5", "--noise_free_epochs=30", "--image_every=0",
@@ -114,10 +115,17 @@ def test_rerunning_a_completed_run_trains_nothing_and_says_so(uninterrupted, tmp
     assert_same_run(str(tmp_path / "completed"), uninterrupted)
 
 
-def test_same_seed_gives_the_same_run(uninterrupted, tmp_path):
+def test_same_seed_gives_the_same_run_and_records_the_machine(uninterrupted, tmp_path):
     again = run_train(RUN_FLAGS + ["--run_name=again"], str(tmp_path))
     assert again.returncode == 0, again.stderr
     assert_same_run(str(tmp_path / "again"), uninterrupted)
+    # Printed to 3 significant digits: a training MSE of 1e-9 or less is what tells a counter that stays
+    # exact far beyond its training length (README, "Generalizing"), so it must not print as 0.0000.
+    printed = next(line for line in again.stdout.splitlines() if line.startswith("  training: error"))
+    assert float(printed.split("mse ")[1]) == pytest.approx(results(uninterrupted)["train"]["mean_square_error"], rel=5e-3)
+    recorded = results(uninterrupted)["machine"]
+    assert recorded["tensorflow"] == tf.__version__ and recorded["cores"] == os.cpu_count()
+    assert recorded["cpu"] == machine.cpu_model()
 
 
 def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
