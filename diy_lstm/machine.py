@@ -1,7 +1,7 @@
 """What a result was measured on: the CPU, its core count and the TensorFlow build.
 
-Training is bit-for-bit repeatable on one machine only (floating-point sums are ordered differently
-on different CPUs), so runs and benchmarks record this beside their numbers.
+Training is bit-for-bit repeatable on one machine only (code compiled for one CPU's instruction set
+can round differently on another), so runs and benchmarks record this beside their numbers.
 """
 
 from __future__ import annotations

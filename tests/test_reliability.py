@@ -119,10 +119,11 @@ def test_same_seed_gives_the_same_run_and_records_the_machine(uninterrupted, tmp
     again = run_train(RUN_FLAGS + ["--run_name=again"], str(tmp_path))
     assert again.returncode == 0, again.stderr
     assert_same_run(str(tmp_path / "again"), uninterrupted)
-    # Printed to 3 significant digits: a training MSE of 1e-9 or less is what tells a counter that stays
-    # exact far beyond its training length (README, "Generalizing"), so it must not print as 0.0000.
+    # Printed to 3 significant digits: a training MSE below 1e-9 is what tells a counter that stays exact
+    # far beyond its training length (README, "Generalizing"), so it must not print as 0.0000.
     printed = next(line for line in again.stdout.splitlines() if line.startswith("  training: error"))
-    assert float(printed.split("mse ")[1]) == pytest.approx(results(uninterrupted)["train"]["mean_square_error"], rel=5e-3)
+    training_mse = results(uninterrupted)["train"]["mean_square_error"]
+    assert float(printed.split("mse ")[1]) == pytest.approx(training_mse, rel=5e-3)
     recorded = results(uninterrupted)["machine"]
     assert recorded["tensorflow"] == tf.__version__ and recorded["cores"] == os.cpu_count()
     assert recorded["cpu"] == machine.cpu_model()
