@@ -292,8 +292,9 @@ def main(argv: list[str]) -> None:
     unknown = [name for name in _CONFIGS.value if name not in sizes]
     if unknown:
         raise app.UsageError(f"--configs: unknown {unknown}; choose from {list(sizes)}")
-    print(f"# {datetime.date.today()}  TensorFlow {tf.__version__}  {os.cpu_count()} cores ({machine.cpu_model()})  "
-          f"repeats {repeats} (median, interleaved)")
+    measured_on = machine.describe()
+    print(f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
+          f"({measured_on['cpu']})  repeats {repeats} (median, interleaved)")
     rows = [time_config(name, *sizes[name], repeats, warmup) for name in _CONFIGS.value]
     print_table(rows, _VARIANTS.value)
     extras = {"scoring_sequences_per_second": scoring_throughput(repeats, batch=64 if _QUICK.value else 1024)}
