@@ -88,6 +88,12 @@ _CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled
 _WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 0.0, "Decoupled weight decay (AdamW): each step every weight shrinks by lr * this.",
     lower_bound=0.0, upper_bound=1.0)
+_READOUT_L1 = flags.DEFINE_float(
+    "readout_l1", 0.0, "L1 penalty on the readout weights W_out, as a proximal step after each update: every "
+    "readout weight moves lr * this towards 0 and stops at 0. In [0, 1].", lower_bound=0.0, upper_bound=1.0)
+_READOUT_L1_EPOCHS = flags.DEFINE_integer(
+    "readout_l1_epochs", None, "Apply --readout_l1 in the last this many epochs only; default: in every epoch.",
+    lower_bound=1, upper_bound=10_000_000)
 _PREACTIVATION_NOISE = flags.DEFINE_float(
     "preactivation_noise", 1.0, "Standard deviation of Gaussian noise added to every gate preactivation in "
     "training steps (never when scoring); 0 for none (the notebook). In [0, 100].", lower_bound=0.0,
@@ -164,6 +170,11 @@ def _noise_free_within_epochs(values: dict) -> bool:
     return values["noise_free_epochs"] <= values["epochs"]
 
 
+@flags.multi_flags_validator(["readout_l1_epochs", "epochs"], message="--readout_l1_epochs must be at most --epochs")
+def _readout_l1_within_epochs(values: dict) -> bool:
+    return values["readout_l1_epochs"] is None or values["readout_l1_epochs"] <= values["epochs"]
+
+
 @flags.multi_flags_validator(
     ["sequence_length", "max_length", "max_sequences_per_length"],
     message=f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
@@ -217,9 +228,10 @@ def hparams_of(settings: dict) -> dict:
     """The settings shown in TensorBoard's HParams tab (numbers and strings only; 0 means off)."""
     names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "learning_rate_decay",
              "batch_size", "epochs", "target", "readout", "recurrent_activation", "initializer", "forget_bias",
-             "weight_decay", "preactivation_noise", "noise_free_epochs", "sampling", "backprop", "seed")
+             "weight_decay", "readout_l1", "preactivation_noise", "noise_free_epochs", "sampling", "backprop", "seed")
     hparams = {name: settings[name] for name in names}
     hparams["clip_norm"] = settings["clip_norm"] or 0.0
+    hparams["readout_l1_epochs"] = settings["readout_l1_epochs"] or settings["epochs"]
     return hparams
 
 
@@ -259,7 +271,7 @@ def train(settings: dict) -> dict:
     jit_compile = {"true": True, "false": False}.get(
         settings["jit_compile"], settings["min_length"] == settings["max_length"])
     trainer = Trainer(model, optimizer, settings["target"], jit_compile, settings["clip_norm"], full_length_batches,
-                      settings["preactivation_noise"], settings["seed"])
+                      settings["preactivation_noise"], settings["seed"], settings["readout_l1"])
 
     checkpoint = RunCheckpoint(run_dir, model, optimizer)
     start_epoch = checkpoint.restore_latest()
@@ -294,6 +306,9 @@ def train(settings: dict) -> dict:
             epoch = int(epoch)
             noisy = epoch < epochs - settings["noise_free_epochs"]
             step = trainer.train_step if noisy else trainer.noise_free_train_step
+            if trainer.readout_l1 is not None:
+                penalised = epoch >= epochs - (settings["readout_l1_epochs"] or epochs)
+                trainer.readout_l1.assign(settings["readout_l1"] if penalised else 0.0)
             loss = step(inputs, targets, lengths)
             if not last_in_epoch:
                 continue

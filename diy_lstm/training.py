@@ -19,7 +19,7 @@ import functools
 import tensorflow as tf
 
 from diy_lstm.model import LSTMModel
-from diy_lstm.optimizer import Adam
+from diy_lstm.optimizer import Adam, soft_threshold
 from diy_lstm.rnn import final_step
 
 TARGETS = ("final", "running")
@@ -71,6 +71,10 @@ class Trainer:
         it, and neither does `noise_free_train_step` (the same update without it).
       seed: with the optimizer's step counter, fixes the noise of every training step (so a resumed
         run draws the same noise as an uninterrupted one).
+      readout_l1: λ of an L1 penalty on the readout weights `W_out`, applied as a proximal step after
+        each update (`soft_threshold` by learning rate × λ), so that readout weights the data does
+        not call for end at exactly 0; 0 for none. When set, `self.readout_l1` holds λ as a
+        variable: assign 0 to it to train some epochs without the penalty.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Trainer:
         full_length_batches: bool = False,
         preactivation_noise: float = 0.0,
         seed: int = 0,
+        readout_l1: float = 0.0,
     ):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -94,6 +99,11 @@ class Trainer:
             raise ValueError(f"preactivation_noise must be >= 0, got {preactivation_noise}")
         self.preactivation_noise = preactivation_noise
         self.seed = seed
+        if readout_l1 < 0.0:
+            raise ValueError(f"readout_l1 must be >= 0, got {readout_l1}")
+        self.readout_l1 = None
+        if readout_l1 > 0.0:
+            self.readout_l1 = tf.Variable(readout_l1, dtype=model.dtype, trainable=False, name="readout_l1")
         self.last_step_only = target == "final" and full_length_batches
         self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
@@ -137,6 +147,8 @@ class Trainer:
         """One update on a batch; returns the loss before the update."""
         loss, gradients = self._gradients(inputs, targets, lengths, noisy)
         self.optimizer.apply_gradients(gradients)
+        if self.readout_l1 is not None:
+            soft_threshold(self.model.W_out, self.optimizer.learning_rate * self.readout_l1)
         return loss
 
     def _evaluate(self, inputs, targets, lengths):

@@ -110,7 +110,9 @@ def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
      ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
      ("--forget_bias=inf", "--forget_bias"), ("--preactivation_noise=-1", "preactivation_noise"),
      ("--preactivation_noise=1e9", "preactivation_noise"),
-     ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be at most --epochs")],
+     ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be at most --epochs"),
+     ("--readout_l1=-0.1", "readout_l1"), ("--readout_l1=2", "readout_l1"),
+     ("--epochs=10 --readout_l1_epochs=11", "--readout_l1_epochs must be at most --epochs")],
 )
 def test_every_bad_flag_is_named(flag, fragment):
     """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""

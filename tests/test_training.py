@@ -73,3 +73,53 @@ def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in
     evaluation = trainer.evaluate(inputs, targets, lengths)["mean_square_error_per_step"]
     assert float(evaluation) == pytest.approx(clean[0], rel=1e-6)
     assert float(trainer.noise_free_train_step(inputs, targets, lengths)) == clean[0]  # the --noise_free_epochs step
+
+
+def test_readout_l1_soft_thresholds_the_readout_after_each_update_and_nothing_else():
+    from diy_lstm.model import LSTMModel, ModelConfig
+    from diy_lstm.training import Trainer
+
+    rng = np.random.default_rng(3)
+    inputs = rng.normal(size=(16, 5, 3)).astype(np.float32)
+    targets = np.cumsum(rng.integers(-1, 2, size=(16, 5)), axis=1).astype(np.float32)
+    lengths = np.full(16, 5, np.int32)
+    learning_rate = 0.05
+
+    def one_step(readout_l1):
+        model = LSTMModel(ModelConfig(input_size=3, units=8, seed=2))
+        trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=learning_rate), "running",
+                          readout_l1=readout_l1)
+        trainer.train_step(inputs, targets, lengths)
+        return model
+
+    plain = one_step(0.0)
+    updated = plain.W_out.numpy().astype(np.float64)
+    threshold = float(np.median(np.abs(updated)))  # half the weights end at 0, half move towards it
+    penalised = one_step(threshold / learning_rate)
+    expected = np.sign(updated) * np.maximum(np.abs(updated) - threshold, 0.0)
+    assert (expected == 0).sum() >= 4 and (expected != 0).sum() >= 3
+    np.testing.assert_allclose(penalised.W_out.numpy(), expected, rtol=0, atol=1e-6)
+    assert (penalised.W_out.numpy()[expected == 0] == 0).all()  # exactly 0, not merely small
+    for before, after in zip(plain.trainable_variables, penalised.trainable_variables):
+        if before.name != plain.W_out.name:
+            np.testing.assert_array_equal(before.numpy(), after.numpy())
+
+
+def test_readout_l1_epochs_penalise_only_the_last_epochs(tmp_path):
+    """With --readout_l1_epochs=1 of 2, epoch 1 trains exactly as without the penalty; after epoch 2
+    the readout has weights at exactly 0 where the run without it has none."""
+    common = ["--lstm_size=8", "--epochs=2", "--eval_every=1", "--checkpoint_every=1", "--image_every=0",
+              "--histogram_every=0"]
+    for name, extra in (("plain", []), ("l1", ["--readout_l1=1", "--readout_l1_epochs=1"])):
+        result = run_train([*common, *extra, f"--run_name={name}"], str(tmp_path))
+        assert result.returncode == 0, result.stderr
+
+    def readout(run, epoch):
+        reader = tf.train.load_checkpoint(str(tmp_path / run / "checkpoints" / f"ckpt-{epoch}"))
+        (key,) = [k for k in reader.get_variable_to_shape_map() if k.startswith("model/W_out/")]
+        return reader.get_tensor(key)
+
+    np.testing.assert_array_equal(readout("l1", 1), readout("plain", 1))
+    plain, penalised = readout("plain", 2), readout("l1", 2)
+    assert (plain == 0).sum() == 0 and (penalised == 0).sum() >= 1
+    assert np.abs(penalised).sum() < 0.8 * np.abs(plain).sum()
