@@ -207,6 +207,15 @@ def learning_rate_at(epoch: int, settings: dict) -> float:
     return settings["learning_rate"] * settings["learning_rate_decay"] ** (epoch / (settings["epochs"] - 1))
 
 
+def set_epoch_schedule(trainer: Trainer, epoch: int, settings: dict) -> None:
+    """Sets what changes by epoch for the epoch about to run (0-based): the learning rate, and the
+    --readout_l1 strength, which is 0 before the last --readout_l1_epochs epochs."""
+    trainer.optimizer.learning_rate.assign(learning_rate_at(epoch, settings))
+    if trainer.readout_l1 is not None:
+        penalised = epoch >= settings["epochs"] - (settings["readout_l1_epochs"] or settings["epochs"])
+        trainer.readout_l1.assign(settings["readout_l1"] if penalised else 0.0)
+
+
 class StopRequest:
     """Turns Ctrl-C (SIGINT) into a request that the loop honours at the end of an epoch."""
 
@@ -297,7 +306,7 @@ def train(settings: dict) -> dict:
     try:
         batches = data_generator.training_batches(
             train_examples, settings["batch_size"], settings["seed"], range(start_epoch, epochs))
-        optimizer.learning_rate.assign(learning_rate_at(start_epoch, settings))
+        set_epoch_schedule(trainer, start_epoch, settings)
         for epoch, last_in_epoch, inputs, targets, lengths in batches:
             if trace_graph:  # the Graphs tab shows the training step (as traced, before XLA)
                 with writers.train.as_default():
@@ -306,9 +315,6 @@ def train(settings: dict) -> dict:
             epoch = int(epoch)
             noisy = epoch < epochs - settings["noise_free_epochs"]
             step = trainer.train_step if noisy else trainer.noise_free_train_step
-            if trainer.readout_l1 is not None:
-                penalised = epoch >= epochs - (settings["readout_l1_epochs"] or epochs)
-                trainer.readout_l1.assign(settings["readout_l1"] if penalised else 0.0)
             loss = step(inputs, targets, lengths)
             if not last_in_epoch:
                 continue
@@ -319,7 +325,7 @@ def train(settings: dict) -> dict:
                     f"(learning rate {learning_rate_at(epoch, settings):g}); the last good checkpoint "
                     f"{checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun")
             completed = epoch + 1
-            optimizer.learning_rate.assign(learning_rate_at(completed, settings))
+            set_epoch_schedule(trainer, completed, settings)
             if completed % settings["eval_every"] == 0 or completed == epochs:
                 train_metrics = evaluate(trainer, train_examples)
                 test_metrics = evaluate(trainer, test_examples)
