@@ -101,6 +101,11 @@ _PREACTIVATION_NOISE = flags.DEFINE_float(
 _NOISE_FREE_EPOCHS = flags.DEFINE_integer(
     "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise, so that the model "
     "is calibrated for scoring, which never adds noise. At most --epochs.", lower_bound=0, upper_bound=10_000_000)
+_NOISE_FREE_SAMPLING = flags.DEFINE_enum(
+    "noise_free_sampling", None, list(data_generator.SAMPLINGS),
+    "How the training sequences of the --noise_free_epochs are drawn: a second training set of the same size "
+    "and lengths (the held-out set stays). Default: as --sampling, the one training set throughout. Only "
+    "sampled lengths (4^L > --max_sequences_per_length) can differ.")
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights, the batch order and the noise.",
                              lower_bound=0, upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum(
@@ -130,8 +135,9 @@ _FRESH = flags.DEFINE_boolean(
 
 # Settings that shape the variables or the data: a resumed run must keep them.
 RESUME_MUST_MATCH = (
-    "sequence_length", "min_length", "max_length", "max_sequences_per_length", "sampling", "train_fraction",
-    "lstm_size", "num_layers", "readout", "recurrent_activation", "initializer", "forget_bias", "seed",
+    "sequence_length", "min_length", "max_length", "max_sequences_per_length", "sampling", "noise_free_sampling",
+    "train_fraction", "lstm_size", "num_layers", "readout", "recurrent_activation", "initializer", "forget_bias",
+    "seed",
 )
 
 
@@ -196,6 +202,7 @@ def settings_from_flags(lstm_size: int, run_name: str) -> dict:
         run_name=run_name,
         min_length=_MIN_LENGTH.value or _SEQUENCE_LENGTH.value,
         max_length=_MAX_LENGTH.value or _SEQUENCE_LENGTH.value,
+        noise_free_sampling=_NOISE_FREE_SAMPLING.value or _SAMPLING.value,
     )
     return settings
 
@@ -237,7 +244,8 @@ def hparams_of(settings: dict) -> dict:
     """The settings shown in TensorBoard's HParams tab (numbers and strings only; 0 means off)."""
     names = ("lstm_size", "num_layers", "min_length", "max_length", "learning_rate", "learning_rate_decay",
              "batch_size", "epochs", "target", "readout", "recurrent_activation", "initializer", "forget_bias",
-             "weight_decay", "readout_l1", "preactivation_noise", "noise_free_epochs", "sampling", "backprop", "seed")
+             "weight_decay", "readout_l1", "preactivation_noise", "noise_free_epochs", "sampling",
+             "noise_free_sampling", "backprop", "seed")
     hparams = {name: settings[name] for name in names}
     hparams["clip_norm"] = settings["clip_norm"] or 0.0
     hparams["readout_l1_epochs"] = settings["readout_l1_epochs"] or settings["epochs"]
@@ -266,9 +274,11 @@ def train(settings: dict) -> dict:
     check_or_write_config(run_dir, settings, RESUME_MUST_MATCH)
     tf.config.experimental.enable_op_determinism()
 
-    train_examples, test_examples = data_generator.make_splits(
-        settings["min_length"], settings["max_length"], settings["train_fraction"], settings["seed"],
-        settings["max_sequences_per_length"], settings["sampling"])
+    data_settings = (settings["min_length"], settings["max_length"], settings["train_fraction"], settings["seed"],
+                     settings["max_sequences_per_length"])
+    train_examples, test_examples = data_generator.make_splits(*data_settings, settings["sampling"])
+    noise_free_examples = (train_examples if settings["noise_free_sampling"] == settings["sampling"] else
+                           data_generator.make_splits(*data_settings, settings["noise_free_sampling"])[0])
     model_config = ModelConfig(
         input_size=data_generator.NUM_FEATURES, units=settings["lstm_size"], num_layers=settings["num_layers"],
         readout=settings["readout"], recurrent_activation=settings["recurrent_activation"],
@@ -304,8 +314,12 @@ def train(settings: dict) -> dict:
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
     try:
+        noisy_end = max(start_epoch, epochs - settings["noise_free_epochs"])
         batches = data_generator.training_batches(
-            train_examples, settings["batch_size"], settings["seed"], range(start_epoch, epochs))
+            train_examples, settings["batch_size"], settings["seed"], range(start_epoch, noisy_end))
+        if noisy_end < epochs:
+            batches = batches.concatenate(data_generator.training_batches(
+                noise_free_examples, settings["batch_size"], settings["seed"], range(noisy_end, epochs)))
         set_epoch_schedule(trainer, start_epoch, settings)
         for epoch, last_in_epoch, inputs, targets, lengths in batches:
             if trace_graph:  # the Graphs tab shows the training step (as traced, before XLA)
@@ -313,8 +327,7 @@ def train(settings: dict) -> dict:
                     tf.summary.graph(trainer.train_step.get_concrete_function(inputs, targets, lengths).graph)
                 trace_graph = False
             epoch = int(epoch)
-            noisy = epoch < epochs - settings["noise_free_epochs"]
-            step = trainer.train_step if noisy else trainer.noise_free_train_step
+            step = trainer.train_step if epoch < noisy_end else trainer.noise_free_train_step
             loss = step(inputs, targets, lengths)
             if not last_in_epoch:
                 continue

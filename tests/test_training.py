@@ -123,3 +123,33 @@ def test_readout_l1_epochs_penalise_only_the_last_epochs(tmp_path):
     plain, penalised = readout("plain", 2), readout("l1", 2)
     assert (plain == 0).sum() == 0 and (penalised == 0).sum() >= 1
     assert np.abs(penalised).sum() < 0.8 * np.abs(plain).sum()
+
+
+def test_noise_free_sampling_swaps_the_training_set_for_the_noise_free_epochs_only(tmp_path):
+    """Length 8 with 256 sequences is sampled. With --noise_free_sampling=varied, the noisy epoch trains
+    exactly as without it, and noise-free epochs train exactly as a run with --sampling=varied does."""
+    common = ["--sequence_length=8", "--max_sequences_per_length=256", "--lstm_size=4", "--epochs=2",
+              "--eval_every=1", "--checkpoint_every=1", "--image_every=0", "--histogram_every=0"]
+    runs = {
+        "uniform": ["--noise_free_epochs=1"],
+        "finish_varied": ["--noise_free_epochs=1", "--noise_free_sampling=varied"],
+        "all_noise_free_varied": ["--noise_free_epochs=2", "--noise_free_sampling=varied"],
+        "varied": ["--noise_free_epochs=2", "--sampling=varied"],
+    }
+    for name, extra in runs.items():
+        result = run_train([*common, *extra, f"--run_name={name}"], str(tmp_path))
+        assert result.returncode == 0, result.stderr
+
+    def weights(run, epoch):
+        reader = tf.train.load_checkpoint(str(tmp_path / run / "checkpoints" / f"ckpt-{epoch}"))
+        return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map() if key.startswith("model/")}
+
+    def assert_same(a, b):
+        assert a.keys() == b.keys() and len(a) >= 10
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+    assert_same(weights("finish_varied", 1), weights("uniform", 1))
+    assert not np.array_equal(weights("finish_varied", 2)["model/W_out/.ATTRIBUTES/VARIABLE_VALUE"],
+                              weights("uniform", 2)["model/W_out/.ATTRIBUTES/VARIABLE_VALUE"])
+    assert_same(weights("all_noise_free_varied", 2), weights("varied", 2))
