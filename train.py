@@ -101,6 +101,9 @@ _PREACTIVATION_NOISE = flags.DEFINE_float(
 _NOISE_FREE_EPOCHS = flags.DEFINE_integer(
     "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise, so that the model "
     "is calibrated for scoring, which never adds noise. At most --epochs.", lower_bound=0, upper_bound=10_000_000)
+_NOISE_FREE_LEARNING_RATE = flags.DEFINE_float(
+    "noise_free_learning_rate", None, "If set, Adam's (constant) learning rate in the --noise_free_epochs; "
+    "default: the --learning_rate schedule goes on.")
 _NOISE_FREE_SAMPLING = flags.DEFINE_enum(
     "noise_free_sampling", None, list(data_generator.SAMPLINGS),
     "How the training sequences of the --noise_free_epochs are drawn: a second training set of the same size "
@@ -153,6 +156,9 @@ flags.register_validator(
     "learning_rate", lambda v: 0.0 < v < 1e38, message="--learning_rate must be > 0 (and a float32), e.g. 0.05")
 flags.register_validator(
     "learning_rate_decay", lambda v: 0.0 < v <= 1.0, message="--learning_rate_decay must be in (0, 1], e.g. 0.1")
+flags.register_validator(
+    "noise_free_learning_rate", lambda v: v is None or 0.0 < v < 1e38,
+    message="--noise_free_learning_rate must be > 0 (and a float32), e.g. 0.00005")
 flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
 flags.register_validator(
     "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")
@@ -174,6 +180,14 @@ def _length_range(values: dict) -> bool:
 @flags.multi_flags_validator(["noise_free_epochs", "epochs"], message="--noise_free_epochs must be at most --epochs")
 def _noise_free_within_epochs(values: dict) -> bool:
     return values["noise_free_epochs"] <= values["epochs"]
+
+
+@flags.multi_flags_validator(
+    ["noise_free_epochs", "noise_free_learning_rate", "noise_free_sampling"],
+    message="--noise_free_learning_rate and --noise_free_sampling act on the --noise_free_epochs; set that too")
+def _noise_free_settings_need_noise_free_epochs(values: dict) -> bool:
+    unused = values["noise_free_learning_rate"] is not None or values["noise_free_sampling"] is not None
+    return values["noise_free_epochs"] > 0 or not unused
 
 
 @flags.multi_flags_validator(["readout_l1_epochs", "epochs"], message="--readout_l1_epochs must be at most --epochs")
@@ -208,7 +222,10 @@ def settings_from_flags(lstm_size: int, run_name: str) -> dict:
 
 
 def learning_rate_at(epoch: int, settings: dict) -> float:
-    """--learning_rate at the first epoch, decaying exponentially to --learning_rate_decay times it by the last."""
+    """--learning_rate at the first epoch, decaying exponentially to --learning_rate_decay times it by the last;
+    --noise_free_learning_rate instead, if set, in the --noise_free_epochs."""
+    if settings["noise_free_learning_rate"] and epoch >= settings["epochs"] - settings["noise_free_epochs"]:
+        return settings["noise_free_learning_rate"]
     if settings["epochs"] <= 1:
         return settings["learning_rate"]
     return settings["learning_rate"] * settings["learning_rate_decay"] ** (epoch / (settings["epochs"] - 1))
@@ -248,6 +265,7 @@ def hparams_of(settings: dict) -> dict:
              "noise_free_sampling", "backprop", "seed")
     hparams = {name: settings[name] for name in names}
     hparams["clip_norm"] = settings["clip_norm"] or 0.0
+    hparams["noise_free_learning_rate"] = settings["noise_free_learning_rate"] or 0.0
     hparams["readout_l1_epochs"] = settings["readout_l1_epochs"] or settings["epochs"]
     return hparams
 

@@ -112,7 +112,10 @@ def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
      ("--preactivation_noise=1e9", "preactivation_noise"),
      ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be at most --epochs"),
      ("--readout_l1=-0.1", "readout_l1"), ("--readout_l1=2", "readout_l1"),
-     ("--epochs=10 --readout_l1_epochs=11", "--readout_l1_epochs must be at most --epochs")],
+     ("--epochs=10 --readout_l1_epochs=11", "--readout_l1_epochs must be at most --epochs"),
+     ("--noise_free_epochs=5 --noise_free_learning_rate=nan", "--noise_free_learning_rate must be > 0"),
+     ("--noise_free_learning_rate=0.001", "act on the --noise_free_epochs"),
+     ("--noise_free_sampling=varied", "act on the --noise_free_epochs")],
 )
 def test_every_bad_flag_is_named(flag, fragment):
     """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""

@@ -153,3 +153,15 @@ def test_noise_free_sampling_swaps_the_training_set_for_the_noise_free_epochs_on
     assert not np.array_equal(weights("finish_varied", 2)["model/W_out/.ATTRIBUTES/VARIABLE_VALUE"],
                               weights("uniform", 2)["model/W_out/.ATTRIBUTES/VARIABLE_VALUE"])
     assert_same(weights("all_noise_free_varied", 2), weights("varied", 2))
+
+
+@pytest.mark.parametrize("noise_free_learning_rate", [None, 1e-4])
+def test_learning_rate_schedule_and_the_noise_free_learning_rate(noise_free_learning_rate):
+    import train
+
+    settings = {"learning_rate": 0.1, "learning_rate_decay": 0.01, "epochs": 10, "noise_free_epochs": 3,
+                "noise_free_learning_rate": noise_free_learning_rate}
+    rates = [train.learning_rate_at(epoch, settings) for epoch in range(10)]
+    decayed = [0.1 * 0.01 ** (epoch / 9) for epoch in range(10)]  # 0.1 at the first epoch, 0.001 at the last
+    np.testing.assert_allclose(rates[:7], decayed[:7], rtol=1e-12)
+    np.testing.assert_allclose(rates[7:], decayed[7:] if noise_free_learning_rate is None else [1e-4] * 3, rtol=1e-12)
