@@ -221,10 +221,15 @@ def settings_from_flags(lstm_size: int, run_name: str) -> dict:
     return settings
 
 
+def first_noise_free_epoch(settings: dict) -> int:
+    """The first (0-based) of the --noise_free_epochs; --epochs when there are none."""
+    return settings["epochs"] - settings["noise_free_epochs"]
+
+
 def learning_rate_at(epoch: int, settings: dict) -> float:
     """--learning_rate at the first epoch, decaying exponentially to --learning_rate_decay times it by the last;
     --noise_free_learning_rate instead, if set, in the --noise_free_epochs."""
-    if settings["noise_free_learning_rate"] and epoch >= settings["epochs"] - settings["noise_free_epochs"]:
+    if settings["noise_free_learning_rate"] and epoch >= first_noise_free_epoch(settings):
         return settings["noise_free_learning_rate"]
     if settings["epochs"] <= 1:
         return settings["learning_rate"]
@@ -332,7 +337,7 @@ def train(settings: dict) -> dict:
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
     try:
-        noisy_end = max(start_epoch, epochs - settings["noise_free_epochs"])
+        noisy_end = max(start_epoch, first_noise_free_epoch(settings))
         batches = data_generator.training_batches(
             train_examples, settings["batch_size"], settings["seed"], range(start_epoch, noisy_end))
         if noisy_end < epochs:
