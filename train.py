@@ -5,6 +5,7 @@
 Reads top to bottom: flags -> run directory -> data -> model -> optimizer -> checkpoint -> loop
 (train, evaluate, log, checkpoint) -> export. Rerunning the same command resumes the run from its
 last checkpoint; `--fresh` starts it over. `--lstm_size=8,16,24` trains one run per size.
+`--restart_epoch=N` starts a run that has not learned by epoch N over as the next seed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import data_generator  # noqa: E402
 from diy_lstm import cell as cell_lib  # noqa: E402
 from diy_lstm import machine  # noqa: E402
 from diy_lstm.checkpoints import (ConfigMismatchError, RunCheckpoint, check_or_write_config,  # noqa: E402
-                                  write_json_atomically)
+                                  read_config, write_json_atomically)
 from diy_lstm.export import SequenceScorer, export  # noqa: E402
 from diy_lstm.model import READOUTS, LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.optimizer import Adam  # noqa: E402
@@ -111,6 +112,17 @@ _NOISE_FREE_SAMPLING = flags.DEFINE_enum(
     "sampled lengths (4^L > --max_sequences_per_length) can differ.")
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the data shuffle, the initial weights, the batch order and the noise.",
                              lower_bound=0, upper_bound=2**31 - 1)
+_RESTART_EPOCH = flags.DEFINE_integer(
+    "restart_epoch", 0, "If > 0: at the end of this epoch a run whose held-out final-sum error is above "
+    "--restart_error is given up (its directory moved aside, kept) and trained again from the start as "
+    "--seed=SEED+1 would be, up to --max_restarts times. 0: never. Less than --epochs.",
+    lower_bound=0, upper_bound=10_000_000)
+_RESTART_ERROR = flags.DEFINE_float(
+    "restart_error", 0.0, "The held-out final-sum error (a share, in [0, 1)) a run may have at --restart_epoch.",
+    lower_bound=0.0)
+_MAX_RESTARTS = flags.DEFINE_integer(
+    "max_restarts", 3, "How many times --restart_epoch may start a run over; the last try trains to the end.",
+    lower_bound=0, upper_bound=100)
 _BACKPROP = flags.DEFINE_enum(
     "backprop", "bptt", list(BACKPROP_MODES), "Hand-written backpropagation through time, or TF's autodiff.")
 _UNROLL = flags.DEFINE_boolean("unroll", True, "Unroll the time loop when every batch has the same length.")
@@ -159,6 +171,8 @@ flags.register_validator(
 flags.register_validator(
     "noise_free_learning_rate", lambda v: v is None or 0.0 < v < 1e38,
     message="--noise_free_learning_rate must be > 0 (and a float32), e.g. 0.00005")
+flags.register_validator(
+    "restart_error", lambda v: 0.0 <= v < 1.0, message="--restart_error must be in [0, 1), e.g. 0.01 for 1%")
 flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
 flags.register_validator(
     "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")
@@ -190,6 +204,11 @@ def _noise_free_settings_need_noise_free_epochs(values: dict) -> bool:
     return values["noise_free_epochs"] > 0 or not unused
 
 
+@flags.multi_flags_validator(["restart_epoch", "epochs"], message="--restart_epoch must be less than --epochs")
+def _restart_within_epochs(values: dict) -> bool:
+    return values["restart_epoch"] < values["epochs"]
+
+
 @flags.multi_flags_validator(["readout_l1_epochs", "epochs"], message="--readout_l1_epochs must be at most --epochs")
 def _readout_l1_within_epochs(values: dict) -> bool:
     return values["readout_l1_epochs"] is None or values["readout_l1_epochs"] <= values["epochs"]
@@ -217,8 +236,13 @@ def settings_from_flags(lstm_size: int, run_name: str) -> dict:
         min_length=_MIN_LENGTH.value or _SEQUENCE_LENGTH.value,
         max_length=_MAX_LENGTH.value or _SEQUENCE_LENGTH.value,
         noise_free_sampling=_NOISE_FREE_SAMPLING.value or _SAMPLING.value,
+        restarts=[],
     )
     return settings
+
+
+def run_dir_of(settings: dict) -> str:
+    return os.path.join(settings["logdir"], settings["run_name"])
 
 
 def first_noise_free_epoch(settings: dict) -> int:
@@ -275,12 +299,48 @@ def hparams_of(settings: dict) -> dict:
     return hparams
 
 
+def move_aside(run_dir: str, label: str) -> str:
+    """Renames `run_dir` to `<run_dir>.<label>` (plus a timestamp if that is taken); returns the new path."""
+    aside = f"{run_dir}.{label}"
+    if os.path.exists(aside):
+        aside += datetime.datetime.now().strftime("-%Y%m%d-%H%M%S")
+    os.rename(run_dir, aside)
+    return aside
+
+
 def prepare_run_dir(run_dir: str, fresh: bool) -> None:
     if fresh and os.path.exists(run_dir):
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        aside = f"{run_dir}.replaced-{stamp}"
-        os.rename(run_dir, aside)
+        aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
         print(f"--fresh: moved the existing run {run_dir} to {aside}")
+
+
+def restart_in_progress(settings: dict) -> dict:
+    """The `seed` and `restarts` of a run directory that a --restart_epoch restart of this command
+    started (so that rerunning the command resumes it); empty if there is none."""
+    saved = None if settings["fresh"] or not settings["restart_epoch"] else read_config(run_dir_of(settings))
+    if saved is None or not settings["seed"] < saved.get("seed", -1) <= settings["seed"] + settings["max_restarts"]:
+        return {}
+    return {"seed": saved["seed"], "restarts": saved.get("restarts", [])}
+
+
+def train_with_restarts(settings: dict) -> dict:
+    """`train`, started over as --seed=SEED+1, SEED+2, ... while a run has not learned by --restart_epoch.
+    A given-up run keeps its directory, renamed `<run>.seed<N>-not-learned`."""
+    first_seed = settings["seed"]
+    settings = {**settings, **restart_in_progress(settings)}
+    while True:
+        may_restart = settings["restart_epoch"] > 0 and settings["seed"] < first_seed + settings["max_restarts"]
+        summary = train(settings, may_restart)
+        if not summary.get("not_learned"):
+            return summary
+        seed = settings["seed"]
+        aside = move_aside(run_dir_of(settings), f"seed{seed}-not-learned")
+        print(f"epoch {summary['epoch']}: held-out error {100 * summary['test_error']:.2f}% is above "
+              f"--restart_error={100 * settings['restart_error']:.2f}%: seed {seed} given up (its run moved to "
+              f"{aside}); starting over as --seed={seed + 1}")
+        given_up = {name: summary[name] for name in ("seed", "epoch", "test_error", "seconds")}
+        settings = {**settings, "seed": seed + 1, "fresh": False,
+                    "restarts": [*settings["restarts"], {**given_up, "run_dir": aside}]}
 
 
 def evaluate(trainer: Trainer, examples: data_generator.Examples) -> dict[str, float]:
@@ -290,9 +350,13 @@ def evaluate(trainer: Trainer, examples: data_generator.Examples) -> dict[str, f
     return {name: float(value) for name, value in metrics.items()}
 
 
-def train(settings: dict) -> dict:
-    """One training run; returns its summary (also written to <run dir>/results.json)."""
-    run_dir = os.path.join(settings["logdir"], settings["run_name"])
+def train(settings: dict, may_restart: bool = False) -> dict:
+    """One training run; returns its summary (also written to <run dir>/results.json).
+
+    With `may_restart`, a run whose held-out error at --restart_epoch is above --restart_error stops
+    there (checkpointed) and returns `{"not_learned": True, ...}` instead.
+    """
+    run_dir = run_dir_of(settings)
     prepare_run_dir(run_dir, settings["fresh"])
     check_or_write_config(run_dir, settings, RESUME_MUST_MATCH)
     tf.config.experimental.enable_op_determinism()
@@ -326,7 +390,7 @@ def train(settings: dict) -> dict:
 
     writers = RunWriters(run_dir)
     if start_epoch == 0:
-        write_hparams(run_dir, hparams_of(settings), trial_id=settings["run_name"])
+        write_hparams(run_dir, hparams_of(settings), trial_id=f"{settings['run_name']} seed {settings['seed']}")
     gate_examples = {name: data_generator.encode_sequence(name) for name in settings["gate_examples"]}
     progress = Progress(total=epochs, start=start_epoch)
     stop = StopRequest()
@@ -336,7 +400,29 @@ def train(settings: dict) -> dict:
     trace_graph = start_epoch == 0
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
+
+    def given_up_at(completed: int) -> dict | None:
+        """At --restart_epoch, if the run has not learned: checkpoints it and says why it stops."""
+        if completed != settings["restart_epoch"]:
+            return None
+        held_out_error = evaluate(trainer, test_examples)["error"]
+        if held_out_error <= settings["restart_error"]:
+            return None
+        if not may_restart:
+            progress.close()
+            print(f"epoch {completed}: held-out error {100 * held_out_error:.2f}% is above --restart_error, "
+                  f"but no restart is left (--max_restarts={settings['max_restarts']}): training on")
+            return None
+        checkpoint.save(completed)
+        writers.flush()
+        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": completed,
+                       "test_error": held_out_error, "seconds": round(time.perf_counter() - started, 2)}
+        write_json_atomically(os.path.join(run_dir, "results.json"), not_learned)
+        return not_learned
+
     try:
+        if start_epoch and (not_learned := given_up_at(start_epoch)):
+            return not_learned
         noisy_end = max(start_epoch, first_noise_free_epoch(settings))
         batches = data_generator.training_batches(
             train_examples, settings["batch_size"], settings["seed"], range(start_epoch, noisy_end))
@@ -380,6 +466,8 @@ def train(settings: dict) -> dict:
             if settings["histogram_every"] and (completed % settings["histogram_every"] == 0 or completed == epochs):
                 _, gradients = trainer.gradients(*whole_training_set)
                 write_histograms(writers.train, model.trainable_variables, gradients, completed)
+            if not stop.requested and (not_learned := given_up_at(completed)):
+                return not_learned
             if completed % settings["checkpoint_every"] == 0 or completed == epochs or stop.requested:
                 checkpoint.save(completed)
                 writers.flush()
@@ -390,6 +478,7 @@ def train(settings: dict) -> dict:
     finally:
         stop.restore()
         progress.close()
+        writers.close()
     elapsed = time.perf_counter() - started
 
     export_dir = settings["export_dir"] or os.path.join(run_dir, "saved_model")
@@ -411,6 +500,8 @@ def train(settings: dict) -> dict:
         "test": evaluate(trainer, test_examples),
         "first_zero_test_error": None if first_perfect_epoch is None else
         {"epoch": first_perfect_epoch[0], "seconds": round(first_perfect_epoch[1], 2)},
+        "seed": settings["seed"],
+        "restarts": settings["restarts"],
     }
     write_json_atomically(os.path.join(run_dir, "results.json"), summary)
     return summary
@@ -431,7 +522,7 @@ def main(argv: list[str]) -> int:
         if sweep and settings["export_dir"]:
             settings["export_dir"] = os.path.join(settings["export_dir"], f"lstm_size_{size}")
         try:
-            summary = train(settings)
+            summary = train_with_restarts(settings)
         except (ConfigMismatchError, FloatingPointError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -449,6 +540,12 @@ def print_summary(summary: dict) -> None:
     else:
         trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"
     print(f"done: {trained} in {summary['seconds']:.1f}s")
+    if summary["restarts"]:
+        given_up = ", ".join(
+            f"seed {r['seed']} ({100 * r['test_error']:.2f}% at epoch {r['epoch']}, {r['seconds']:.0f}s)"
+            for r in summary["restarts"])
+        in_all = summary["seconds"] + sum(r["seconds"] for r in summary["restarts"])
+        print(f"  trained as --seed={summary['seed']} after giving up {given_up}; {in_all:.1f}s of training in all")
     print(f"  held-out: error {100 * test['error']:.2f}% (final sum), {100 * test['error_per_step']:.2f}% "
           f"(per step), mse {test['mean_square_error']:.3g}")
     print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.3g}")

@@ -58,20 +58,27 @@ class RunCheckpoint:
         return self.manager.save(checkpoint_number=completed_epochs)
 
 
+def read_config(run_dir: str) -> dict | None:
+    """The `config.json` of `run_dir`, or None if it has none."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def check_or_write_config(run_dir: str, config: Mapping, keys_that_must_match: tuple[str, ...]) -> None:
     """Writes `config.json` for a new run; for an existing run, checks that the settings in
     `keys_that_must_match` are unchanged, and raises `ConfigMismatchError` naming them if not."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+    saved = read_config(run_dir)
+    if saved is not None:
         changed = [k for k in keys_that_must_match if k in saved and saved[k] != config.get(k)]
         if changed:
             details = ", ".join(f"--{k}={saved[k]} (now {config.get(k)})" for k in changed)
             raise ConfigMismatchError(f"{run_dir} was started with {details}")
         return
     os.makedirs(run_dir, exist_ok=True)
-    write_json_atomically(path, config)
+    write_json_atomically(os.path.join(run_dir, CONFIG_FILE), config)
 
 
 def write_json_atomically(path: str, data: Mapping) -> None:

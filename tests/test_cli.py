@@ -115,7 +115,9 @@ def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
      ("--epochs=10 --readout_l1_epochs=11", "--readout_l1_epochs must be at most --epochs"),
      ("--noise_free_epochs=5 --noise_free_learning_rate=nan", "--noise_free_learning_rate must be > 0"),
      ("--noise_free_learning_rate=0.001", "act on the --noise_free_epochs"),
-     ("--noise_free_sampling=varied", "act on the --noise_free_epochs")],
+     ("--noise_free_sampling=varied", "act on the --noise_free_epochs"),
+     ("--epochs=100 --restart_epoch=100", "--restart_epoch must be less than --epochs"),
+     ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts")],
 )
 def test_every_bad_flag_is_named(flag, fragment):
     """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""

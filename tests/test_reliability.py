@@ -173,3 +173,35 @@ def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot restore checkpoint" in result.stderr
     assert (checkpoint_dir / index).read_bytes() == b"not a checkpoint"
+
+
+RESTART_FLAGS = ["--lstm_size=4", "--epochs=4", "--eval_every=1", "--checkpoint_every=2", *QUICK]
+
+
+def test_a_run_not_learned_by_the_restart_epoch_starts_over_as_the_next_seed(tmp_path):
+    direct = run_train(RESTART_FLAGS + ["--run_name=direct", "--seed=1"], str(tmp_path))
+    assert direct.returncode == 0, direct.stderr
+    restarted = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--max_restarts=1"], str(tmp_path))
+    assert restarted.returncode == 0, restarted.stderr
+    # Two epochs of 4 units do not learn: seed 0 is given up at epoch 2; seed 1, the last try, trains on.
+    assert "seed 0 given up" in restarted.stdout and "no restart is left (--max_restarts=1)" in restarted.stdout
+    given_up = results(str(tmp_path / "r.seed0-not-learned"))
+    assert given_up["seed"] == 0 and given_up["epoch"] == 2 and given_up["test_error"] > 0
+    assert tf.train.latest_checkpoint(str(tmp_path / "r.seed0-not-learned" / "checkpoints")).endswith("ckpt-2")
+    assert [step for step, _ in held_out_series(str(tmp_path / "r.seed0-not-learned"))] == [1, 2]
+    assert_same_run(str(tmp_path / "r"), str(tmp_path / "direct"))  # as if started with --seed=1
+    assert results(str(tmp_path / "r"))["seed"] == 1
+    assert [r["seed"] for r in results(str(tmp_path / "r"))["restarts"]] == [0]
+
+    again = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--max_restarts=1"], str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "done: no epochs left to train" in again.stdout
+    assert "trained as --seed=1 after giving up seed 0 (" in again.stdout and "s of training in all" in again.stdout
+    assert sorted(os.listdir(tmp_path)) == ["direct", "r", "r.seed0-not-learned"]
+
+
+def test_a_run_within_the_restart_error_is_not_restarted(tmp_path):
+    result = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--restart_error=0.99"], str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "given up" not in result.stdout and sorted(os.listdir(tmp_path)) == ["r"]
+    assert results(str(tmp_path / "r"))["seed"] == 0 and results(str(tmp_path / "r"))["restarts"] == []
