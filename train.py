@@ -401,21 +401,21 @@ def train(settings: dict, may_restart: bool = False) -> dict:
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
 
-    def given_up_at(completed: int) -> dict | None:
+    def given_up_at(epoch: int) -> dict | None:
         """At --restart_epoch, if the run has not learned: checkpoints it and says why it stops."""
-        if completed != settings["restart_epoch"]:
+        if epoch != settings["restart_epoch"]:
             return None
         held_out_error = evaluate(trainer, test_examples)["error"]
         if held_out_error <= settings["restart_error"]:
             return None
         if not may_restart:
             progress.close()
-            print(f"epoch {completed}: held-out error {100 * held_out_error:.2f}% is above --restart_error, "
+            print(f"epoch {epoch}: held-out error {100 * held_out_error:.2f}% is above --restart_error, "
                   f"but no restart is left (--max_restarts={settings['max_restarts']}): training on")
             return None
-        checkpoint.save(completed)
+        checkpoint.save(epoch)
         writers.flush()
-        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": completed,
+        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": epoch,
                        "test_error": held_out_error, "seconds": round(time.perf_counter() - started, 2)}
         write_json_atomically(os.path.join(run_dir, "results.json"), not_learned)
         return not_learned
