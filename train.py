@@ -401,12 +401,9 @@ def train(settings: dict, may_restart: bool = False) -> dict:
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
 
-    def given_up_at(epoch: int) -> dict | None:
+    def given_up_at(epoch: int, held_out_error: float) -> dict | None:
         """At --restart_epoch, if the run has not learned: checkpoints it and says why it stops."""
-        if epoch != settings["restart_epoch"]:
-            return None
-        held_out_error = evaluate(trainer, test_examples)["error"]
-        if held_out_error <= settings["restart_error"]:
+        if epoch != settings["restart_epoch"] or held_out_error <= settings["restart_error"]:
             return None
         if not may_restart:
             progress.close()
@@ -421,7 +418,8 @@ def train(settings: dict, may_restart: bool = False) -> dict:
         return not_learned
 
     try:
-        if start_epoch and (not_learned := given_up_at(start_epoch)):
+        if 0 < start_epoch == settings["restart_epoch"] and (
+                not_learned := given_up_at(start_epoch, evaluate(trainer, test_examples)["error"])):
             return not_learned
         noisy_end = max(start_epoch, first_noise_free_epoch(settings))
         batches = data_generator.training_batches(
@@ -448,7 +446,7 @@ def train(settings: dict, may_restart: bool = False) -> dict:
                     f"{checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun")
             completed = epoch + 1
             set_epoch_schedule(trainer, completed, settings)
-            if completed % settings["eval_every"] == 0 or completed == epochs:
+            if completed % settings["eval_every"] == 0 or completed in (epochs, settings["restart_epoch"]):
                 train_metrics = evaluate(trainer, train_examples)
                 test_metrics = evaluate(trainer, test_examples)
                 write_scalars(writers.train, train_metrics, completed)
@@ -463,11 +461,11 @@ def train(settings: dict, may_restart: bool = False) -> dict:
                     "test_mse": test_metrics["mean_square_error"],
                     "time": f"{time.perf_counter() - started:.1f}s",
                 })
+                if not stop.requested and (not_learned := given_up_at(completed, test_metrics["error"])):
+                    return not_learned
             if settings["histogram_every"] and (completed % settings["histogram_every"] == 0 or completed == epochs):
                 _, gradients = trainer.gradients(*whole_training_set)
                 write_histograms(writers.train, model.trainable_variables, gradients, completed)
-            if not stop.requested and (not_learned := given_up_at(completed)):
-                return not_learned
             if completed % settings["checkpoint_every"] == 0 or completed == epochs or stop.requested:
                 checkpoint.save(completed)
                 writers.flush()
