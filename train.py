@@ -120,6 +120,9 @@ _RESTART_EPOCH = flags.DEFINE_integer(
 _RESTART_ERROR = flags.DEFINE_float(
     "restart_error", 0.0, "The held-out final-sum error (a share, in [0, 1)) a run may have at --restart_epoch.",
     lower_bound=0.0)
+_RESTART_MSE = flags.DEFINE_float(
+    "restart_mse", None, "If set: the held-out mean square error a run may have at --restart_epoch; above it the "
+    "run is given up too, even with no error. > 0.")
 _MAX_RESTARTS = flags.DEFINE_integer(
     "max_restarts", 3, "How many times --restart_epoch may start a run over; the last try trains to the end.",
     lower_bound=0, upper_bound=100)
@@ -173,6 +176,8 @@ flags.register_validator(
     message="--noise_free_learning_rate must be > 0 (and a float32), e.g. 0.00005")
 flags.register_validator(
     "restart_error", lambda v: 0.0 <= v < 1.0, message="--restart_error must be in [0, 1), e.g. 0.01 for 1%")
+flags.register_validator(
+    "restart_mse", lambda v: v is None or 0.0 < v < math.inf, message="--restart_mse must be > 0, e.g. 0.003")
 flags.register_validator("clip_norm", lambda v: v is None or v > 0.0, message="--clip_norm must be > 0")
 flags.register_validator(
     "forget_bias", lambda v: math.isfinite(v) and abs(v) <= 100, message="--forget_bias must be in [-100, 100]")
@@ -207,6 +212,12 @@ def _noise_free_settings_need_noise_free_epochs(values: dict) -> bool:
 @flags.multi_flags_validator(["restart_epoch", "epochs"], message="--restart_epoch must be less than --epochs")
 def _restart_within_epochs(values: dict) -> bool:
     return values["restart_epoch"] < values["epochs"]
+
+
+@flags.multi_flags_validator(
+    ["restart_mse", "restart_epoch"], message="--restart_mse acts at --restart_epoch; set that too")
+def _restart_mse_needs_restart_epoch(values: dict) -> bool:
+    return values["restart_mse"] is None or values["restart_epoch"] > 0
 
 
 @flags.multi_flags_validator(["readout_l1_epochs", "epochs"], message="--readout_l1_epochs must be at most --epochs")
@@ -335,12 +346,21 @@ def train_with_restarts(settings: dict) -> dict:
             return summary
         seed = settings["seed"]
         aside = move_aside(run_dir_of(settings), f"seed{seed}-not-learned")
-        print(f"epoch {summary['epoch']}: held-out error {100 * summary['test_error']:.2f}% is above "
-              f"--restart_error={100 * settings['restart_error']:.2f}%: seed {seed} given up (its run moved to "
-              f"{aside}); starting over as --seed={seed + 1}")
-        given_up = {name: summary[name] for name in ("seed", "epoch", "test_error", "seconds")}
+        print(f"epoch {summary['epoch']}: {summary['reason']}: seed {seed} given up (its run moved to {aside}); "
+              f"starting over as --seed={seed + 1}")
+        given_up = {name: summary[name] for name in ("seed", "epoch", "reason", "test_error", "test_mse", "seconds")}
         settings = {**settings, "seed": seed + 1, "fresh": False,
                     "restarts": [*settings["restarts"], {**given_up, "run_dir": aside}]}
+
+
+def not_learned_because(held_out: dict[str, float], settings: dict) -> str:
+    """Why a run with these held-out metrics at --restart_epoch has not learned; empty if it has."""
+    if held_out["error"] > settings["restart_error"]:
+        return (f"held-out error {100 * held_out['error']:.2f}% is above "
+                f"--restart_error={100 * settings['restart_error']:.2f}%")
+    if settings["restart_mse"] is not None and held_out["mean_square_error"] > settings["restart_mse"]:
+        return f"held-out mse {held_out['mean_square_error']:.3g} is above --restart_mse={settings['restart_mse']:g}"
+    return ""
 
 
 def evaluate(trainer: Trainer, examples: data_generator.Examples) -> dict[str, float]:
@@ -401,25 +421,29 @@ def train(settings: dict, may_restart: bool = False) -> dict:
     whole_training_set = [tf.constant(a) for a in
                           (train_examples.inputs, train_examples.running_sums, train_examples.lengths)]
 
-    def given_up_at(epoch: int, held_out_error: float) -> dict | None:
+    def given_up_at(epoch: int, held_out: dict[str, float]) -> dict | None:
         """At --restart_epoch, if the run has not learned: checkpoints it and says why it stops."""
-        if epoch != settings["restart_epoch"] or held_out_error <= settings["restart_error"]:
+        if epoch != settings["restart_epoch"]:
+            return None
+        reason = not_learned_because(held_out, settings)
+        if not reason:
             return None
         if not may_restart:
             progress.close()
-            print(f"epoch {epoch}: held-out error {100 * held_out_error:.2f}% is above --restart_error, "
-                  f"but no restart is left (--max_restarts={settings['max_restarts']}): training on")
+            print(f"epoch {epoch}: {reason}, but no restart is left (--max_restarts={settings['max_restarts']}): "
+                  "training on")
             return None
         checkpoint.save(epoch)
         writers.flush()
-        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": epoch,
-                       "test_error": held_out_error, "seconds": round(time.perf_counter() - started, 2)}
+        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": epoch, "reason": reason,
+                       "test_error": held_out["error"], "test_mse": held_out["mean_square_error"],
+                       "seconds": round(time.perf_counter() - started, 2)}
         write_json_atomically(os.path.join(run_dir, "results.json"), not_learned)
         return not_learned
 
     try:
         if 0 < start_epoch == settings["restart_epoch"] and (
-                not_learned := given_up_at(start_epoch, evaluate(trainer, test_examples)["error"])):
+                not_learned := given_up_at(start_epoch, evaluate(trainer, test_examples))):
             return not_learned
         noisy_end = max(start_epoch, first_noise_free_epoch(settings))
         batches = data_generator.training_batches(
@@ -461,7 +485,7 @@ def train(settings: dict, may_restart: bool = False) -> dict:
                     "test_mse": test_metrics["mean_square_error"],
                     "time": f"{time.perf_counter() - started:.1f}s",
                 })
-                if not stop.requested and (not_learned := given_up_at(completed, test_metrics["error"])):
+                if not stop.requested and (not_learned := given_up_at(completed, test_metrics)):
                     return not_learned
             if settings["histogram_every"] and (completed % settings["histogram_every"] == 0 or completed == epochs):
                 _, gradients = trainer.gradients(*whole_training_set)
@@ -530,6 +554,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def given_up_for(restart: dict) -> str:
+    """The held-out measure that gave a run up: its error, or its mse where the error was within bounds."""
+    if "--restart_mse" in restart.get("reason", ""):
+        return f"mse {restart['test_mse']:.3g}"
+    return f"{100 * restart['test_error']:.2f}%"
+
+
 def print_summary(summary: dict) -> None:
     test, train_metrics = summary["test"], summary["train"]
     resumed, epochs = summary["resumed_from_epoch"], summary["epochs"]
@@ -540,7 +571,7 @@ def print_summary(summary: dict) -> None:
     print(f"done: {trained} in {summary['seconds']:.1f}s")
     if summary["restarts"]:
         given_up = ", ".join(
-            f"seed {r['seed']} ({100 * r['test_error']:.2f}% at epoch {r['epoch']}, {r['seconds']:.0f}s)"
+            f"seed {r['seed']} ({given_up_for(r)} at epoch {r['epoch']}, {r['seconds']:.0f}s)"
             for r in summary["restarts"])
         in_all = summary["seconds"] + sum(r["seconds"] for r in summary["restarts"])
         print(f"  trained as --seed={summary['seed']} after giving up {given_up}; {in_all:.1f}s of training in all")

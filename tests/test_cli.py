@@ -117,7 +117,9 @@ def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
      ("--noise_free_learning_rate=0.001", "act on the --noise_free_epochs"),
      ("--noise_free_sampling=varied", "act on the --noise_free_epochs"),
      ("--epochs=100 --restart_epoch=100", "--restart_epoch must be less than --epochs"),
-     ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts")],
+     ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts"),
+     ("--restart_epoch=5 --restart_mse=0", "--restart_mse must be > 0"),
+     ("--restart_mse=0.003", "--restart_mse acts at --restart_epoch")],
 )
 def test_every_bad_flag_is_named(flag, fragment):
     """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""

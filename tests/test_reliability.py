@@ -200,8 +200,26 @@ def test_a_run_not_learned_by_the_restart_epoch_starts_over_as_the_next_seed(tmp
     assert sorted(os.listdir(tmp_path)) == ["direct", "r", "r.seed0-not-learned"]
 
 
-def test_a_run_within_the_restart_error_is_not_restarted(tmp_path):
-    result = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--restart_error=0.99"], str(tmp_path))
+def test_a_run_with_a_held_out_mse_above_restart_mse_starts_over_even_within_the_restart_error(tmp_path):
+    flags = RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--restart_error=0.99", "--restart_mse=0.01",
+                             "--max_restarts=1"]
+    result = run_train(flags, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    given_up = results(str(tmp_path / "r.seed0-not-learned"))
+    # The check reads the held-out evaluation of epoch 2, the one the test writer logged.
+    (_, logged_error), = [point for point in held_out_series(str(tmp_path / "r.seed0-not-learned"), "error")
+                          if point[0] == 2]
+    (_, logged_mse), = [point for point in held_out_series(str(tmp_path / "r.seed0-not-learned")) if point[0] == 2]
+    assert given_up["test_error"] == pytest.approx(logged_error, rel=1e-6) and logged_error <= 0.99
+    assert given_up["test_mse"] == pytest.approx(logged_mse, rel=1e-6) and logged_mse > 0.01
+    assert f"held-out mse {logged_mse:.3g} is above --restart_mse=0.01: seed 0 given up" in result.stdout
+    assert "no restart is left (--max_restarts=1)" in result.stdout
+    assert f"after giving up seed 0 (mse {logged_mse:.3g} at epoch 2, " in result.stdout
+
+
+def test_a_run_within_the_restart_error_and_mse_is_not_restarted(tmp_path):
+    result = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--restart_error=0.99",
+                                        "--restart_mse=1000"], str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "given up" not in result.stdout and sorted(os.listdir(tmp_path)) == ["r"]
     assert results(str(tmp_path / "r"))["seed"] == 0 and results(str(tmp_path / "r"))["restarts"] == []
