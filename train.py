@@ -348,19 +348,22 @@ def train_with_restarts(settings: dict) -> dict:
         aside = move_aside(run_dir_of(settings), f"seed{seed}-not-learned")
         print(f"epoch {summary['epoch']}: {summary['reason']}: seed {seed} given up (its run moved to {aside}); "
               f"starting over as --seed={seed + 1}")
-        given_up = {name: summary[name] for name in ("seed", "epoch", "reason", "test_error", "test_mse", "seconds")}
+        given_up = {name: summary[name] for name in
+                    ("seed", "epoch", "measured", "reason", "test_error", "test_mse", "seconds")}
         settings = {**settings, "seed": seed + 1, "fresh": False,
                     "restarts": [*settings["restarts"], {**given_up, "run_dir": aside}]}
 
 
-def not_learned_because(held_out: dict[str, float], settings: dict) -> str:
-    """Why a run with these held-out metrics at --restart_epoch has not learned; empty if it has."""
+def not_learned_because(held_out: dict[str, float], settings: dict) -> tuple[str, str] | None:
+    """If a run with these held-out metrics at --restart_epoch has not learned: the measure that says so
+    ("67.03%" or "mse 0.0046") and why, in a sentence; None if it has learned."""
     if held_out["error"] > settings["restart_error"]:
-        return (f"held-out error {100 * held_out['error']:.2f}% is above "
-                f"--restart_error={100 * settings['restart_error']:.2f}%")
+        error = f"{100 * held_out['error']:.2f}%"
+        return error, f"held-out error {error} is above --restart_error={100 * settings['restart_error']:.2f}%"
     if settings["restart_mse"] is not None and held_out["mean_square_error"] > settings["restart_mse"]:
-        return f"held-out mse {held_out['mean_square_error']:.3g} is above --restart_mse={settings['restart_mse']:g}"
-    return ""
+        mse = f"mse {held_out['mean_square_error']:.3g}"
+        return mse, f"held-out {mse} is above --restart_mse={settings['restart_mse']:g}"
+    return None
 
 
 def evaluate(trainer: Trainer, examples: data_generator.Examples) -> dict[str, float]:
@@ -425,9 +428,10 @@ def train(settings: dict, may_restart: bool = False) -> dict:
         """At --restart_epoch, if the run has not learned: checkpoints it and says why it stops."""
         if epoch != settings["restart_epoch"]:
             return None
-        reason = not_learned_because(held_out, settings)
-        if not reason:
+        because = not_learned_because(held_out, settings)
+        if because is None:
             return None
+        measured, reason = because
         if not may_restart:
             progress.close()
             print(f"epoch {epoch}: {reason}, but no restart is left (--max_restarts={settings['max_restarts']}): "
@@ -435,8 +439,8 @@ def train(settings: dict, may_restart: bool = False) -> dict:
             return None
         checkpoint.save(epoch)
         writers.flush()
-        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": epoch, "reason": reason,
-                       "test_error": held_out["error"], "test_mse": held_out["mean_square_error"],
+        not_learned = {"not_learned": True, "seed": settings["seed"], "epoch": epoch, "measured": measured,
+                       "reason": reason, "test_error": held_out["error"], "test_mse": held_out["mean_square_error"],
                        "seconds": round(time.perf_counter() - started, 2)}
         write_json_atomically(os.path.join(run_dir, "results.json"), not_learned)
         return not_learned
@@ -554,13 +558,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def given_up_for(restart: dict) -> str:
-    """The held-out measure that gave a run up: its error, or its mse where the error was within bounds."""
-    if "--restart_mse" in restart.get("reason", ""):
-        return f"mse {restart['test_mse']:.3g}"
-    return f"{100 * restart['test_error']:.2f}%"
-
-
 def print_summary(summary: dict) -> None:
     test, train_metrics = summary["test"], summary["train"]
     resumed, epochs = summary["resumed_from_epoch"], summary["epochs"]
@@ -571,7 +568,8 @@ def print_summary(summary: dict) -> None:
     print(f"done: {trained} in {summary['seconds']:.1f}s")
     if summary["restarts"]:
         given_up = ", ".join(
-            f"seed {r['seed']} ({given_up_for(r)} at epoch {r['epoch']}, {r['seconds']:.0f}s)"
+            f"seed {r['seed']} ({r.get('measured', format(r['test_error'], '.2%'))} at epoch {r['epoch']}, "
+            f"{r['seconds']:.0f}s)"
             for r in summary["restarts"])
         in_all = summary["seconds"] + sum(r["seconds"] for r in summary["restarts"])
         print(f"  trained as --seed={summary['seed']} after giving up {given_up}; {in_all:.1f}s of training in all")
