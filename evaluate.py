@@ -37,7 +37,8 @@ DEFAULT_PATTERNS = ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"]
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A SavedModel written by train.py.")
 _LENGTHS = flags.DEFINE_list("lengths", DEFAULT_LENGTHS, "Sequence lengths to evaluate, each in 1..100000.")
-_SEQUENCES = flags.DEFINE_integer("sequences", 1000, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
+_SEQUENCES = flags.DEFINE_integer(
+    "sequences", 1000, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
 _SAMPLE_DISTRIBUTION = flags.DEFINE_enum(
     "sample_distribution", "uniform", list(data_generator.SAMPLINGS),
     "uniform: every sequence of a length equally likely; varied: each sequence draws its own character "

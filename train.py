@@ -139,7 +139,8 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where the SavedModel goes
 _EVAL_EVERY = flags.DEFINE_integer(
     "eval_every", 10, "Evaluate, log and print every this many epochs.", lower_bound=1, upper_bound=10_000_000)
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
-    "checkpoint_every", 100, "Checkpoint every this many epochs (and at the end).", lower_bound=1, upper_bound=10_000_000)
+    "checkpoint_every", 100, "Checkpoint every this many epochs (and at the end).", lower_bound=1,
+    upper_bound=10_000_000)
 _HISTOGRAM_EVERY = flags.DEFINE_integer(
     "histogram_every", 100, "Histograms of every gate variable and its gradient every this many epochs; 0: never.",
     lower_bound=0, upper_bound=10_000_000)

@@ -259,7 +259,8 @@ def peak_memory(units: int, time_steps: int, batch: int) -> dict:
     report = {}
     for which in ("ours", "keras"):
         output = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), f"--memory_child={which}", f"--configs={units},{time_steps},{batch}"],
+            [sys.executable, os.path.abspath(__file__), f"--memory_child={which}",
+             f"--configs={units},{time_steps},{batch}"],
             check=True, capture_output=True, text=True).stdout
         report[which] = json.loads(output.strip().splitlines()[-1])
     return report

@@ -121,7 +121,8 @@ def gates_from_preactivations(
         units = preactivations.shape[-1] // 4
         half = tf.constant(0.5, preactivations.dtype)
         # Per column: 1/2 for the sigmoid gates (i, f, o), 1 for the candidate's tanh.
-        scale = tf.concat([tf.fill([2 * units], half), tf.ones([units], preactivations.dtype), tf.fill([units], half)], 0)
+        scale = tf.concat(
+            [tf.fill([2 * units], half), tf.ones([units], preactivations.dtype), tf.fill([units], half)], 0)
         activations = tf.tanh(preactivations * scale) * scale + (1.0 - scale)  # [batch, 4 * units]
         input_gate, forget_gate, candidate, output_gate = tf.split(activations, 4, axis=-1)
     else:
@@ -236,7 +237,8 @@ class LSTMCell(tf.Module):
                 weights = initializer(shape, weight_seed(seed, layer_index, gate_index), dtype)
                 bias_value = forget_bias if gate == "f" else 0.0
                 setattr(self, f"W_{gate}", tf.Variable(weights, name=f"W_{gate}"))
-                setattr(self, f"b_{gate}", tf.Variable(tf.fill([units], tf.constant(bias_value, dtype=dtype)), name=f"b_{gate}"))
+                bias = tf.fill([units], tf.constant(bias_value, dtype=dtype))
+                setattr(self, f"b_{gate}", tf.Variable(bias, name=f"b_{gate}"))
 
     def gate_variables(self) -> dict[str, tf.Variable]:
         """The eight variables by name: `{"W_f": ..., "b_f": ..., ...}`."""

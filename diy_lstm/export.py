@@ -17,9 +17,9 @@ Signatures (both return the same dict of dense tensors):
 
 Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
 the sequence, the character (with its code point, as TensorFlow prints non-ASCII bytes escaped) and
-its position from 1, e.g. `unknown character x (U+0078) at position 2 of sequences[0]`. Writing is atomic: the SavedModel is built in a
-temporary directory beside the target and then moved into place, so a failed export leaves the
-previous one loadable.
+its position from 1, e.g. `unknown character x (U+0078) at position 2 of sequences[0]`. Writing is
+atomic: the SavedModel is built in a temporary directory beside the target and then moved into place,
+so a failed export leaves the previous one loadable.
 """
 
 from __future__ import annotations

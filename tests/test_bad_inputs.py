@@ -22,7 +22,8 @@ def small_export(tmp_path_factory):
 
 def test_wrong_dtype_to_the_tensor_signature_names_the_dtype(small_export):
     signature = tf.saved_model.load(small_export).signatures["score_encoded"]
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="expected to be a float tensor but is a int32 tensor"):
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError),
+                       match="expected to be a float tensor but is a int32 tensor"):
         signature(inputs=tf.zeros([1, 4, 3], dtype=tf.int32))
 
 

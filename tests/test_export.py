@@ -55,7 +55,8 @@ def test_restored_in_a_process_without_this_project(exported, tmp_path):
         m = tf.saved_model.load({path!r})
         out = m.signatures["serving_default"](sequences=tf.constant({SEQUENCES!r}))
         enc = m.signatures["score_encoded"](inputs=tf.constant([[[1., 0., 0.], [0., 0., 1.], [0., 1., 0.]]]))
-        print(json.dumps({{k: v.numpy().tolist() for k, v in out.items()}} | {{"encoded": enc["final_prediction"].numpy().tolist()}}))
+        scores = {{k: v.numpy().tolist() for k, v in out.items()}}
+        print(json.dumps(scores | {{"encoded": enc["final_prediction"].numpy().tolist()}}))
     """)
     result = run_python(["-I", "-c", script], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -108,7 +109,8 @@ def test_bad_strings_fail_with_a_message_naming_them(exported, batch, pattern):
 def test_encoded_signature_rejects_wrong_feature_count(exported):
     _, path = exported
     signature = tf.saved_model.load(path).signatures["score_encoded"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"inputs must be \[batch, time >= 1, 3\], got shape\] \[1 4 5\]"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"inputs must be \[batch, time >= 1, 3\], got shape\] \[1 4 5\]"):
         signature(inputs=tf.zeros([1, 4, 5]))
 
 

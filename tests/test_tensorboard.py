@@ -63,7 +63,8 @@ def test_scalars_have_both_splits_and_every_evaluation_step(server):
     for size in SIZES:
         for split in ("train", "test"):
             for tag in ("error", "mean_square_error"):
-                points = get_json(server, "/data/plugin/scalars/scalars", run=f"sweep/lstm_size_{size}/{split}", tag=tag)
+                run = f"sweep/lstm_size_{size}/{split}"
+                points = get_json(server, "/data/plugin/scalars/scalars", run=run, tag=tag)
                 assert [step for _, step, _ in points] == [10, 20]
                 assert all(value >= 0 for _, _, value in points)
 
