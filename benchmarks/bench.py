@@ -1,7 +1,7 @@
 """Speed of the hand-built LSTM against tf.keras.layers.LSTM, measured in one process.
 
-    python benchmarks/bench.py                 # the full table (several minutes)
-    python benchmarks/bench.py --quick         # tiny sizes, a correctness run of the script
+    python -m benchmarks.bench                 # the full table (several minutes), from the repository root
+    python -m benchmarks.bench --quick         # tiny sizes, a correctness run of the script
 
 For each configuration both models get the same sizes, the same data, the same loss (squared error
 of the final step's prediction) and the same optimizer (our fused Adam), and each is one
@@ -25,14 +25,15 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from diy_lstm import quiet
+
+tf = quiet.import_tensorflow()
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import data_generator  # noqa: E402
+from counter_task import CounterData, CounterTask  # noqa: E402
 from diy_lstm import machine  # noqa: E402
 from diy_lstm.export import SequenceScorer, export  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
@@ -103,7 +104,8 @@ def ours_steps(units: int, options: dict):
     model = LSTMModel(ModelConfig(input_size=FEATURES, units=units), backprop=options["backprop"],
                       unroll=options["unroll"])
     optimizer = Adam(model.trainable_variables, learning_rate=0.001)
-    trainer = Trainer(model, optimizer, target="final", jit_compile=options["jit_compile"], full_length_batches=True,
+    task = CounterTask(CounterData(target="final"), batch_size=1)
+    trainer = Trainer(model, optimizer, task.loss, jit_compile=options["jit_compile"],
                       preactivation_noise=options["preactivation_noise"])
 
     def train_step(inputs, targets, lengths):
@@ -205,7 +207,8 @@ def scoring_throughput(repeats: int, batch: int = 1024, length: int = 6) -> floa
     """Raw strings per second through the exported SavedModel's serving signature."""
     model = LSTMModel(ModelConfig(input_size=FEATURES, units=24, readout="cell"))
     with tempfile.TemporaryDirectory() as directory:
-        path = export(SequenceScorer(model, data_generator.ENCODING), os.path.join(directory, "m"))
+        scorer = SequenceScorer(model, data_generator.ENCODING)
+        path = export(scorer, os.path.join(directory, "m"), scorer.signatures())
         signature = tf.saved_model.load(path).signatures["serving_default"]
         strings = tf.constant(data_generator.sample_sequences(length, batch, np.random.default_rng(0)))
         seconds = interleaved_medians({"score": lambda: signature(sequences=strings)["final_prediction"]},
@@ -214,7 +217,7 @@ def scoring_throughput(repeats: int, batch: int = 1024, length: int = 6) -> floa
 
 
 def default_training_run(quick: bool) -> dict:
-    """`python train.py --lstm_size=24` (the defaults): epochs and seconds to 0.0% held-out error."""
+    """`python train.py --lstm_size=24` (the defaults): epochs and seconds to 0.0% validation error."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as logdir:
         extra = ["--epochs=20"] if quick else []
@@ -225,7 +228,7 @@ def default_training_run(quick: bool) -> dict:
         with open(os.path.join(logdir, "bench", "results.json")) as f:
             results = json.load(f)
     return {"wall_seconds_with_startup": wall, "loop_seconds": results["seconds"],
-            "first_zero_test_error": results["first_zero_test_error"], "test_error": results["test"]["error"]}
+            "goal_reached": results["goal_reached"], "validation_error": results["metrics"]["validation"]["error"]}
 
 
 def peak_rss_mb() -> float:
@@ -259,9 +262,10 @@ def peak_memory(units: int, time_steps: int, batch: int) -> dict:
     report = {}
     for which in ("ours", "keras"):
         output = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), f"--memory_child={which}",
+            [sys.executable, "-m", "benchmarks.bench", f"--memory_child={which}",
              f"--configs={units},{time_steps},{batch}"],
-            check=True, capture_output=True, text=True).stdout
+            check=True, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ).stdout
         report[which] = json.loads(output.strip().splitlines()[-1])
     return report
 
@@ -302,9 +306,9 @@ def main(argv: list[str]) -> None:
     print(f"SavedModel scoring (raw strings, length 6): {extras['scoring_sequences_per_second']:,.0f} sequences/s")
     if _TRAINING_RUN.value:
         extras["default_training_run"] = run = default_training_run(_QUICK.value)
-        first = run["first_zero_test_error"]
+        first = run["goal_reached"]
         reached = f"epoch {first['epoch']}, {first['seconds']:.1f}s of training" if first else "not reached"
-        print(f"default train.py --lstm_size=24: 0.0% held-out error: {reached}; "
+        print(f"default train.py --lstm_size=24: 0.0% validation error: {reached}; "
               f"whole command {run['wall_seconds_with_startup']:.1f}s")
     if _MEMORY.value:
         extras["peak_memory_large"] = memory = peak_memory(*sizes["large"])

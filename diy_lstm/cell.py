@@ -24,6 +24,9 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
+# The gates in the order of the equations above: the variables are made (and seeded) in this order.
+GATES = ("f", "i", "c", "o")
+# The order of the fused columns (Keras's layout): every split and concatenation of the four gates.
 GATE_ORDER = ("i", "f", "c", "o")
 
 
@@ -56,6 +59,10 @@ class Gates(NamedTuple):
     output_gate: tf.Tensor
     cell: tf.Tensor
     hidden: tf.Tensor
+
+    @property
+    def state(self) -> LSTMState:
+        return LSTMState(self.hidden, self.cell)
 
 
 class RecurrentActivation(NamedTuple):
@@ -120,13 +127,13 @@ def gates_from_preactivations(
     if one_tanh and activation is RECURRENT_ACTIVATIONS["sigmoid"]:
         units = preactivations.shape[-1] // 4
         half = tf.constant(0.5, preactivations.dtype)
-        # Per column: 1/2 for the sigmoid gates (i, f, o), 1 for the candidate's tanh.
+        # Per column (GATE_ORDER i, f, c, o): 1/2 for the sigmoid gates, 1 for the candidate's tanh.
         scale = tf.concat(
             [tf.fill([2 * units], half), tf.ones([units], preactivations.dtype), tf.fill([units], half)], 0)
         activations = tf.tanh(preactivations * scale) * scale + (1.0 - scale)  # [batch, 4 * units]
         input_gate, forget_gate, candidate, output_gate = tf.split(activations, 4, axis=-1)
     else:
-        i, f, g, o = tf.split(preactivations, 4, axis=-1)
+        i, f, g, o = tf.split(preactivations, 4, axis=-1)  # GATE_ORDER
         input_gate = activation.function(i)
         forget_gate = activation.function(f)
         candidate = tf.tanh(g)
@@ -141,25 +148,36 @@ def lstm_step(
     state: LSTMState,
     weights: FusedWeights,
     activation: RecurrentActivation = RECURRENT_ACTIVATIONS["sigmoid"],
-) -> tuple[tf.Tensor, LSTMState]:
-    """One step of the equations in the module docstring.
+    preactivation_noise: tf.Tensor | None = None,
+    one_tanh: bool = False,
+) -> Gates:
+    """One step of the equations in the module docstring: the step every path runs (`LSTMCell`,
+    the time loop of `rnn.py`, the gate heat maps).
 
     Args:
       inputs: `x_t`, `[batch, input_size]`.
       state: `(h_{t-1}, c_{t-1})`, each `[batch, units]`.
       weights: the fused gate weights.
       activation: the recurrent activation σ.
+      preactivation_noise: optional `[batch, 4 * units]` added to the preactivations before the
+        nonlinearities (a training regulariser, see `model.gate_noise`).
+      one_tanh: see `gates_from_preactivations`.
 
     Returns:
-      `(h_t, LSTMState(h_t, c_t))`.
+      The gates and the new state, each `[batch, units]`; `gates.state` is `(h_t, c_t)`.
     """
     preactivations = (
-        tf.matmul(inputs, weights.kernel)
-        + tf.matmul(state.hidden, weights.recurrent_kernel)
-        + weights.bias
-    )
-    gates = gates_from_preactivations(preactivations, state.cell, activation)
-    return gates.hidden, LSTMState(gates.hidden, gates.cell)
+        tf.matmul(inputs, weights.kernel) + tf.matmul(state.hidden, weights.recurrent_kernel) + weights.bias
+    )  # [batch, 4 * units]
+    if preactivation_noise is not None:
+        preactivations += preactivation_noise
+    return gates_from_preactivations(preactivations, state.cell, activation, one_tanh)
+
+
+def zero_state(batch_size: int | tf.Tensor, units: int, dtype: tf.DType = tf.float32) -> LSTMState:
+    """`(h_0, c_0)` = zeros, each `[batch_size, units]`: the state every sequence starts from."""
+    zeros = tf.zeros(tf.stack([batch_size, units]), dtype=dtype)
+    return LSTMState(zeros, zeros)
 
 
 Initializer = Callable[[list, tf.Tensor, tf.DType], tf.Tensor]
@@ -233,7 +251,7 @@ class LSTMCell(tf.Module):
         initializer = initializer or truncated_normal_initializer()
         shape = [input_size + units, units]
         with self.name_scope:
-            for gate_index, gate in enumerate(("f", "i", "c", "o")):
+            for gate_index, gate in enumerate(GATES):
                 weights = initializer(shape, weight_seed(seed, layer_index, gate_index), dtype)
                 bias_value = forget_bias if gate == "f" else 0.0
                 setattr(self, f"W_{gate}", tf.Variable(weights, name=f"W_{gate}"))
@@ -242,7 +260,7 @@ class LSTMCell(tf.Module):
 
     def gate_variables(self) -> dict[str, tf.Variable]:
         """The eight variables by name: `{"W_f": ..., "b_f": ..., ...}`."""
-        return {name: getattr(self, name) for gate in ("f", "i", "c", "o") for name in (f"W_{gate}", f"b_{gate}")}
+        return {name: getattr(self, name) for gate in GATES for name in (f"W_{gate}", f"b_{gate}")}
 
     def fused_weights(self) -> FusedWeights:
         """The gate variables side by side in `GATE_ORDER`, rows split into input and recurrent parts."""
@@ -250,11 +268,11 @@ class LSTMCell(tf.Module):
         bias = tf.concat([getattr(self, f"b_{gate}") for gate in GATE_ORDER], axis=0)
         return FusedWeights(stacked[: self.input_size], stacked[self.input_size :], bias)
 
-    def zero_state(self, batch_size: int | tf.Tensor, dtype: tf.DType = tf.float32) -> LSTMState:
-        zeros = tf.zeros([batch_size, self.units], dtype=dtype)
-        return LSTMState(zeros, zeros)
+    def zero_state(self, batch_size: int | tf.Tensor) -> LSTMState:
+        return zero_state(batch_size, self.units, self.W_f.dtype)
 
     def __call__(self, inputs: tf.Tensor, state: LSTMState) -> tuple[tf.Tensor, LSTMState]:
-        """One step: `inputs` `[batch, input_size]`, `state` each `[batch, units]`."""
-        return lstm_step(inputs, state, self.fused_weights(), self.activation)
+        """One step: `inputs` `[batch, input_size]`, `state` each `[batch, units]`; returns `(h_t, (h_t, c_t))`."""
+        gates = lstm_step(inputs, state, self.fused_weights(), self.activation)
+        return gates.hidden, gates.state
 

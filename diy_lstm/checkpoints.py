@@ -1,7 +1,7 @@
 """Checkpoints of a training run, and resuming from them.
 
-A run directory holds `config.json` (the settings that shape the variables and the data) and
-`checkpoints/` (a `tf.train.CheckpointManager`). A checkpoint holds the model, the optimizer (its
+A run directory holds `config.json` (the run's settings, see `config.py`) and `checkpoints/` (a
+`tf.train.CheckpointManager`). A checkpoint holds the model, the optimizer (its
 moments, step count and learning rate) and the number of completed epochs. Everything random in
 training is derived from `(seed, epoch)`, so nothing else is needed to resume exactly.
 """
@@ -14,12 +14,11 @@ from typing import Mapping
 
 import tensorflow as tf
 
-CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
 class ConfigMismatchError(ValueError):
-    """The run directory was started with different settings than the ones given now."""
+    """The run directory cannot be resumed as asked (other settings, a damaged checkpoint or config)."""
 
 
 class RunCheckpoint:
@@ -34,9 +33,17 @@ class RunCheckpoint:
     def __init__(self, run_dir: str, model: tf.Module, optimizer: tf.Module, max_to_keep: int = 3):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(run_dir, CHECKPOINT_DIR), max_to_keep=max_to_keep
-        )
+        self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
+        index = os.path.join(self.directory, "checkpoint")
+        try:
+            self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
+        except Exception as error:  # the index file is text protobuf; damage shows as a parse error
+            raise ConfigMismatchError(f"cannot restore checkpoint: {index} is damaged ({_first_line(error)})") from None
+        saved = [name for name in os.listdir(self.directory) if name.startswith("ckpt-")] if os.path.isdir(
+            self.directory) else []
+        if self.manager.latest_checkpoint is None and saved:
+            raise ConfigMismatchError(f"cannot restore checkpoint: {index} names no checkpoint, but "
+                                      f"{self.directory} holds {sorted(saved)[0]}; nothing was overwritten")
 
     @property
     def latest(self) -> str | None:
@@ -48,9 +55,8 @@ class RunCheckpoint:
             return 0
         try:
             self.checkpoint.restore(self.latest).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise ConfigMismatchError(f"cannot restore checkpoint {self.latest}: {first_line}") from None
+        except Exception as error:  # a damaged file fails in many ways (OpError, IndexError, ...)
+            raise ConfigMismatchError(f"cannot restore checkpoint {self.latest}: {_first_line(error)}") from None
         return int(self.epoch.numpy())
 
     def save(self, completed_epochs: int) -> str:
@@ -58,27 +64,26 @@ class RunCheckpoint:
         return self.manager.save(checkpoint_number=completed_epochs)
 
 
-def read_config(run_dir: str) -> dict | None:
-    """The `config.json` of `run_dir`, or None if it has none."""
-    path = os.path.join(run_dir, CONFIG_FILE)
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_json(path: str, what: str | None = None) -> dict | None:
+    """The JSON object in `path`, or None if there is no such file. If `what` is given, a file that
+    is not a JSON object raises `ConfigMismatchError` naming `what`; otherwise it reads as None."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def check_or_write_config(run_dir: str, config: Mapping, keys_that_must_match: tuple[str, ...]) -> None:
-    """Writes `config.json` for a new run; for an existing run, checks that the settings in
-    `keys_that_must_match` are unchanged, and raises `ConfigMismatchError` naming them if not."""
-    saved = read_config(run_dir)
-    if saved is not None:
-        changed = [k for k in keys_that_must_match if k in saved and saved[k] != config.get(k)]
-        if changed:
-            details = ", ".join(f"--{k}={saved[k]} (now {config.get(k)})" for k in changed)
-            raise ConfigMismatchError(f"{run_dir} was started with {details}")
-        return
-    os.makedirs(run_dir, exist_ok=True)
-    write_json_atomically(os.path.join(run_dir, CONFIG_FILE), config)
+    try:
+        with open(path) as f:
+            values = json.load(f)
+        if not isinstance(values, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        if what is None:
+            return None
+        raise ConfigMismatchError(f"cannot read {what} {path}: {error}") from None
+    return values
 
 
 def write_json_atomically(path: str, data: Mapping) -> None:

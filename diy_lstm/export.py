@@ -19,7 +19,8 @@ Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR
 the sequence, the character (with its code point, as TensorFlow prints non-ASCII bytes escaped) and
 its position from 1, e.g. `unknown character x (U+0078) at position 2 of sequences[0]`. Writing is
 atomic: the SavedModel is built in a temporary directory beside the target and then moved into place,
-so a failed export leaves the previous one loadable.
+so a failed export leaves the previous one loadable. It replaces only an earlier export of ours
+(recognised by the `format` of its metadata) or an empty directory: anything else is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 
 METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
+METADATA_FORMAT = "diy_lstm SavedModel"  # marks an export of ours: the only kind `export` replaces
 ERROR_PREFIX = "bad sequence: "
 _HEX_DIGITS = "0123456789ABCDEF"
 
@@ -143,31 +145,65 @@ class SequenceScorer(tf.Module):
         }
 
 
-def export(scorer: SequenceScorer, export_dir: str, metadata: Mapping | None = None) -> str:
-    """Writes `scorer` as a SavedModel at `export_dir`, replacing any earlier export only once the
-    new one is complete. `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`.
-    Returns `export_dir`."""
+    def signatures(self) -> dict:
+        """The SavedModel's signatures: `serving_default` (raw strings) and `score_encoded`."""
+        return {"serving_default": self.score_strings.get_concrete_function(),
+                "score_encoded": self.score_encoded.get_concrete_function()}
+
+
+class ExportDirError(ValueError):
+    """An export directory that holds something other than an export of ours; nothing was touched."""
+
+
+def check_export_dir(export_dir: str, run_dir: str | None = None) -> None:
+    """Raises `ExportDirError` unless `export` may write to `export_dir`: a new or empty directory,
+    or an earlier export of ours (recognised by its metadata), never the run directory or one that
+    holds it."""
     export_dir = os.path.abspath(export_dir)
+    if run_dir is not None:
+        run_dir = os.path.abspath(run_dir)
+        if os.path.commonpath([export_dir, run_dir]) == export_dir:
+            raise ExportDirError(f"--export_dir={export_dir} is or holds the run directory {run_dir}; "
+                                 "choose a directory of its own")
+    if not os.path.exists(export_dir) and not os.path.exists(_previous_path(export_dir)):
+        return
+    if not os.path.isdir(export_dir) and os.path.exists(export_dir):
+        raise ExportDirError(f"--export_dir={export_dir} is a file; choose a new or empty directory")
+    for candidate in (export_dir, _previous_path(export_dir)):
+        if os.path.isdir(candidate) and os.listdir(candidate) and _our_metadata(candidate) is None:
+            raise ExportDirError(f"--export_dir={candidate} holds files that are not a diy_lstm SavedModel; "
+                                 "refusing to replace them: choose a new or empty directory")
+
+
+def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None) -> str:
+    """Writes `module` with `signatures` as a SavedModel at `export_dir`, replacing an earlier export
+    of ours only once the new one is complete (see `check_export_dir` for what it will not replace).
+    `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`. Returns `export_dir`."""
+    export_dir = os.path.abspath(export_dir)
+    check_export_dir(export_dir)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     _recover_interrupted_swap(export_dir)
     staging = tempfile.mkdtemp(prefix=os.path.basename(export_dir) + ".tmp-", dir=parent)
     try:
-        tf.saved_model.save(
-            scorer,
-            staging,
-            signatures={
-                "serving_default": scorer.score_strings.get_concrete_function(),
-                "score_encoded": scorer.score_encoded.get_concrete_function(),
-            },
-        )
+        tf.saved_model.save(module, staging, signatures=dict(signatures))
         os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump(dict(metadata or {}), f, indent=2, sort_keys=True)
+            json.dump({"format": METADATA_FORMAT, **dict(metadata or {})}, f, indent=2, sort_keys=True)
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
         _move_into_place(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return export_dir
+
+
+def _our_metadata(export_dir: str) -> dict | None:
+    """The metadata of an export of ours at `export_dir`, or None if it is not one."""
+    try:
+        metadata = load_metadata(export_dir)
+    except (OSError, ValueError):
+        return None
+    return metadata if metadata.get("format") == METADATA_FORMAT else None
 
 
 def _previous_path(export_dir: str) -> str:
@@ -192,12 +228,13 @@ def _recover_interrupted_swap(export_dir: str) -> None:
 
 
 def load_metadata(export_dir: str) -> dict:
-    """The metadata written by `export`, or {} if there is none."""
+    """The metadata written by `export`, or {} if there is none (or it is not a JSON object)."""
     path = os.path.join(export_dir, METADATA_FILE)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        metadata = json.load(f)
+    return metadata if isinstance(metadata, dict) else {}
 
 
 class LoadError(Exception):

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, LSTMState, weight_seed
+from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, weight_seed
 from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, dense_over_time, lstm_over_time, scan_lstm
 
 READOUTS = ("hidden", "cell")
@@ -187,12 +187,11 @@ class LSTMModel(tf.Module):
     def gates(self, inputs: tf.Tensor) -> list[Gates]:
         """Every layer's gate activations and states at every step, each `[batch, time, units]`."""
         layer_inputs = tf.transpose(tf.convert_to_tensor(inputs, dtype=self.dtype), [1, 0, 2])
-        batch_size = tf.shape(layer_inputs)[1]
         per_layer = []
         for layer in self.layers:
-            zeros = tf.zeros(tf.stack([batch_size, layer.units]), dtype=self.dtype)
             sequences, records = scan_lstm(
-                layer_inputs, layer.fused_weights(), LSTMState(zeros, zeros), layer.activation, record=True)
+                layer_inputs, layer.fused_weights(), layer.zero_state(tf.shape(layer_inputs)[1]), layer.activation,
+                record=True)
             gate_names = ("input_gate", "forget_gate", "candidate", "output_gate")
             time_major = [records[name].stack() for name in gate_names] + [sequences.cell, sequences.hidden]
             batch_major = [tf.transpose(t, [1, 0, 2]) for t in time_major]

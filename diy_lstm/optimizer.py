@@ -8,9 +8,6 @@ For each variable θ with gradient g, at step t = 1, 2, ...:
 (the form of TF1's `AdamOptimizer`, which the reference notebook used). Each update is one fused
 `ResourceApplyAdam` kernel per variable. The moments, the step count and the learning rate are
 variables, so a checkpoint of this module resumes training exactly.
-
-`soft_threshold` is the proximal step of an L1 penalty λ‖θ‖₁, applied after an update and kept out of
-Adam's moments (as AdamW keeps weight decay out): weights within α λ of 0 become exactly 0.
 """
 
 from __future__ import annotations
@@ -86,10 +83,3 @@ class Adam(tf.Module):
             )
         self.iterations.assign_add(1)
 
-
-def soft_threshold(variable: tf.Variable, threshold: tf.Tensor | float) -> None:
-    """θ ← sign(θ) · max(|θ| - threshold, 0), in place: every weight moves `threshold` towards 0 and
-    stops there. After a gradient step of size α this is the proximal step of the penalty
-    (threshold / α) · ‖θ‖₁, which, unlike the penalty's gradient, leaves weights at exactly 0."""
-    threshold = tf.cast(threshold, variable.dtype)
-    variable.assign(tf.sign(variable) * tf.maximum(tf.abs(variable) - threshold, tf.zeros_like(variable)))

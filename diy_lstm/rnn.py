@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, gates_from_preactivations, tanh_backward
+from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, lstm_step, tanh_backward, zero_state
 
 BACKPROP_MODES = ("bptt", "autodiff")
 
@@ -193,21 +193,16 @@ def scan_lstm(
         output_dtypes.update({name: dtype for name in RECORDED})
 
     def step(step_inputs, state):
-        hidden, cell = state
-        preactivations = (
-            tf.matmul(step_inputs["x"], weights.kernel) + tf.matmul(hidden, weights.recurrent_kernel) + weights.bias
-        )  # [batch, 4 * units]
-        if "noise" in step_inputs:
-            preactivations += step_inputs["noise"]
-        gates = gates_from_preactivations(preactivations, cell, activation, options.one_tanh)
+        previous = LSTMState(*state)
+        gates = lstm_step(step_inputs["x"], previous, weights, activation, step_inputs.get("noise"), options.one_tanh)
         outputs = {"hidden": gates.hidden, "cell": gates.cell}
         if record:
             outputs.update(
                 input_gate=gates.input_gate, forget_gate=gates.forget_gate, candidate=gates.candidate,
-                output_gate=gates.output_gate, tanh_cell=tf.tanh(gates.cell), previous_cell=cell,
-                previous_hidden=hidden,
+                output_gate=gates.output_gate, tanh_cell=tf.tanh(gates.cell), previous_cell=previous.cell,
+                previous_hidden=previous.hidden,
             )
-        return (gates.hidden, gates.cell), {name: outputs[name] for name in output_dtypes}
+        return tuple(gates.state), {name: outputs[name] for name in output_dtypes}
 
     static_steps = inputs.shape[0]
     per_step = {"x": inputs} if preactivation_noise is None else {"x": inputs, "noise": preactivation_noise}
@@ -344,10 +339,8 @@ def lstm_over_time(
     """
     if backprop not in BACKPROP_MODES:
         raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
-    units = weights.recurrent_kernel.shape[0]
     if initial_state is None:
-        zeros = tf.zeros(tf.stack([tf.shape(inputs)[1], units]), dtype=inputs.dtype)
-        initial_state = LSTMState(zeros, zeros)
+        initial_state = zero_state(tf.shape(inputs)[1], weights.recurrent_kernel.shape[0], inputs.dtype)
     if backprop == "bptt":
         return bptt_scan_lstm(inputs, weights, initial_state, activation, options, preactivation_noise)
     sequences, _ = scan_lstm(inputs, weights, initial_state, activation, options, False, preactivation_noise)

@@ -1,18 +1,20 @@
 """Score sequences with an exported SavedModel.
 
-    python -m diy_lstm.score --model_dir=logs/RUN/saved_model "+-I0" "++0"
+    python -m diy_lstm.score --model_dir=logs/RUN/saved_model "+-I0" "++0" -I--
     printf '+-I0\\n++0\\n' | python -m diy_lstm.score --model_dir=logs/RUN/saved_model
+    python -m diy_lstm.score --model_dir=M --reference=data_generator:final_sum "+-I0"
 
-Prints one line per sequence: the sequence, the model's final prediction, its rounding, and, when
-the export names a reference function (train.py names `data_generator:final_sum`), the true value
-and whether the rounded prediction matches it. Any error (a bad character, a missing or broken
-model) is one line on stderr and a non-zero exit status.
+Prints one line per sequence: the sequence, the model's final prediction and its rounding; with
+`--reference=module:function` (code the user names, imported from the current directory), also the
+true value and whether the rounded prediction matches it. A model never chooses code to run.
+Only `--name[=value]` arguments are flags; every other argument is a sequence, so `-I--` is scored
+(`--` ends the flags, too). Any error (a bad character, a missing or broken model) is one line on
+stderr and a non-zero exit status: 2 for bad input, 3 for a model that cannot be loaded.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import sys
 from typing import Callable
@@ -21,14 +23,11 @@ from absl import app, flags
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a SavedModel written by train.py.")
 _REFERENCE = flags.DEFINE_string(
-    "reference",
-    None,
-    "'module:function' giving the true value of a sequence; defaults to the one the export names; "
-    "'none' to leave it out.",
-)
+    "reference", None, "'module:function' giving the true value of a sequence, e.g. data_generator:final_sum.")
 
 EXIT_BAD_INPUT = 2
 EXIT_BAD_MODEL = 3
+_FLAG = re.compile(r"^--[A-Za-z_]\w*(=|$)")
 
 
 class ScoreError(Exception):
@@ -40,15 +39,18 @@ class ScoreError(Exception):
 
 
 def resolve_reference(spec: str | None) -> Callable[[str], float] | None:
-    """Imports `module:function`, or returns None for None / 'none' / an unimportable module."""
-    if not spec or spec.lower() == "none":
+    """Imports the `module:function` the user named with --reference (None: no true values)."""
+    if not spec:
         return None
     module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise ScoreError(f"--reference={spec} must be module:function, e.g. data_generator:final_sum", EXIT_BAD_INPUT)
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, "")  # `python -m` puts the current directory first; a console script does not
     try:
         return getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as error:
-        print(f"note: no true values shown: cannot import {spec} ({error})", file=sys.stderr)
-        return None
+        raise ScoreError(f"--reference={spec}: cannot import it ({error})", EXIT_BAD_INPUT) from None
 
 
 _ASSERTION = re.compile(r"assertion failed: \[(.*?)\]\s*\n", re.DOTALL)
@@ -81,15 +83,16 @@ def explain_model_error(message: str, sequences: list[str]) -> str:
 
 def score(sequences: list[str], model_dir: str, reference_spec: str | None = None) -> list[dict]:
     """Scores `sequences`; returns one dict per sequence (sequence, prediction, rounded, true?)."""
-    import tensorflow as tf
+    from diy_lstm import quiet
 
+    tf = quiet.import_tensorflow()
     from diy_lstm.export import LoadError, load_serving_signature
 
+    reference = resolve_reference(reference_spec)
     try:
-        _, signature, metadata = load_serving_signature(model_dir)
+        _, signature, _ = load_serving_signature(model_dir)
     except LoadError as error:
         raise ScoreError(str(error), EXIT_BAD_MODEL) from None
-    reference = resolve_reference(reference_spec if reference_spec is not None else metadata.get("reference_function"))
     try:
         outputs = signature(sequences=tf.constant(sequences, dtype=tf.string))
     except tf.errors.InvalidArgumentError as error:
@@ -120,20 +123,50 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def read_lines(stream) -> list[str]:
+    """The lines of a binary stream as text; invalid UTF-8 is a `ScoreError` naming the line and byte."""
+    lines = []
+    for number, raw in enumerate(stream, start=1):
+        raw = raw.rstrip(b"\r\n")
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ScoreError(f"invalid UTF-8 byte 0x{raw[error.start]:02X} at byte {error.start + 1} of line "
+                             f"{number}", EXIT_BAD_INPUT) from None
+    return lines
+
+
+def split_flags(argv: list[str]) -> list[str]:
+    """absl's flags parser, with every argument that is not `--name[=value]` taken as a sequence."""
+    flag_args, sequences = [], []
+    for index, argument in enumerate(argv[1:], start=1):
+        if argument == "--":
+            sequences += argv[index + 1:]
+            break
+        (flag_args if _FLAG.match(argument) or argument in ("-h", "-help", "-?") else sequences).append(argument)
+    try:
+        return [argv[0], *flags.FLAGS([argv[0], *flag_args])[1:], *sequences]
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def main(argv: list[str]) -> int:
-    sequences = argv[1:] or [line.rstrip("\r\n") for line in sys.stdin]
     if _MODEL_DIR.value is None:
         print("error: --model_dir is required: the directory of a SavedModel written by train.py", file=sys.stderr)
-        return EXIT_BAD_MODEL
+        return EXIT_BAD_INPUT
     try:
+        sequences = argv[1:] or read_lines(sys.stdin.buffer)
         rows = score(sequences, _MODEL_DIR.value, _REFERENCE.value)
     except ScoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    print(format_rows(rows))
+    try:
+        print(format_rows(rows), flush=True)
+    except BrokenPipeError:  # e.g. `| head -1`: the reader has what it wanted
+        sys.stdout = None
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=split_flags)

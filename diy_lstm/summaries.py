@@ -1,4 +1,4 @@
-"""TensorBoard output of a run: `<run_dir>/train` and `<run_dir>/test` event files.
+"""TensorBoard output of a run: one event directory per split (`<run_dir>/train`, `<run_dir>/validation`).
 
 Scalars (`error`, `mean_square_error`, ...), histograms of every gate variable and its gradient,
 heat maps of the gates over example sequences, the traced graph, and the run's hyperparameters.
@@ -22,24 +22,26 @@ _FLUSH_MILLIS = 10**9
 
 
 class RunWriters:
-    """The `train` and `test` summary writers of one run directory."""
+    """One summary writer per split of a run directory: `writers["train"]`, `writers["validation"]`."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, splits: tuple[str, ...]):
         self.run_dir = run_dir
-        self.train = tf.summary.create_file_writer(
-            os.path.join(run_dir, "train"), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS
-        )
-        self.test = tf.summary.create_file_writer(
-            os.path.join(run_dir, "test"), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS
-        )
+        self._writers = {
+            split: tf.summary.create_file_writer(
+                os.path.join(run_dir, split), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS)
+            for split in splits
+        }
+
+    def __getitem__(self, split: str):
+        return self._writers[split]
 
     def flush(self) -> None:
-        self.train.flush()
-        self.test.flush()
+        for writer in self._writers.values():
+            writer.flush()
 
     def close(self) -> None:
-        self.train.close()
-        self.test.close()
+        for writer in self._writers.values():
+            writer.close()
 
 
 def write_scalars(writer, values: Mapping[str, float], step: int) -> None:
@@ -117,7 +119,7 @@ def write_gate_images(writer, model, examples: Mapping[str, np.ndarray], step: i
 
 def write_hparams(run_dir: str, hparams: Mapping[str, object], trial_id: str) -> None:
     """Logs the run's hyperparameters for TensorBoard's HParams tab (the metrics come from the
-    `train` and `test` scalars of the same run directory)."""
+    per-split scalars of the same run directory)."""
     from tensorboard.plugins.hparams import api as hp
 
     writer = tf.summary.create_file_writer(run_dir)

@@ -1,26 +1,30 @@
-"""Shared fixtures: the project root on sys.path, subprocess helpers, and one short training run."""
+"""Shared fixtures: subprocess helpers, in-process runs of the counter task, one short training run."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from counter_task import CounterData, CounterTask
+from diy_lstm import run
+from diy_lstm.config import RunConfig, RunSettings, TrainingConfig
+from diy_lstm.model import ModelConfig
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
 def run_python(args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict | None = None,
-               stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Runs `python ARGS` and returns the finished process (text stdout/stderr)."""
+               stdin: str | bytes | None = None) -> subprocess.CompletedProcess:
+    """Runs `python ARGS` and returns the finished process (text stdout/stderr unless stdin is bytes)."""
     full_env = {**os.environ, **QUIET_TF, **(env or {})}
+    text = not isinstance(stdin, bytes)
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, input=stdin
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=text, timeout=timeout, input=stdin
     )
 
 
@@ -28,17 +32,34 @@ def run_train(flags: list[str], logdir: str, timeout: float = 300) -> subprocess
     return run_python([os.path.join(ROOT, "train.py"), f"--logdir={logdir}", *flags], timeout=timeout)
 
 
+def counter_settings(logdir: str, run_name: str, units: int = 8, data: CounterData = CounterData(),
+                     run_options: dict | None = None, readout: str = "cell", **training) -> RunSettings:
+    """Settings of an in-process counter run: train.py's defaults, small, quiet (no images or histograms)."""
+    training = {"epochs": 40, "preactivation_noise": 1.0, "jit_compile": "false", **training}
+    run_config = RunConfig(**{"logdir": logdir, "run_name": run_name, "image_every": 0, "histogram_every": 0,
+                              **(run_options or {})})
+    model = ModelConfig(input_size=3, units=units, readout=readout, seed=training.get("seed", 0))
+    return RunSettings(CounterTask.name, model, data, TrainingConfig(**training), run_config)
+
+
+def train_counter(settings: RunSettings, **kwargs) -> run.RunResult:
+    """`run.train` (or `run.train_once` with kwargs) of the counter task, in this process."""
+    task = CounterTask(settings.data, settings.training.batch_size)
+    return run.train_once(settings, task, **kwargs) if kwargs else run.train(settings, task)
+
+
+def with_training(settings: RunSettings, **changes) -> RunSettings:
+    return dataclasses.replace(settings, training=dataclasses.replace(settings.training, **changes))
+
+
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory):
-    """A 40-epoch run (lstm_size 8): its run dir, SavedModel and printed output."""
+    """A 40-epoch in-process run (lstm_size 8): its result, run dir and SavedModel."""
     logdir = str(tmp_path_factory.mktemp("logs"))
-    result = run_train(
-        ["--lstm_size=8", "--epochs=40", "--eval_every=10", "--run_name=short", "--checkpoint_every=20"], logdir
-    )
-    assert result.returncode == 0, result.stderr
-    run_dir = os.path.join(logdir, "short")
-    return {"logdir": logdir, "run_dir": run_dir, "export_dir": os.path.join(run_dir, "saved_model"),
-            "stdout": result.stdout}
+    settings = counter_settings(logdir, "short", run_options={"checkpoint_every": 20})
+    result = train_counter(settings)
+    assert result.outcome == run.COMPLETED
+    return {"logdir": logdir, "run_dir": result.run_dir, "export_dir": result.export_dir, "result": result}
 
 
 _MEASURED: dict[str, float] = {}

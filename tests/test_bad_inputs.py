@@ -15,8 +15,8 @@ from diy_lstm.model import LSTMModel, ModelConfig
 @pytest.fixture(scope="module")
 def small_export(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("bad_inputs") / "saved_model")
-    export(SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), dg.ENCODING), path,
-           {"reference_function": "data_generator:final_sum"})
+    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), dg.ENCODING)
+    export(scorer, path, scorer.signatures())
     return path
 
 
@@ -52,7 +52,22 @@ def test_directory_without_saved_model(tmp_path):
 
 def test_missing_model_dir_flag():
     result = run_python(["-m", "diy_lstm.score", "++"])
-    assert result.returncode == 3 and "--model_dir is required" in result.stderr
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: --model_dir is required: the directory of a SavedModel written by train.py"]
+
+
+def test_a_model_never_chooses_code_to_run(small_export, tmp_path):
+    """Metadata naming a Python function (here one that would delete ./0) is data: the scorer calls
+    only what the user names with --reference."""
+    hostile = tmp_path / "hostile"
+    shutil.copytree(small_export, hostile)
+    (hostile / "assets.extra" / "diy_lstm.json").write_text(json.dumps({"reference_function": "shutil:rmtree"}))
+    victim = tmp_path / "work"
+    (victim / "0").mkdir(parents=True)
+    result = run_python(["-m", "diy_lstm.score", f"--model_dir={hostile}", "0"], cwd=str(victim))
+    assert result.returncode == 0, result.stderr
+    assert (victim / "0").is_dir()
+    assert result.stdout.splitlines()[0].split() == ["sequence", "prediction", "rounded"]  # no true values
 
 
 def test_long_sequence_scores_in_bounded_memory(small_export):

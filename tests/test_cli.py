@@ -4,10 +4,12 @@ import glob
 import os
 
 import pytest
+from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from conftest import ROOT, run_python, run_train
+from diy_lstm.config import ConfigError
 
 
 def load_events(directory):
@@ -21,129 +23,153 @@ def scalar_series(accumulator, tag):
     return [(event.step, float(tensor_util.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
 
 
-def test_progress_lines_and_summary(short_run):
-    lines = short_run["stdout"].splitlines()
-    assert [l.split()[1] for l in lines if l.startswith("epoch")] == ["10/40", "20/40", "30/40", "40/40"]
-    assert any("held-out: error" in line for line in lines)
-    assert any(line.strip() == f"SavedModel: {short_run['export_dir']}" for line in lines)
+@pytest.mark.slow
+def test_train_command_prints_only_its_own_lines(tmp_path):
+    result = run_train(["--lstm_size=8", "--epochs=20", "--run_name=r", "--image_every=0"], str(tmp_path))
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # no TensorFlow start-up lines
+    lines = result.stdout.splitlines()
+    assert lines[0] == (f"run {tmp_path}/r: 1024 training / 3072 validation sequences, lengths 6..6, "
+                        "lstm_size 8, epochs 1..20")
+    assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["10/20", "20/20"]
+    assert lines[3] == "done: 20 epochs in " + lines[3].split(" in ")[1]
+    assert lines[4].startswith("  validation: error ") and lines[5].startswith("  training: error ")
+    assert lines[-1] == f"  SavedModel: {tmp_path}/r/saved_model"
 
 
-def test_event_files_hold_the_four_series_and_the_graph(short_run):
-    for split in ("train", "test"):
+def test_event_files_hold_the_metrics_of_both_splits_and_the_graph(short_run):
+    for split in ("train", "validation"):
         accumulator = load_events(os.path.join(short_run["run_dir"], split))
-        for tag in ("error", "mean_square_error"):
+        for tag in ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step"):
             series = scalar_series(accumulator, tag)
             assert [step for step, _ in series] == [10, 20, 30, 40]
-            values = [value for _, value in series]
-            assert all(0.0 <= v for v in values)
-            if tag == "error":
-                assert all(v <= 1.0 for v in values)
-    train_events = load_events(os.path.join(short_run["run_dir"], "train"))
-    graph = train_events.Graph()  # the training step's graph
+            assert all(0.0 <= value for _, value in series)
+        final = dict(scalar_series(accumulator, "error"))[40]
+        assert final == pytest.approx(short_run["result"].metrics[split]["error"], abs=1e-7)
+    graph = load_events(os.path.join(short_run["run_dir"], "train")).Graph()  # the training step's graph
     assert any(node.op == "ResourceApplyAdam" for node in graph.node) or any(
         node.op == "ResourceApplyAdam" for function in graph.library.function for node in function.node_def)
 
 
-def test_score_cli_prints_prediction_and_truth(short_run):
-    result = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", "++0", "I+++-0", "+"])
-    assert result.returncode == 0, result.stderr
+def score(short_run, *arguments, **kwargs):
+    return run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", *arguments], **kwargs)
+
+
+@pytest.mark.slow
+def test_score_cli_prints_prediction_and_the_truth_it_is_told_to_compute(short_run):
+    result = score(short_run, "--reference=data_generator:final_sum", "++0", "I+++-0", "+", "-I--")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
-    assert [row[0] for row in rows] == ["++0", "I+++-0", "+"]
-    assert [int(row[3]) for row in rows] == [2, -2, 1]  # true sums from data_generator
+    assert [row[0] for row in rows] == ["++0", "I+++-0", "+", "-I--"]  # -I-- is a sequence, not a flag
+    assert [int(row[3]) for row in rows] == [2, -2, 1, 1]  # true sums, worked by hand
     for row in rows:
         assert int(row[2]) == round(float(row[1]))
         assert row[4] == ("yes" if int(row[2]) == int(row[3]) else "NO")
 
 
-def test_score_cli_reads_stdin_and_takes_leading_minus_after_double_dash(short_run):
-    from_stdin = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}"], stdin="-I--\n++\n")
+@pytest.mark.slow
+def test_score_cli_reads_stdin_and_takes_sequences_after_double_dash(short_run):
+    from_stdin = score(short_run, stdin="-I--\n++\n")
     assert from_stdin.returncode == 0, from_stdin.stderr
     assert [line.split()[0] for line in from_stdin.stdout.splitlines()[1:]] == ["-I--", "++"]
-    after_dash = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", "--", "-I--"])
-    assert after_dash.returncode == 0 and after_dash.stdout.splitlines()[1].split()[3] == "1"
+    after_dash = score(short_run, "--", "--model_dir=x", "-I--")
+    assert after_dash.returncode == 2  # after `--` even a flag-like argument is a sequence
+    assert "'m' (U+006D) at position 3 of sequence 1 '--model_dir=x'" in after_dash.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "sequence, expected",
-    [("+x-", "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
-     ("+ +", "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
-     ("++é", "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
-     ("", "sequence 2 '' is empty")],
+    "arguments, stdin, expected",
+    [(["++", "+x-"], None, "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
+     (["+x"], None, "unknown character 'x' (U+0078) at position 2 of sequence 1 '+x'"),
+     (["++", "+ +"], None, "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
+     (["++", "++é"], None, "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
+     (["++", ""], None, "sequence 2 '' is empty"),
+     ([], b"+\xff-\n", "invalid UTF-8 byte 0xFF at byte 2 of line 1"),
+     (["--bogus", "++"], None, "Unknown command line flag 'bogus'"),
+     (["--reference=nonexistent_module:f", "++"], None, "--reference=nonexistent_module:f: cannot import it")],
 )
-def test_score_cli_bad_character_is_one_clear_line(short_run, sequence, expected):
-    result = run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", "++", sequence])
+def test_score_cli_bad_input_is_exactly_one_line_and_exit_2(short_run, arguments, stdin, expected):
+    result = score(short_run, *arguments, stdin=stdin)
+    stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"error: {expected}"), last_line
-    assert result.stdout == ""
+    assert len(stderr.splitlines()) == 1 and stderr.startswith(f"error: {expected}"), stderr
+    assert not result.stdout
 
 
+@pytest.mark.slow
 def test_score_cli_missing_model_dir(tmp_path):
     result = run_python(["-m", "diy_lstm.score", f"--model_dir={tmp_path / 'nope'}", "++"])
-    assert result.returncode == 3 and "Traceback" not in result.stderr
-    assert "no such directory" in result.stderr
+    assert result.returncode == 3 and result.stderr == f"error: --model_dir={tmp_path / 'nope'}: no such directory\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "flag, fragment",
-    [("--lstm_size=0", "--lstm_size"), ("--sequence_length=-1", "sequence_length"),
-     ("--train_fraction=1.5", "train_fraction"), ("--epochs=-3", "epochs")],
+    "flag, message",
+    [("--lstm_size=0", "error: flag --lstm_size=['0']: --lstm_size must be integers in [1, 4096], e.g. 24 or 8,16,24"),
+     ("--train_fraction=1.5", "error: --train_fraction must be in (0, 1), got 1.5"),
+     ("--epochs=-3", "error: flag --epochs=-3: -3 is not an integer in the range [1, 10000000]"),
+     ("--noise_free_epochs=500", "error: --noise_free_epochs must be in [0, epochs], got 500")],
 )
-def test_bad_flags_fail_clearly_without_traceback(tmp_path, flag, fragment):
+def test_bad_flags_are_one_line_exit_2_and_write_nothing(tmp_path, flag, message):
     result = run_train([flag, "--run_name=bad"], str(tmp_path), timeout=120)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    assert fragment in result.stderr
-    assert not os.path.exists(tmp_path / "bad")  # nothing written
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [message]
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def settings_from(argv):
+    """train.py's flags parsed as on the command line, and its configs built, in this process."""
+    import train
+
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train.py", *argv])
+        return train.settings_per_size()
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 @pytest.mark.parametrize(
     "flag, fragment",
     [("--lstm_size=abc", "--lstm_size must be integers"), ("--lstm_size=100000", "--lstm_size must be integers"),
-     ("--lstm_size=8,0", "--lstm_size must be integers"), ("--epochs=ten", "epochs"),
-     ("--epochs=100000000", "epochs"), ("--batch_size=-5", "batch_size"),
+     ("--lstm_size=8,0", "--lstm_size must be integers"), ("--lstm_size=²", "--lstm_size must be integers"),
+     ("--epochs=ten", "epochs"), ("--epochs=100000000", "epochs"), ("--batch_size=-5", "batch_size"),
      ("--learning_rate=0", "--learning_rate must be > 0"), ("--learning_rate=nan", "--learning_rate must be > 0"),
+     ("--weight_decay=nan", "--weight_decay must be in \\[0, 1\\]"),
+     ("--preactivation_noise=nan", "--preactivation_noise must be in \\[0, 100\\]"),
      ("--min_length=5", "--min_length and --max_length go together"),
      ("--min_length=9 --max_length=3", "--min_length <= --max_length"), ("--target=sum", "target"),
      ("--gate_examples=++x", "--gate_examples"), ("--run_name=../elsewhere", "--run_name"),
      ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
      ("--forget_bias=inf", "--forget_bias"), ("--preactivation_noise=-1", "preactivation_noise"),
      ("--preactivation_noise=1e9", "preactivation_noise"),
-     ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be at most --epochs"),
-     ("--readout_l1=-0.1", "readout_l1"), ("--readout_l1=2", "readout_l1"),
-     ("--epochs=10 --readout_l1_epochs=11", "--readout_l1_epochs must be at most --epochs"),
-     ("--noise_free_epochs=5 --noise_free_learning_rate=nan", "--noise_free_learning_rate must be > 0"),
-     ("--noise_free_learning_rate=0.001", "act on the --noise_free_epochs"),
-     ("--noise_free_sampling=varied", "act on the --noise_free_epochs"),
+     ("--train_fraction=1e-9", "leaves 0 training and 4096 validation sequences"),
+     ("--train_fraction=0.9999999", "leaves 4096 training and 0 validation sequences"),
+     ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be in \\[0, epochs\\]"),
      ("--epochs=100 --restart_epoch=100", "--restart_epoch must be less than --epochs"),
      ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts"),
      ("--restart_epoch=5 --restart_mse=0", "--restart_mse must be > 0"),
-     ("--restart_mse=0.003", "--restart_mse acts at --restart_epoch")],
+     ("--restart_mse=0.003", "--restart_mse acts at --restart_epoch"), ("--clip_norm=0", "--clip_norm must be > 0")],
 )
-def test_every_bad_flag_is_named(flag, fragment):
-    """The same absl parsing as the command line, in this process (no TensorFlow start-up per case)."""
-    from absl import flags
+def test_every_bad_flag_is_named_before_anything_runs(flag, fragment):
+    with pytest.raises((flags.Error, ConfigError), match=fragment.replace("+", "\\+")):
+        settings_from(flag.split())
 
-    import train  # noqa: F401  (defines the flags)
 
-    flags.FLAGS.unparse_flags()
-    try:
-        with pytest.raises(flags.Error, match=fragment.replace("+", "\\+")):
-            flags.FLAGS(["train.py", *flag.split()])
-    finally:
-        flags.FLAGS.unparse_flags()
+@pytest.mark.parametrize("removed", ["readout_l1", "readout_l1_epochs", "noise_free_sampling",
+                                     "noise_free_learning_rate", "sample_distribution"])
+def test_flags_that_experiments_rejected_are_gone(removed):
+    with pytest.raises(flags.Error, match=f"Unknown command line flag '{removed}'"):
+        settings_from([f"--{removed}=1"])
 
 
 @pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(ROOT, "experiments", "*.flags"))))
-def test_experiment_flagfiles_parse(flagfile):
-    from absl import flags
+def test_experiment_flagfiles_build_their_settings(flagfile):
+    (settings,) = settings_from([f"--flagfile={flagfile}"])
+    assert settings.training.epochs in (250, 4000)  # the file's settings were read, not the defaults
 
-    import train  # noqa: F401  (defines the flags)
 
-    flags.FLAGS.unparse_flags()
-    try:
-        flags.FLAGS(["train.py", f"--flagfile={flagfile}"])
-        assert flags.FLAGS["epochs"].present  # the file's settings were read, not the defaults
-    finally:
-        flags.FLAGS.unparse_flags()
+def test_a_sweep_is_one_run_per_size_in_its_own_directory():
+    sweep = settings_from(["--lstm_size=4,8", "--run_name=s", "--export_dir=/tmp/e"])
+    assert [(s.model.units, s.run.run_name, s.run.export_dir) for s in sweep] == [
+        (4, "s/lstm_size_4", "/tmp/e/lstm_size_4"), (8, "s/lstm_size_8", "/tmp/e/lstm_size_8")]

@@ -33,7 +33,8 @@ def expected_finals(model, sequences):
 def exported(tmp_path_factory):
     model = LSTMModel(ModelConfig(input_size=3, units=6, readout="cell", seed=7))
     path = str(tmp_path_factory.mktemp("export") / "saved_model")
-    export(SequenceScorer(model, dg.ENCODING), path, {"reference_function": "data_generator:final_sum"})
+    scorer = SequenceScorer(model, dg.ENCODING)
+    export(scorer, path, scorer.signatures(), {"note": "test export"})
     return model, path
 
 
@@ -120,9 +121,10 @@ def test_empty_batch_gives_empty_outputs(exported):
     assert outputs["final_prediction"].shape == (0,)
 
 
-def test_metadata_is_stored(exported):
+def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
     _, path = exported
-    assert load_metadata(path)["reference_function"] == "data_generator:final_sum"
+    assert load_metadata(path) == {"format": export_lib.METADATA_FORMAT, "note": "test export"}
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o755)  # readable by others, not 0700
 
 
 def test_saved_model_cli_lists_and_runs_both_signatures(exported):
@@ -143,7 +145,7 @@ def test_failed_export_leaves_the_previous_one_loadable(exported, tmp_path, monk
     model, _ = exported
     target = str(tmp_path / "saved_model")
     scorer = SequenceScorer(model, dg.ENCODING)
-    export(scorer, target, {"version": 1})
+    export(scorer, target, scorer.signatures(), {"version": 1})
 
     def fail_midway(obj, directory, signatures=None):
         os.makedirs(os.path.join(directory, "variables"))
@@ -153,9 +155,9 @@ def test_failed_export_leaves_the_previous_one_loadable(exported, tmp_path, monk
 
     monkeypatch.setattr(export_lib.tf.saved_model, "save", fail_midway)
     with pytest.raises(OSError, match="disk full"):
-        export(scorer, target, {"version": 2})
+        export(scorer, target, scorer.signatures(), {"version": 2})
     monkeypatch.undo()
-    assert load_metadata(target) == {"version": 1}
+    assert load_metadata(target)["version"] == 1
     outputs = tf.saved_model.load(target).signatures["serving_default"](sequences=tf.constant(["+-"]))
     np.testing.assert_allclose(outputs["final_prediction"], expected_finals(model, ["+-"]), atol=1e-5)
     assert os.listdir(tmp_path) == ["saved_model"]  # no staging directories left behind
@@ -164,8 +166,46 @@ def test_failed_export_leaves_the_previous_one_loadable(exported, tmp_path, monk
 def test_interrupted_swap_is_recovered(exported, tmp_path):
     model, _ = exported
     target = str(tmp_path / "saved_model")
-    export(SequenceScorer(model, dg.ENCODING), target, {"version": 1})
+    scorer = SequenceScorer(model, dg.ENCODING)
+    export(scorer, target, scorer.signatures(), {"version": 1})
     os.rename(target, target + ".previous")  # as if killed between the two renames
-    export(SequenceScorer(model, dg.ENCODING), target, {"version": 2})
-    assert load_metadata(target) == {"version": 2}
+    export(scorer, target, scorer.signatures(), {"version": 2})
+    assert load_metadata(target)["version"] == 2
     assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+
+
+def snapshot(path):
+    """Every file's bytes under `path` (or the file's own)."""
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} if path.is_dir() else path.read_bytes()
+
+
+def test_export_replaces_only_an_export_of_ours_or_an_empty_directory(exported, tmp_path):
+    """A directory with a user's file, a plain SavedModel of another program, a file, the run directory
+    or one that holds it: refused, and every byte of it left as it was."""
+    model, ours = exported
+    scorer = SequenceScorer(model, dg.ENCODING)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    other_program = tmp_path / "other"
+    tf.saved_model.save(tf.Module(), str(other_program))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("data")
+    for target, fragment in ((precious, "holds files that are not a diy_lstm SavedModel"),
+                             (other_program, "holds files that are not a diy_lstm SavedModel"),
+                             (a_file, "is a file")):
+        before = snapshot(target)
+        with pytest.raises(export_lib.ExportDirError, match=fragment):
+            export(scorer, str(target), scorer.signatures())
+        assert snapshot(target) == before
+    run_dir = tmp_path / "logs" / "run"
+    for target in (run_dir, tmp_path / "logs"):
+        with pytest.raises(export_lib.ExportDirError, match="is or holds the run directory"):
+            export_lib.check_export_dir(str(target), str(run_dir))
+    export_lib.check_export_dir(str(run_dir / "saved_model"), str(run_dir))  # the default place is fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export(scorer, str(empty), scorer.signatures())  # an empty directory is taken
+    shutil.copytree(ours, tmp_path / "copy")
+    export(scorer, str(tmp_path / "copy"), scorer.signatures(), {"version": 3})  # an export of ours is replaced
+    assert load_metadata(str(tmp_path / "copy"))["version"] == 3

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.cell import LSTMCell, LSTMState, get_recurrent_activation, lstm_step
+from diy_lstm.cell import LSTMCell, LSTMState, get_recurrent_activation, lstm_step, zero_state
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.rnn import dynamic_lstm
 
@@ -26,13 +26,14 @@ def test_float32_forward_matches_numpy_loop(compiled, readout, measured):
     assert measured("forward, float32 vs numpy float64, abs", np.max(np.abs(ours - expected))) <= 1e-5
 
 
-def test_one_step_function_matches_the_loop():
+def test_the_cell_stepped_by_hand_matches_the_while_loop():
+    """Python steps of `LSTMCell` (each `lstm_step`) against the tf.while_loop with its TensorArrays."""
     cell = LSTMCell(input_size=3, units=5, seed=2, dtype=tf.float64)
     inputs = tf.constant(random_inputs(4, 7, 3).astype(np.float64))
-    state = cell.zero_state(4, tf.float64)
+    state = cell.zero_state(4)
     stepped = []
     for t in range(7):
-        hidden, state = lstm_step(inputs[:, t], state, cell.fused_weights(), cell.activation)
+        hidden, state = cell(inputs[:, t], state)
         stepped.append(hidden)
     looped = dynamic_lstm(inputs, cell.fused_weights(), cell.activation)
     np.testing.assert_allclose(looped.hidden.numpy(), tf.stack(stepped, 1).numpy(), rtol=0, atol=1e-14)
@@ -126,6 +127,24 @@ def test_bad_config_is_rejected_with_the_field_name():
         ModelConfig(input_size=3, units=4, readout="gate")
 
 
-def test_state_is_a_named_tuple():
-    state = LSTMCell(3, 4).zero_state(2)
+def test_state_is_a_named_tuple_of_zeros_in_the_cell_dtype():
+    state = LSTMCell(3, 4, dtype=tf.float64).zero_state(2)
     assert isinstance(state, LSTMState) and state.hidden.shape == (2, 4) and state.cell.shape == (2, 4)
+    assert state.hidden.dtype == tf.float64 and not np.any(state.cell.numpy())
+
+
+def test_one_step_by_hand():
+    """One unit, one input, weights chosen by hand: the gates and the state are sums worked out on paper."""
+    from diy_lstm.cell import FusedWeights
+
+    # Columns i, f, c, o. x = 1, h_0 = 0, c_0 = 0.5: preactivations are the kernel plus the bias.
+    weights = FusedWeights(tf.constant([[0.0, 2.0, 1.0, -1.0]], tf.float64), tf.zeros([1, 4], tf.float64),
+                           tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64))
+    state = zero_state(1, 1, tf.float64)
+    state = LSTMState(state.hidden, state.cell + 0.5)
+    gates = lstm_step(tf.ones([1, 1], tf.float64), state, weights)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    cell = sigmoid(2.0) * 0.5 + sigmoid(0.0) * np.tanh(1.0)
+    np.testing.assert_allclose(gates.cell.numpy(), [[cell]], rtol=1e-15)
+    np.testing.assert_allclose(gates.hidden.numpy(), [[sigmoid(0.0) * np.tanh(cell)]], rtol=1e-15)
+    np.testing.assert_allclose(gates.forget_gate.numpy(), [[sigmoid(2.0)]], rtol=1e-15)

@@ -1,5 +1,6 @@
-"""Interrupted runs resume exactly; runs repeat exactly; a diverging run stops without damage."""
+"""Interrupted runs resume exactly; runs repeat exactly; a diverging or mismatched run stops without damage."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,13 +15,18 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import QUIET_TF, ROOT, run_train
-from diy_lstm import machine
+from conftest import QUIET_TF, ROOT, counter_settings, run_train, train_counter
+from counter_task import CounterData, CounterTask
+from diy_lstm import machine, run
+from diy_lstm.checkpoints import ConfigMismatchError
+from diy_lstm.config import RestartConfig
 
-RUN_FLAGS = ["--lstm_size=8", "--epochs=100", "--batch_size=256", "--eval_every=10", "--checkpoint_every=20",
-             "--seed=3", "--target=running", "--preactivation_noise=0.5", "--noise_free_epochs=30", "--image_every=0",
-             "--histogram_every=0"]
-QUICK = ["--image_every=0", "--histogram_every=0", "--jit_compile=false"]
+TRAINING = {"epochs": 100, "batch_size": 256, "seed": 3, "preactivation_noise": 0.5, "noise_free_epochs": 30}
+RUN = {"eval_every": 10, "checkpoint_every": 20}
+
+
+def settings(logdir, name, **changes):
+    return counter_settings(str(logdir), name, run_options=RUN, **{**TRAINING, **changes})
 
 
 def final_weights(run_dir):
@@ -34,16 +40,206 @@ def results(run_dir):
         return json.load(f)
 
 
-def held_out_series(run_dir, tag="mean_square_error"):
-    accumulator = event_accumulator.EventAccumulator(os.path.join(run_dir, "test"),
+def validation_series(run_dir, tag="mean_square_error"):
+    accumulator = event_accumulator.EventAccumulator(os.path.join(run_dir, "validation"),
                                                      size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
     return [(e.step, tf.make_ndarray(e.tensor_proto).item()) for e in accumulator.Tensors(tag)]
 
 
-def start_train(logdir, run_name, flags):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    result = train_counter(settings(tmp_path_factory.mktemp("reference_run"), "whole"))
+    assert result.outcome == run.COMPLETED and result.resumed_from_epoch == 0
+    return result.run_dir
+
+
+def assert_same_run(run_dir, reference_dir):
+    ours, expected = final_weights(run_dir), final_weights(reference_dir)
+    assert ours.keys() == expected.keys() and len(ours) == 10
+    assert "model/layers/0/W_f/.ATTRIBUTES/VARIABLE_VALUE" in ours  # gate names in the checkpoint
+    for name in expected:
+        np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)  # bit for bit
+    assert results(run_dir)["metrics"] == results(reference_dir)["metrics"]
+    assert validation_series(run_dir) == validation_series(reference_dir)  # same steps, no duplicates, same values
+
+
+class InterruptingTask(CounterTask):
+    """The counter task, pressing Ctrl-C (a real SIGINT to this process) during its n-th evaluation."""
+
+    def __init__(self, data, batch_size, at_evaluation):
+        super().__init__(data, batch_size)
+        self.evaluations, self.at_evaluation = 0, at_evaluation
+
+    def evaluate(self, model):
+        self.evaluations += 1
+        if self.evaluations == self.at_evaluation:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().evaluate(model)
+
+
+def test_ctrl_c_checkpoints_the_epoch_and_resuming_is_bit_identical(uninterrupted, tmp_path, capsys):
+    interrupted = settings(tmp_path, "interrupted")
+    stopped = run.train(interrupted, InterruptingTask(interrupted.data, interrupted.training.batch_size, 3))
+    assert stopped.outcome == run.INTERRUPTED and stopped.completed_epochs == 30
+    assert tf.train.latest_checkpoint(os.path.join(stopped.run_dir, "checkpoints")).endswith("ckpt-30")
+    assert "interrupted after epoch 30; checkpoint saved to" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = train_counter(interrupted)
+    assert resumed.outcome == run.COMPLETED and resumed.resumed_from_epoch == 30
+    assert capsys.readouterr().out.splitlines()[0].startswith("resuming from epoch 30 ")
+    assert_same_run(resumed.run_dir, uninterrupted)
+
+
+def test_rerunning_a_completed_run_trains_nothing(uninterrupted, tmp_path):
+    shutil.copytree(uninterrupted, tmp_path / "completed")
+    again = train_counter(settings(tmp_path, "completed"))
+    assert again.resumed_from_epoch == 100 == again.completed_epochs
+    assert_same_run(again.run_dir, uninterrupted)
+
+
+def test_same_seed_gives_the_same_run_and_records_the_machine(uninterrupted, tmp_path):
+    again = train_counter(settings(tmp_path, "again"))
+    assert_same_run(again.run_dir, uninterrupted)
+    recorded = results(uninterrupted)["machine"]
+    assert recorded["tensorflow"] == tf.__version__ and recorded["cores"] == os.cpu_count()
+    assert recorded["cpu"] == machine.cpu_model()
+    with open(os.path.join(uninterrupted, "config.json")) as f:
+        config = json.load(f)
+    assert config["training"]["seed"] == 3 and config["model"]["units"] == 8 and config["task"] == "counter"
+
+
+def checkpoint_hashes(run_dir):
+    directory = os.path.join(run_dir, "checkpoints")
+    return {name: hashlib.sha256(open(os.path.join(directory, name), "rb").read()).hexdigest()
+            for name in os.listdir(directory)}
+
+
+class PoisonedTask(CounterTask):
+    """The counter task whose inputs become NaN from epoch 8 on (0-based epoch 7)."""
+
+    def training_batches(self, training, epochs):
+        return super().training_batches(training, epochs).map(
+            lambda epoch, last, inputs, sums, lengths: (
+                epoch, last, tf.where(epoch >= 7, inputs * float("nan"), inputs), sums, lengths))
+
+
+def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
+    settings_ = counter_settings(str(tmp_path), "nan", units=4, epochs=10, run_options={"eval_every": 5,
+                                                                                        "checkpoint_every": 5})
+    with pytest.raises(run.RunError, match=r"^training stopped: the loss became nan in epoch 8 .*ckpt-5"):
+        run.train(settings_, PoisonedTask(settings_.data, settings_.training.batch_size))
+    assert sorted(os.listdir(tmp_path / "nan" / "checkpoints")) == [
+        "checkpoint", "ckpt-5.data-00000-of-00001", "ckpt-5.index"]
+    assert not os.path.exists(tmp_path / "nan" / "saved_model")  # nothing exported from a broken run
+    resumed = train_counter(settings_)  # the same run, healthy data: resumes from the good checkpoint
+    assert resumed.resumed_from_epoch == 5 and resumed.outcome == run.COMPLETED
+
+
+SMALL = {"units": 4, "epochs": 5}
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"units": 6}, "units=4 (now 6)"),
+    ({"learning_rate": 0.01}, "learning_rate=0.03 (now 0.01)"),
+    ({"batch_size": 64}, "batch_size=128 (now 64)"),
+    ({"preactivation_noise": 0.0}, "preactivation_noise=1.0 (now 0.0)"),
+    ({"data": CounterData(target="final")}, "target=running (now final)"),
+])
+def test_changed_settings_on_resume_are_refused_by_name(tmp_path, change, named):
+    train_counter(counter_settings(str(tmp_path), "r", **SMALL))
+    config_before = open(tmp_path / "r" / "config.json").read()
+    escaped = named.replace("(", "[(]").replace(")", "[)]")
+    with pytest.raises(ConfigMismatchError, match=f"was started with .*{escaped}"):
+        train_counter(counter_settings(str(tmp_path), "r", **{**SMALL, **change}))
+    assert open(tmp_path / "r" / "config.json").read() == config_before
+
+
+def test_epochs_may_grow_on_resume_but_not_shrink_below_what_was_trained(tmp_path):
+    train_counter(counter_settings(str(tmp_path), "r", **SMALL))
+    with pytest.raises(ConfigMismatchError, match="has already trained 5 epochs; --epochs=3 would undo them"):
+        train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=3))
+    longer = train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=8))
+    assert longer.resumed_from_epoch == 5 and longer.completed_epochs == 8
+    with open(tmp_path / "r" / "config.json") as f:
+        assert json.load(f)["training"]["epochs"] == 8  # config.json says what ran
+
+
+def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path, capsys):
+    train_counter(counter_settings(str(tmp_path), "r", **SMALL))
+    fresh = counter_settings(str(tmp_path), "r", run_options={"fresh": True}, **SMALL)
+    assert train_counter(fresh).resumed_from_epoch == 0
+    aside = [name for name in os.listdir(tmp_path) if name.startswith("r.replaced-")]
+    assert len(aside) == 1 and "moved the existing run" in capsys.readouterr().out
+    assert os.path.exists(tmp_path / aside[0] / "checkpoints" / "checkpoint")
+
+
+@pytest.mark.parametrize("damage", ["index", "checkpoint_file", "empty_checkpoint_file", "data", "config"])
+def test_a_damaged_checkpoint_or_config_is_reported_and_not_overwritten(tmp_path, damage):
+    train_counter(counter_settings(str(tmp_path), "r", **SMALL))
+    directory = tmp_path / "r" / "checkpoints"
+    target = {
+        "index": next(directory.glob("*.index")), "checkpoint_file": directory / "checkpoint",
+        "empty_checkpoint_file": directory / "checkpoint", "data": next(directory.glob("*.data-*")),
+        "config": tmp_path / "r" / "config.json",
+    }[damage]
+    content = b"" if damage == "empty_checkpoint_file" else target.read_bytes()[:7] + b"garbage"
+    target.write_bytes(content)
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    with pytest.raises(ConfigMismatchError, match="cannot re(store checkpoint|ad the run's config.json)"):
+        train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=10))
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+
+
+RESTART = {"units": 4, "epochs": 4, "run_options": {"eval_every": 1, "checkpoint_every": 2}}
+
+
+def restart_settings(logdir, name, above=(("error", 0.0),), max_restarts=1, **training):
+    base = counter_settings(str(logdir), name, **{**RESTART, **training})
+    restart = RestartConfig(epoch=2, above=above, max_restarts=max_restarts)
+    return dataclasses.replace(base, run=dataclasses.replace(base.run, restart=restart))
+
+
+def test_a_run_not_learned_by_the_restart_epoch_starts_over_as_the_next_seed(tmp_path, capsys):
+    direct = train_counter(counter_settings(str(tmp_path), "direct", seed=1, **RESTART))
+    restarted = train_counter(restart_settings(tmp_path, "r"))
+    printed = capsys.readouterr().out
+    # Two epochs of 4 units do not learn: seed 0 is given up at epoch 2; seed 1, the last try, trains on.
+    assert "seed 0 given up" in printed and "no restart is left (--max_restarts=1)" in printed
+    given_up = results(str(tmp_path / "r.seed0-not-learned"))["given_up"]
+    assert given_up["seed"] == 0 and given_up["epoch"] == 2 and given_up["validation"]["error"] > 0
+    assert tf.train.latest_checkpoint(str(tmp_path / "r.seed0-not-learned" / "checkpoints")).endswith("ckpt-2")
+    assert [step for step, _ in validation_series(str(tmp_path / "r.seed0-not-learned"))] == [1, 2]
+    assert_same_run(restarted.run_dir, direct.run_dir)  # as if started with --seed=1
+    assert restarted.seed == 1 and [r.seed for r in restarted.restarts] == [0]
+
+    again = train_counter(restart_settings(tmp_path, "r"))
+    assert again.resumed_from_epoch == 4 and again.seed == 1 and [r.seed for r in again.restarts] == [0]
+    assert sorted(os.listdir(tmp_path)) == ["direct", "r", "r.seed0-not-learned"]
+
+
+def test_a_run_above_any_restart_bound_starts_over_and_one_within_all_bounds_does_not(tmp_path, capsys):
+    mse_bound = (("error", 0.99), ("mean_square_error", 0.01))
+    train_counter(restart_settings(tmp_path, "r", above=mse_bound))
+    given_up = results(str(tmp_path / "r.seed0-not-learned"))["given_up"]
+    logged = dict(validation_series(str(tmp_path / "r.seed0-not-learned")))[2]  # the evaluation the check read
+    assert given_up["validation"]["mean_square_error"] == pytest.approx(logged, rel=1e-6) and logged > 0.01
+    assert given_up["validation"]["error"] <= 0.99
+    assert f"validation mean_square_error {logged:.3g} is above 0.01: seed 0 given up" in capsys.readouterr().out
+    within = train_counter(restart_settings(tmp_path, "within", above=(("error", 0.99), ("mean_square_error", 1e3))))
+    assert within.seed == 0 and within.restarts == ()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("within.")]
+
+
+# The command line, as a user runs it: killed, interrupted, resumed.
+CLI_FLAGS = ["--lstm_size=8", "--epochs=100", "--batch_size=256", "--eval_every=10", "--checkpoint_every=20",
+             "--seed=3", "--target=running", "--preactivation_noise=0.5", "--noise_free_epochs=30",
+             "--image_every=0", "--histogram_every=0", "--jit_compile=false"]
+
+
+def start_train(logdir, run_name):
     return subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={logdir}", f"--run_name={run_name}", *flags],
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={logdir}", f"--run_name={run_name}", *CLI_FLAGS],
         cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -59,167 +255,21 @@ def wait_for_checkpoint(run_dir, process, timeout=120):
     pytest.fail("no checkpoint appeared")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    logdir = str(tmp_path_factory.mktemp("reference_run"))
-    result = run_train(RUN_FLAGS + ["--run_name=whole"], logdir)
-    assert result.returncode == 0, result.stderr
-    return os.path.join(logdir, "whole")
-
-
-def assert_same_run(run_dir, reference_dir):
-    ours, expected = final_weights(run_dir), final_weights(reference_dir)
-    assert ours.keys() == expected.keys() and len(ours) == 10
-    assert "model/layers/0/W_f/.ATTRIBUTES/VARIABLE_VALUE" in ours  # gate names in the checkpoint
-    for name in expected:
-        np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)  # bit for bit
-    assert results(run_dir)["test"] == results(reference_dir)["test"]
-    assert held_out_series(run_dir) == held_out_series(reference_dir)  # same steps, no duplicates, same values
-
-
-def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(uninterrupted, tmp_path):
-    process = start_train(str(tmp_path), "killed", RUN_FLAGS)
+@pytest.mark.slow
+def test_sigkill_then_ctrl_c_then_resume_on_the_command_line_is_bit_identical(uninterrupted, tmp_path):
+    process = start_train(str(tmp_path), "killed")
     wait_for_checkpoint(str(tmp_path / "killed"), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    resumed = run_train(RUN_FLAGS + ["--run_name=killed"], str(tmp_path))
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[0].startswith("resuming from epoch ")
-    assert_same_run(str(tmp_path / "killed"), uninterrupted)
-
-
-def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tmp_path):
-    process = start_train(str(tmp_path), "interrupted", RUN_FLAGS)
-    wait_for_checkpoint(str(tmp_path / "interrupted"), process)
+    process = start_train(str(tmp_path), "killed")
+    while process.poll() is None and "resuming from epoch" not in (process.stdout.readline() or "resuming from epoch"):
+        pass
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    stopped_at = int(stdout.split("interrupted after epoch ")[1].split(";")[0])
-    assert tf.train.latest_checkpoint(str(tmp_path / "interrupted" / "checkpoints")).endswith(f"ckpt-{stopped_at}")
-    resumed = run_train(RUN_FLAGS + ["--run_name=interrupted"], str(tmp_path))
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.splitlines()[0].startswith(f"resuming from epoch {stopped_at} ")
-    assert f"done: epochs {stopped_at + 1}..100 in " in resumed.stdout
-    assert results(str(tmp_path / "interrupted"))["resumed_from_epoch"] == stopped_at
-    assert results(uninterrupted)["resumed_from_epoch"] == 0
-    assert_same_run(str(tmp_path / "interrupted"), uninterrupted)
-
-
-def test_rerunning_a_completed_run_trains_nothing_and_says_so(uninterrupted, tmp_path):
-    shutil.copytree(uninterrupted, tmp_path / "completed")
-    again = run_train(RUN_FLAGS + ["--run_name=completed"], str(tmp_path))
-    assert again.returncode == 0, again.stderr
-    assert "done: no epochs left to train (the run had completed all 100)" in again.stdout
-    assert results(str(tmp_path / "completed"))["resumed_from_epoch"] == 100
-    assert_same_run(str(tmp_path / "completed"), uninterrupted)
-
-
-def test_same_seed_gives_the_same_run_and_records_the_machine(uninterrupted, tmp_path):
-    again = run_train(RUN_FLAGS + ["--run_name=again"], str(tmp_path))
-    assert again.returncode == 0, again.stderr
-    assert_same_run(str(tmp_path / "again"), uninterrupted)
-    # Printed to 3 significant digits: a training MSE below 1e-9 is what tells a counter that stays exact
-    # far beyond its training length (README, "Generalizing"), so it must not print as 0.0000.
-    printed = next(line for line in again.stdout.splitlines() if line.startswith("  training: error"))
-    training_mse = results(uninterrupted)["train"]["mean_square_error"]
-    assert float(printed.split("mse ")[1]) == pytest.approx(training_mse, rel=5e-3)
-    recorded = results(uninterrupted)["machine"]
-    assert recorded["tensorflow"] == tf.__version__ and recorded["cores"] == os.cpu_count()
-    assert recorded["cpu"] == machine.cpu_model()
-
-
-def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
-    flags = ["--lstm_size=4", "--eval_every=5", "--checkpoint_every=5", "--run_name=nan", *QUICK]
-    assert run_train(flags + ["--epochs=10"], str(tmp_path)).returncode == 0
-    checkpoint_dir = tmp_path / "nan" / "checkpoints"
-    before = {name: hashlib.sha256((checkpoint_dir / name).read_bytes()).hexdigest()
-              for name in os.listdir(checkpoint_dir)}
-    result = run_train(flags + ["--epochs=30", "--learning_rate=1e30"], str(tmp_path))
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: training stopped: the loss became") and "in epoch 1" in message
-    assert "ckpt-10" in message
-    after = {name: hashlib.sha256((checkpoint_dir / name).read_bytes()).hexdigest()
-             for name in os.listdir(checkpoint_dir)}
-    assert after == before
-    from diy_lstm.export import load_metadata
-    assert load_metadata(str(tmp_path / "nan" / "saved_model"))["settings"]["epochs"] == 10  # export untouched
-
-
-def test_changed_settings_on_resume_are_refused_by_name(tmp_path):
-    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path)).returncode == 0
-    result = run_train(["--lstm_size=6", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "--lstm_size=4 (now 6)" in result.stderr
-
-
-def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path):
-    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path)).returncode == 0
-    result = run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", "--fresh", *QUICK], str(tmp_path))
-    assert result.returncode == 0
-    aside = [name for name in os.listdir(tmp_path) if name.startswith("r.replaced-")]
-    assert len(aside) == 1 and "moved the existing run" in result.stdout
-    assert os.path.exists(tmp_path / aside[0] / "checkpoints" / "checkpoint")
-
-
-def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
-    assert run_train(["--lstm_size=4", "--epochs=5", "--run_name=r", *QUICK], str(tmp_path)).returncode == 0
-    checkpoint_dir = tmp_path / "r" / "checkpoints"
-    index = next(name for name in os.listdir(checkpoint_dir) if name.endswith(".index"))
-    (checkpoint_dir / index).write_bytes(b"not a checkpoint")
-    result = run_train(["--lstm_size=4", "--epochs=10", "--run_name=r", *QUICK], str(tmp_path))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "cannot restore checkpoint" in result.stderr
-    assert (checkpoint_dir / index).read_bytes() == b"not a checkpoint"
-
-
-RESTART_FLAGS = ["--lstm_size=4", "--epochs=4", "--eval_every=1", "--checkpoint_every=2", *QUICK]
-
-
-def test_a_run_not_learned_by_the_restart_epoch_starts_over_as_the_next_seed(tmp_path):
-    direct = run_train(RESTART_FLAGS + ["--run_name=direct", "--seed=1"], str(tmp_path))
-    assert direct.returncode == 0, direct.stderr
-    restarted = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--max_restarts=1"], str(tmp_path))
-    assert restarted.returncode == 0, restarted.stderr
-    # Two epochs of 4 units do not learn: seed 0 is given up at epoch 2; seed 1, the last try, trains on.
-    assert "seed 0 given up" in restarted.stdout and "no restart is left (--max_restarts=1)" in restarted.stdout
-    given_up = results(str(tmp_path / "r.seed0-not-learned"))
-    assert given_up["seed"] == 0 and given_up["epoch"] == 2 and given_up["test_error"] > 0
-    assert tf.train.latest_checkpoint(str(tmp_path / "r.seed0-not-learned" / "checkpoints")).endswith("ckpt-2")
-    assert [step for step, _ in held_out_series(str(tmp_path / "r.seed0-not-learned"))] == [1, 2]
-    assert_same_run(str(tmp_path / "r"), str(tmp_path / "direct"))  # as if started with --seed=1
-    assert results(str(tmp_path / "r"))["seed"] == 1
-    assert [r["seed"] for r in results(str(tmp_path / "r"))["restarts"]] == [0]
-
-    again = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--max_restarts=1"], str(tmp_path))
-    assert again.returncode == 0, again.stderr
-    assert "done: no epochs left to train" in again.stdout
-    assert "trained as --seed=1 after giving up seed 0 (" in again.stdout and "s of training in all" in again.stdout
-    assert sorted(os.listdir(tmp_path)) == ["direct", "r", "r.seed0-not-learned"]
-
-
-def test_a_run_with_a_held_out_mse_above_restart_mse_starts_over_even_within_the_restart_error(tmp_path):
-    flags = RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--restart_error=0.99", "--restart_mse=0.01",
-                             "--max_restarts=1"]
-    result = run_train(flags, str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    given_up = results(str(tmp_path / "r.seed0-not-learned"))
-    # The check reads the held-out evaluation of epoch 2, the one the test writer logged.
-    (_, logged_error), = [point for point in held_out_series(str(tmp_path / "r.seed0-not-learned"), "error")
-                          if point[0] == 2]
-    (_, logged_mse), = [point for point in held_out_series(str(tmp_path / "r.seed0-not-learned")) if point[0] == 2]
-    assert given_up["test_error"] == pytest.approx(logged_error, rel=1e-6) and logged_error <= 0.99
-    assert given_up["test_mse"] == pytest.approx(logged_mse, rel=1e-6) and logged_mse > 0.01
-    assert f"held-out mse {logged_mse:.3g} is above --restart_mse=0.01: seed 0 given up" in result.stdout
-    assert "no restart is left (--max_restarts=1)" in result.stdout
-    assert f"after giving up seed 0 (mse {logged_mse:.3g} at epoch 2, " in result.stdout
-
-
-def test_a_run_within_the_restart_error_and_mse_is_not_restarted(tmp_path):
-    result = run_train(RESTART_FLAGS + ["--run_name=r", "--restart_epoch=2", "--restart_error=0.99",
-                                        "--restart_mse=1000"], str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert "given up" not in result.stdout and sorted(os.listdir(tmp_path)) == ["r"]
-    assert results(str(tmp_path / "r"))["seed"] == 0 and results(str(tmp_path / "r"))["restarts"] == []
+    assert process.returncode == 130 and stderr == "", stderr
+    assert "interrupted after epoch " in stdout and "Run the same command to resume." in stdout
+    resumed = run_train(CLI_FLAGS + ["--run_name=killed"], str(tmp_path))
+    assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
+    assert resumed.stdout.splitlines()[0].startswith("resuming from epoch ")
+    assert "  validation: error " in resumed.stdout
+    assert_same_run(str(tmp_path / "killed"), uninterrupted)

@@ -11,17 +11,18 @@ import urllib.request
 
 import pytest
 
-from conftest import QUIET_TF, run_train
+from conftest import QUIET_TF, counter_settings, train_counter
 
 SIZES = (4, 8)
+pytestmark = pytest.mark.slow  # a real TensorBoard server, started in its own process
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("tb_logs"))
-    result = run_train(["--lstm_size=" + ",".join(map(str, SIZES)), "--epochs=20", "--eval_every=10",
-                        "--histogram_every=10", "--image_every=10", "--run_name=sweep"], logdir)
-    assert result.returncode == 0, result.stderr
+    for size in SIZES:
+        train_counter(counter_settings(logdir, f"sweep/lstm_size_{size}", units=size, epochs=20, run_options={
+            "eval_every": 10, "histogram_every": 10, "image_every": 10}))
     return logdir
 
 
@@ -41,7 +42,7 @@ def server(sweep):
             found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
             url = found.group(1) if found else None
         assert url, "tensorboard did not print its address"
-        expected_runs = {f"sweep/lstm_size_{size}/{split}" for size in SIZES for split in ("train", "test")}
+        expected_runs = {f"sweep/lstm_size_{size}/{split}" for size in SIZES for split in ("train", "validation")}
         while time.time() < deadline and not expected_runs <= set(get_json(url, "/data/runs")):
             time.sleep(0.5)
         yield url
@@ -61,7 +62,7 @@ def get_json(base, path, **query):
 
 def test_scalars_have_both_splits_and_every_evaluation_step(server):
     for size in SIZES:
-        for split in ("train", "test"):
+        for split in ("train", "validation"):
             for tag in ("error", "mean_square_error"):
                 run = f"sweep/lstm_size_{size}/{split}"
                 points = get_json(server, "/data/plugin/scalars/scalars", run=run, tag=tag)
@@ -70,7 +71,7 @@ def test_scalars_have_both_splits_and_every_evaluation_step(server):
 
 
 def test_gate_heat_map_images(server):
-    run = "sweep/lstm_size_8/test"
+    run = "sweep/lstm_size_8/validation"
     tags = get_json(server, "/data/plugin/images/tags")[run]
     assert {"gates/++I--0+", "gates/+I-0I+-"} <= set(tags)
     images = get_json(server, "/data/plugin/images/images", run=run, tag="gates/++I--0+")
@@ -109,7 +110,7 @@ def test_hparams_session_groups_list_the_swept_sizes(server):
         headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         groups = json.loads(response.read())["sessionGroups"]
-    sizes = sorted(int(group["hparams"]["lstm_size"]) for group in groups)
+    sizes = sorted(int(group["hparams"]["units"]) for group in groups)  # --lstm_size is ModelConfig.units
     assert sizes == list(SIZES)
     for group in groups:
-        assert group["hparams"]["target"] in ("final", "running")
+        assert group["hparams"]["target"] == "running" and group["hparams"]["learning_rate"] == 0.03

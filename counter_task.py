@@ -1,0 +1,170 @@
+"""The +-0I counter as a task of the training run (`diy_lstm.task.Task`).
+
+Data (`data_generator.py`): every sequence of the training length(s), shuffled by the seed and split
+into training and validation. The model reads one 3-vector per character and predicts one number per
+step; the loss is the squared error of the final sum (`target="final"`, the reference notebook's) or
+of every step's running sum (`target="running"`). Metrics, on real steps only (padding counts nowhere):
+
+    error                       share of sequences whose rounded final prediction misses the final sum
+    mean_square_error           mean of (final prediction - final sum)²
+    error_per_step              share of real steps whose rounded prediction misses the running sum
+    mean_square_error_per_step  mean of (prediction - running sum)² over real steps
+
+The goal is 0.00% validation error. The SavedModel is `diy_lstm.export.SequenceScorer` with the
+character table of `data_generator.ENCODING` passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+import data_generator
+from diy_lstm.config import TrainingConfig
+from diy_lstm.export import SequenceScorer
+from diy_lstm.model import LSTMModel
+from diy_lstm.rnn import final_step
+from diy_lstm.task import TRAIN, VALIDATION, Metrics, RunModel, Task
+
+TARGETS = ("final", "running")
+METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
+DEFAULT_GATE_EXAMPLES = ("++I--0+", "+I-0I+-")
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterData:
+    """The counter's data and loss.
+
+    min_length, max_length: training lengths (every length in between is in both splits).
+    max_sequences_per_length: all 4^L sequences of a length are used when there are at most this
+      many, else this many are sampled (`sampling`: "uniform" or "varied").
+    train_fraction: share of each length's sequences used for training; the rest is validation.
+    target: "final" or "running", see the module docstring.
+    gate_examples: sequences whose gates are drawn as heat maps.
+    """
+
+    min_length: int = 6
+    max_length: int = 6
+    max_sequences_per_length: int = data_generator.MAX_SEQUENCES_PER_LENGTH
+    sampling: str = "uniform"
+    train_fraction: float = 0.25
+    target: str = "running"
+    gate_examples: tuple[str, ...] = dataclasses.field(
+        default=DEFAULT_GATE_EXAMPLES, metadata={"may_change_on_resume": True})
+
+    def __post_init__(self):
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"lengths must satisfy 1 <= min_length <= max_length, got {self.min_length}, "
+                             f"{self.max_length}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.sampling not in data_generator.SAMPLINGS:
+            raise ValueError(f"sampling must be one of {data_generator.SAMPLINGS}, got {self.sampling!r}")
+        for sequence in self.gate_examples:
+            data_generator.check_sequence(sequence)
+
+    def split_sizes(self) -> tuple[int, int]:
+        """(training, validation) sequences, summed over the lengths, without building them."""
+        train = validation = 0
+        for length in range(self.min_length, self.max_length + 1):
+            count = min(len(data_generator.ALPHABET) ** min(length, 16), self.max_sequences_per_length)
+            cut = int(round(count * self.train_fraction))
+            train, validation = train + cut, validation + count - cut
+        return train, validation
+
+
+def loss_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor, target: str) -> tf.Tensor:
+    """The training loss (a scalar) of predictions and targets `[batch, time]` for `target`."""
+    if target == "final":
+        return tf.reduce_mean(tf.square(final_step(predictions, lengths) - final_step(targets, lengths)))
+    mask = tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=predictions.dtype)
+    return tf.reduce_sum(mask * tf.square(predictions - targets)) / tf.reduce_sum(mask)
+
+
+def metrics_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The four metrics of the module docstring, each a scalar, for `[batch, time]` inputs."""
+    dtype = predictions.dtype
+    final_prediction = final_step(predictions, lengths)
+    final_target = final_step(targets, lengths)
+    mask = tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=dtype)
+    real_steps = tf.reduce_sum(mask)
+    misses = tf.cast(tf.not_equal(tf.round(predictions), targets), dtype)
+    return {
+        "error": tf.reduce_mean(tf.cast(tf.not_equal(tf.round(final_prediction), final_target), dtype)),
+        "mean_square_error": tf.reduce_mean(tf.square(final_prediction - final_target)),
+        "error_per_step": tf.reduce_sum(mask * misses) / real_steps,
+        "mean_square_error_per_step": tf.reduce_sum(mask * tf.square(predictions - targets)) / real_steps,
+    }
+
+
+class CounterTask(Task):
+    """The +-0I running-sum task; see the module docstring. A batch is `(inputs [batch, time, 3],
+    running_sums [batch, time], lengths [batch])`."""
+
+    name = "counter"
+
+    def __init__(self, data: CounterData, batch_size: int):
+        self.data = data
+        # With the final-sum loss and batches of one length, only the last step is read out.
+        one_length_batches = data.min_length == data.max_length or batch_size > 0
+        self.last_step_only = data.target == "final" and one_length_batches
+        self.splits: dict[str, data_generator.Examples] = {}
+        self._evaluate = None
+
+    def prepare(self, seed: int) -> None:
+        train, validation = data_generator.make_splits(
+            self.data.min_length, self.data.max_length, self.data.train_fraction, seed,
+            self.data.max_sequences_per_length, self.data.sampling)
+        self.splits = {TRAIN: train, VALIDATION: validation}
+        self._tensors = {split: (tf.constant(examples.inputs), tf.constant(examples.running_sums),
+                                 tf.constant(examples.lengths)) for split, examples in self.splits.items()}
+
+    def describe(self) -> str:
+        return (f"{len(self.splits[TRAIN])} training / {len(self.splits[VALIDATION])} validation sequences, "
+                f"lengths {self.data.min_length}..{self.data.max_length}")
+
+    @property
+    def fixed_length(self) -> bool:
+        return self.data.min_length == self.data.max_length
+
+    def training_batches(self, training: TrainingConfig, epochs: range) -> tf.data.Dataset:
+        return data_generator.training_batches(self.splits[TRAIN], training.batch_size, training.seed, epochs)
+
+    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> tf.Tensor:
+        inputs, running_sums, lengths = batch
+        output = run_model(inputs, last_step_only=self.last_step_only)
+        targets = tf.cast(running_sums, output.predictions.dtype)
+        if self.last_step_only:
+            return tf.reduce_mean(tf.square(output.predictions[:, 0, 0] - targets[:, -1]))
+        return loss_fn(output.predictions[..., 0], targets, lengths, self.data.target)
+
+    def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
+        if self._evaluate is None or self._evaluate_model is not model:
+            signature = [tf.TensorSpec([None, None, data_generator.NUM_FEATURES], model.dtype),
+                         tf.TensorSpec([None, None], model.dtype), tf.TensorSpec([None], tf.int32)]
+            self._evaluate = tf.function(
+                lambda inputs, targets, lengths: metrics_fn(model(inputs)[..., 0], targets, lengths),
+                input_signature=signature, autograph=False)
+            self._evaluate_model = model
+        return {split: {name: float(value) for name, value in self._evaluate(*tensors).items()}
+                for split, tensors in self._tensors.items()}
+
+    def progress(self, metrics: Metrics) -> dict[str, object]:
+        return {"train_mse": metrics[TRAIN]["mean_square_error"],
+                "validation_error": f"{100 * metrics[VALIDATION]['error']:.2f}%",
+                "validation_mse": metrics[VALIDATION]["mean_square_error"]}
+
+    def goal_reached(self, metrics: Metrics) -> bool:
+        return metrics[VALIDATION]["error"] == 0.0
+
+    def gate_examples(self) -> dict[str, np.ndarray]:
+        return {sequence: data_generator.encode_sequence(sequence) for sequence in self.data.gate_examples}
+
+    def histogram_batch(self) -> tuple[tf.Tensor, ...]:
+        return self._tensors[TRAIN]
+
+    def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
+        scorer = SequenceScorer(model, data_generator.ENCODING)
+        return scorer, scorer.signatures()

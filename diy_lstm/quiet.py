@@ -1,0 +1,39 @@
+"""Import TensorFlow without its C++ start-up lines.
+
+TensorFlow 2.21 writes "All log messages before absl::InitializeLog() ..." and "oneDNN custom
+operations are on ..." to file descriptor 2 while it is imported, whatever `TF_CPP_MIN_LOG_LEVEL`
+says. Command lines call `import_tensorflow()` before anything imports TensorFlow: descriptor 2 goes
+to a temporary file for the import only, and what was captured is replayed if the import fails.
+TensorFlow's warnings after start-up still show.
+
+This module imports nothing heavy, so an entry point can import it first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from types import ModuleType
+
+
+def import_tensorflow() -> ModuleType:
+    """`import tensorflow`, with its start-up lines on stderr silenced; returns the module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            captured.seek(0)
+            os.write(2, captured.read())
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+    return tensorflow

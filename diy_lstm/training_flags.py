@@ -1,0 +1,116 @@
+"""The flags every training command line shares (model, training, output, restarts), the typed
+configs built from them, and `--lstm_size` sweeps. Importing this module defines the flags; a task's
+entry point defines its own beside them and may change their defaults (`flags.FLAGS.set_default`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Iterator
+
+from absl import flags
+
+from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS
+from diy_lstm.config import BACKPROP_MODES, JIT_COMPILE_MODES, ConfigError, RestartConfig, RunConfig, TrainingConfig
+from diy_lstm.model import READOUTS, ModelConfig
+
+MAX_LSTM_SIZE = 4096
+_MANY = 10_000_000
+
+# Model. `lstm_size` is the flag's name for `ModelConfig.units`: the size of h and c in every layer.
+_LSTM_SIZE = flags.DEFINE_list(
+    "lstm_size", ["24"], f"Units per LSTM layer, 1..{MAX_LSTM_SIZE}; a comma list (8,16,24) trains one run each.")
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", 1, "Stacked LSTM layers.", lower_bound=1, upper_bound=16)
+_READOUT = flags.DEFINE_enum("readout", "hidden", list(READOUTS), "The output reads the last layer's h or c.")
+_RECURRENT_ACTIVATION = flags.DEFINE_enum(
+    "recurrent_activation", "sigmoid", list(RECURRENT_ACTIVATIONS), "Gate activation σ.")
+_INITIALIZER = flags.DEFINE_enum(
+    "initializer", "reference", list(INITIALIZERS), "'reference': the notebook's truncated normal (-0.2, 0.1).")
+_FORGET_BIAS = flags.DEFINE_float("forget_bias", 1.0, "Initial forget-gate bias b_f, in [-100, 100].")
+# Training.
+_EPOCHS = flags.DEFINE_integer("epochs", 400, "Passes over the training data.", lower_bound=1, upper_bound=_MANY)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 128, "Examples per update; 0: the whole training set.", lower_bound=0, upper_bound=_MANY)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.03, "Adam's learning rate at the first epoch, > 0.")
+_LEARNING_RATE_DECAY = flags.DEFINE_float(
+    "learning_rate_decay", 0.1, "Fraction of --learning_rate reached (exponentially) by the last epoch; in (0, 1].")
+_CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled down to this global norm.")
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 0.0, "Decoupled (AdamW) weight decay, in [0, 1].")
+_PREACTIVATION_NOISE = flags.DEFINE_float(
+    "preactivation_noise", 0.0, "Std of Gaussian noise on every gate preactivation in training, in [0, 100].")
+_NOISE_FREE_EPOCHS = flags.DEFINE_integer(
+    "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise.", lower_bound=0)
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Fixes the data, the initial weights, the batch order and the noise.", lower_bound=0,
+    upper_bound=2**31 - 1)
+_BACKPROP = flags.DEFINE_enum("backprop", "bptt", list(BACKPROP_MODES), "Hand-written BPTT, or TF's autodiff.")
+_UNROLL = flags.DEFINE_boolean("unroll", True, "Unroll the time loop when every batch has the same length.")
+_JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile", "auto", list(JIT_COMPILE_MODES), "XLA for the training step; 'auto': when lengths are fixed.")
+# Restarts.
+_RESTART_EPOCH = flags.DEFINE_integer(
+    "restart_epoch", 0, "If > 0: a run that has not learned by this epoch starts over as the next seed.",
+    lower_bound=0, upper_bound=_MANY)
+_MAX_RESTARTS = flags.DEFINE_integer(
+    "max_restarts", 3, "How many times --restart_epoch may start a run over.", lower_bound=0, upper_bound=100)
+# Output.
+_LOGDIR = flags.DEFINE_string("logdir", "logs", "TensorBoard root: runs go to <logdir>/<run_name>.")
+_RUN_NAME = flags.DEFINE_string("run_name", None, "Run directory name under --logdir; default: a timestamp.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where the SavedModel goes; default <run dir>/saved_model.")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluate and print every this many epochs.", lower_bound=1)
+_CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint every this many epochs.", lower_bound=1)
+_HISTOGRAM_EVERY = flags.DEFINE_integer("histogram_every", 100, "Weight/gradient histograms; 0: never.", lower_bound=0)
+_IMAGE_EVERY = flags.DEFINE_integer("image_every", 100, "Gate heat maps, at evaluations; 0: never.", lower_bound=0)
+_FRESH = flags.DEFINE_boolean("fresh", False, "Start over; an existing run directory is renamed aside.")
+
+flags.register_validator(
+    "lstm_size", lambda values: bool(values) and all(
+        v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= MAX_LSTM_SIZE for v in values),
+    message=f"--lstm_size must be integers in [1, {MAX_LSTM_SIZE}], e.g. 24 or 8,16,24")
+flags.register_validator(
+    "run_name", lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
+    message="--run_name must be a non-empty relative name without '..'")
+
+
+def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConfig:
+    """The `ModelConfig` the model flags describe, for one size of a sweep."""
+    forget_bias = _FORGET_BIAS.value
+    if not (forget_bias == forget_bias and abs(forget_bias) <= 100):
+        raise ConfigError(f"--forget_bias must be in [-100, 100], got {forget_bias}")
+    return ModelConfig(input_size=input_size, units=units, num_layers=_NUM_LAYERS.value, output_size=output_size,
+                       readout=_READOUT.value, recurrent_activation=_RECURRENT_ACTIVATION.value,
+                       forget_bias=forget_bias, initializer=_INITIALIZER.value, seed=_SEED.value)
+
+
+def training_config() -> TrainingConfig:
+    return TrainingConfig(
+        epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
+        learning_rate_decay=_LEARNING_RATE_DECAY.value, weight_decay=_WEIGHT_DECAY.value, clip_norm=_CLIP_NORM.value,
+        preactivation_noise=_PREACTIVATION_NOISE.value, noise_free_epochs=_NOISE_FREE_EPOCHS.value,
+        seed=_SEED.value, backprop=_BACKPROP.value, unroll=_UNROLL.value, jit_compile=_JIT_COMPILE.value)
+
+
+def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
+    """The run flags; `restart_above` (validation metric -> bound) is the task's restart check."""
+    if _RESTART_EPOCH.value and _RESTART_EPOCH.value >= _EPOCHS.value:
+        raise ConfigError(f"--restart_epoch must be less than --epochs ({_EPOCHS.value}), got {_RESTART_EPOCH.value}")
+    return RunConfig(
+        logdir=_LOGDIR.value, run_name=_RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
+        export_dir=_EXPORT_DIR.value, eval_every=_EVAL_EVERY.value, checkpoint_every=_CHECKPOINT_EVERY.value,
+        histogram_every=_HISTOGRAM_EVERY.value, image_every=_IMAGE_EVERY.value, fresh=_FRESH.value,
+        restart=RestartConfig(epoch=_RESTART_EPOCH.value, above=restart_above, max_restarts=_MAX_RESTARTS.value))
+
+
+def sweep(run: RunConfig) -> Iterator[tuple[int, RunConfig]]:
+    """`(units, run config)` per `--lstm_size`: one size runs in `<run_name>`; a list of sizes in
+    `<run_name>/lstm_size_<N>` (and `<export_dir>/lstm_size_<N>`)."""
+    sizes = [int(v) for v in _LSTM_SIZE.value]
+    for size in sizes:
+        if len(sizes) == 1:
+            yield size, run
+            continue
+        yield size, dataclasses.replace(
+            run, run_name=os.path.join(run.run_name, f"lstm_size_{size}"),
+            export_dir=run.export_dir and os.path.join(run.export_dir, f"lstm_size_{size}"))
