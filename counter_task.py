@@ -159,8 +159,8 @@ class CounterTask(Task):
     def goal_reached(self, metrics: Metrics) -> bool:
         return metrics[VALIDATION]["error"] == 0.0
 
-    def gate_examples(self) -> dict[str, np.ndarray]:
-        return {sequence: data_generator.encode_sequence(sequence) for sequence in self.data.gate_examples}
+    def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
+        return {sequence: (sequence, data_generator.encode_sequence(sequence)) for sequence in self.data.gate_examples}
 
     def histogram_batch(self) -> tuple[tf.Tensor, ...]:
         return self._tensors[TRAIN]

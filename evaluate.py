@@ -20,6 +20,7 @@ one character, so a counter can be right on them and still drift on such runs.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from diy_lstm import quiet
@@ -34,6 +35,7 @@ from diy_lstm.export import LoadError, load_serving_signature  # noqa: E402
 from generalization import (evaluate, evaluate_patterns, format_patterns, format_table, tensorboard_run,  # noqa: E402
                             write_tensorboard)
 
+MAX_CHARACTERS_HELD = 200_000_000
 DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000"]
 DEFAULT_PATTERNS = ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"]
 
@@ -55,7 +57,8 @@ _TENSORBOARD_DIR = flags.DEFINE_string(
     "tensorboard_dir", None, "If set, also write the table there (scalars at step=length, and a text table).")
 
 flags.register_validator(
-    "lengths", lambda values: all(v.strip().isdigit() and 1 <= int(v) <= 100_000 for v in values) and values,
+    "lengths", lambda values: bool(values) and all(
+        v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= 100_000 for v in values),
     message="--lengths must be integers in [1, 100000], e.g. 6,20,100")
 flags.register_validator(
     "patterns", lambda values: all(v and set(v) <= set(data_generator.ALPHABET) for v in values) and values,
@@ -67,6 +70,15 @@ def main(argv: list[str]) -> int:
         print("error: --model_dir is required: the directory of a SavedModel written by train.py", file=sys.stderr)
         return cli.EXIT_USAGE
     lengths = [int(v) for v in _LENGTHS.value]
+    held = _SEQUENCES.value * max(lengths)  # one length's sequences are held at once
+    if held > MAX_CHARACTERS_HELD:
+        print(f"error: --sequences={_SEQUENCES.value} of length {max(lengths)} would hold {held:,} characters in "
+              f"memory; at most {MAX_CHARACTERS_HELD:,}: lower --sequences or --lengths", file=sys.stderr)
+        return cli.EXIT_USAGE
+    if _TENSORBOARD_DIR.value and os.path.exists(_TENSORBOARD_DIR.value) and not os.path.isdir(
+            _TENSORBOARD_DIR.value):
+        print(f"error: --tensorboard_dir={_TENSORBOARD_DIR.value} is a file, not a directory", file=sys.stderr)
+        return cli.EXIT_USAGE
     try:
         _, signature, _ = load_serving_signature(_MODEL_DIR.value)
     except LoadError as error:

@@ -110,12 +110,6 @@ def settings_per_size() -> list[RunSettings]:
 
 def print_summary(result: run.RunResult) -> None:
     validation, train_metrics = result.metrics[VALIDATION], result.metrics[TRAIN]
-    resumed, epochs = result.resumed_from_epoch, result.epochs
-    if resumed == epochs:
-        trained = f"no epochs left to train (the run had completed all {epochs})"
-    else:
-        trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"
-    print(f"done: {trained} in {result.seconds:.1f}s")
     if result.restarts:
         given_up = ", ".join(f"seed {r.seed} ({r.measured} at epoch {r.epoch}, {r.seconds:.0f}s)"
                              for r in result.restarts)
@@ -125,19 +119,15 @@ def print_summary(result: run.RunResult) -> None:
           f"{100 * validation['error_per_step']:.2f}% (per step), mse {validation['mean_square_error']:.3g}")
     print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.3g}")
     if result.goal_reached:
-        after = f" after resuming from epoch {resumed}" if resumed else ""
+        after = f" after resuming from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
         print(f"  0.00% validation error first reached{after} at epoch {result.goal_reached.epoch} "
               f"({result.goal_reached.seconds:.1f}s)")
     print(f"  SavedModel: {result.export_dir}")
 
 
 def main(argv: list[str]) -> int:
-    for settings in settings_per_size():
-        result = run.train(settings, CounterTask(settings.data, settings.training.batch_size))
-        if result.outcome == run.INTERRUPTED:
-            return cli.EXIT_INTERRUPTED
-        print_summary(result)
-    return 0
+    return cli.train_each(((settings, CounterTask(settings.data, settings.training.batch_size))
+                           for settings in settings_per_size()), print_summary)
 
 
 if __name__ == "__main__":

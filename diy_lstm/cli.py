@@ -15,51 +15,83 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterable
 
+import tensorflow as tf
 from absl import app, flags, logging
 
 from diy_lstm.checkpoints import ConfigMismatchError
 from diy_lstm.config import ConfigError
 from diy_lstm.export import ExportDirError
-from diy_lstm.run import RunError
+from diy_lstm.lock import RunLockedError
+from diy_lstm.config import RunSettings
+from diy_lstm.run import INTERRUPTED, RunError, RunResult, train
+from diy_lstm.task import Task
 
 EXIT_RUN_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def parse_flags_or_exit(argv: list[str]) -> list[str]:
+    """absl's parsing, with every error one line and exit 2."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        print(f"error: {first_line(error)}", file=sys.stderr)
+    except RecursionError:  # absl's suggestions for a very long unknown flag
+        print(f"error: unknown flag {next(a for a in argv[1:] if a.startswith('-'))[:60]!r}...", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # Failures a user can cause and fix, by exit code; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, EXIT_USAGE), (ExportDirError, EXIT_USAGE), (ValueError, EXIT_USAGE),
-    (ConfigMismatchError, EXIT_RUN_FAILED), (RunError, EXIT_RUN_FAILED), (OSError, EXIT_RUN_FAILED),
+    (ConfigMismatchError, EXIT_RUN_FAILED), (RunError, EXIT_RUN_FAILED), (RunLockedError, EXIT_RUN_FAILED),
+    (OSError, EXIT_RUN_FAILED), (tf.errors.OpError, EXIT_RUN_FAILED),
 )
+
+
+def train_each(runs: Iterable[tuple[RunSettings, Task]], summarize: Callable[[RunResult], None]) -> int:
+    """`run.train` for each planned run (one per `--lstm_size`), printing the first summary line and
+    the task's own; the exit code (130 if interrupted)."""
+    for settings, task in runs:
+        result = train(settings, task)
+        if result.outcome == INTERRUPTED:
+            return EXIT_INTERRUPTED
+        resumed, epochs = result.resumed_from_epoch, result.epochs
+        if resumed == epochs:
+            trained = f"no epochs left to train (the run had completed all {epochs})"
+        else:
+            trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"
+        print(f"done: {trained} in {result.seconds:.1f}s")
+        summarize(result)
+    return 0
+
+
+def guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """`main(argv)`'s exit code, with every expected failure one line on stderr and its code."""
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}; all settings are --flags (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except tuple(error for error, _ in EXPECTED_ERRORS) as error:
+        if os.environ.get("DIY_LSTM_DEBUG") == "1":
+            raise
+        code = next(code for kind, code in EXPECTED_ERRORS if isinstance(error, kind))
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        print(f"error: {first_line(message)}", file=sys.stderr)
+        return code
 
 
 def run_main(main: Callable[[list[str]], int]) -> None:
     """`app.run(main)` with one-line flag errors (exit 2), one-line expected failures, and Ctrl-C as 130."""
-
-    def guarded(argv: list[str]) -> None:
-        logging.set_verbosity(logging.WARNING)
-        if len(argv) > 1:
-            print(f"error: unexpected arguments {argv[1:]}; all settings are --flags (see --help)", file=sys.stderr)
-            sys.exit(EXIT_USAGE)
-        try:
-            sys.exit(main(argv))
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
-        except tuple(error for error, _ in EXPECTED_ERRORS) as error:
-            if os.environ.get("DIY_LSTM_DEBUG") == "1":
-                raise
-            code = next(code for kind, code in EXPECTED_ERRORS if isinstance(error, kind))
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(code)
-
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(lambda argv: sys.exit(guarded(main, argv)), flags_parser=parse_flags_or_exit)

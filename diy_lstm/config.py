@@ -124,7 +124,8 @@ class RunConfig:
     """Where a run writes, and how often it evaluates, checkpoints and draws.
 
     The run directory is `<logdir>/<run_name>`; the SavedModel goes to `export_dir` (default
-    `<run dir>/saved_model`). `fresh` moves an existing run directory aside and starts over.
+    `<run dir>/saved_model`). `fresh` moves an existing run directory aside and starts over. Every
+    `*_every` counts epochs; 0 means never (`sample_every`: the task's text samples).
     """
 
     logdir: str = may_change("logs")
@@ -134,13 +135,14 @@ class RunConfig:
     checkpoint_every: int = may_change(100)
     histogram_every: int = may_change(100)
     image_every: int = may_change(100)
+    sample_every: int = may_change(0)
     fresh: bool = may_change(False)
     restart: RestartConfig = may_change(RestartConfig())
 
     def __post_init__(self):
         for name in ("eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
-        for name in ("histogram_every", "image_every"):
+        for name in ("histogram_every", "image_every", "sample_every"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
 
 

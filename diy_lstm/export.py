@@ -42,7 +42,7 @@ ERROR_PREFIX = "bad sequence: "
 _HEX_DIGITS = "0123456789ABCDEF"
 
 
-def _code_point_label(character: tf.Tensor) -> tf.Tensor:
+def code_point_label(character: tf.Tensor) -> tf.Tensor:
     """`U+XXXX` for a scalar string holding one character."""
     code_point = tf.strings.unicode_decode(character, "UTF-8", errors="replace")[0]  # int32
     digits = [
@@ -120,7 +120,7 @@ class SequenceScorer(tf.Module):
             character = characters.flat_values[first]
             return tf.strings.join(
                 [
-                    ERROR_PREFIX, "unknown character ", character, " (", _code_point_label(character),
+                    ERROR_PREFIX, "unknown character ", character, " (", code_point_label(character),
                     ") at position ", tf.strings.as_string(first - ids.row_splits[row] + 1),
                     " of sequences[", tf.strings.as_string(row), "]; allowed: ",
                     tf.strings.reduce_join(self.alphabet, separator=" "),
@@ -237,21 +237,40 @@ def load_metadata(export_dir: str) -> dict:
     return metadata if isinstance(metadata, dict) else {}
 
 
+# The inputs each signature of ours takes, by name (other SavedModels are refused, not guessed at).
+SIGNATURE_INPUTS = {"serving_default": ["sequences"], "generate": ["num_chars", "prompt", "seed", "temperature"],
+                    "score": ["text"]}
+
+
 class LoadError(Exception):
     """A SavedModel directory that is missing or cannot be loaded; the message says which and why."""
 
 
-def load_serving_signature(export_dir: str):
-    """`(loaded, serving signature, metadata)` of the SavedModel at `export_dir`, or `LoadError`."""
+def load_saved_model(export_dir: str, signature_name: str):
+    """The signature `signature_name` of the SavedModel at `export_dir`, or `LoadError` saying why not."""
+    _, signature, _ = load_serving_signature(export_dir, signature_name)
+    return signature
+
+
+def load_serving_signature(export_dir: str, signature_name: str = "serving_default"):
+    """`(loaded, signature, metadata)` of the SavedModel at `export_dir`, or `LoadError`."""
     if not os.path.isdir(export_dir):
         raise LoadError(f"--model_dir={export_dir}: no such directory")
     if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
         raise LoadError(f"--model_dir={export_dir}: no saved_model.pb there; is this a SavedModel?")
     try:
         loaded = tf.saved_model.load(export_dir)
-        signature = loaded.signatures["serving_default"]
         metadata = load_metadata(export_dir)
     except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise LoadError(f"--model_dir={export_dir}: cannot load the SavedModel: {first_line}") from None
+    if signature_name not in loaded.signatures:
+        raise LoadError(f"--model_dir={export_dir}: this SavedModel has no {signature_name!r} signature (it has "
+                        f"{sorted(loaded.signatures) or 'none'}); is it a model of the right kind?")
+    signature = loaded.signatures[signature_name]
+    inputs = sorted(signature.structured_input_signature[1])
+    expected = sorted(SIGNATURE_INPUTS.get(signature_name, inputs))
+    if inputs != expected:
+        raise LoadError(f"--model_dir={export_dir}: its {signature_name!r} signature takes {inputs}, not {expected}; "
+                        "is it a model of the right kind?")
     return loaded, signature, metadata

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, weight_seed
+from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, LSTMState, weight_seed
 from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, dense_over_time, lstm_over_time, scan_lstm
 
 READOUTS = ("hidden", "cell")
@@ -80,10 +80,14 @@ def gate_noise(
 
 class ModelOutput(NamedTuple):
     """predictions: `[batch, time, output_size]`; layers: each layer's per-step `h` (and `c` where
-    the readout uses it, else None), time-major (`[time, batch, units]`)."""
+    the readout uses it or `keep_states` asked for it, else None), time-major (`[time, batch, units]`)."""
 
     predictions: tf.Tensor
     layers: tuple[LayerSequences, ...]
+
+    def final_states(self) -> tuple[LSTMState, ...]:
+        """Each layer's `(h, c)` after the last step, `[batch, units]` (needs `run(keep_states=True)`)."""
+        return tuple(LSTMState(layer.hidden[-1], layer.cell[-1]) for layer in self.layers)
 
 
 class LSTMModel(tf.Module):
@@ -137,6 +141,8 @@ class LSTMModel(tf.Module):
         one_tanh: bool = False,
         preactivation_noise: float = 0.0,
         noise_seed: tf.Tensor | None = None,
+        initial_states: tuple[LSTMState, ...] | None = None,
+        keep_states: bool = False,
     ) -> ModelOutput:
         """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
 
@@ -151,6 +157,10 @@ class LSTMModel(tf.Module):
         every gate preactivation of every layer at every step (a training regulariser that makes
         gates sitting near their threshold costly); `noise_seed` (a stateless-RNG seed, `[2]`
         int64) then fixes the noise.
+        `initial_states` (one `(h_0, c_0)` per layer, each `[batch, units]`; zeros when None) start
+        the layers where an earlier window of the same sequences left them (truncated BPTT: no
+        gradient flows into them from the hand-written backward pass). With `keep_states` every
+        layer keeps `c` too, so `ModelOutput.final_states()` can hand the state to the next window.
         """
         inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
         layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
@@ -163,7 +173,7 @@ class LSTMModel(tf.Module):
             options = LoopOptions(
                 unroll=self.unroll,
                 one_tanh=one_tanh,
-                keep_cell=is_last and self.config.readout == "cell",
+                keep_cell=keep_states or (is_last and self.config.readout == "cell"),
                 return_sequences=not (is_last and last_step_only),
                 input_gradient=index > 0,
             )
@@ -172,8 +182,9 @@ class LSTMModel(tf.Module):
                 time_and_batch = tf.shape(layer_inputs)[:2]
                 noise = gate_noise(time_and_batch[0], time_and_batch[1], layer.units, preactivation_noise,
                                    noise_seed, index, self.dtype)
+            initial_state = None if initial_states is None else LSTMState(*initial_states[index])
             sequences = lstm_over_time(
-                layer_inputs, layer.fused_weights(), layer.activation, None, backprop, options, noise)
+                layer_inputs, layer.fused_weights(), layer.activation, initial_state, backprop, options, noise)
             layers.append(sequences)
             layer_inputs = sequences.hidden
         readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden

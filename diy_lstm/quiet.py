@@ -28,6 +28,10 @@ def import_tensorflow() -> ModuleType:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow
+        except KeyboardInterrupt:  # Ctrl-C during the few seconds of start-up: one line, not a traceback
+            os.dup2(saved_stderr, 2)
+            print("error: interrupted", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
         except BaseException:
             os.dup2(saved_stderr, 2)
             captured.seek(0)

@@ -74,9 +74,10 @@ def params_from_model(model) -> Params:
 
 
 def layer_forward(
-    inputs: np.ndarray, layer: LayerParams, activation: str = "sigmoid", noise: np.ndarray | None = None
+    inputs: np.ndarray, layer: LayerParams, activation: str = "sigmoid", noise: np.ndarray | None = None,
+    initial_state: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One layer over `inputs` `[batch, time, features]`, from zero state.
+    """One layer over `inputs` `[batch, time, features]`, from `initial_state` `(h_0, c_0)` (zeros if None).
 
     `noise`, if given, `[batch, time, 4 * units]` with columns for i, f, c, o in that order (the
     model's `GATE_ORDER`), is added to the gate preactivations.
@@ -89,9 +90,10 @@ def layer_forward(
     if noise is None:
         noise = np.zeros((batch, time, 4 * units))
     noise_of = {gate: noise[..., index * units:(index + 1) * units] for index, gate in enumerate("ifco")}
-    hidden = np.zeros((batch, units))
-    cell = np.zeros((batch, units))
+    hidden, cell = (np.zeros((batch, units)), np.zeros((batch, units))) if initial_state is None else (
+        np.asarray(initial_state[0], np.float64), np.asarray(initial_state[1], np.float64))
     record = {name: np.zeros((batch, time, units)) for name in ("i", "f", "g", "o", "c", "h")}
+    record["h0"], record["c0"] = hidden, cell
     for t in range(time):
         joined = np.concatenate([inputs[:, t], hidden], axis=1)  # [batch, features + units]
         forget_gate = act(joined @ layer.W["f"] + layer.b["f"] + noise_of["f"][:, t])
@@ -111,15 +113,18 @@ def forward(
     activation: str = "sigmoid",
     readout: str = "hidden",
     preactivation_noise: list[np.ndarray] | None = None,
+    initial_states: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
     """All layers and the readout. Returns predictions `[batch, time, outputs]` and each layer's
     record from `layer_forward` (what `backward` needs). `preactivation_noise`: one `noise` array
-    per layer, see `layer_forward`; `backward` needs nothing more, as the records hold its effect."""
+    per layer, see `layer_forward`; `backward` needs nothing more, as the records hold its effect.
+    `initial_states`: one `(h_0, c_0)` per layer (zeros if None)."""
     records = []
     layer_inputs = np.asarray(inputs, dtype=np.float64)
     for index, layer in enumerate(params.layers):
         noise = preactivation_noise[index] if preactivation_noise is not None else None
-        record = layer_forward(layer_inputs, layer, activation, noise)
+        initial = initial_states[index] if initial_states is not None else None
+        record = layer_forward(layer_inputs, layer, activation, noise, initial)
         records.append(record)
         layer_inputs = record["h"]
     source = records[-1]["c"] if readout == "cell" else records[-1]["h"]
@@ -161,8 +166,8 @@ def backward(
         dc_next = np.zeros((batch, units))
         for t in reversed(range(time)):
             i, f, g, o, c = (record[name][:, t] for name in "ifgoc")
-            previous_hidden = record["h"][:, t - 1] if t > 0 else np.zeros((batch, units))
-            previous_cell = record["c"][:, t - 1] if t > 0 else np.zeros((batch, units))
+            previous_hidden = record["h"][:, t - 1] if t > 0 else record["h0"]
+            previous_cell = record["c"][:, t - 1] if t > 0 else record["c0"]
             tanh_cell = np.tanh(c)
             dh = d_hidden_seq[:, t] + dh_next
             dc = d_cell_seq[:, t] + dc_next + dh * o * (1.0 - tanh_cell**2)
@@ -187,3 +192,17 @@ def backward(
         d_hidden_seq = d_inputs  # the layer below produced these inputs as its h
         d_cell_seq = np.zeros_like(d_inputs)
     return grads
+
+
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean softmax cross-entropy (nats) of `logits` `[batch, time, classes]` against integer
+    `targets` `[batch, time]`, and its gradient with respect to the logits (softmax minus one-hot,
+    over the number of terms)."""
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    batch, time = targets.shape
+    picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    d_logits = np.exp(log_probs)
+    np.put_along_axis(d_logits, targets[..., None], np.take_along_axis(d_logits, targets[..., None], -1) - 1.0, -1)
+    return float(-picked.mean()), d_logits / (batch * time)

@@ -27,6 +27,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import tensorflow as tf
@@ -35,10 +36,12 @@ from diy_lstm import machine
 from diy_lstm.checkpoints import ConfigMismatchError, RunCheckpoint, read_json, write_json_atomically
 from diy_lstm.config import RunSettings
 from diy_lstm.export import check_export_dir, export
+from diy_lstm.lock import RunLock
 from diy_lstm.model import LSTMModel
 from diy_lstm.optimizer import Adam
 from diy_lstm.progress import Progress
-from diy_lstm.summaries import RunWriters, write_gate_images, write_hparams, write_histograms, write_scalars
+from diy_lstm.summaries import (RunWriters, drop_events_after, write_gate_images, write_hparams, write_histograms,
+                                write_scalars, write_texts)
 from diy_lstm.task import TRAIN, VALIDATION, Task
 from diy_lstm.training import Trainer
 
@@ -101,20 +104,24 @@ class RunResult:
 
 
 class StopRequest:
-    """Turns Ctrl-C (SIGINT) into a request that the loop honours at the end of an epoch."""
+    """Turns Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours at the end of an epoch
+    (checkpointed); a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop now
+        if self.requested:  # a second signal: stop now
             raise KeyboardInterrupt
         self.requested = True
         print("\nstopping after this epoch (Ctrl-C again to stop at once)...", flush=True)
 
     def restore(self) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def run_dir_of(settings: RunSettings) -> str:
@@ -142,6 +149,8 @@ def train(settings: RunSettings, task: Task) -> RunResult:
     restart = settings.run.restart
     run_dir = run_dir_of(settings)
     if settings.run.fresh and os.path.exists(run_dir):
+        with RunLock(run_dir):  # never move a run another process is training
+            pass
         aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
         print(f"--fresh: moved the existing run {run_dir} to {aside}")
         settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
@@ -195,6 +204,22 @@ def _write_config(settings: RunSettings, restarts: tuple[GivenUp, ...]) -> None:
             "first_seed": restarts[0].seed, "given_up": [dataclasses.asdict(r) for r in restarts]})
 
 
+def _remove_leftovers(run_dir: str, export_dir: str) -> None:
+    """What a killed run left half-written: checkpoint staging (`ckpt-N_temp*`) and export staging
+    (`<export_dir>.tmp-*`). Called under the run's lock, so no live writer owns them."""
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    leftovers = [os.path.join(checkpoints, name) for name in (os.listdir(checkpoints) if os.path.isdir(checkpoints)
+                                                              else []) if "_temp" in name]
+    parent, base = os.path.split(os.path.abspath(export_dir))
+    if os.path.isdir(parent):
+        leftovers += [os.path.join(parent, name) for name in os.listdir(parent) if name.startswith(base + ".tmp-")]
+    for path in leftovers:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+
+
 def _not_learned_because(settings: RunSettings, validation: dict[str, float]) -> tuple[str, str] | None:
     """(measure, reason) if a validation metric is above its restart bound, else None."""
     for name, bound in settings.run.restart.above:
@@ -212,7 +237,9 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
     own_stop = stop is None
     stop = stop or StopRequest()  # first: a Ctrl-C during start-up stops after the first epoch
     try:
-        return _train_once(settings, task, may_restart, restarts, stop)
+        check_export_dir(export_dir_of(settings), run_dir_of(settings))  # before the run directory is made
+        with RunLock(run_dir_of(settings)):
+            return _train_once(settings, task, may_restart, restarts, stop)
     finally:
         if own_stop:
             stop.restore()
@@ -223,7 +250,6 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
     training, run_config = settings.training, settings.run
     run_dir = run_dir_of(settings)
     export_dir = export_dir_of(settings)
-    check_export_dir(export_dir, run_dir)
     _check_resume(settings)
     tf.config.experimental.enable_op_determinism()
 
@@ -241,6 +267,8 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
         raise ConfigMismatchError(f"{run_dir} has already trained {start_epoch} epochs; --epochs={epochs} would "
                                   "undo them: give at least that many, or --fresh to start over")
     _write_config(settings, restarts)
+    drop_events_after(run_dir, start_epoch)  # what a stopped run wrote past its checkpoint
+    _remove_leftovers(run_dir, export_dir)
     if start_epoch:
         print(f"resuming from epoch {start_epoch} ({checkpoint.latest})")
     print(f"run {run_dir}: {task.describe()}, lstm_size {settings.model.units}, epochs {start_epoch + 1}..{epochs}")
@@ -262,9 +290,14 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                          seconds=round(time.perf_counter() - started, 2), goal_reached=goal, restarts=restarts,
                          machine=machine.describe(), **fields)
 
-    def given_up_at(epoch: int, validation: dict[str, float]) -> RunResult | None:
+    def given_up_at(epoch: int, metrics: dict[str, dict[str, float]]) -> RunResult | None:
         """At the restart epoch, if the try has not learned: checkpoints it and says why it stops."""
-        if epoch != restart_epoch or (because := _not_learned_because(settings, validation)) is None:
+        if epoch != restart_epoch:
+            return None
+        if VALIDATION not in metrics:
+            raise RunError("the restart check reads validation metrics, and this run has no validation split")
+        validation = metrics[VALIDATION]
+        if (because := _not_learned_because(settings, validation)) is None:
             return None
         measured, reason = because
         if not may_restart:
@@ -281,7 +314,7 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
         return stopped
 
     try:
-        if 0 < start_epoch == restart_epoch and (stopped := given_up_at(start_epoch, task.evaluate(model)[VALIDATION])):
+        if 0 < start_epoch == restart_epoch and (stopped := given_up_at(start_epoch, task.evaluate(model))):
             return stopped
         noisy_end = max(start_epoch, training.first_noise_free_epoch)
         optimizer.learning_rate.assign(training.learning_rate_at(start_epoch))
@@ -313,7 +346,9 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                     write_gate_images(writers[VALIDATION], model, gate_examples, completed)
                 progress.update(completed, {**task.progress(metrics),
                                             "time": f"{time.perf_counter() - started:.1f}s"})
-                if not stop.requested and (stopped := given_up_at(completed, metrics[VALIDATION])):
+                if run_config.sample_every and completed % run_config.sample_every == 0:
+                    write_texts(writers[VALIDATION], task.samples(model), completed)
+                if not stop.requested and (stopped := given_up_at(completed, metrics)):
                     return stopped
             if run_config.histogram_every and (completed % run_config.histogram_every == 0 or completed == epochs):
                 _, gradients = trainer.gradients(*task.histogram_batch())

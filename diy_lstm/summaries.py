@@ -3,9 +3,11 @@
 Scalars (`error`, `mean_square_error`, ...), histograms of every gate variable and its gradient,
 heat maps of the gates over example sequences, the traced graph, and the run's hyperparameters.
 
-Events are held in memory and written to disk only by `flush()`, which training calls right after
-each checkpoint. So the event files never run ahead of the last checkpoint: a run killed between
-checkpoints and then resumed writes each step once, with no duplicated points.
+Events are held in memory and written to disk by `flush()`, which training calls right after each
+checkpoint. A run can still stop with events on disk past its last checkpoint (a writer closed on the
+way out, a kill during a flush), so a run that starts again first calls `drop_events_after(run_dir,
+step)`: every event file keeps only the events up to the step it resumes from, and TensorBoard never
+shows a point twice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
 
 # Large enough that nothing is written before an explicit flush().
 _MAX_QUEUE = 1_000_000
@@ -42,6 +45,34 @@ class RunWriters:
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+
+
+def drop_events_after(run_dir: str, step: int) -> int:
+    """Rewrites every event file under `run_dir` without the events after `step` (a damaged last
+    record, from a kill mid-write, is dropped too); each file is replaced atomically. Returns how
+    many events were dropped."""
+    dropped = 0
+    for directory, _, names in os.walk(run_dir):
+        for name in names:
+            if ".tfevents." not in name or name.endswith(".tmp"):
+                continue
+            path = os.path.join(directory, name)
+            kept, later, damaged = [], 0, False
+            try:
+                for record in tf.data.TFRecordDataset(path):
+                    if event_pb2.Event.FromString(record.numpy()).step <= step:
+                        kept.append(record.numpy())
+                    else:
+                        later += 1
+            except tf.errors.DataLossError:  # a record cut short by a kill
+                damaged = True
+            dropped += later
+            if damaged or later:
+                with tf.io.TFRecordWriter(path + ".tmp") as writer:
+                    for record in kept:
+                        writer.write(record)
+                os.replace(path + ".tmp", path)
+    return dropped
 
 
 def write_scalars(writer, values: Mapping[str, float], step: int) -> None:
@@ -105,16 +136,21 @@ def gate_heatmap(gates, characters: str, title: str) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()[np.newaxis]
 
 
-def write_gate_images(writer, model, examples: Mapping[str, np.ndarray], step: int) -> None:
-    """One heat-map image per example sequence (name -> encoded `[time, features]`), tag `gates/<name>`.
-
-    Shows the last layer; the characters of the name label the time axis.
-    """
+def write_gate_images(writer, model, examples: Mapping[str, tuple[str, np.ndarray]], step: int) -> None:
+    """One heat-map image per example (tag -> (one label per step, encoded `[time, features]`)), tag
+    `gates/<tag>`. Shows the last layer; the labels mark the time axis."""
     with writer.as_default(step=step):
-        for name, encoded in examples.items():
+        for tag, (labels, encoded) in examples.items():
             gates = model.gates(encoded[np.newaxis])[-1]
             one_sequence = type(gates)(*(np.asarray(field)[0] for field in gates))
-            tf.summary.image(f"gates/{name}", gate_heatmap(one_sequence, name, f"{name} at epoch {step}"))
+            tf.summary.image(f"gates/{tag}", gate_heatmap(one_sequence, labels, f"{tag} at epoch {step}"))
+
+
+def write_texts(writer, texts: Mapping[str, str], step: int) -> None:
+    """One text summary per entry (tag -> text), shown verbatim (indented as code) in the Text tab."""
+    with writer.as_default(step=step):
+        for tag, text in texts.items():
+            tf.summary.text(tag, "\n".join("    " + line for line in text.split("\n")))
 
 
 def write_hparams(run_dir: str, hparams: Mapping[str, object], trial_id: str) -> None:

@@ -13,7 +13,8 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     evaluate(model)           metrics per split: {"train": {...}, "validation": {...}}
     progress(metrics)         the few numbers the progress line shows
     goal_reached(metrics)     when the run has done what it set out to (its first epoch is reported)
-    gate_examples()           label -> encoded `[time, features]` inputs drawn as gate heat maps
+    gate_examples()           tag -> (one label per step, encoded `[time, features]`) drawn as heat maps
+    samples(model)            tag -> text, written as text summaries every `sample_every` epochs
     histogram_batch()         a batch whose gradients are drawn as histograms
     serving_module(model)     the `tf.Module` and signatures the SavedModel holds (tables passed in)
 
@@ -54,7 +55,7 @@ class Task(abc.ABC):
     @property
     @abc.abstractmethod
     def fixed_length(self) -> bool:
-        """Every training batch has the same number of steps (one XLA compile serves the run)."""
+        """Training batches come in one or two shapes, so XLA (which compiles once per shape) pays off."""
 
     @abc.abstractmethod
     def training_batches(self, training: TrainingConfig, epochs: range) -> tf.data.Dataset:
@@ -67,7 +68,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
-        """Metrics of the current model on each split (`TRAIN`, `VALIDATION`)."""
+        """Metrics of the current model on each split: `TRAIN`, and `VALIDATION` unless the task has none."""
 
     @abc.abstractmethod
     def progress(self, metrics: Metrics) -> dict[str, object]:
@@ -77,8 +78,12 @@ class Task(abc.ABC):
         """Whether the run has reached its goal (the first epoch it does is reported); never by default."""
         return False
 
-    def gate_examples(self) -> dict[str, np.ndarray]:
-        """Label (one character per step) -> encoded inputs `[time, features]`, drawn as heat maps."""
+    def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Tag -> (a label of one character per step, encoded inputs `[time, features]`), drawn as heat maps."""
+        return {}
+
+    def samples(self, model: LSTMModel) -> dict[str, str]:
+        """Tag -> text shown in TensorBoard's Text tab (e.g. generated samples); none by default."""
         return {}
 
     @abc.abstractmethod

@@ -96,6 +96,9 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
     """The run flags; `restart_above` (validation metric -> bound) is the task's restart check."""
     if _RESTART_EPOCH.value and _RESTART_EPOCH.value >= _EPOCHS.value:
         raise ConfigError(f"--restart_epoch must be less than --epochs ({_EPOCHS.value}), got {_RESTART_EPOCH.value}")
+    if _RESTART_EPOCH.value and _SEED.value + _MAX_RESTARTS.value >= 2**31:
+        raise ConfigError(f"--seed={_SEED.value} with --max_restarts={_MAX_RESTARTS.value} could restart as a seed "
+                          "of 2^31 or more; lower one of them")
     return RunConfig(
         logdir=_LOGDIR.value, run_name=_RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
         export_dir=_EXPORT_DIR.value, eval_every=_EVAL_EVERY.value, checkpoint_every=_CHECKPOINT_EVERY.value,

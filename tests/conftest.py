@@ -12,7 +12,7 @@ import pytest
 from counter_task import CounterData, CounterTask
 from diy_lstm import run
 from diy_lstm.config import RunConfig, RunSettings, TrainingConfig
-from diy_lstm.model import ModelConfig
+from diy_lstm.model import LSTMModel, ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -60,6 +60,18 @@ def short_run(tmp_path_factory):
     result = train_counter(settings)
     assert result.outcome == run.COMPLETED
     return {"logdir": logdir, "run_dir": result.run_dir, "export_dir": result.export_dir, "result": result}
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory):
+    """An untrained counter SavedModel (4 units, seed 1): for what the scorer does with any model."""
+    import data_generator
+    from diy_lstm.export import SequenceScorer, export
+
+    path = str(tmp_path_factory.mktemp("small_export") / "saved_model")
+    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING)
+    export(scorer, path, scorer.signatures())
+    return path
 
 
 _MEASURED: dict[str, float] = {}

@@ -8,16 +8,6 @@ import tensorflow as tf
 
 import data_generator as dg
 from conftest import run_python
-from diy_lstm.export import SequenceScorer, export
-from diy_lstm.model import LSTMModel, ModelConfig
-
-
-@pytest.fixture(scope="module")
-def small_export(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("bad_inputs") / "saved_model")
-    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), dg.ENCODING)
-    export(scorer, path, scorer.signatures())
-    return path
 
 
 def test_wrong_dtype_to_the_tensor_signature_names_the_dtype(small_export):
@@ -35,6 +25,7 @@ def test_wrong_rank_to_the_tensor_signature_is_refused(small_export):
         signature(inputs=tf.zeros([2, 0, 3]))
 
 
+@pytest.mark.slow
 def test_corrupt_saved_model_is_one_line_and_exit_3(small_export, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(small_export, broken)
@@ -45,6 +36,7 @@ def test_corrupt_saved_model_is_one_line_and_exit_3(small_export, tmp_path):
     assert lines[-1].startswith(f"error: --model_dir={broken}: cannot load the SavedModel")
 
 
+@pytest.mark.slow
 def test_directory_without_saved_model(tmp_path):
     result = run_python(["-m", "diy_lstm.score", f"--model_dir={tmp_path}", "++"])
     assert result.returncode == 3 and "no saved_model.pb there" in result.stderr
@@ -56,6 +48,7 @@ def test_missing_model_dir_flag():
         "error: --model_dir is required: the directory of a SavedModel written by train.py"]
 
 
+@pytest.mark.slow
 def test_a_model_never_chooses_code_to_run(small_export, tmp_path):
     """Metadata naming a Python function (here one that would delete ./0) is data: the scorer calls
     only what the user names with --reference."""
@@ -70,6 +63,7 @@ def test_a_model_never_chooses_code_to_run(small_export, tmp_path):
     assert result.stdout.splitlines()[0].split() == ["sequence", "prediction", "rounded"]  # no true values
 
 
+@pytest.mark.slow
 def test_long_sequence_scores_in_bounded_memory(small_export):
     """100,000 characters: the loop keeps only h and c per step, so memory grows by megabytes."""
     script = f"""

@@ -21,3 +21,17 @@ def test_quick_benchmark_runs_and_ends_with_the_machine_readable_line(tmp_path):
     for row in rows:
         assert set(row["train_ms"]) == {"keras", "default", "noxla", "noise"}
         assert row["floor_ms"] > 0
+
+
+@pytest.mark.slow
+def test_quick_text_benchmark_runs_every_mode_and_draws_the_equal_time_plot(tmp_path):
+    for mode in ("step", "generate", "equal_time"):
+        result = run_python(["-m", "benchmarks.text_bench", "--quick", f"--mode={mode}", "--seconds=3",
+                             "--evaluations=2", f"--output={tmp_path}"], timeout=600)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        report = json.loads((tmp_path / f"{mode}.json").read_text())
+        assert report["machine"]["cores"] > 0
+    assert [row["layers"] for row in json.loads((tmp_path / "step.json").read_text())["rows"]] == [1, 2]
+    curves = json.loads((tmp_path / "equal_time.json").read_text())["curves"]
+    assert set(curves) == {"ours", "keras"} and all(len(points) == 2 for points in curves.values())
+    assert (tmp_path / "equal_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,6 +48,7 @@ def test_in_memory_scorer_matches_numpy(exported):
     assert outputs["step_predictions"].numpy()[1, 2:].tolist() == [0.0] * 7  # padding reads 0
 
 
+@pytest.mark.slow
 def test_restored_in_a_process_without_this_project(exported, tmp_path):
     model, path = exported
     script = textwrap.dedent(f"""
@@ -127,6 +128,7 @@ def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o755)  # readable by others, not 0700
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_and_runs_both_signatures(exported):
     _, path = exported
     cli = shutil.which("saved_model_cli")

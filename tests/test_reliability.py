@@ -185,10 +185,13 @@ def test_a_damaged_checkpoint_or_config_is_reported_and_not_overwritten(tmp_path
     }[damage]
     content = b"" if damage == "empty_checkpoint_file" else target.read_bytes()[:7] + b"garbage"
     target.write_bytes(content)
-    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    def snapshot():  # every file of the run but the lock, which says who holds the run now
+        return {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = snapshot()
     with pytest.raises(ConfigMismatchError, match="cannot re(store checkpoint|ad the run's config.json)"):
         train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=10))
-    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+    assert snapshot() == before
 
 
 RESTART = {"units": 4, "epochs": 4, "run_options": {"eval_every": 1, "checkpoint_every": 2}}
@@ -273,3 +276,83 @@ def test_sigkill_then_ctrl_c_then_resume_on_the_command_line_is_bit_identical(un
     assert resumed.stdout.splitlines()[0].startswith("resuming from epoch ")
     assert "  validation: error " in resumed.stdout
     assert_same_run(str(tmp_path / "killed"), uninterrupted)
+
+
+def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead_holder_is_no_obstacle(tmp_path):
+    from diy_lstm.lock import RunLock, RunLockedError
+
+    settings_ = counter_settings(str(tmp_path), "r", **SMALL)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from diy_lstm.lock import RunLock\n"
+        f"with RunLock({str(tmp_path / 'r')!r}):\n    print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"is in use by process {holder.pid} \\(since "):
+            train_counter(settings_)
+        with pytest.raises(RunLockedError):  # --fresh never moves a run that is being trained
+            train_counter(dataclasses.replace(settings_, run=dataclasses.replace(settings_.run, fresh=True)))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.listdir(tmp_path) == ["r"] and os.listdir(tmp_path / "r") == [".lock"]
+    assert train_counter(settings_).outcome == run.COMPLETED  # the killed holder's lock died with it
+    with RunLock(str(tmp_path / "r")):
+        pass  # and the finished run let go of it
+
+
+def event_steps(run_dir, split, tag):
+    accumulator = event_accumulator.EventAccumulator(os.path.join(run_dir, split),
+                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return [event.step for event in accumulator.Tensors(tag)]
+
+
+def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
+    """Events on disk past the last checkpoint (here: a run whose writer flushed at epoch 30 while its
+    last checkpoint was 20) are dropped when it resumes, so every step shows once."""
+    from diy_lstm.summaries import drop_events_after
+
+    settings_ = counter_settings(str(tmp_path), "r", units=4, epochs=30, run_options={
+        "eval_every": 5, "checkpoint_every": 10})
+    train_counter(settings_)
+    for name in os.listdir(tmp_path / "r" / "checkpoints"):  # as if killed after epoch 30's events reached disk
+        if name.startswith("ckpt-30"):
+            os.remove(tmp_path / "r" / "checkpoints" / name)
+    (tmp_path / "r" / "checkpoints" / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-20"\nall_model_checkpoint_paths: "ckpt-10"\n'
+        'all_model_checkpoint_paths: "ckpt-20"\n')
+    assert event_steps(str(tmp_path / "r"), "validation", "error") == [5, 10, 15, 20, 25, 30]
+    assert train_counter(settings_).resumed_from_epoch == 20
+    assert event_steps(str(tmp_path / "r"), "validation", "error") == [5, 10, 15, 20, 25, 30]
+    assert event_steps(str(tmp_path / "r"), "train", "mean_square_error") == [5, 10, 15, 20, 25, 30]
+    assert drop_events_after(str(tmp_path / "r"), 30) == 0  # nothing left to drop
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_and_resumed_every_step_shows_once(tmp_path):
+    """SIGKILL (or SIGINT twice) at random moments, rerun each time: TensorBoard's own loader reads
+    each evaluation step exactly once, with the values of an uninterrupted run."""
+    flags = ["--lstm_size=4", "--epochs=60", "--eval_every=5", "--checkpoint_every=10", "--image_every=0",
+             "--histogram_every=0", "--jit_compile=false"]
+    reference_run = run_train(flags + ["--run_name=whole"], str(tmp_path))
+    assert reference_run.returncode == 0, reference_run.stderr
+    rng = np.random.default_rng(7)
+    for attempt in range(4):
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={tmp_path}", "--run_name=killed", *flags],
+            cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(2.5, 7.0)))
+        if attempt % 2:
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+        else:
+            process.kill()
+        process.wait()
+    finished = run_train(flags + ["--run_name=killed"], str(tmp_path))
+    assert finished.returncode == 0, finished.stderr
+    steps = list(range(5, 61, 5))
+    for split in ("train", "validation"):
+        assert event_steps(str(tmp_path / "killed"), split, "error") == steps
+    assert validation_series(str(tmp_path / "killed")) == validation_series(str(tmp_path / "whole"))

@@ -1,0 +1,328 @@
+"""The language model's speed against tf.keras.layers.LSTM, and what each learns in the same time.
+
+    python -m benchmarks.text_bench --mode=step          # training step, interleaved, median of repeats
+    python -m benchmarks.text_bench --mode=equal_time    # validation bits/char against seconds, both models
+    python -m benchmarks.text_bench --mode=generate      # characters per second from the SavedModel
+    python -m benchmarks.text_bench --quick ...          # tiny sizes: a correctness run of the script
+
+Sizes: the vocabulary of the shipped corpus (76), H=256, T=100, B=64, 1 and 2 layers. Every model
+reads one-hot characters and is trained on the softmax cross-entropy of the next character with the
+same Adam (ours, on each model's variables), gradients clipped to norm 5.
+
+    ours            the `Trainer` step train_text.py runs (hand-written BPTT, XLA)
+    keras_fit       `model.fit`'s own step (`train_on_batch`): Keras 3 on CPU (cuDNN is GPU-only)
+    keras_tuned     LSTM(use_cudnn=False) in a `tf.function(jit_compile=True)` step
+
+Ratios are Keras time / ours: above 1, ours is faster. `equal_time` trains ours and Keras's LSTM
+in a `tf.function` step without XLA (as `model.fit` runs it; the faster Keras at the full size here,
+`--keras_xla` for the other) on the stateful streams of `text_task.py`, each for `--seconds` of training,
+alternating, from the same initial weights (ours copied into Keras), and measures validation bits per
+character at fixed times (evaluation, and each model's
+first step, which traces and compiles it, not counted);
+it writes the curves as JSON, a PNG and TensorBoard scalars (runs `ours` and `keras`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+
+from diy_lstm import quiet
+
+tf = quiet.import_tensorflow()
+
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from diy_lstm import machine  # noqa: E402
+from diy_lstm.generation import TextGenerator  # noqa: E402
+from diy_lstm.keras_interop import save_to_keras  # noqa: E402
+from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
+from diy_lstm.optimizer import Adam  # noqa: E402
+from diy_lstm.training import Trainer  # noqa: E402
+from text_task import TextData, TextTask  # noqa: E402
+
+_MODE = flags.DEFINE_enum("mode", "step", ["step", "equal_time", "generate"], "What to measure.")
+_QUICK = flags.DEFINE_boolean("quick", False, "Tiny sizes and few repeats: checks the script, measures nothing.")
+_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per model (median).", lower_bound=1)
+_SECONDS = flags.DEFINE_float("seconds", 600.0, "equal_time: training seconds per model.", lower_bound=1.0)
+_EVALUATIONS = flags.DEFINE_integer("evaluations", 12, "equal_time: validation points per curve.", lower_bound=2)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.02, "Adam's (constant) learning rate, for every model.")
+_LEARNING_RATE_DECAY = flags.DEFINE_float(
+    "learning_rate_decay", 0.1, "equal_time: the rate decays exponentially to this fraction by --seconds.")
+_KERAS_XLA = flags.DEFINE_boolean(
+    "keras_xla", False, "equal_time: compile Keras's step with XLA (slower than without at the full size here).")
+_OUTPUT = flags.DEFINE_string("output", "logs/text_bench", "Where JSON, PNG and TensorBoard events go.")
+
+SIZES = {"units": 256, "time": 100, "batch": 64}
+QUICK_SIZES = {"units": 16, "time": 10, "batch": 4}
+CLIP_NORM = 5.0
+
+
+def sizes() -> dict:
+    return QUICK_SIZES if _QUICK.value else SIZES
+
+
+def text_task(batch: int, time_steps: int) -> TextTask:
+    data = TextData(corpus="hamlet_soliloquy" if _QUICK.value else "shakespeare", validation_fraction=0.1,
+                    unroll_length=time_steps)
+    return TextTask(data, batch)
+
+
+def ours(task: TextTask, units: int, layers: int):
+    size = len(task.vocabulary)
+    config = ModelConfig(input_size=size, units=units, num_layers=layers, output_size=size,
+                         initializer="glorot_uniform")
+    task.use_model_config(config)
+    model = LSTMModel(config, backprop="bptt", unroll=True)
+    trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value), task.loss,
+                      jit_compile=True,
+                      clip_norm=CLIP_NORM)
+    return model, trainer
+
+
+def keras_stateful(size: int, units: int, layers: int, batch: int, tuned: bool):
+    """A Keras LSTM stack that takes and returns each layer's state, stepped by our Adam."""
+    import keras
+
+    inputs = keras.Input((None, size), batch_size=batch)
+    states_in, states_out, lstms, x = [], [], [], inputs
+    for _ in range(layers):
+        h, c = keras.Input((units,), batch_size=batch), keras.Input((units,), batch_size=batch)
+        layer = keras.layers.LSTM(units, return_sequences=True, return_state=True,
+                                  **({"use_cudnn": False} if tuned else {}))
+        x, h_out, c_out = layer(x, initial_state=[h, c])
+        lstms.append(layer)
+        states_in += [h, c]
+        states_out += [h_out, c_out]
+    dense = keras.layers.Dense(size)
+    logits = dense(x)
+    model = keras.Model([inputs, *states_in], [logits, *states_out])
+    variables = [v.value for v in model.trainable_variables]
+    optimizer = Adam(variables, learning_rate=_LEARNING_RATE.value)
+
+    def step(inputs, targets, states):
+        with tf.GradientTape() as tape:
+            logits, *new_states = model([tf.one_hot(inputs, size), *states], training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+        gradients, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), CLIP_NORM)
+        optimizer.apply_gradients(gradients)
+        return loss, [tf.stop_gradient(s) for s in new_states]
+
+    model.lstms, model.dense = lstms, dense
+    return model, tf.function(step, jit_compile=tuned, autograph=False), optimizer
+
+
+def keras_fit_model(size: int, units: int, layers: int):
+    import keras
+
+    model = keras.Sequential([keras.Input((None, size)), *[keras.layers.LSTM(units, return_sequences=True)
+                                                            for _ in range(layers)], keras.layers.Dense(size)])
+    model.compile(optimizer=keras.optimizers.Adam(_LEARNING_RATE.value, global_clipnorm=CLIP_NORM),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def interleaved_medians(functions: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    timings = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            timings[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in timings.items()}
+
+
+def measure_steps() -> list[dict]:
+    s = sizes()
+    task = text_task(s["batch"], s["time"])
+    size = len(task.vocabulary)
+    start, stop = task.windows[0]
+    inputs = tf.constant(task.train_streams[:, start:stop], tf.int32)
+    targets = tf.constant(task.train_streams[:, start + 1:stop + 1], tf.int32)
+    one_hot = tf.one_hot(inputs, size)
+    rows = []
+    for layers in (1, 2):
+        our_step = ours(task, s["units"], layers)[1].train_step
+        _, tuned_step, _ = keras_stateful(size, s["units"], layers, s["batch"], tuned=True)
+        zeros = [tf.zeros([s["batch"], s["units"]])] * (2 * layers)
+        fit_model = keras_fit_model(size, s["units"], layers)
+        functions = {
+            "ours": lambda: float(our_step(inputs, targets, tf.constant(False))),
+            "keras_fit": lambda: float(fit_model.train_on_batch(one_hot, targets)),
+            "keras_tuned": lambda: float(tuned_step(inputs, targets, zeros)[0]),
+        }
+        medians = interleaved_medians(functions, 2 if _QUICK.value else _REPEATS.value)
+        row = {"layers": layers, **s, "vocabulary": size, "ms": {k: 1e3 * v for k, v in medians.items()},
+               "ratio": {k: medians[k] / medians["ours"] for k in ("keras_fit", "keras_tuned")}}
+        print(f"layers {layers}: ours {row['ms']['ours']:.1f} ms, keras_fit {row['ms']['keras_fit']:.1f} ms "
+              f"(ratio {row['ratio']['keras_fit']:.2f}), keras_tuned {row['ms']['keras_tuned']:.1f} ms "
+              f"(ratio {row['ratio']['keras_tuned']:.2f}); {s['batch'] * s['time'] / medians['ours']:,.0f} chars/s "
+              "trained (ours)", flush=True)
+        rows.append(row)
+    return rows
+
+
+def bits_per_char(task: TextTask, text: str, logits_of, layers: int, units: int) -> float:
+    """Bits per character over `text`, read in 16 streams with the state carried."""
+    from text_data import streams as cut, window_bounds
+
+    text_ids = task.vocabulary.ids(text)
+    count = 16
+    pieces = cut(text_ids, count)
+    states = [tf.zeros([count, units])] * (2 * layers)
+    total = 0.0
+    for start, stop in window_bounds(pieces.shape[1], task.data.unroll_length):
+        logits, states = logits_of(tf.constant(pieces[:, start:stop]), states)
+        total += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            tf.constant(pieces[:, start + 1:stop + 1]), logits)))
+    return total / (count * (pieces.shape[1] - 1)) / np.log(2)
+
+
+def equal_time() -> dict:
+    s = sizes()
+    task = text_task(s["batch"], s["time"])
+    size, units, layers = len(task.vocabulary), s["units"], 1
+    model, trainer = ours(task, units, layers)
+    our_step, our_optimizer = trainer.train_step, trainer.optimizer
+    keras_model, keras_step, keras_optimizer = keras_stateful(size, units, layers, s["batch"],
+                                                              tuned=_KERAS_XLA.value)
+    optimizers = {"ours": our_optimizer, "keras": keras_optimizer}
+    texts = {"validation": task.split_texts["validation"], "train": task.split_texts["train"][:len(
+        task.split_texts["validation"])]}
+    keras_eval_model, _, _ = keras_stateful(size, units, layers, 16, tuned=_KERAS_XLA.value)
+    save_to_keras(model, keras_model.lstms, keras_model.dense)  # both start from the same weights
+
+    @tf.function(autograph=False)
+    def our_logits(inputs, states):
+        from diy_lstm.cell import LSTMState
+
+        initial = tuple(LSTMState(states[2 * i], states[2 * i + 1]) for i in range(layers))
+        output = model.run(tf.one_hot(inputs, size), initial_states=initial, keep_states=True)
+        return output.predictions, [t for state in output.final_states() for t in state]
+
+    @tf.function(autograph=False)
+    def keras_logits(inputs, states):
+        logits, *new_states = keras_eval_model([tf.one_hot(inputs, size), *states], training=False)
+        return logits, new_states
+
+    windows = task.windows
+    budget = _SECONDS.value
+    checkpoints = np.linspace(budget / _EVALUATIONS.value, budget, _EVALUATIONS.value)
+    curves = {"ours": [], "keras": []}
+    position = {"ours": 0, "keras": 0}
+    clock = {"ours": 0.0, "keras": 0.0}
+    keras_states = [tf.zeros([s["batch"], units])] * (2 * layers)
+
+    def train_for(name, seconds):
+        nonlocal keras_states
+        while clock[name] < seconds:
+            # The same schedule in time for both: exponential decay to --learning_rate_decay by the budget.
+            optimizers[name].learning_rate.assign(
+                _LEARNING_RATE.value * _LEARNING_RATE_DECAY.value ** min(clock[name] / budget, 1.0))
+            index = position[name] % len(windows)
+            start, stop = windows[index]
+            inputs = tf.constant(task.train_streams[:, start:stop], tf.int32)
+            targets = tf.constant(task.train_streams[:, start + 1:stop + 1], tf.int32)
+            first = position[name] == 0  # its time is mostly tracing and XLA compiling: not counted
+            began = time.perf_counter()
+            if name == "ours":
+                float(our_step(inputs, targets, tf.constant(index == 0)))
+            else:
+                if index == 0:
+                    keras_states = [tf.zeros_like(t) for t in keras_states]
+                loss, keras_states = keras_step(inputs, targets, keras_states)
+                float(loss)
+            clock[name] += 0.0 if first else time.perf_counter() - began
+            position[name] += 1
+
+    for checkpoint in checkpoints:
+        for name in ("ours", "keras"):  # alternate, so both see the same machine conditions
+            train_for(name, checkpoint)
+        keras_eval_model.set_weights(keras_model.get_weights())
+        logits_of = {"ours": our_logits, "keras": keras_logits}
+        for name in curves:
+            curves[name].append({"seconds": round(clock[name], 1), "windows": position[name], **{
+                f"{split}_bpc": bits_per_char(task, text, logits_of[name], layers, units)
+                for split, text in texts.items()}})
+        ours_now, keras_now = curves["ours"][-1], curves["keras"][-1]
+        print(f"{checkpoint:7.0f}s  ours {ours_now['validation_bpc']:.3f} / {ours_now['train_bpc']:.3f} bpc "
+              f"({position['ours']} steps)  keras {keras_now['validation_bpc']:.3f} / {keras_now['train_bpc']:.3f} bpc "
+              f"({position['keras']} steps)  (validation / training text)", flush=True)
+    return curves
+
+
+def plot(curves: dict, path: str, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4.2), dpi=100)
+    axes = figure.subplots(1, 2)
+    keras_label = "tf.keras.layers.LSTM (XLA)" if _KERAS_XLA.value else "tf.keras.layers.LSTM (as model.fit runs it)"
+    for axis, split in zip(axes, ("validation", "train")):
+        for name, label in (("ours", "diy_lstm (hand-written BPTT, XLA)"), ("keras", keras_label)):
+            axis.plot([p["seconds"] for p in curves[name]], [p[f"{split}_bpc"] for p in curves[name]], "o-",
+                      label=label)
+        axis.set_xlabel("training seconds (evaluation not counted)")
+        axis.set_ylabel(f"{'validation' if split == 'validation' else 'training-text'} bits per character")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    FigureCanvasAgg(figure).print_png(path)
+
+
+def generation_speed() -> list[dict]:
+    s = sizes()
+    task = text_task(s["batch"], s["time"])
+    size = len(task.vocabulary)
+    model = LSTMModel(ModelConfig(input_size=size, units=s["units"], output_size=size, initializer="glorot_uniform"))
+    generator = TextGenerator(model, task.vocabulary.characters)
+    rows = []
+    chars = 50 if _QUICK.value else 1000
+    for batch in (1, 64):
+        prompts = tf.constant([task.split_texts["train"][:5]] * batch)
+        seconds = interleaved_medians({"generate": lambda: generator.generate(prompts, chars, 0.8, 0)["text"].numpy()},
+                                      2 if _QUICK.value else 5, 1)["generate"]
+        rows.append({"batch": batch, "chars": chars, "seconds": seconds, "chars_per_second": batch * chars / seconds})
+        print(f"generate, batch {batch}: {batch * chars / seconds:,.0f} characters/s ({chars} each, "
+              f"{seconds:.2f} s)", flush=True)
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)
+    measured_on = machine.describe()
+    print(f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
+          f"({measured_on['cpu']})  mode {_MODE.value}", flush=True)
+    os.makedirs(_OUTPUT.value, exist_ok=True)
+    if _MODE.value == "step":
+        report = {"rows": measure_steps()}
+    elif _MODE.value == "generate":
+        report = {"rows": generation_speed()}
+    else:
+        curves = equal_time()
+        report = {"curves": curves}
+        title = (f"{datetime.date.today()}, {measured_on['cpu']}, {measured_on['cores']} cores: H={sizes()['units']}, "
+                 f"T={sizes()['time']}, B={sizes()['batch']}, Adam {_LEARNING_RATE.value} decaying to "
+                 f"{_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, same initial weights")
+        plot(curves, os.path.join(_OUTPUT.value, "equal_time.png"), title)
+        for name, points in curves.items():
+            writer = tf.summary.create_file_writer(os.path.join(_OUTPUT.value, "equal_time", name))
+            with writer.as_default():
+                for point in points:
+                    for split in ("validation", "train"):
+                        tf.summary.scalar(f"{split}_bits_per_char_by_second", point[f"{split}_bpc"],
+                                          step=int(point["seconds"]))
+            writer.close()
+    report["machine"] = measured_on
+    with open(os.path.join(_OUTPUT.value, f"{_MODE.value}.json"), "w") as f:
+        json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

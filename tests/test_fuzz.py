@@ -1,0 +1,215 @@
+"""Generated bad input for each command line, in this process: every outcome is either a result or one
+line on stderr with the documented exit code, and nothing on disk changes.
+
+The command lines' own start-up (TensorFlow's import, signals) is covered by the subprocess tests;
+here each case costs microseconds, so a few hundred of each run in seconds.
+"""
+
+import io
+import os
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+
+CASES = 300
+JUNK = ["x", " ", "\t", "é", "€", "😀", "\x00", "\x7f", "-", "--", "=", "I", "+", "0", "\\", "'", '"', "\n"]
+
+
+def random_text(rng, alphabet, longest=12):
+    return "".join(rng.choice(alphabet) for _ in range(int(rng.integers(0, longest))))
+
+
+def run_score(argv, stdin_bytes=None):
+    """`python -m diy_lstm.score ARGV` in this process: (exit code, stdout, stderr)."""
+    from diy_lstm import score
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr, sys.stdin
+    sys.stdout, sys.stderr = out, err
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin_bytes or b""))
+    flags.FLAGS.unparse_flags()
+    try:
+        code = score.main(score.split_flags(["score", *argv]))
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.stdout, sys.stderr, sys.stdin = saved
+        flags.FLAGS.unparse_flags()
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_or_result(code, stdout, stderr, expected_rows):
+    if code == 0:
+        assert stderr == ""
+        assert len(stdout.splitlines()) == 1 + expected_rows
+    else:
+        assert code in (2, 3) and stdout == ""
+        assert len(stderr.splitlines()) == 1 and stderr.startswith("error: "), stderr
+
+
+def test_score_arguments_fuzzed(small_export, tmp_path):
+    rng = np.random.default_rng(0)
+    before = sorted(os.listdir(tmp_path))
+    outcomes = {0: 0, 2: 0, 3: 0}
+    for _ in range(CASES):
+        alphabet = list("+-0I") if rng.random() < 0.5 else list("+-0I") * 4 + JUNK
+        sequences = [random_text(rng, alphabet) for _ in range(int(rng.integers(1, 5)))]
+        sequences = [s for s in sequences if not s.startswith("--") or s == "--"] or ["+"]
+        extra = []
+        if rng.random() < 0.2:
+            extra.append(rng.choice(["--bogus=1", "--model_dir=/nonexistent", "--reference=nope:f", "--reference=x",
+                                     "--" + "z" * int(rng.integers(1, 1500))]))
+        argv = [f"--model_dir={small_export}", *extra, *sequences]
+        code, stdout, stderr = run_score(argv)
+        # Every argument is a sequence but the flags; after the first `--`, every argument is one.
+        cut = sequences.index("--") if "--" in sequences else len(sequences)
+        expected = cut + len(sequences[cut + 1:])
+        assert_one_line_or_result(code, stdout, stderr, expected)
+        outcomes[code] += 1
+    assert sorted(os.listdir(tmp_path)) == before
+    assert outcomes[0] > 20 and outcomes[2] > 20 and outcomes[3] > 5  # every kind of outcome was reached
+
+
+def test_score_stdin_fuzzed_with_random_bytes(small_export):
+    rng = np.random.default_rng(1)
+    for _ in range(CASES):
+        lines = [random_text(rng, list("+-0I") * 6 + JUNK[:8]).encode("utf-8") for _ in range(int(rng.integers(1, 6)))]
+        if rng.random() < 0.3:
+            lines[int(rng.integers(0, len(lines)))] += bytes(rng.integers(128, 256, size=2).tolist())
+        data = b"\n".join(line.replace(b"\n", b"") for line in lines) + b"\n"
+        code, stdout, stderr = run_score([f"--model_dir={small_export}"], data)
+        assert_one_line_or_result(code, stdout, stderr, len(data.split(b"\n")) - 1)
+
+
+def test_score_at_load_streams_and_keeps_padding_bounded(small_export):
+    """One 100,000-character sequence among 3,000 short ones, through stdin: scored in length-sorted
+    batches; every row in input order, the long one among them."""
+    rng = np.random.default_rng(2)
+    sequences = ["".join(rng.choice(list("+-0I"), size=6)) for _ in range(3000)]
+    sequences.insert(1234, "+" * 100_000)
+    code, stdout, stderr = run_score([f"--model_dir={small_export}"], ("\n".join(sequences) + "\n").encode())
+    assert code == 0 and stderr == ""
+    rows = stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == sequences
+
+
+TRAIN_FLAGS = {
+    "lstm_size": ["0", "-1", "abc", "8,0", "²", "", "4096", "4097", "1e3"],
+    "epochs": ["0", "-1", "1e9", "nan", "", "5"],
+    "batch_size": ["-1", "0", "x", "64"],
+    "learning_rate": ["0", "-1", "nan", "inf", "1e39", "0.01"],
+    "learning_rate_decay": ["0", "1.5", "nan", "0.5"],
+    "weight_decay": ["nan", "-1", "2", "0.1"],
+    "preactivation_noise": ["nan", "-1", "1e9", "0.5"],
+    "clip_norm": ["0", "-1", "nan", "1"],
+    "train_fraction": ["0", "1", "1e-9", "0.9999999", "nan", "0.5"],
+    "sequence_length": ["0", "100001", "20", "3"],
+    "max_sequences_per_length": ["1", "2", "100"],
+    "min_length": ["0", "5", "9"],
+    "max_length": ["3", "6"],
+    "seed": ["-1", "2147483648", "7"],
+    "restart_epoch": ["-1", "5", "100000"],
+    "restart_error": ["1", "-0.5", "nan", "0.1"],
+    "restart_mse": ["0", "nan", "0.003"],
+    "gate_examples": ["++x", "", "+,-", "I+"],
+    "target": ["sum", "final"],
+    "run_name": ["../x", "/abs", "", "ok"],
+    "forget_bias": ["inf", "nan", "101", "2"],
+}
+
+
+def test_train_flags_fuzzed_fail_as_one_line_before_anything_runs(tmp_path, capsys):
+    """train.py's own parsing and error handling, up to the settings it would train with."""
+    import train
+    from diy_lstm import cli
+
+    def settings_only(argv):
+        train.settings_per_size()
+        return 0
+
+    rng = np.random.default_rng(3)
+    names = sorted(TRAIN_FLAGS)
+    outcomes = {}
+    for _ in range(CASES):
+        chosen = rng.choice(names, size=int(rng.integers(1, 4)), replace=False)
+        argv = [f"--{name}={rng.choice(TRAIN_FLAGS[name])}" for name in chosen] + [f"--logdir={tmp_path}"]
+        flags.FLAGS.unparse_flags()
+        try:
+            code = cli.guarded(settings_only, cli.parse_flags_or_exit(["train.py", *argv]))
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            flags.FLAGS.unparse_flags()
+        stderr = capsys.readouterr().err
+        outcomes[code] = outcomes.get(code, 0) + 1
+        if code == 0:
+            assert stderr == "", argv
+        else:
+            assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
+    assert os.listdir(tmp_path) == []  # settings are checked before anything is written
+    assert outcomes.get(2, 0) > 100 and outcomes.get(0, 0) > 5, outcomes
+
+
+EVALUATE_RUNNER = """
+import contextlib, io, json, sys
+from absl import flags
+import evaluate
+from diy_lstm import cli
+results = []
+for argv in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    flags.FLAGS.unparse_flags()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.guarded(evaluate.main, cli.parse_flags_or_exit(["evaluate.py", *argv]))
+        except SystemExit as exit_:
+            code = exit_.code
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_evaluate_flags_fuzzed(small_export, tmp_path):
+    """A few hundred generated flag sets through evaluate.py's own parsing and main, in one process."""
+    import json
+
+    from conftest import run_python
+
+    (tmp_path / "a_file").write_text("x")
+    choices = {
+        "lengths": ["0", "-5", "abc", "²", "100001", "6,20", "", "3"],
+        "sequences": ["0", "-1", "5", "1000001", "x"],
+        "sampling": ["uniform", "varied", "other"],
+        "pattern_length": ["-1", "0", "30", "100001"],
+        "patterns": ["0,I+", "+x", "", "--+"],
+        "model_dir": [small_export, str(tmp_path / "missing"), str(tmp_path / "a_file"), str(tmp_path)],
+        "tensorboard_dir": [str(tmp_path / "a_file"), str(tmp_path / "tb")],
+        "score_batch_size": ["0", "7"],
+    }
+    rng = np.random.default_rng(4)
+    cases = []
+    for _ in range(CASES):
+        names = rng.choice(sorted(choices), size=int(rng.integers(1, 4)), replace=False)
+        argv = [f"--{name}={rng.choice(choices[name])}" for name in names]
+        if "model_dir" not in names:
+            argv.append(f"--model_dir={small_export}")
+        if "lengths" not in names:
+            argv.append("--lengths=6")
+        if "sequences" not in names:
+            argv.append("--sequences=5")
+        cases.append(argv)
+    runner = run_python(["-c", EVALUATE_RUNNER], stdin=json.dumps(cases), timeout=600)
+    assert runner.returncode == 0, runner.stderr[-2000:]
+    outcomes = {}
+    for argv, (code, stdout, stderr) in zip(cases, json.loads(runner.stdout.splitlines()[-1])):
+        outcomes[code] = outcomes.get(code, 0) + 1
+        if code == 0:
+            assert stderr == "" and stdout.splitlines()[0].split()[:2] == ["length", "sequences"], argv
+        else:
+            assert code in (2, 3) and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
+    assert outcomes.get(0, 0) > 10 and outcomes.get(2, 0) > 100 and outcomes.get(3, 0) > 10, outcomes
+    assert sorted(os.listdir(tmp_path)) in (["a_file"], ["a_file", "tb"])  # only where it was told to write

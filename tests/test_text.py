@@ -1,0 +1,314 @@
+"""The character-level language model: Keras parity, numpy gradients with carried state, stateful
+windows, the generate/score SavedModel, round trips that memorize, and bad input."""
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import text_data
+from conftest import run_python
+from diy_lstm import reference, run
+from diy_lstm.config import ConfigError, RunConfig, RunSettings, TrainingConfig
+from diy_lstm.generation import TextGenerator
+from diy_lstm.keras_interop import load_from_keras
+from diy_lstm.model import LSTMModel, ModelConfig
+from text_task import TextData, TextTask
+
+
+def keras_char_model(vocabulary, units, layers, seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    lstms = [keras.layers.LSTM(units, return_sequences=True) for _ in range(layers)]
+    dense = keras.layers.Dense(vocabulary)
+    model = keras.Sequential([keras.Input((None, vocabulary)), *lstms, dense])
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:  # random biases too, so every gate's column is told apart
+        variable.assign(rng.normal(scale=0.4, size=variable.shape).astype(np.float32))
+    return model, lstms, dense
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_keras_char_model_copied_in_gives_the_same_probabilities_and_loss(layers, measured):
+    vocabulary, units = 11, 7
+    keras_model, lstms, dense = keras_char_model(vocabulary, units, layers, seed=4)
+    ours = LSTMModel(ModelConfig(input_size=vocabulary, units=units, num_layers=layers, output_size=vocabulary,
+                                 forget_bias=0.0, initializer="glorot_uniform"))
+    load_from_keras(ours, lstms, dense)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocabulary, size=(3, 9))
+    inputs = tf.one_hot(ids[:, :-1], vocabulary)
+    keras_logits = keras_model(inputs).numpy()
+    our_logits = ours(inputs).numpy()
+    difference = np.max(np.abs(tf.nn.softmax(our_logits) - tf.nn.softmax(keras_logits)))
+    assert measured(f"text: probabilities vs Keras, {layers} layer(s), max abs", difference) <= 1e-6
+    import keras
+
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(ids[:, 1:], keras_logits)
+    task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=8), batch_size=3,
+                    text="abcdefghijk" * 3)
+    task.use_model_config(ours.config)
+    our_loss = task.loss(lambda x, **kwargs: ours.run(x, **kwargs),
+                         (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32), tf.constant(True)))
+    assert abs(float(our_loss) - float(keras_loss)) <= 1e-6
+
+
+def test_hand_written_bptt_with_a_carried_state_matches_numpy_float64(measured):
+    """The gradient of the softmax cross-entropy over a window that starts from the state an earlier
+    window left (truncated BPTT: the state is data), against numpy's BPTT written out by hand."""
+    vocabulary, units, layers = 9, 6, 2
+    config = ModelConfig(input_size=vocabulary, units=units, num_layers=layers, output_size=vocabulary, seed=3,
+                         initializer="glorot_uniform", dtype="float64")
+    model = LSTMModel(config)
+    rng = np.random.default_rng(1)
+    for variable in model.trainable_variables:  # random biases: every gate's own column matters
+        if variable.name.split("/")[-1].startswith("b_"):
+            variable.assign(rng.normal(scale=0.3, size=variable.shape))
+    ids = rng.integers(0, vocabulary, size=(4, 2 * 7 + 1))
+    one_hot = tf.one_hot(ids, vocabulary, dtype=tf.float64)
+    earlier = model.run(one_hot[:, :7], keep_states=True).final_states()  # the previous window
+    window, targets = one_hot[:, 7:14], ids[:, 8:15]
+    with tf.GradientTape() as tape:
+        output = model.run(window, training=True, initial_states=earlier)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, output.predictions))
+    gradients = dict(zip([v.name for v in model.trainable_variables],
+                         tape.gradient(loss, model.trainable_variables)))
+
+    params = reference.params_from_model(model)
+    states = [(s.hidden.numpy(), s.cell.numpy()) for s in earlier]
+    logits, records = reference.forward(window.numpy(), params, initial_states=states)
+    expected_loss, d_logits = reference.softmax_cross_entropy(logits, targets)
+    assert abs(float(loss) - expected_loss) <= 1e-12 * abs(expected_loss)
+    expected = reference.backward(window.numpy(), params, records, d_logits)
+    assert np.mean(np.abs(states[0][0])) > 0.01  # the state carried in is far from zero
+    worst = 0.0
+    for name, gradient in gradients.items():
+        key = name.split(":")[0].split("/", 1)[1]  # lstm_model/layer_0/W_f:0 -> layer_0/W_f
+        reference_value = expected[key]
+        worst = max(worst, np.max(np.abs(gradient.numpy() - reference_value)) / np.max(np.abs(reference_value)))
+    assert measured("text: BPTT with carried state vs numpy float64, relative", worst) <= 1e-8
+
+
+def test_reference_softmax_cross_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    logits, targets = rng.normal(size=(2, 3, 5)), rng.integers(0, 5, size=(2, 3))
+    _, gradient = reference.softmax_cross_entropy(logits, targets)
+    numeric = np.zeros_like(logits)
+    for index in np.ndindex(*logits.shape):
+        step = np.zeros_like(logits)
+        step[index] = 1e-6
+        numeric[index] = (reference.softmax_cross_entropy(logits + step, targets)[0]
+                          - reference.softmax_cross_entropy(logits - step, targets)[0]) / 2e-6
+    np.testing.assert_allclose(gradient, numeric, atol=1e-8)
+
+
+def small_task(text, batch_size=2, unroll_length=5, validation_fraction=0.0):
+    data = TextData(corpus="fox_and_crow", validation_fraction=validation_fraction, unroll_length=unroll_length)
+    return TextTask(data, batch_size, text)
+
+
+def test_windows_carry_the_state_so_two_windows_score_as_one_long_one():
+    task = small_task(text_data.FOX_AND_CROW, batch_size=2, unroll_length=5)
+    model = LSTMModel(ModelConfig(input_size=len(task.vocabulary), units=8, output_size=len(task.vocabulary),
+                                  initializer="glorot_uniform", seed=1))
+    task.use_model_config(model.config)
+    run_model = lambda x, **kwargs: model.run(x, **kwargs)  # noqa: E731
+    batches = list(task.training_batches(TrainingConfig(epochs=1), range(1)))
+    assert [bool(batch[4]) for batch in batches[:2]] == [True, False]  # only the first window resets
+    first = task.loss(run_model, tuple(batches[0][2:]))
+    second = task.loss(run_model, tuple(batches[1][2:]))
+    whole_inputs = tf.concat([batches[0][2], batches[1][2]], axis=1)
+    whole_targets = tf.concat([batches[0][3], batches[1][3]], axis=1)
+    whole = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        whole_targets, model(tf.one_hot(whole_inputs, len(task.vocabulary))))
+    np.testing.assert_allclose((float(first) + float(second)) / 2, float(tf.reduce_mean(whole)), rtol=1e-6)
+    # Streams are consecutive pieces of the text; targets are inputs shifted by one.
+    streams = task.train_streams
+    assert task.vocabulary.text(streams[0]) + task.vocabulary.text(streams[1]) == text_data.FOX_AND_CROW[:148]
+    np.testing.assert_array_equal(batches[0][3][:, :-1], batches[0][2][:, 1:])
+
+
+def test_the_last_window_of_a_stream_may_be_shorter_and_every_character_is_read():
+    assert text_data.window_bounds(10, 4) == [(0, 4), (4, 8), (8, 9)]
+    assert text_data.window_bounds(5, 4) == [(0, 4)]
+
+
+def train_text(tmp_path, corpus, units, epochs, unroll_length, learning_rate, batch_size=1, **run_options):
+    data = TextData(corpus=corpus, validation_fraction=0.0, unroll_length=unroll_length)
+    task = TextTask(data, batch_size)
+    size = len(task.vocabulary)
+    model = ModelConfig(input_size=size, units=units, output_size=size, initializer="glorot_uniform")
+    task.use_model_config(model)
+    settings = RunSettings(TextTask.name, model, data,
+                           TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                          clip_norm=5.0, jit_compile="false"),
+                           RunConfig(logdir=str(tmp_path), run_name=corpus, histogram_every=0, image_every=0,
+                                     eval_every=epochs, checkpoint_every=epochs, **run_options))
+    return run.train(settings, task), task
+
+
+def test_fox_and_crow_is_memorized_and_written_back_from_its_first_words(tmp_path):
+    result, _ = train_text(tmp_path, "fox_and_crow", units=128, epochs=300, unroll_length=148, learning_rate=0.01)
+    generate = tf.saved_model.load(result.export_dir).signatures["generate"]
+    prompt = "One bright morning"
+    text = generate(prompt=tf.constant([prompt]), num_chars=tf.constant(len(text_data.FOX_AND_CROW) - len(prompt)),
+                    temperature=tf.constant(0.0), seed=tf.constant(0, tf.int64))["text"][0].numpy().decode()
+    assert text == text_data.FOX_AND_CROW
+
+
+@pytest.mark.slow
+def test_the_soliloquy_is_memorized_and_written_back_from_to_be_or(tmp_path):
+    result, _ = train_text(tmp_path, "hamlet_soliloquy", units=256, epochs=150, unroll_length=100,
+                           learning_rate=0.005)
+    generate = tf.saved_model.load(result.export_dir).signatures["generate"]
+    prompt = "to be, or"
+    text = generate(prompt=tf.constant([prompt]),
+                    num_chars=tf.constant(len(text_data.HAMLET_SOLILOQUY) - len(prompt)),
+                    temperature=tf.constant(0.0), seed=tf.constant(0, tf.int64))["text"][0].numpy().decode()
+    assert text == text_data.HAMLET_SOLILOQUY
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """An untrained model over a small vocabulary, exported, with the numpy reference of its weights."""
+    characters = tuple("abcde .")
+    model = LSTMModel(ModelConfig(input_size=7, units=5, num_layers=2, output_size=7, seed=2,
+                                  initializer="glorot_uniform"))
+    module = TextGenerator(model, characters)
+    return module, characters, model
+
+
+def test_score_signature_matches_numpy_log_probabilities(generator):
+    module, characters, model = generator
+    texts = ["abc de.", "ba", "eeeee"]
+    outputs = module.score(tf.constant(texts))
+    params = reference.params_from_model(model)
+    for row, text in enumerate(texts):
+        ids = np.array([characters.index(c) for c in text])
+        logits, _ = reference.forward(np.eye(7)[ids[None, :-1]], params)
+        shifted = logits[0] - logits[0].max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        expected = log_probs[np.arange(len(text) - 1), ids[1:]]
+        got = outputs["log_probs"][row].numpy()
+        np.testing.assert_allclose(got[: len(text) - 1], expected, atol=1e-5)
+        assert not np.any(got[len(text) - 1:])  # 0 past the end
+        assert float(outputs["bits_per_char"][row]) == pytest.approx(-expected.mean() / math.log(2), abs=1e-5)
+
+
+def test_generate_is_the_prompt_plus_greedy_or_seeded_samples(generator):
+    module, characters, model = generator
+    greedy = module.generate(tf.constant(["ab", "c"]), 6, 0.0, 0)["text"].numpy()
+    # Greedy by hand: feed the prompt, then each most likely character.
+    params = reference.params_from_model(model)
+    for row, prompt in enumerate(["ab", "c"]):
+        text = prompt
+        for _ in range(6):
+            ids = np.array([characters.index(c) for c in text])
+            logits, _ = reference.forward(np.eye(7)[ids[None]], params)
+            text += characters[int(np.argmax(logits[0, -1]))]
+        assert greedy[row].decode() == text
+    same = [module.generate(tf.constant(["ab"]), 30, 1.0, 7)["text"][0].numpy() for _ in range(2)]
+    other = module.generate(tf.constant(["ab"]), 30, 1.0, 8)["text"][0].numpy()
+    assert same[0] == same[1] and same[0] != other
+    assert module.generate(tf.constant(["ab"]), 0, 1.0, 7)["text"][0].numpy() == b"ab"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.generate(tf.constant(["ax"]), 3, 0.0, 0),
+     r"unknown character x \(U\+0078\) at position 2 of prompt\[0\]"),
+    (lambda m: m.generate(tf.constant(["a", ""]), 3, 0.0, 0), r"prompt\[1\] has 0 characters; at least 1"),
+    (lambda m: m.generate(tf.constant(["a"]), -1, 0.0, 0), "num_chars must be in"),
+    (lambda m: m.generate(tf.constant(["a"]), 10**7, 0.0, 0), "num_chars must be in"),
+    (lambda m: m.generate(tf.constant(["a"]), 3, -0.5, 0), "temperature must be a finite number >= 0"),
+    (lambda m: m.generate(tf.constant(["a"]), 3, float("nan"), 0), "temperature must be a finite number >= 0"),
+    (lambda m: m.score(tf.constant(["a"])), r"text\[0\] has 1 characters; at least 2"),
+])
+def test_bad_input_to_the_signatures_is_named(generator, call, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(generator[0])
+
+
+def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
+    """The carried state is reset at each epoch's start, so a checkpoint at an epoch's end resumes exactly."""
+    whole, _ = train_text(tmp_path / "whole", "fox_and_crow", units=16, epochs=4, unroll_length=20,
+                          learning_rate=0.01, batch_size=2)
+
+    class Interrupting(TextTask):
+        def evaluate(self, model):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the first evaluation (epoch 2)
+            return super().evaluate(model)
+
+    data = TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=20)
+    task = Interrupting(data, 2)
+    size = len(task.vocabulary)
+    model = ModelConfig(input_size=size, units=16, output_size=size, initializer="glorot_uniform")
+    task.use_model_config(model)
+    settings = RunSettings(TextTask.name, model, data, TrainingConfig(epochs=4, batch_size=2, learning_rate=0.01,
+                                                                      clip_norm=5.0, jit_compile="false"),
+                           RunConfig(logdir=str(tmp_path / "parts"), run_name="fox_and_crow", histogram_every=0,
+                                     image_every=0, eval_every=2, checkpoint_every=4))
+    assert run.train(settings, task).outcome == run.INTERRUPTED
+    fresh_task = TextTask(data, 2)
+    fresh_task.use_model_config(model)
+    resumed = run.train(settings, fresh_task)
+    assert resumed.resumed_from_epoch == 2
+    a = tf.train.load_checkpoint(os.path.join(whole.run_dir, "checkpoints"))
+    b = tf.train.load_checkpoint(os.path.join(resumed.run_dir, "checkpoints"))
+    for name in a.get_variable_to_shape_map():
+        if name.startswith("model/"):
+            np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_bytes(b"   \n\n"), "is empty"),
+    (lambda p: p.write_bytes(b"text\x00\x01\x02"), "is not text: a NUL byte at byte 5"),
+    (lambda p: p.write_bytes(b"caf\xe9 au lait"), "is not UTF-8 text: byte 0xE9 at byte 4"),
+])
+def test_a_text_file_that_cannot_be_trained_on_is_named(tmp_path, make, message):
+    path = tmp_path / "corpus.txt"
+    make(path)
+    with pytest.raises(text_data.TextError, match=message):
+        TextData(text_file=str(path)).read()
+
+
+def test_a_text_too_short_for_its_windows_is_one_clear_error():
+    with pytest.raises(ConfigError, match="--unroll_length=200 is longer than a stream: 149 training characters"):
+        small_task(text_data.FOX_AND_CROW, batch_size=1, unroll_length=200)
+    with pytest.raises(ConfigError, match="cannot make 64 stream"):
+        small_task("to be", batch_size=64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, message", [
+    (["--text_file=/nonexistent/file.txt"], "error: --text_file=/nonexistent/file.txt: cannot read it"),
+    (["--corpus=fox_and_crow", "--unroll_length=500", "--batch_size=1"], "error: --unroll_length=500 is longer"),
+    (["--validation_fraction=0.9"], "error: --validation_fraction must be in [0, 0.5], got 0.9"),
+    (["--corpus=nope"], "error: flag --corpus=nope: value should be one of"),
+])
+def test_train_text_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
+    result = run_python(["train_text.py", f"--logdir={tmp_path}", "--run_name=r", *flags])
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_generate_command_line(tmp_path):
+    result, _ = train_text(tmp_path, "fox_and_crow", units=128, epochs=300, unroll_length=148, learning_rate=0.01)
+    model_dir = result.export_dir
+    ok = run_python(["-m", "diy_lstm.generate", f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20",
+                     "--temperature=0"])
+    assert ok.returncode == 0 and ok.stderr == "" and ok.stdout == text_data.FOX_AND_CROW[:30] + "\n"
+    for flags, message in ((["--prompt=One Xright"], "error: unknown character 'X' (U+0058) at position 5 of --prompt"),
+                           (["--temperature=-1"], "error: --temperature must be a finite number >= 0, got -1.0"),
+                           (["--temperature=nan"], "error: --temperature must be a finite number >= 0, got nan"),
+                           (["--num_chars=-5"], "error: --num_chars must be in [0, 1,000,000], got -5"),
+                           (["--num_chars=99999999"], "error: --num_chars must be in [0, 1,000,000], got 99999999")):
+        bad = run_python(["-m", "diy_lstm.generate", f"--model_dir={model_dir}", *flags])
+        assert bad.returncode == 2 and bad.stdout == "", bad.stderr
+        assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith(message), bad.stderr

@@ -1,0 +1,232 @@
+"""The character-level language model as a task of the training run (`diy_lstm.task.Task`).
+
+Each character is a one-hot vector over the vocabulary; the LSTM layers read it and a readout gives
+logits over the vocabulary for the next character. The loss is the softmax cross-entropy per
+character (nats). Truncated BPTT, stateful, as char-rnn does it (`text_data.py`): each window of
+`unroll_length` characters starts from the state the previous window of the same stream ended with
+(kept in variables between steps, never differentiated through), and the state is reset at the start
+of each epoch. Metrics, on each split read the same way:
+
+    loss            mean cross-entropy, nats per character
+    bits_per_char   loss / ln 2
+    perplexity      e^loss
+    accuracy        share of characters that are the most likely prediction
+
+The SavedModel is `diy_lstm.generation.TextGenerator` with the vocabulary passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+import text_data
+from diy_lstm.cell import LSTMState
+from diy_lstm.config import ConfigError, TrainingConfig
+from diy_lstm.generation import TextGenerator
+from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.task import TRAIN, VALIDATION, Metrics, RunModel, Task
+
+EVALUATION_STREAMS = 16  # parallel streams when reading a split for its metrics
+MAX_EVALUATED_CHARACTERS = 200_000  # the training split's metrics read its first this many characters
+GATE_LINE_LENGTH = 40
+SAMPLE_TEMPERATURES = (0.0, 0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextData:
+    """Which text, how it is split and how it is cut.
+
+    corpus: a built-in corpus (`text_data.CORPORA`), unless `text_file` names a UTF-8 file.
+    validation_fraction: the contiguous tail held out, in [0, 0.5]; 0: no validation split.
+    unroll_length: characters per truncated-BPTT window.
+    sample_length: characters generated for each text sample.
+    """
+
+    corpus: str = "shakespeare"
+    text_file: str | None = None
+    validation_fraction: float = 0.1
+    unroll_length: int = 100
+    sample_length: int = dataclasses.field(default=300, metadata={"may_change_on_resume": True})
+
+    def __post_init__(self):
+        if self.text_file is None and self.corpus not in text_data.CORPORA:
+            raise ConfigError(f"--corpus must be one of {', '.join(text_data.CORPORA)}, got {self.corpus!r}")
+        if not 0.0 <= self.validation_fraction <= 0.5:
+            raise ConfigError(f"--validation_fraction must be in [0, 0.5], got {self.validation_fraction}")
+        if not 1 <= self.unroll_length <= 10_000:
+            raise ConfigError(f"--unroll_length must be in [1, 10000], got {self.unroll_length}")
+
+    def read(self) -> str:
+        return text_data.read_text_file(self.text_file) if self.text_file else text_data.corpus_text(self.corpus)
+
+    @property
+    def source(self) -> str:
+        return f"--text_file={self.text_file}" if self.text_file else f"--corpus={self.corpus}"
+
+
+class TextTask(Task):
+    """The language model; a batch is `(inputs [streams, time], targets [streams, time], reset)`
+    (ids, and whether this window starts an epoch)."""
+
+    name = "text"
+
+    def __init__(self, data: TextData, batch_size: int, text: str | None = None):
+        self.data = data
+        self.text = data.read() if text is None else text
+        self.vocabulary = text_data.Vocabulary.of(self.text)
+        train_text, validation_text = text_data.split(self.text, data.validation_fraction)
+        self.split_texts = {TRAIN: train_text}
+        if validation_text:
+            self.split_texts[VALIDATION] = validation_text
+        self.batch_size = batch_size or 1
+        self.train_streams = self._streams(train_text, self.batch_size, "--batch_size")
+        if data.validation_fraction > 0:
+            streams = min(EVALUATION_STREAMS, max(1, len(validation_text) // (data.unroll_length + 1)))
+            self._streams(validation_text, streams, "--validation_fraction")
+        self.windows = text_data.window_bounds(self.train_streams.shape[1], data.unroll_length)
+        self.model_config: ModelConfig | None = None
+        self._states: list[tuple[tf.Variable, tf.Variable]] = []
+        self._evaluate_window = None
+        self._generator: TextGenerator | None = None
+
+    def _streams(self, text: str, count: int, flag: str) -> np.ndarray:
+        """`text` cut into `count` streams, each long enough for at least one window."""
+        ids = self.vocabulary.ids(text)
+        if len(ids) // count < 2:
+            raise ConfigError(f"{self.data.source}: {len(text)} characters cannot make {count} stream(s) of at least "
+                              f"2 characters; lower {flag} or give a longer text")
+        if self.data.unroll_length > len(ids) // count - 1 and flag == "--batch_size":
+            raise ConfigError(f"--unroll_length={self.data.unroll_length} is longer than a stream: {len(text)} "
+                              f"training characters in {count} stream(s) of {len(ids) // count}; lower "
+                              "--unroll_length or --batch_size")
+        return text_data.streams(ids, count)
+
+    def use_model_config(self, config: ModelConfig) -> None:
+        """Makes the variables that carry each layer's state from one window to the next."""
+        if config.input_size != len(self.vocabulary) or config.output_size != len(self.vocabulary):
+            raise ConfigError(f"the model reads {config.input_size} and writes {config.output_size} values; this "
+                              f"text's vocabulary has {len(self.vocabulary)} characters")
+        self.model_config = config
+        shape = [self.batch_size, config.units]
+        self._states = [(tf.Variable(tf.zeros(shape), trainable=False, name=f"carried_h_{layer}"),
+                         tf.Variable(tf.zeros(shape), trainable=False, name=f"carried_c_{layer}"))
+                        for layer in range(config.num_layers)]
+
+    def describe(self) -> str:
+        validation = len(self.split_texts.get(VALIDATION, ""))
+        return (f"{self.data.source}: {len(self.split_texts[TRAIN]):,} training / {validation:,} validation "
+                f"characters, vocabulary {len(self.vocabulary)}, {self.batch_size} streams of "
+                f"{self.train_streams.shape[1]:,}, windows of {self.data.unroll_length}")
+
+    @property
+    def fixed_length(self) -> bool:
+        return True  # full windows, and at most one shorter last window: two compiles
+
+    def training_batches(self, training: TrainingConfig, epochs: range) -> tf.data.Dataset:
+        streams = tf.constant(self.train_streams)
+        bounds = tf.constant(self.windows, dtype=tf.int64)  # [windows, 2]
+        last = len(self.windows) - 1
+        plan = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(
+            lambda epoch: tf.data.Dataset.range(len(self.windows)).map(lambda window: (epoch, window)))
+
+        def window(epoch, index):
+            start, stop = bounds[index][0], bounds[index][1]
+            return (epoch, tf.equal(index, last), tf.cast(streams[:, start:stop], tf.int32),
+                    tf.cast(streams[:, start + 1:stop + 1], tf.int32), tf.equal(index, 0))
+
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return plan.map(window).prefetch(2).with_options(options)
+
+    def _initial_states(self, reset: tf.Tensor) -> tuple[LSTMState, ...]:
+        keep = 1.0 - tf.cast(reset, tf.float32)  # 0 at an epoch's first window: the state starts at zero
+        return tuple(LSTMState(hidden * keep, cell * keep) for hidden, cell in self._states)
+
+    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> tf.Tensor:
+        inputs, targets, reset = batch
+        size = len(self.vocabulary)
+        output = run_model(tf.one_hot(inputs, size), initial_states=self._initial_states(reset), keep_states=True)
+        for (hidden, cell), state in zip(self._states, output.final_states()):
+            hidden.assign(tf.stop_gradient(state.hidden))
+            cell.assign(tf.stop_gradient(state.cell))
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, output.predictions)  # [streams, time]
+        return tf.reduce_mean(losses)
+
+    def _window_metrics(self, model: LSTMModel):
+        """A compiled window of evaluation: (summed loss, correct predictions, next states)."""
+        size, units, layers = len(self.vocabulary), model.config.units, model.config.num_layers
+
+        def window(inputs, targets, states):
+            initial = tuple(LSTMState(states[0, layer], states[1, layer]) for layer in range(layers))
+            output = model.run(tf.one_hot(inputs, size, dtype=model.dtype), initial_states=initial, keep_states=True)
+            logits = output.predictions
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets), tf.float32)
+            final = output.final_states()
+            next_states = tf.stack([tf.stack([s.hidden for s in final]), tf.stack([s.cell for s in final])])
+            return tf.reduce_sum(losses), tf.reduce_sum(correct), next_states
+
+        signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
+                     tf.TensorSpec([2, layers, None, units], model.dtype)]
+        return tf.function(window, input_signature=signature, autograph=False)
+
+    def metrics_of(self, model: LSTMModel, text: str) -> dict[str, float]:
+        """The four metrics of the module docstring over `text`, read in parallel streams, state carried."""
+        if self._evaluate_window is None or self._evaluate_window[0] is not model:
+            self._evaluate_window = (model, self._window_metrics(model))
+        window = self._evaluate_window[1]
+        count = min(EVALUATION_STREAMS, max(1, len(text) // (self.data.unroll_length + 1)))
+        streams = text_data.streams(self.vocabulary.ids(text), count)
+        states = tf.zeros([2, model.config.num_layers, count, model.config.units], model.dtype)
+        total_loss = total_correct = 0.0
+        for start, stop in text_data.window_bounds(streams.shape[1], self.data.unroll_length):
+            loss, correct, states = window(streams[:, start:stop], streams[:, start + 1:stop + 1], states)
+            total_loss, total_correct = total_loss + float(loss), total_correct + float(correct)
+        characters = count * (streams.shape[1] - 1)
+        loss = total_loss / characters
+        return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0)),
+                "accuracy": total_correct / characters}
+
+    def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
+        texts = {TRAIN: self.split_texts[TRAIN][:MAX_EVALUATED_CHARACTERS]}
+        if VALIDATION in self.split_texts:
+            texts[VALIDATION] = self.split_texts[VALIDATION]
+        return {split: self.metrics_of(model, text) for split, text in texts.items()}
+
+    def progress(self, metrics: Metrics) -> dict[str, object]:
+        values = {"train_bpc": metrics[TRAIN]["bits_per_char"]}
+        if VALIDATION in metrics:
+            values.update(validation_bpc=metrics[VALIDATION]["bits_per_char"],
+                          validation_accuracy=f"{100 * metrics[VALIDATION]['accuracy']:.1f}%")
+        return values
+
+    def _showcase_text(self) -> str:
+        return self.split_texts.get(VALIDATION) or self.split_texts[TRAIN]
+
+    def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
+        line = self._showcase_text()[:GATE_LINE_LENGTH]
+        labels = line.replace("\n", "¶")  # one visible label per character
+        encoded = np.eye(len(self.vocabulary), dtype=np.float32)[self.vocabulary.ids(line)]
+        return {"line": (labels, encoded)}
+
+    def samples(self, model: LSTMModel) -> dict[str, str]:
+        if self._generator is None or self._generator.model is not model:  # traced once per model
+            self._generator = TextGenerator(model, self.vocabulary.characters)
+        generator = self._generator
+        prompt = self._showcase_text()[:20]
+        return {f"samples/temperature_{temperature:g}": generator.generate(
+                    tf.constant([prompt]), self.data.sample_length, temperature, 0)["text"][0].numpy().decode()
+                for temperature in SAMPLE_TEMPERATURES}
+
+    def histogram_batch(self) -> tuple[tf.Tensor, ...]:
+        start, stop = self.windows[0]
+        return (tf.constant(self.train_streams[:, start:stop], tf.int32),
+                tf.constant(self.train_streams[:, start + 1:stop + 1], tf.int32), tf.constant(True))
+
+    def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
+        generator = TextGenerator(model, self.vocabulary.characters)
+        return generator, generator.signatures()
