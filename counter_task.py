@@ -111,7 +111,7 @@ class CounterTask(Task):
         one_length_batches = data.min_length == data.max_length or batch_size > 0
         self.last_step_only = data.target == "final" and one_length_batches
         self.splits: dict[str, data_generator.Examples] = {}
-        self._evaluate = None
+        self._evaluate = self._evaluate_model = None
 
     def prepare(self, seed: int) -> None:
         train, validation = data_generator.make_splits(

@@ -84,9 +84,12 @@ class TextTask(Task):
             self.split_texts[VALIDATION] = validation_text
         self.batch_size = batch_size or 1
         self.train_streams = self._streams(train_text, self.batch_size, "--batch_size")
-        if data.validation_fraction > 0:
-            streams = min(EVALUATION_STREAMS, max(1, len(validation_text) // (data.unroll_length + 1)))
-            self._streams(validation_text, streams, "--validation_fraction")
+        # What `evaluate` reads: the training text's head and the validation text, each in a few streams.
+        evaluated = {TRAIN: (train_text[:MAX_EVALUATED_CHARACTERS], "--batch_size"),
+                     VALIDATION: (validation_text, "--validation_fraction")}
+        self.evaluation_streams = {
+            split: self._streams(text, min(EVALUATION_STREAMS, max(1, len(text) // (data.unroll_length + 1))), flag)
+            for split, (text, flag) in evaluated.items() if split in self.split_texts}
         self.windows = text_data.window_bounds(self.train_streams.shape[1], data.unroll_length)
         self.model_config: ModelConfig | None = None
         self._states: list[tuple[tf.Variable, tf.Variable]] = []
@@ -174,13 +177,13 @@ class TextTask(Task):
                      tf.TensorSpec([2, layers, None, units], model.dtype)]
         return tf.function(window, input_signature=signature, autograph=False)
 
-    def metrics_of(self, model: LSTMModel, text: str) -> dict[str, float]:
-        """The four metrics of the module docstring over `text`, read in parallel streams, state carried."""
+    def metrics_of(self, model: LSTMModel, streams: np.ndarray) -> dict[str, float]:
+        """The four metrics of the module docstring over `streams` `[count, length]` of ids, read
+        window by window with the state carried."""
         if self._evaluate_window is None or self._evaluate_window[0] is not model:
             self._evaluate_window = (model, self._window_metrics(model))
         window = self._evaluate_window[1]
-        count = min(EVALUATION_STREAMS, max(1, len(text) // (self.data.unroll_length + 1)))
-        streams = text_data.streams(self.vocabulary.ids(text), count)
+        count = streams.shape[0]
         states = tf.zeros([2, model.config.num_layers, count, model.config.units], model.dtype)
         total_loss = total_correct = 0.0
         for start, stop in text_data.window_bounds(streams.shape[1], self.data.unroll_length):
@@ -192,10 +195,7 @@ class TextTask(Task):
                 "accuracy": total_correct / characters}
 
     def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
-        texts = {TRAIN: self.split_texts[TRAIN][:MAX_EVALUATED_CHARACTERS]}
-        if VALIDATION in self.split_texts:
-            texts[VALIDATION] = self.split_texts[VALIDATION]
-        return {split: self.metrics_of(model, text) for split, text in texts.items()}
+        return {split: self.metrics_of(model, streams) for split, streams in self.evaluation_streams.items()}
 
     def progress(self, metrics: Metrics) -> dict[str, object]:
         values = {"train_bpc": metrics[TRAIN]["bits_per_char"]}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 import shutil
@@ -372,14 +371,3 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                                seconds=seconds)
     write_json_atomically(os.path.join(run_dir, RESULTS_FILE), dataclasses.asdict(done))
     return done
-
-
-def read_result(run_dir: str) -> RunResult:
-    """The `RunResult` a run wrote to its results.json."""
-    with open(os.path.join(run_dir, RESULTS_FILE)) as f:
-        values = json.load(f)
-    values["restarts"] = tuple(GivenUp(**entry) for entry in values.get("restarts", ()))
-    values["given_up"] = values["given_up"] and GivenUp(**values["given_up"])
-    values["goal_reached"] = values["goal_reached"] and GoalReached(**values["goal_reached"])
-    return RunResult(**values)
-

@@ -153,19 +153,6 @@ class Scorer:
         return f"{'sequence':<{width}}  prediction  rounded" + ("  true  ok" if self.reference else "")
 
 
-def score(sequences: list[str], model_dir: str, reference_spec: str | None = None) -> list[dict]:
-    """Scores `sequences`; one dict per sequence (sequence, prediction, rounded, and true if asked)."""
-    scorer = Scorer(model_dir, reference_spec)
-    predictions, rounded = scorer.predictions(sequences)
-    rows = []
-    for sequence, prediction, rounding in zip(sequences, predictions, rounded):
-        row = {"sequence": sequence, "prediction": float(prediction), "rounded": int(rounding)}
-        if scorer.reference is not None:
-            row["true"] = scorer.reference(sequence)
-        rows.append(row)
-    return rows
-
-
 def check_arguments_are_text(sequences: list[str]) -> None:
     """Arguments that were not valid UTF-8 reach Python as lone surrogates: name the byte and where."""
     for number, sequence in enumerate(sequences, start=1):
