@@ -17,16 +17,18 @@ import os
 import sys
 from typing import Callable, Iterable
 
-import tensorflow as tf
 from absl import app, flags, logging
 
-from diy_lstm.checkpoints import ConfigMismatchError
-from diy_lstm.config import ConfigError
-from diy_lstm.export import ExportDirError
-from diy_lstm.lock import RunLockedError
-from diy_lstm.config import RunSettings
-from diy_lstm.run import INTERRUPTED, RunError, RunResult, train
-from diy_lstm.task import Task
+from diy_lstm import quiet
+
+tf = quiet.import_tensorflow()  # a command line's import of this module is never the noisy one
+
+from diy_lstm.checkpoints import ConfigMismatchError  # noqa: E402
+from diy_lstm.config import ConfigError, RunSettings  # noqa: E402
+from diy_lstm.export import ExportDirError  # noqa: E402
+from diy_lstm.lock import RunLockedError  # noqa: E402
+from diy_lstm.run import INTERRUPTED, RunError, RunResult, train  # noqa: E402
+from diy_lstm.task import Task  # noqa: E402
 
 EXIT_RUN_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -38,8 +40,16 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
     except flags.Error as error:
         print(f"error: {first_line(error)}", file=sys.stderr)
     except RecursionError:  # absl's suggestions for a very long unknown flag
-        print(f"error: unknown flag {next(a for a in argv[1:] if a.startswith('-'))[:60]!r}...", file=sys.stderr)
+        print(f"error: {unknown_flag(argv[1:])}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
+
+
+def unknown_flag(arguments: list[str]) -> str:
+    """absl's message for the first argument that names no defined flag, its name cut to 60 characters."""
+    names = [a.lstrip("-").split("=", 1)[0] for a in arguments if a.startswith("-")]
+    name = next((n for n in names if n not in flags.FLAGS), names[0] if names else "?")
+    shown = name if len(name) <= 60 else f"{name[:60]}... ({len(name)} characters)"
+    return f"Unknown command line flag '{shown}'"
 
 
 def first_line(error: BaseException) -> str:

@@ -193,7 +193,9 @@ def split_flags(argv: list[str]) -> list[str]:
     except flags.Error as error:
         print(f"error: {error}", file=sys.stderr)
     except RecursionError:  # absl's suggestions for a very long unknown flag
-        print(f"error: unknown flag {flag_args[0][:60]!r}...", file=sys.stderr)
+        from diy_lstm.cli import unknown_flag
+
+        print(f"error: {unknown_flag(flag_args)}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
 

@@ -162,3 +162,18 @@ def test_a_failure_deep_in_a_run_is_one_line_with_its_exit_code(capsys, error, c
 
     assert cli.guarded(main, ["train.py"]) == code
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_flag_too_long_for_absl_s_suggestions_is_named_not_a_neighbour():
+    """absl recurses once per character when it suggests a flag; where the stack runs out first
+    (it depends on the interpreter's build), the one line must still name the unknown flag."""
+    from absl import flags
+
+    from diy_lstm import cli
+
+    import train  # noqa: F401  (defines the flags)
+
+    line = cli.unknown_flag(["--epochs=2", "--lstm_size=4", "--" + "x" * 1500 + "=1"])
+    assert line == f"Unknown command line flag '{'x' * 60}... (1500 characters)'"
+    assert cli.unknown_flag(["--epochs=2", "--nope=1"]) == "Unknown command line flag 'nope'"
+    assert "epochs" in flags.FLAGS
