@@ -151,6 +151,7 @@ def train_text(tmp_path, corpus, units, epochs, unroll_length, learning_rate, ba
     return run.train(settings, task), task
 
 
+@pytest.mark.slow
 def test_fox_and_crow_is_memorized_and_written_back_from_its_first_words(tmp_path):
     result, _ = train_text(tmp_path, "fox_and_crow", units=128, epochs=300, unroll_length=148, learning_rate=0.01)
     generate = tf.saved_model.load(result.export_dir).signatures["generate"]
@@ -232,6 +233,7 @@ def test_bad_input_to_the_signatures_is_named(generator, call, message):
         call(generator[0])
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
     """The carried state is reset at each epoch's start, so a checkpoint at an epoch's end resumes exactly."""
     whole, _ = train_text(tmp_path / "whole", "fox_and_crow", units=16, epochs=4, unroll_length=20,
