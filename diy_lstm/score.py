@@ -88,9 +88,11 @@ def explain_model_error(message: str, sequences: list[str], numbers: list[int] |
 
 
 @functools.lru_cache(maxsize=4)
-def _load(model_dir: str, load: Callable):
+def _load(model_dir: str):
     """The serving signature of `model_dir`, loaded once per process (a failed load is not kept)."""
-    return load(model_dir)[1]
+    from diy_lstm.export import load_serving_signature
+
+    return load_serving_signature(model_dir)[1]
 
 
 class Scorer:
@@ -105,11 +107,11 @@ class Scorer:
         from diy_lstm import quiet
 
         self.tf = quiet.import_tensorflow()
-        from diy_lstm.export import LoadError, load_serving_signature
+        from diy_lstm.export import LoadError
 
         self.reference = resolve_reference(reference_spec)
         try:
-            self.signature = _load(model_dir, load_serving_signature)
+            self.signature = _load(model_dir)
         except LoadError as error:
             raise ScoreError(str(error), EXIT_BAD_MODEL) from None
 
@@ -188,15 +190,9 @@ def split_flags(argv: list[str]) -> list[str]:
             sequences += argv[index + 1:]
             break
         (flag_args if _FLAG.match(argument) or argument in ("-h", "-help", "-?") else sequences).append(argument)
-    try:
-        return [argv[0], *flags.FLAGS([argv[0], *flag_args])[1:], *sequences]
-    except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-    except RecursionError:  # absl's suggestions for a very long unknown flag
-        from diy_lstm.cli import unknown_flag
+    from diy_lstm import cli  # one-line flag errors, exit 2 (EXIT_BAD_INPUT)
 
-        print(f"error: {unknown_flag(flag_args)}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    return [argv[0], *cli.parse_flags_or_exit([argv[0], *flag_args])[1:], *sequences]
 
 
 def main(argv: list[str]) -> int:
