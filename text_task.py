@@ -83,7 +83,7 @@ class TextTask(Task):
         if validation_text:
             self.split_texts[VALIDATION] = validation_text
         self.batch_size = batch_size or 1
-        self.train_streams = self._streams(train_text, self.batch_size, "--batch_size")
+        self.train_streams = self._streams(train_text, self.batch_size, "--batch_size", whole_window=True)
         # What `evaluate` reads: the training text's head and the validation text, each in a few streams.
         evaluated = {TRAIN: (train_text[:MAX_EVALUATED_CHARACTERS], "--batch_size"),
                      VALIDATION: (validation_text, "--validation_fraction")}
@@ -96,13 +96,14 @@ class TextTask(Task):
         self._evaluate_window = None
         self._generator: TextGenerator | None = None
 
-    def _streams(self, text: str, count: int, flag: str) -> np.ndarray:
-        """`text` cut into `count` streams, each long enough for at least one window."""
+    def _streams(self, text: str, count: int, flag: str, whole_window: bool = False) -> np.ndarray:
+        """`text` cut into `count` streams of at least 2 characters; with `whole_window`, each long enough
+        for a full window of `unroll_length` (the training streams). `flag` is what to lower if not."""
         ids = self.vocabulary.ids(text)
         if len(ids) // count < 2:
             raise ConfigError(f"{self.data.source}: {len(text)} characters cannot make {count} stream(s) of at least "
                               f"2 characters; lower {flag} or give a longer text")
-        if self.data.unroll_length > len(ids) // count - 1 and flag == "--batch_size":
+        if whole_window and self.data.unroll_length > len(ids) // count - 1:
             raise ConfigError(f"--unroll_length={self.data.unroll_length} is longer than a stream: {len(text)} "
                               f"training characters in {count} stream(s) of {len(ids) // count}; lower "
                               "--unroll_length or --batch_size")
