@@ -12,6 +12,7 @@ This module imports nothing heavy, so an entry point can import it first.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from types import ModuleType
@@ -24,20 +25,30 @@ def import_tensorflow() -> ModuleType:
         return sys.modules["tensorflow"]
     sys.stderr.flush()
     saved_stderr = os.dup(2)
+    interrupted = []
+    # Ctrl-C inside TensorFlow's C extensions can surface as an ImportError: note it, finish the import.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow
-        except KeyboardInterrupt:  # Ctrl-C during the few seconds of start-up: one line, not a traceback
-            os.dup2(saved_stderr, 2)
-            print("error: interrupted", file=sys.stderr, flush=True)
-            raise SystemExit(130) from None
         except BaseException:
             os.dup2(saved_stderr, 2)
-            captured.seek(0)
-            os.write(2, captured.read())
-            raise
+            if not interrupted:
+                captured.seek(0)
+                os.write(2, captured.read())
+                raise
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:  # Ctrl-C during the few seconds of start-up: one line, not a traceback
+        _exit_interrupted()
+    # Until a command installs its own (the training run's stop request), Ctrl-C ends it in one line.
+    signal.signal(signal.SIGINT, lambda signum, frame: _exit_interrupted())
     return tensorflow
+
+
+def _exit_interrupted() -> None:
+    print("error: interrupted", file=sys.stderr, flush=True)
+    raise SystemExit(130)
