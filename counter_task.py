@@ -27,6 +27,7 @@ from diy_lstm.export import SequenceScorer
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.task import TRAIN, VALIDATION, Metrics, RunModel, Task
+from diy_lstm.training import BatchLoss
 
 TARGETS = ("final", "running")
 METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
@@ -75,12 +76,21 @@ class CounterData:
         return train, validation
 
 
-def loss_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor, target: str) -> tf.Tensor:
-    """The training loss (a scalar) of predictions and targets `[batch, time]` for `target`."""
+def loss_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor, target: str) -> BatchLoss:
+    """The training loss of predictions and targets `[batch, time]` for `target`: the mean squared
+    error over sequences ("final") or real steps ("running"), and how many it averages (0 for an
+    empty batch, whose mean is then 0)."""
     if target == "final":
-        return tf.reduce_mean(tf.square(final_step(predictions, lengths) - final_step(targets, lengths)))
+        return mean_square(final_step(predictions, lengths) - final_step(targets, lengths))
     mask = tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=predictions.dtype)
-    return tf.reduce_sum(mask * tf.square(predictions - targets)) / tf.reduce_sum(mask)
+    count = tf.reduce_sum(mask)
+    return BatchLoss(tf.math.divide_no_nan(tf.reduce_sum(mask * tf.square(predictions - targets)), count), count)
+
+
+def mean_square(errors: tf.Tensor) -> BatchLoss:
+    """The mean of `errors`² `[batch]` and the batch size."""
+    count = tf.cast(tf.size(errors), errors.dtype)
+    return BatchLoss(tf.math.divide_no_nan(tf.reduce_sum(tf.square(errors)), count), count)
 
 
 def metrics_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -132,12 +142,12 @@ class CounterTask(Task):
     def training_batches(self, training: TrainingConfig, epochs: range) -> tf.data.Dataset:
         return data_generator.training_batches(self.splits[TRAIN], training.batch_size, training.seed, epochs)
 
-    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> tf.Tensor:
+    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, running_sums, lengths = batch
         output = run_model(inputs, last_step_only=self.last_step_only)
         targets = tf.cast(running_sums, output.predictions.dtype)
         if self.last_step_only:
-            return tf.reduce_mean(tf.square(output.predictions[:, 0, 0] - targets[:, -1]))
+            return mean_square(output.predictions[:, 0, 0] - targets[:, -1])
         return loss_fn(output.predictions[..., 0], targets, lengths, self.data.target)
 
     def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:

@@ -29,6 +29,7 @@ from diy_lstm.config import ConfigError, TrainingConfig
 from diy_lstm.generation import TextGenerator
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.task import TRAIN, VALIDATION, Metrics, RunModel, Task
+from diy_lstm.training import BatchLoss
 
 EVALUATION_STREAMS = 16  # parallel streams when reading a split for its metrics
 MAX_EVALUATED_CHARACTERS = 200_000  # the training split's metrics read its first this many characters
@@ -110,15 +111,27 @@ class TextTask(Task):
         return text_data.streams(ids, count)
 
     def use_model_config(self, config: ModelConfig) -> None:
-        """Makes the variables that carry each layer's state from one window to the next."""
+        """Checks that `config` reads and writes this text's vocabulary; its sizes shape the carried state."""
         if config.input_size != len(self.vocabulary) or config.output_size != len(self.vocabulary):
             raise ConfigError(f"the model reads {config.input_size} and writes {config.output_size} values; this "
                               f"text's vocabulary has {len(self.vocabulary)} characters")
         self.model_config = config
-        shape = [self.batch_size, config.units]
-        self._states = [(tf.Variable(tf.zeros(shape), trainable=False, name=f"carried_h_{layer}"),
-                         tf.Variable(tf.zeros(shape), trainable=False, name=f"carried_c_{layer}"))
-                        for layer in range(config.num_layers)]
+
+    def make_variables(self, replicas: int) -> None:
+        """The state each layer carries from one window to the next: `[streams, units]` per replica,
+        each replica's own (`ON_READ`: never synchronised), for its slice of the streams."""
+        if self.batch_size % replicas:
+            raise ConfigError(f"--batch_size={self.batch_size} streams cannot be split evenly over {replicas} "
+                              f"replicas; give a multiple of {replicas}")
+        shape = [self.batch_size // replicas, self.model_config.units]
+
+        def carried(name: str) -> tf.Variable:
+            return tf.Variable(tf.zeros(shape), trainable=False, name=name,
+                               synchronization=tf.VariableSynchronization.ON_READ,
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+        self._states = [(carried(f"carried_h_{layer}"), carried(f"carried_c_{layer}"))
+                        for layer in range(self.model_config.num_layers)]
 
     def describe(self) -> str:
         validation = len(self.split_texts.get(VALIDATION, ""))
@@ -150,7 +163,7 @@ class TextTask(Task):
         keep = 1.0 - tf.cast(reset, tf.float32)  # 0 at an epoch's first window: the state starts at zero
         return tuple(LSTMState(hidden * keep, cell * keep) for hidden, cell in self._states)
 
-    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> tf.Tensor:
+    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, targets, reset = batch
         size = len(self.vocabulary)
         output = run_model(tf.one_hot(inputs, size), initial_states=self._initial_states(reset), keep_states=True)
@@ -158,7 +171,8 @@ class TextTask(Task):
             hidden.assign(tf.stop_gradient(state.hidden))
             cell.assign(tf.stop_gradient(state.cell))
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, output.predictions)  # [streams, time]
-        return tf.reduce_mean(losses)
+        count = tf.cast(tf.size(losses), losses.dtype)
+        return BatchLoss(tf.reduce_sum(losses) / count, count)
 
     def _window_metrics(self, model: LSTMModel):
         """A compiled window of evaluation: (summed loss, correct predictions, next states)."""

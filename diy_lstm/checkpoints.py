@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Mapping
 
 import tensorflow as tf
@@ -28,12 +29,19 @@ class RunCheckpoint:
       run_dir: the run's directory.
       model, optimizer: trackable objects (e.g. `LSTMModel`, `Adam`).
       max_to_keep: how many checkpoints to keep.
+      scratch_dir: for a worker that is not the chief (TensorFlow's multi-worker recipe): it restores
+        from the chief's checkpoints in `run_dir`, and saves to this directory, deleted at once.
     """
 
-    def __init__(self, run_dir: str, model: tf.Module, optimizer: tf.Module, max_to_keep: int = 3):
+    def __init__(self, run_dir: str, model: tf.Module, optimizer: tf.Module, max_to_keep: int = 3,
+                 scratch_dir: str | None = None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
         self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
+        self.scratch_dir = scratch_dir
+        self.manager = None
+        if scratch_dir is not None:
+            return
         index = os.path.join(self.directory, "checkpoint")
         try:
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
@@ -47,7 +55,7 @@ class RunCheckpoint:
 
     @property
     def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
+        return tf.train.latest_checkpoint(self.directory) if self.manager is None else self.manager.latest_checkpoint
 
     def restore_latest(self) -> int:
         """Restores the latest checkpoint if there is one; returns the completed epochs (0 if none)."""
@@ -59,9 +67,14 @@ class RunCheckpoint:
             raise ConfigMismatchError(f"cannot restore checkpoint {self.latest}: {_first_line(error)}") from None
         return int(self.epoch.numpy())
 
-    def save(self, completed_epochs: int) -> str:
+    def save(self, completed_epochs: int) -> str | None:
+        """Saves (the chief) or saves to the scratch directory and deletes it (another worker)."""
         self.epoch.assign(completed_epochs)
-        return self.manager.save(checkpoint_number=completed_epochs)
+        if self.manager is not None:
+            return self.manager.save(checkpoint_number=completed_epochs)
+        self.checkpoint.write(os.path.join(self.scratch_dir, f"ckpt-{completed_epochs}"))
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -78,6 +78,9 @@ def train_each(runs: Iterable[tuple[RunSettings, Task]], summarize: Callable[[Ru
         else:
             trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"
         print(f"done: {trained} in {result.seconds:.1f}s")
+        if result.export_dir is None:  # a worker that is not the chief
+            print(f"  the chief wrote the run {result.run_dir} and its SavedModel")
+            continue
         summarize(result)
     return 0
 

@@ -41,6 +41,8 @@ def may_change(default: Any = dataclasses.MISSING) -> Any:
 
 BACKPROP_MODES = ("bptt", "autodiff")
 JIT_COMPILE_MODES = ("auto", "true", "false")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+MAX_CPU_DEVICES = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +127,8 @@ class RunConfig:
 
     The run directory is `<logdir>/<run_name>`; the SavedModel goes to `export_dir` (default
     `<run dir>/saved_model`). `fresh` moves an existing run directory aside and starts over. Every
-    `*_every` counts epochs; 0 means never (`sample_every`: the task's text samples).
+    `*_every` counts epochs; 0 means never (`sample_every`: the task's text samples). `strategy` and
+    `cpu_devices` say where the steps run (`distribute.py`); a run may resume under another.
     """
 
     logdir: str = may_change("logs")
@@ -138,8 +141,18 @@ class RunConfig:
     sample_every: int = may_change(0)
     fresh: bool = may_change(False)
     restart: RestartConfig = may_change(RestartConfig())
+    strategy: str = may_change("default")
+    cpu_devices: int = may_change(0)
 
     def __post_init__(self):
+        _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
+        _check(0 <= self.cpu_devices <= MAX_CPU_DEVICES, "cpu_devices", self.cpu_devices, f"in [0, {MAX_CPU_DEVICES}]")
+        if self.cpu_devices and self.strategy != "mirrored":
+            raise ConfigError(f"--cpu_devices={self.cpu_devices} splits this machine's CPU for --strategy=mirrored; "
+                              f"it does nothing with --strategy={self.strategy}")
+        if self.strategy == "multi_worker" and self.restart.epoch:
+            raise ConfigError("--restart_epoch is not available with --strategy=multi_worker: every worker would "
+                              "have to move its run aside together; restart by hand with another --seed")
         for name in ("eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
         for name in ("histogram_every", "image_every", "sample_every"):

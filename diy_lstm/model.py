@@ -66,16 +66,24 @@ def gate_noise(
     seed: tf.Tensor,
     layer_index: int = 0,
     dtype: tf.DType = tf.float32,
+    rows: tuple[tf.Tensor, tf.Tensor] | None = None,
 ) -> tf.Tensor:
     """Gaussian noise for one layer's gate preactivations, `[time, batch, 4 * units]`.
 
-    `seed` is a stateless-RNG seed (`[2]` int64); each layer draws from its own stream.
+    `seed` is a stateless-RNG seed (`[2]` int64); each layer draws from its own stream. With `rows`
+    `(first, global_batch)` the noise of a global batch is drawn and rows `first : first + batch`
+    kept: a replica's share of the noise one device draws for the whole batch.
     """
     seed = tf.convert_to_tensor(seed, tf.int64)
     layer_seed = seed + tf.constant([0, layer_index * 2**32], tf.int64)
-    shape = tf.stack([time, batch, 4 * units])
+    drawn = batch if rows is None else tf.cast(rows[1], tf.int32)
+    shape = tf.stack([time, drawn, 4 * units])
     # Philox explicitly: XLA's default generator on CPU is some 30x slower.
-    return stddev * tf.random.stateless_normal(shape, layer_seed, dtype=dtype, alg="philox")
+    noise = stddev * tf.random.stateless_normal(shape, layer_seed, dtype=dtype, alg="philox")
+    if rows is None:
+        return noise
+    first = tf.cast(rows[0], tf.int32)
+    return noise[:, first:first + batch]
 
 
 class ModelOutput(NamedTuple):
@@ -141,6 +149,7 @@ class LSTMModel(tf.Module):
         one_tanh: bool = False,
         preactivation_noise: float = 0.0,
         noise_seed: tf.Tensor | None = None,
+        noise_rows: tuple[tf.Tensor, tf.Tensor] | None = None,
         initial_states: tuple[LSTMState, ...] | None = None,
         keep_states: bool = False,
     ) -> ModelOutput:
@@ -156,7 +165,8 @@ class LSTMModel(tf.Module):
         With `preactivation_noise` > 0, Gaussian noise of that standard deviation is added to
         every gate preactivation of every layer at every step (a training regulariser that makes
         gates sitting near their threshold costly); `noise_seed` (a stateless-RNG seed, `[2]`
-        int64) then fixes the noise.
+        int64) then fixes the noise, and `noise_rows` `(first, global_batch)` says which rows of a
+        global batch's noise these `inputs` are (see `gate_noise`; data-parallel training).
         `initial_states` (one `(h_0, c_0)` per layer, each `[batch, units]`; zeros when None) start
         the layers where an earlier window of the same sequences left them (truncated BPTT: no
         gradient flows into them from the hand-written backward pass). With `keep_states` every
@@ -181,7 +191,7 @@ class LSTMModel(tf.Module):
             if preactivation_noise > 0.0:
                 time_and_batch = tf.shape(layer_inputs)[:2]
                 noise = gate_noise(time_and_batch[0], time_and_batch[1], layer.units, preactivation_noise,
-                                   noise_seed, index, self.dtype)
+                                   noise_seed, index, self.dtype, noise_rows)
             initial_state = None if initial_states is None else LSTMState(*initial_states[index])
             sequences = lstm_over_time(
                 layer_inputs, layer.fused_weights(), layer.activation, initial_state, backprop, options, noise)

@@ -8,6 +8,10 @@ For each variable θ with gradient g, at step t = 1, 2, ...:
 (the form of TF1's `AdamOptimizer`, which the reference notebook used). Each update is one fused
 `ResourceApplyAdam` kernel per variable. The moments, the step count and the learning rate are
 variables, so a checkpoint of this module resumes training exactly.
+
+Every update goes through the variables' handles. Under a `tf.distribute` strategy (made in its
+scope, applied in a replica's step) a handle is the replica's own copy: each replica applies the
+same all-reduced gradients to its copy, and the copies stay equal.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ class Adam(tf.Module):
         beta_2_power = tf.pow(tf.constant(self.beta_2, self.learning_rate.dtype), step)
         for variable, m, v, gradient in zip(variables, self.first_moments, self.second_moments, gradients):
             if self.weight_decay:
-                variable.assign_sub(self.learning_rate * self.weight_decay * variable)
+                tf.raw_ops.AssignSubVariableOp(resource=variable.handle,
+                                               value=self.learning_rate * self.weight_decay * variable)
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle,
                 m=m.handle,
@@ -81,5 +86,5 @@ class Adam(tf.Module):
                 epsilon=tf.constant(self.epsilon, variable.dtype),
                 grad=gradient,
             )
-        self.iterations.assign_add(1)
+        tf.raw_ops.AssignAddVariableOp(resource=self.iterations.handle, value=tf.constant(1, tf.int64))
 

@@ -20,7 +20,8 @@ from types import ModuleType
 
 def import_tensorflow() -> ModuleType:
     """`import tensorflow`, with its start-up lines on stderr silenced; returns the module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Errors too: every one a command expects is raised to it, and printed as its one line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     sys.stderr.flush()

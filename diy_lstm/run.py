@@ -14,6 +14,8 @@ One run, top to bottom:
                     up (its directory kept as `<run>.seed<N>-not-learned`) and run again as seed + 1
     export          the task's serving module as a SavedModel, written atomically
     result          a `RunResult`, also written as results.json
+    placement       `--strategy` (distribute.py): the steps of one device, or of replicas that
+                    share each batch; with several workers only the chief writes the run
 
 Ctrl-C stops at the end of the epoch with a checkpoint (a second Ctrl-C stops at once); rerunning
 the same settings resumes. Everything random derives from `(seed, epoch)` or the optimizer's step
@@ -31,7 +33,7 @@ import signal
 import time
 import tensorflow as tf
 
-from diy_lstm import machine
+from diy_lstm import distribute, machine
 from diy_lstm.checkpoints import ConfigMismatchError, RunCheckpoint, read_json, write_json_atomically
 from diy_lstm.config import RunSettings
 from diy_lstm.export import check_export_dir, export
@@ -144,10 +146,11 @@ def train(settings: RunSettings, task: Task) -> RunResult:
     """`train_once`, started over as seed + 1, + 2, ... while a try has not learned by the restart
     epoch (`settings.run.restart`); the last allowed try trains to the end. Rerunning the same
     settings resumes the try in progress."""
+    place = distribute.placement(settings.run.strategy, settings.run.cpu_devices)  # first: before any TF work
     first_seed = settings.training.seed
     restart = settings.run.restart
     run_dir = run_dir_of(settings)
-    if settings.run.fresh and os.path.exists(run_dir):
+    if settings.run.fresh and os.path.exists(run_dir) and place.is_chief:
         with RunLock(run_dir):  # never move a run another process is training
             pass
         aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
@@ -158,7 +161,7 @@ def train(settings: RunSettings, task: Task) -> RunResult:
         settings = _with_seed(settings, restarts[-1].seed + 1)
     while True:
         may_restart = restart.epoch > 0 and settings.training.seed < first_seed + restart.max_restarts
-        result = train_once(settings, task, may_restart, restarts)
+        result = train_once(settings, task, may_restart, restarts, place=place)
         if result.outcome != GIVEN_UP:
             return result
         seed = settings.training.seed
@@ -229,58 +232,74 @@ def _not_learned_because(settings: RunSettings, validation: dict[str, float]) ->
 
 
 def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
-               restarts: tuple[GivenUp, ...] = (), stop: StopRequest | None = None) -> RunResult:
+               restarts: tuple[GivenUp, ...] = (), stop: StopRequest | None = None,
+               place: distribute.Placement | None = None) -> RunResult:
     """One try: trains `settings.training.epochs` epochs (resuming from the latest checkpoint), then
     exports. With `may_restart`, a try that has not learned by the restart epoch stops there
-    (checkpointed) with outcome `GIVEN_UP`. `stop` replaces the Ctrl-C handler (tests)."""
+    (checkpointed) with outcome `GIVEN_UP`. `stop` replaces the Ctrl-C handler (tests); `place`
+    is where the steps run (default: `settings.run`'s strategy)."""
     own_stop = stop is None
     stop = stop or StopRequest()  # first: a Ctrl-C during start-up stops after the first epoch
     try:
+        place = place or distribute.placement(settings.run.strategy, settings.run.cpu_devices)
+        if not place.is_chief:  # writes nothing of the run, so takes no lock on it
+            return _train_once(settings, task, may_restart, restarts, stop, place)
         check_export_dir(export_dir_of(settings), run_dir_of(settings))  # before the run directory is made
         with RunLock(run_dir_of(settings)):
-            return _train_once(settings, task, may_restart, restarts, stop)
+            return _train_once(settings, task, may_restart, restarts, stop, place)
     finally:
         if own_stop:
             stop.restore()
 
 
 def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: tuple[GivenUp, ...],
-                stop: StopRequest) -> RunResult:
+                stop: StopRequest, place: distribute.Placement) -> RunResult:
     training, run_config = settings.training, settings.run
     run_dir = run_dir_of(settings)
     export_dir = export_dir_of(settings)
-    _check_resume(settings)
+    chief = place.is_chief
+    if chief:
+        _check_resume(settings)
     tf.config.experimental.enable_op_determinism()
 
     task.prepare(training.seed)
-    model = LSTMModel(settings.model, backprop=training.backprop, unroll=training.unroll)
-    optimizer = Adam(model.trainable_variables, learning_rate=training.learning_rate,
-                     weight_decay=training.weight_decay)
+    with place.strategy.scope():  # one copy of every variable per replica
+        model = LSTMModel(settings.model, backprop=training.backprop, unroll=training.unroll)
+        optimizer = Adam(model.trainable_variables, learning_rate=training.learning_rate,
+                         weight_decay=training.weight_decay)
+        task.make_variables(place.replicas)
+        scratch = None if chief else os.path.join(run_dir, f"worker{place.cluster.worker_index}-scratch")
+        checkpoint = RunCheckpoint(run_dir, model, optimizer, scratch_dir=scratch)
     jit_compile = {"true": True, "false": False}.get(training.jit_compile, task.fixed_length)
     trainer = Trainer(model, optimizer, task.loss, jit_compile, training.clip_norm, training.preactivation_noise,
-                      training.seed)
-    checkpoint = RunCheckpoint(run_dir, model, optimizer)
-    start_epoch = checkpoint.restore_latest()
+                      training.seed, strategy=place.strategy if place.distributed else None)
+    start_epoch = _restore(checkpoint, place)
     epochs = training.epochs
     if start_epoch > epochs:
         raise ConfigMismatchError(f"{run_dir} has already trained {start_epoch} epochs; --epochs={epochs} would "
                                   "undo them: give at least that many, or --fresh to start over")
-    _write_config(settings, restarts)
-    drop_events_after(run_dir, start_epoch)  # what a stopped run wrote past its checkpoint
-    _remove_leftovers(run_dir, export_dir)
-    if start_epoch:
-        print(f"resuming from epoch {start_epoch} ({checkpoint.latest})")
-    print(f"run {run_dir}: {task.describe()}, lstm_size {settings.model.units}, epochs {start_epoch + 1}..{epochs}")
+    if chief:
+        _write_config(settings, restarts)
+        drop_events_after(run_dir, start_epoch)  # what a stopped run wrote past its checkpoint
+        _remove_leftovers(run_dir, export_dir)
+        if start_epoch:
+            print(f"resuming from epoch {start_epoch} ({checkpoint.latest})")
+        placed = f", {place.describe()}" if place.distributed else ""
+        print(f"run {run_dir}: {task.describe()}, lstm_size {settings.model.units}{placed}, "
+              f"epochs {start_epoch + 1}..{epochs}")
+    else:
+        print(f"worker {place.cluster.worker_index} of {place.cluster.num_workers}: epochs {start_epoch + 1}..{epochs} "
+              f"of {run_dir}, which the chief writes")
 
-    writers = RunWriters(run_dir, (TRAIN, VALIDATION))
-    if start_epoch == 0:
+    writers = RunWriters(run_dir, (TRAIN, VALIDATION), write=chief)
+    if start_epoch == 0 and chief:
         write_hparams(run_dir, settings.hparams(), trial_id=f"{run_config.run_name} seed {training.seed}")
     gate_examples = task.gate_examples()
     progress = Progress(total=epochs, start=start_epoch)
     started = time.perf_counter()
     goal = None
     completed = start_epoch
-    trace_graph = start_epoch == 0
+    trace_graph = start_epoch == 0 and chief
     restart_epoch = run_config.restart.epoch
 
     def result(outcome: str, **fields) -> RunResult:
@@ -317,15 +336,16 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
             return stopped
         noisy_end = max(start_epoch, training.first_noise_free_epoch)
         optimizer.learning_rate.assign(training.learning_rate_at(start_epoch))
-        for epoch, last_in_epoch, *batch in task.training_batches(training, range(start_epoch, epochs)):
+        batches = distribute.distribute_batches(place, lambda: task.training_batches(training, range(start_epoch, epochs)))
+        for epoch, last_in_epoch, *batch in batches:
             if trace_graph:  # the Graphs tab shows the training step (as traced, before XLA)
                 with writers[TRAIN].as_default():
                     tf.summary.graph(trainer.train_step.get_concrete_function(*batch).graph)
                 trace_graph = False
-            epoch = int(epoch)
+            epoch = int(distribute.first_local(place, epoch))
             step = trainer.train_step if epoch < noisy_end else trainer.noise_free_train_step
             loss = step(*batch)
-            if not last_in_epoch:
+            if not distribute.first_local(place, last_in_epoch):
                 continue
             loss = float(loss)
             if not math.isfinite(loss):
@@ -335,7 +355,7 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                     f"{checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun")
             completed = epoch + 1
             optimizer.learning_rate.assign(training.learning_rate_at(completed))
-            if completed % run_config.eval_every == 0 or completed in (epochs, restart_epoch):
+            if chief and (completed % run_config.eval_every == 0 or completed in (epochs, restart_epoch)):
                 metrics = task.evaluate(model)
                 for split, values in metrics.items():
                     write_scalars(writers[split], values, completed)
@@ -349,20 +369,29 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                     write_texts(writers[VALIDATION], task.samples(model), completed)
                 if not stop.requested and (stopped := given_up_at(completed, metrics)):
                     return stopped
+            stopping = any(distribute.from_every_worker(place, int(stop.requested)))  # every worker stops together
             if run_config.histogram_every and (completed % run_config.histogram_every == 0 or completed == epochs):
-                _, gradients = trainer.gradients(*task.histogram_batch())
+                _, gradients = trainer.gradients(*distribute.split_batch(place, task.histogram_batch()))
                 write_histograms(writers[TRAIN], model.trainable_variables, gradients, completed)
-            if completed % run_config.checkpoint_every == 0 or completed == epochs or stop.requested:
+            if completed % run_config.checkpoint_every == 0 or completed == epochs or stopping:
                 checkpoint.save(completed)
                 writers.flush()
-            if stop.requested:
-                print(f"interrupted after epoch {completed}; checkpoint saved to {checkpoint.latest}. "
-                      "Run the same command to resume.")
+            if stopping:
+                if chief:
+                    print(f"interrupted after epoch {completed}; checkpoint saved to {checkpoint.latest}. "
+                          "Run the same command to resume.")
                 return result(INTERRUPTED, metrics={})
+    except distribute.LOST_WORKER_ERRORS as error:
+        if place.cluster.num_workers == 1:
+            raise
+        raise RunError(f"training stopped in epoch {completed + 1}: {distribute.lost_workers(error)} stopped "
+                       f"responding; rerun every worker to resume from {checkpoint.latest or 'the start'}") from error
     finally:
         progress.close()
         writers.close()
     seconds = round(time.perf_counter() - started, 2)
+    if not chief:
+        return dataclasses.replace(result(COMPLETED, metrics={}), seconds=seconds)
 
     module, signatures = task.serving_module(model)
     export(module, export_dir, signatures, {"model_config": dataclasses.asdict(settings.model),
@@ -371,3 +400,20 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                                seconds=seconds)
     write_json_atomically(os.path.join(run_dir, RESULTS_FILE), dataclasses.asdict(done))
     return done
+
+
+def _restore(checkpoint: RunCheckpoint, place: distribute.Placement) -> int:
+    """The completed epochs of the latest checkpoint, restored. With several workers the chief
+    restores first (after its start-up moved or checked the run), then the others read the chief's
+    checkpoint, and all must have found the same one."""
+    if place.cluster.num_workers == 1:
+        return checkpoint.restore_latest()
+    start_epoch = checkpoint.restore_latest() if place.is_chief else 0
+    distribute.from_every_worker(place, start_epoch)  # the chief is ready
+    if not place.is_chief:
+        start_epoch = checkpoint.restore_latest()
+    found = distribute.from_every_worker(place, start_epoch)
+    if len(set(found)) > 1:
+        raise RunError(f"the workers found different checkpoints to resume from (completed epochs by worker: "
+                       f"{found}); every worker must see the chief's --logdir ({checkpoint.directory})")
+    return start_epoch

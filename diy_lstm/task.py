@@ -9,7 +9,8 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     describe()                one line about the data, printed when a run starts
     fixed_length              every batch has one number of steps (then one XLA compile serves all)
     training_batches(...)     a dataset of `(epoch, last_in_epoch, *batch)`, one element per step
-    loss(run_model, batch)    the training loss of one batch (a scalar)
+    make_variables(replicas)  the variables `loss` keeps between steps (e.g. a carried state), if any
+    loss(run_model, batch)    the training loss of one batch: its mean and how many terms it averages
     evaluate(model)           metrics per split: {"train": {...}, "validation": {...}}
     progress(metrics)         the few numbers the progress line shows
     goal_reached(metrics)     when the run has done what it set out to (its first epoch is reported)
@@ -18,7 +19,9 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     histogram_batch()         a batch whose gradients are drawn as histograms
     serving_module(model)     the `tf.Module` and signatures the SavedModel holds (tables passed in)
 
-A batch is a tuple of tensors; the run passes it to `loss` unchanged, so its layout is the task's.
+A batch is a tuple of tensors; the run passes it to `loss` unchanged, so its layout is the task's,
+with one rule for data-parallel training (`distribute.py`): the first axis of every tensor that has
+one is the example axis, which is split among replicas; scalars go to every replica whole.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import tensorflow as tf
 
 from diy_lstm.config import TrainingConfig
 from diy_lstm.model import LSTMModel, ModelOutput
+from diy_lstm.training import BatchLoss
 
 TRAIN, VALIDATION = "train", "validation"
 
@@ -62,9 +66,13 @@ class Task(abc.ABC):
         """`(epoch int64, last_in_epoch bool, *batch)` for every step of `epochs`, in order; the order
         depends only on `(training.seed, epoch)`, so a resumed run sees the same batches."""
 
+    def make_variables(self, replicas: int) -> None:
+        """Makes the variables `loss` keeps from one step to the next, one copy per replica (called
+        in the strategy's scope; `replicas` share each batch); none by default."""
+
     @abc.abstractmethod
-    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> tf.Tensor:
-        """The training loss of `batch`, a scalar."""
+    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
+        """The training loss of `batch`: its mean and the number of terms it averages."""
 
     @abc.abstractmethod
     def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:

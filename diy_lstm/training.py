@@ -7,19 +7,38 @@
 `run_model` is the model with the step's settings applied: Gaussian preactivation noise (seeded by
 the run seed and the optimizer's step counter, so a resumed run draws the same noise as an
 uninterrupted one) and, under XLA, the one-tanh gate kernel.
+
+Under a `tf.distribute` strategy with R replicas (distribute.py) each replica runs the step on its
+slice r of the global batch, and the strategy's all-reduce joins them:
+
+    loss      = Σ_r share_r · loss_r,      share_r = count_r / Σ_r' count_r'   (the task's terms)
+    gradients = Σ_r share_r · ∂loss_r/∂θ                                        (then clipped)
+
+which is the mean over the whole batch: the step of one device, up to the order of the sums. Each
+replica draws the global batch's noise and keeps its own rows, so the noise is one device's too.
+Every replica applies the same Adam update to its own copy of the variables.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
 from diy_lstm.model import LSTMModel, ModelOutput
 from diy_lstm.optimizer import Adam
 
-TaskLoss = Callable[[Callable[..., ModelOutput], tuple], tf.Tensor]
+
+class BatchLoss(NamedTuple):
+    """A batch's mean loss and how many terms it averages (`count`, e.g. real steps or characters):
+    the weight of a replica's slice when the slices of one global batch are joined."""
+
+    mean: tf.Tensor
+    count: tf.Tensor
+
+
+TaskLoss = Callable[[Callable[..., ModelOutput], tuple], BatchLoss]
 
 
 class Trainer:
@@ -28,13 +47,16 @@ class Trainer:
     Args:
       model: the model to train.
       optimizer: an `Adam` over `model.trainable_variables`.
-      task_loss: `(run_model, batch) -> scalar loss`, e.g. `Task.loss`.
-      jit_compile: compile the training step with XLA.
+      task_loss: `(run_model, batch) -> BatchLoss`, e.g. `Task.loss`.
+      jit_compile: compile the training step with XLA (with replicas: each replica's loss and
+        gradients; the all-reduce and the update run outside XLA).
       clip_norm: if set, gradients are scaled down to this global norm.
       preactivation_noise: standard deviation of the noise added to the gate preactivations in
         `train_step` (see `LSTMModel.run`); 0 for none. `noise_free_train_step` is the same update
         without it.
       seed: with the optimizer's step counter, fixes the noise of every step.
+      strategy: a `tf.distribute` strategy whose scope made the model and optimizer; the steps then
+        take per-replica batches (`distribute.distribute_batches`). None: one device.
     """
 
     def __init__(
@@ -46,6 +68,7 @@ class Trainer:
         clip_norm: float | None = None,
         preactivation_noise: float = 0.0,
         seed: int = 0,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         if preactivation_noise < 0.0:
             raise ValueError(f"preactivation_noise must be >= 0, got {preactivation_noise}")
@@ -55,35 +78,63 @@ class Trainer:
         self.clip_norm = clip_norm
         self.preactivation_noise = preactivation_noise
         self.seed = seed
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.distributed = strategy is not None
         self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
-        # AutoGraph has nothing to convert; skipping it saves seconds of tracing.
-        self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
+        # AutoGraph has nothing to convert; skipping it saves seconds of tracing. XLA compiles the
+        # whole step on one device; with replicas, each replica's part before the all-reduce.
+        step_jit = jit_compile and not self.distributed
+        self._local_gradients = tf.function(self._loss_and_gradients, jit_compile=True, autograph=False) \
+            if jit_compile and self.distributed else self._loss_and_gradients
+        self.train_step = tf.function(self._train_step, jit_compile=step_jit, autograph=False)
         # The same update without the noise; traced (and compiled) only when first called.
         self.noise_free_train_step = self.train_step if preactivation_noise == 0.0 else tf.function(
-            functools.partial(self._train_step, noisy=False), jit_compile=jit_compile, autograph=False)
+            functools.partial(self._train_step, noisy=False), jit_compile=step_jit, autograph=False)
         self.gradients = tf.function(self._gradients, autograph=False)
 
-    def _run_model(self, noisy: bool) -> Callable[..., ModelOutput]:
+    def _run_model(self, noisy: bool, noise_rows: tuple[tf.Tensor, tf.Tensor] | None) -> Callable[..., ModelOutput]:
         noise = self.preactivation_noise if noisy else 0.0
         noise_seed = None
         if noise > 0.0:
             noise_seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
-        return functools.partial(
-            self.model.run, training=True, one_tanh=self.one_tanh, preactivation_noise=noise, noise_seed=noise_seed)
+        return functools.partial(self.model.run, training=True, one_tanh=self.one_tanh, preactivation_noise=noise,
+                                 noise_seed=noise_seed, noise_rows=noise_rows)
 
-    def _gradients(self, *batch, noisy: bool = True) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """The loss of `batch` and its gradients (clipped), in the order of `model.trainable_variables`."""
-        variables = self.model.trainable_variables
+    def _loss_and_gradients(self, batch: tuple, noise_rows, noisy: bool) -> tuple[BatchLoss, list[tf.Tensor]]:
+        """This replica's loss terms and the gradients of its mean, in the order of `model.trainable_variables`."""
         with tf.GradientTape() as tape:
-            loss = self.task_loss(self._run_model(noisy), batch)
-        gradients = tape.gradient(loss, variables)
+            loss = self.task_loss(self._run_model(noisy, noise_rows), batch)
+        return loss, tape.gradient(loss.mean, self.model.trainable_variables)
+
+    def _replica_gradients(self, *batch, noisy: bool = True) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """The global batch's loss and gradients (clipped), joined over the replicas (module docstring)."""
+        context = tf.distribute.get_replica_context()
+        noise_rows = None
+        if self.distributed and noisy and self.preactivation_noise > 0.0:
+            rows = tf.shape(batch[0], out_type=tf.int64)[:1]
+            every_replica = context.all_gather(rows, axis=0)  # [replicas]
+            noise_rows = (tf.reduce_sum(every_replica[:context.replica_id_in_sync_group]), tf.reduce_sum(every_replica))
+        loss, gradients = self._local_gradients(batch, noise_rows, noisy)
+        share = tf.math.divide_no_nan(loss.count, context.all_reduce(tf.distribute.ReduceOp.SUM, loss.count))
+        mean, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                             (loss.mean * share, [gradient * share for gradient in gradients]))
         if self.clip_norm is not None:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-        return loss, gradients
+        return mean, gradients
+
+    def _gradients(self, *batch) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """The loss of `batch` (per-replica values when distributed) and its clipped gradients."""
+        loss, gradients = self.strategy.run(self._replica_gradients, args=batch)
+        local = self.strategy.experimental_local_results
+        return local(loss)[0], [local(gradient)[0] for gradient in gradients]
+
+    def _replica_step(self, *batch, noisy: bool) -> tf.Tensor:
+        loss, gradients = self._replica_gradients(*batch, noisy=noisy)
+        self.optimizer.apply_gradients(gradients)
+        return loss
 
     def _train_step(self, *batch, noisy: bool = True) -> tf.Tensor:
         """One update on a batch; returns the loss before the update."""
-        loss, gradients = self._gradients(*batch, noisy=noisy)
-        self.optimizer.apply_gradients(gradients)
-        return loss
+        loss = self.strategy.run(self._replica_step, args=batch, kwargs={"noisy": noisy})
+        return self.strategy.experimental_local_results(loss)[0]

@@ -13,7 +13,8 @@ from typing import Iterator
 from absl import flags
 
 from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS
-from diy_lstm.config import BACKPROP_MODES, JIT_COMPILE_MODES, ConfigError, RestartConfig, RunConfig, TrainingConfig
+from diy_lstm.config import (BACKPROP_MODES, JIT_COMPILE_MODES, MAX_CPU_DEVICES, STRATEGIES, ConfigError,
+                             RestartConfig, RunConfig, TrainingConfig)
 from diy_lstm.model import READOUTS, ModelConfig
 
 MAX_LSTM_SIZE = 4096
@@ -64,6 +65,13 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint ev
 _HISTOGRAM_EVERY = flags.DEFINE_integer("histogram_every", 100, "Weight/gradient histograms; 0: never.", lower_bound=0)
 _IMAGE_EVERY = flags.DEFINE_integer("image_every", 100, "Gate heat maps, at evaluations; 0: never.", lower_bound=0)
 _FRESH = flags.DEFINE_boolean("fresh", False, "Start over; an existing run directory is renamed aside.")
+# Where the steps run (docs/distribute.md).
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", list(STRATEGIES),
+    "default: one device; mirrored: every local GPU (or --cpu_devices); multi_worker: the workers TF_CONFIG names.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU into this many logical devices (replicas).",
+    lower_bound=0, upper_bound=MAX_CPU_DEVICES)
 
 flags.register_validator(
     "lstm_size", lambda values: bool(values) and all(
@@ -103,7 +111,8 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
         logdir=_LOGDIR.value, run_name=_RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
         export_dir=_EXPORT_DIR.value, eval_every=_EVAL_EVERY.value, checkpoint_every=_CHECKPOINT_EVERY.value,
         histogram_every=_HISTOGRAM_EVERY.value, image_every=_IMAGE_EVERY.value, fresh=_FRESH.value,
-        restart=RestartConfig(epoch=_RESTART_EPOCH.value, above=restart_above, max_restarts=_MAX_RESTARTS.value))
+        restart=RestartConfig(epoch=_RESTART_EPOCH.value, above=restart_above, max_restarts=_MAX_RESTARTS.value),
+        strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value)
 
 
 def sweep(run: RunConfig) -> Iterator[tuple[int, RunConfig]]:

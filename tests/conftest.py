@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
-from counter_task import CounterData, CounterTask
-from diy_lstm import run
-from diy_lstm.config import RunConfig, RunSettings, TrainingConfig
-from diy_lstm.model import LSTMModel, ModelConfig
+# Two logical CPU devices for the whole test process, made before any TensorFlow work: mirrored runs
+# (`--strategy=mirrored --cpu_devices=2`) train in-process; every one-device run uses the first.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from counter_task import CounterData, CounterTask  # noqa: E402
+from diy_lstm import run  # noqa: E402
+from diy_lstm.config import RunConfig, RunSettings, TrainingConfig  # noqa: E402
+from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}  # the level commands set (quiet.py)
 
 
 def run_python(args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict | None = None,
@@ -46,6 +53,20 @@ def train_counter(settings: RunSettings, **kwargs) -> run.RunResult:
     """`run.train` (or `run.train_once` with kwargs) of the counter task, in this process."""
     task = CounterTask(settings.data, settings.training.batch_size)
     return run.train_once(settings, task, **kwargs) if kwargs else run.train(settings, task)
+
+
+class InterruptingTask(CounterTask):
+    """The counter task, pressing Ctrl-C (a real SIGINT to this process) during its n-th evaluation."""
+
+    def __init__(self, data, batch_size, at_evaluation):
+        super().__init__(data, batch_size)
+        self.evaluations, self.at_evaluation = 0, at_evaluation
+
+    def evaluate(self, model):
+        self.evaluations += 1
+        if self.evaluations == self.at_evaluation:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().evaluate(model)
 
 
 def with_training(settings: RunSettings, **changes) -> RunSettings:

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import QUIET_TF, ROOT, counter_settings, run_train, train_counter
+from conftest import QUIET_TF, ROOT, InterruptingTask, counter_settings, run_train, train_counter
 from counter_task import CounterData, CounterTask
 from diy_lstm import machine, run
 from diy_lstm.checkpoints import ConfigMismatchError
@@ -62,20 +62,6 @@ def assert_same_run(run_dir, reference_dir):
         np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)  # bit for bit
     assert results(run_dir)["metrics"] == results(reference_dir)["metrics"]
     assert validation_series(run_dir) == validation_series(reference_dir)  # same steps, no duplicates, same values
-
-
-class InterruptingTask(CounterTask):
-    """The counter task, pressing Ctrl-C (a real SIGINT to this process) during its n-th evaluation."""
-
-    def __init__(self, data, batch_size, at_evaluation):
-        super().__init__(data, batch_size)
-        self.evaluations, self.at_evaluation = 0, at_evaluation
-
-    def evaluate(self, model):
-        self.evaluations += 1
-        if self.evaluations == self.at_evaluation:
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().evaluate(model)
 
 
 def test_ctrl_c_checkpoints_the_epoch_and_resuming_is_bit_identical(uninterrupted, tmp_path, capsys):

@@ -52,9 +52,10 @@ def test_keras_char_model_copied_in_gives_the_same_probabilities_and_loss(layers
     task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=8), batch_size=3,
                     text="abcdefghijk" * 3)
     task.use_model_config(ours.config)
+    task.make_variables(replicas=1)
     our_loss = task.loss(lambda x, **kwargs: ours.run(x, **kwargs),
                          (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32), tf.constant(True)))
-    assert abs(float(our_loss) - float(keras_loss)) <= 1e-6
+    assert abs(float(our_loss.mean) - float(keras_loss)) <= 1e-6
 
 
 def test_hand_written_bptt_with_a_carried_state_matches_numpy_float64(measured):
@@ -116,6 +117,7 @@ def test_windows_carry_the_state_so_two_windows_score_as_one_long_one():
     model = LSTMModel(ModelConfig(input_size=len(task.vocabulary), units=8, output_size=len(task.vocabulary),
                                   initializer="glorot_uniform", seed=1))
     task.use_model_config(model.config)
+    task.make_variables(replicas=1)
     run_model = lambda x, **kwargs: model.run(x, **kwargs)  # noqa: E731
     batches = list(task.training_batches(TrainingConfig(epochs=1), range(1)))
     assert [bool(batch[4]) for batch in batches[:2]] == [True, False]  # only the first window resets
@@ -125,7 +127,7 @@ def test_windows_carry_the_state_so_two_windows_score_as_one_long_one():
     whole_targets = tf.concat([batches[0][3], batches[1][3]], axis=1)
     whole = tf.nn.sparse_softmax_cross_entropy_with_logits(
         whole_targets, model(tf.one_hot(whole_inputs, len(task.vocabulary))))
-    np.testing.assert_allclose((float(first) + float(second)) / 2, float(tf.reduce_mean(whole)), rtol=1e-6)
+    np.testing.assert_allclose((float(first.mean) + float(second.mean)) / 2, float(tf.reduce_mean(whole)), rtol=1e-6)
     # Streams are consecutive pieces of the text; targets are inputs shifted by one.
     streams = task.train_streams
     assert task.vocabulary.text(streams[0]) + task.vocabulary.text(streams[1]) == text_data.FOX_AND_CROW[:148]
