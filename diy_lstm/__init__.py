@@ -6,6 +6,7 @@
     reference.py   the same model in plain numpy, forward and backward
     config.py      typed settings of a run; task.py: what a task supplies; run.py: `run.train(settings, task)`
     training.py    the compiled training step; optimizer.py: Adam
+    distribute.py  `--strategy`: replicas on local devices or worker processes, and who writes
     checkpoints.py, summaries.py, progress.py, lock.py   resume, TensorBoard, the progress line, one writer
     export.py      the scoring SavedModel; score.py: its command line
     generation.py  the generate/score SavedModel of a language model; generate.py: its command line

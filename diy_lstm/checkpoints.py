@@ -41,6 +41,7 @@ class RunCheckpoint:
         self.scratch_dir = scratch_dir
         self.manager = None
         if scratch_dir is not None:
+            shutil.rmtree(scratch_dir, ignore_errors=True)  # what a killed worker left
             return
         index = os.path.join(self.directory, "checkpoint")
         try:

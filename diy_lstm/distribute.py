@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import re
+import socket
 from typing import Callable
 
 import tensorflow as tf
@@ -49,6 +50,18 @@ class Cluster:
     @property
     def is_chief(self) -> bool:
         return self.worker_index == 0
+
+
+def loopback_tf_configs(count: int) -> list[str]:
+    """`TF_CONFIG` for each of `count` workers on this machine, at ports free now (for trying
+    `multi_worker` on one machine: the tests and the benchmark)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}) for index in range(count)]
 
 
 def read_tf_config(text: str | None) -> Cluster:

@@ -35,3 +35,18 @@ def test_quick_text_benchmark_runs_every_mode_and_draws_the_equal_time_plot(tmp_
     curves = json.loads((tmp_path / "equal_time.json").read_text())["curves"]
     assert set(curves) == {"ours", "keras"} and all(len(points) == 2 for points in curves.values())
     assert (tmp_path / "equal_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quick_distribute_benchmark_times_every_placement_in_its_own_processes(tmp_path):
+    output = tmp_path / "distribute.json"
+    result = run_python(["-m", "benchmarks.distribute_bench", "--quick", "--steps=2", f"--output={output}"],
+                        timeout=600)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["placement"], row["replicas"]) for row in rows] == [
+        ("one_process", 1), ("mirrored", 2), ("two_workers", 2)]
+    vocabulary, units = 76, 8  # the Shakespeare corpus; --quick's size
+    expected_bytes = 4 * (4 * units * (vocabulary + units + 1) + (units + 1) * vocabulary)
+    assert {row["gradient_bytes_per_step"] for row in rows} == {expected_bytes}
+    assert rows[0]["speed_vs_one_process"] == 1.0
