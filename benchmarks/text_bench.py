@@ -76,6 +76,7 @@ def ours(task: TextTask, units: int, layers: int):
     config = ModelConfig(input_size=size, units=units, num_layers=layers, output_size=size,
                          initializer="glorot_uniform")
     task.use_model_config(config)
+    task.make_variables(replicas=1)
     model = LSTMModel(config, backprop="bptt", unroll=True)
     trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value), task.loss,
                       jit_compile=True,

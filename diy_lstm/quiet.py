@@ -4,7 +4,9 @@ TensorFlow 2.21 writes "All log messages before absl::InitializeLog() ..." and "
 operations are on ..." to file descriptor 2 while it is imported, whatever `TF_CPP_MIN_LOG_LEVEL`
 says. Command lines call `import_tensorflow()` before anything imports TensorFlow: descriptor 2 goes
 to a temporary file for the import only, and what was captured is replayed if the import fails.
-TensorFlow's warnings after start-up still show.
+`TF_CPP_MIN_LOG_LEVEL` defaults to 3: TensorFlow's C++ log lines (a collective's error when a worker
+dies, say) stay quiet, since every error a command expects also reaches it as an exception, printed
+as its one line; set the variable lower to see them. Python warnings still show.
 
 This module imports nothing heavy, so an entry point can import it first.
 """

@@ -242,6 +242,8 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
     stop = stop or StopRequest()  # first: a Ctrl-C during start-up stops after the first epoch
     try:
         place = place or distribute.placement(settings.run.strategy, settings.run.cpu_devices)
+        with place.strategy.scope():  # first: a task that cannot split its batches says so before any writing
+            task.make_variables(place.replicas)
         if not place.is_chief:  # writes nothing of the run, so takes no lock on it
             return _train_once(settings, task, may_restart, restarts, stop, place)
         check_export_dir(export_dir_of(settings), run_dir_of(settings))  # before the run directory is made
@@ -267,7 +269,6 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
         model = LSTMModel(settings.model, backprop=training.backprop, unroll=training.unroll)
         optimizer = Adam(model.trainable_variables, learning_rate=training.learning_rate,
                          weight_decay=training.weight_decay)
-        task.make_variables(place.replicas)
         scratch = None if chief else os.path.join(run_dir, f"worker{place.cluster.worker_index}-scratch")
         checkpoint = RunCheckpoint(run_dir, model, optimizer, scratch_dir=scratch)
     jit_compile = {"true": True, "false": False}.get(training.jit_compile, task.fixed_length)

@@ -136,12 +136,16 @@ def test_a_run_stopped_on_one_device_resumes_mirrored_and_back(tmp_path, measure
     assert measured("one device -> mirrored -> one device vs one device: largest weight difference", difference) <= 1e-4
 
 
-def test_text_streams_must_split_evenly_over_the_replicas(tmp_path):
+def test_text_streams_that_cannot_split_evenly_over_the_replicas_are_refused_before_any_writing(tmp_path):
     data = TextData(corpus="hamlet_soliloquy", validation_fraction=0.0, unroll_length=10)
     task = TextTask(data, 3)
-    task.use_model_config(ModelConfig(input_size=len(task.vocabulary), units=4, output_size=len(task.vocabulary)))
-    with pytest.raises(ConfigError, match=r"--batch_size=3 streams cannot be split evenly over 2 replicas"):
-        task.make_variables(replicas=2)
+    model = ModelConfig(input_size=len(task.vocabulary), units=4, output_size=len(task.vocabulary))
+    task.use_model_config(model)
+    settings = RunSettings(TextTask.name, model, data, TrainingConfig(epochs=1, batch_size=3),
+                           RunConfig(logdir=str(tmp_path), run_name="odd", **MIRRORED))
+    with pytest.raises(ConfigError, match=r"^--batch_size=3 streams cannot be split evenly over 2 replicas"):
+        run.train(settings, task)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("tf_config, named", [
