@@ -235,28 +235,46 @@ def test_two_workers_on_loopback_train_the_one_process_model_and_the_chief_expor
     assert misses["two"] == pytest.approx(json.load(open(two / "results.json"))["metrics"]["validation"]["error"])
 
 
+def latest_checkpoint_epoch(checkpoints) -> int:
+    saved = [int(name[len("ckpt-"):-len(".index")]) for name in (os.listdir(checkpoints) if checkpoints.is_dir()
+                                                                  else []) if name.endswith(".index")]
+    return max(saved, default=0)
+
+
+def wait_for_checkpoint_after(checkpoints, epoch: int, chief: subprocess.Popen, seconds: float = 180) -> int:
+    """The completed epochs of the first checkpoint the chief writes after `epoch`."""
+    deadline = time.monotonic() + seconds
+    while (latest := latest_checkpoint_epoch(checkpoints)) <= epoch:
+        assert time.monotonic() < deadline and chief.poll() is None, f"no checkpoint after epoch {epoch}"
+        time.sleep(0.2)
+    return latest
+
+
 @pytest.mark.slow
-def test_a_worker_that_dies_stops_the_other_in_one_line_and_rerunning_both_resumes(tmp_path):
+def test_a_dead_worker_stops_the_other_in_one_line_all_resume_and_ctrl_c_on_one_stops_all(tmp_path):
     logdir = tmp_path / "logs"
     flags = [f"--logdir={logdir}", "--run_name=run", "--lstm_size=8", "--epochs=400", "--checkpoint_every=10",
              "--eval_every=10", "--histogram_every=0", "--image_every=0"]
     checkpoints = logdir / "run" / "checkpoints"
     with workers(flags) as (chief, other):
-        deadline = time.monotonic() + 180
-        while not (checkpoints.is_dir() and any(name.startswith("ckpt-10.index") for name in os.listdir(checkpoints))):
-            assert time.monotonic() < deadline and chief.poll() is None, "no checkpoint in 180 s"
-            time.sleep(0.2)
+        wait_for_checkpoint_after(checkpoints, 0, chief)
         os.killpg(other.pid, signal.SIGKILL)
         killed = time.monotonic()
         code, out, err = finish([chief], timeout=120)[0]
         waited = time.monotonic() - killed
     assert code == 1 and waited < 120
     assert len(err.splitlines()) == 1 and "worker 1 stopped responding; rerun every worker to resume from" in err, err
-    with workers([*flags[:4], "--epochs=30", *flags[5:]]) as processes:
-        (chief_code, chief_out, chief_err), (code, out, err) = finish(processes)
-    assert (chief_code, chief_err, code, err) == (0, "", 0, "")
-    assert "resuming from epoch" in chief_out and (logdir / "run" / "saved_model" / "saved_model.pb").exists()
-    assert json.load(open(logdir / "run" / "results.json"))["completed_epochs"] == 30
+    last = int(err.rsplit("ckpt-", 1)[1])
+    with workers(flags) as (chief, other):  # rerun both: they resume; then Ctrl-C on worker 1 stops both
+        wait_for_checkpoint_after(checkpoints, last, chief)
+        other.send_signal(signal.SIGINT)
+        (chief_code, chief_out, chief_err), (code, out, err) = finish([chief, other])
+    assert (chief_code, chief_err, code) == (130, "", 130), chief_err
+    assert f"resuming from epoch {last} " in chief_out
+    stopped = int(chief_out.split("interrupted after epoch ")[1].split(";")[0])
+    assert f"checkpoints/ckpt-{stopped}. Run the same command to resume." in chief_out
+    assert latest_checkpoint_epoch(checkpoints) == stopped
+    assert "stopping after this epoch" in out and not (logdir / "run" / "worker1-scratch").exists()
 
 
 @pytest.mark.slow
