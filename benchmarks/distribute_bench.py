@@ -126,7 +126,8 @@ def main(argv: list[str]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['units']} | {row['placement']} | {row['replicas']} | {row['ms_per_step']} | "
-              f"{row['characters_per_second']:,} | {row['speed_vs_one_process']} | {row['gradient_bytes_per_step']:,} |")
+              f"{row['characters_per_second']:,} | {row['speed_vs_one_process']} | "
+              f"{row['gradient_bytes_per_step']:,} |")
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     with open(_OUTPUT.value, "w") as f:
         json.dump({"rows": rows, "sizes": sizes, "repeats": repeats, "steps": _STEPS.value,

@@ -46,6 +46,7 @@ class Cluster:
     worker_index: int
     num_workers: int
     address: str = ""  # this worker's "host:port"
+    task: str = ""  # as TensorFlow names it in errors, e.g. "worker 1"
 
     @property
     def is_chief(self) -> bool:
@@ -87,7 +88,8 @@ def read_tf_config(text: str | None) -> Cluster:
         for position, address in enumerate(addresses):
             host, _, port = str(address).rpartition(":")
             if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"TF_CONFIG cluster {job!r} address {position} is {address!r}; expected \"host:port\"")
+                raise ConfigError(f"TF_CONFIG cluster {job!r} address {position} is {address!r}; "
+                                  'expected "host:port"')
     if len(cluster.get("chief", [])) > 1:
         raise ConfigError(f"TF_CONFIG names {len(cluster['chief'])} chiefs; there can be one")
     task_type, task_index = task.get("type"), task.get("index")
@@ -98,7 +100,8 @@ def read_tf_config(text: str | None) -> Cluster:
         raise ConfigError(f"TF_CONFIG task index {task_index!r} is not in [0, {count}) for the {count} "
                           f"{task_type!r} address(es)")
     worker_index = task_index + 1 if task_type == "worker" and "chief" in cluster else task_index
-    return Cluster(worker_index, sum(len(addresses) for addresses in cluster.values()), cluster[task_type][task_index])
+    return Cluster(worker_index, sum(len(addresses) for addresses in cluster.values()), cluster[task_type][task_index],
+                   f"{task_type} {task_index}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,9 +259,9 @@ LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.err
                       tf.errors.CancelledError, tf.errors.InternalError)
 
 
-def lost_workers(error: tf.errors.OpError) -> str:
-    """The workers a collective's error names as gone, e.g. "worker 1", or "a worker"."""
+def lost_workers(error: tf.errors.OpError, cluster: Cluster) -> str:
+    """The other workers a collective's error names as gone, e.g. "worker 1", or "a worker"."""
     message = error.message
     unhealthy = message[message.find("unhealthy"):] if "unhealthy" in message else message
-    tasks = sorted({f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", unhealthy)})
-    return ", ".join(tasks) if tasks else "a worker"
+    tasks = {f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", unhealthy)}
+    return ", ".join(sorted(tasks - {cluster.task})) or "a worker"

@@ -242,13 +242,19 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
     stop = stop or StopRequest()  # first: a Ctrl-C during start-up stops after the first epoch
     try:
         place = place or distribute.placement(settings.run.strategy, settings.run.cpu_devices)
-        with place.strategy.scope():  # first: a task that cannot split its batches says so before any writing
-            task.make_variables(place.replicas)
-        if not place.is_chief:  # writes nothing of the run, so takes no lock on it
-            return _train_once(settings, task, may_restart, restarts, stop, place)
-        check_export_dir(export_dir_of(settings), run_dir_of(settings))  # before the run directory is made
-        with RunLock(run_dir_of(settings)):
-            return _train_once(settings, task, may_restart, restarts, stop, place)
+        try:
+            with place.strategy.scope():  # first: a task that cannot split its batches says so before any writing
+                task.make_variables(place.replicas)
+            if not place.is_chief:  # writes nothing of the run, so takes no lock on it
+                return _train_once(settings, task, may_restart, restarts, stop, place)
+            check_export_dir(export_dir_of(settings), run_dir_of(settings))  # before the run directory is made
+            with RunLock(run_dir_of(settings)):
+                return _train_once(settings, task, may_restart, restarts, stop, place)
+        except distribute.LOST_WORKER_ERRORS as error:  # (in training, _train_once says more)
+            if place.cluster.num_workers == 1:
+                raise
+            raise RunError(f"{distribute.lost_workers(error, place.cluster)} stopped before training began (its own "
+                           "output says why); rerun every worker") from error
     finally:
         if own_stop:
             stop.restore()
@@ -337,7 +343,8 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
             return stopped
         noisy_end = max(start_epoch, training.first_noise_free_epoch)
         optimizer.learning_rate.assign(training.learning_rate_at(start_epoch))
-        batches = distribute.distribute_batches(place, lambda: task.training_batches(training, range(start_epoch, epochs)))
+        epochs_left = range(start_epoch, epochs)
+        batches = distribute.distribute_batches(place, lambda: task.training_batches(training, epochs_left))
         for epoch, last_in_epoch, *batch in batches:
             if trace_graph:  # the Graphs tab shows the training step (as traced, before XLA)
                 with writers[TRAIN].as_default():
@@ -385,8 +392,9 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
     except distribute.LOST_WORKER_ERRORS as error:
         if place.cluster.num_workers == 1:
             raise
-        raise RunError(f"training stopped in epoch {completed + 1}: {distribute.lost_workers(error)} stopped "
-                       f"responding; rerun every worker to resume from {checkpoint.latest or 'the start'}") from error
+        raise RunError(f"training stopped in epoch {completed + 1}: {distribute.lost_workers(error, place.cluster)} "
+                       f"stopped responding; rerun every worker to resume from {checkpoint.latest or 'the start'}") \
+            from error
     finally:
         progress.close()
         writers.close()

@@ -228,7 +228,8 @@ def test_two_workers_on_loopback_train_the_one_process_model_and_the_chief_expor
     difference = largest_difference(str(two), str(one))
     assert measured("2 workers vs one process: counter run, largest weight difference", difference) <= 1e-4
     (ours, sums), (expected, _) = (validation_final_predictions(str(path / "saved_model")) for path in (two, one))
-    assert measured("2 workers vs one process: export's validation predictions", np.max(np.abs(ours - expected))) <= 1e-3
+    largest = np.max(np.abs(ours - expected))
+    assert measured("2 workers vs one process: export's validation predictions", largest) <= 1e-3
     misses = {name: float(np.mean(np.round(predictions) != sums)) for name, predictions in (("two", ours),
                                                                                          ("one", expected))}
     assert misses["two"] == misses["one"]
@@ -275,6 +276,18 @@ def test_a_dead_worker_stops_the_other_in_one_line_all_resume_and_ctrl_c_on_one_
     assert f"checkpoints/ckpt-{stopped}. Run the same command to resume." in chief_out
     assert latest_checkpoint_epoch(checkpoints) == stopped
     assert "stopping after this epoch" in out and not (logdir / "run" / "worker1-scratch").exists()
+
+
+@pytest.mark.slow
+def test_a_chief_that_refuses_to_start_stops_the_other_worker_in_one_line(tmp_path):
+    not_ours = tmp_path / "not_an_export"
+    (not_ours / "notes").mkdir(parents=True)
+    with workers([f"--logdir={tmp_path / 'logs'}", f"--export_dir={not_ours}", "--lstm_size=8"]) as processes:
+        (chief_code, _, chief_err), (code, out, err) = finish(processes, timeout=120)
+    assert chief_code == 2 and len(chief_err.splitlines()) == 1 and str(not_ours) in chief_err
+    assert code == 1 and err == "error: worker 0 stopped before training began (its own output says why); " \
+        "rerun every worker\n"
+    assert os.listdir(not_ours) == ["notes"]
 
 
 @pytest.mark.slow
