@@ -232,11 +232,8 @@ def split_batch(place: Placement, batch: tuple[tf.Tensor, ...]) -> tuple:
     """A global batch as per-replica values (`replica_slice`), for a step run outside the dataset."""
     if not place.distributed:
         return batch
-    batch = tuple(tf.convert_to_tensor(tensor) for tensor in batch)
     return tuple(place.strategy.experimental_distribute_values_from_function(
-        lambda context, position=position: replica_slice(batch, context.replica_id_in_sync_group,
-                                                         place.replicas)[position])
-        for position in range(len(batch)))
+        lambda context: replica_slice(batch, context.replica_id_in_sync_group, place.replicas)))
 
 
 def first_local(place: Placement, value):
