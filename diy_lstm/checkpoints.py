@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Mapping
 
 import tensorflow as tf
+
+from diy_lstm import ownership
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -41,7 +42,7 @@ class RunCheckpoint:
         self.scratch_dir = scratch_dir
         self.manager = None
         if scratch_dir is not None:
-            shutil.rmtree(scratch_dir, ignore_errors=True)  # what a killed worker left
+            ownership.remove_staging(scratch_dir)  # what a killed worker left (only if it is marked as ours)
             return
         index = os.path.join(self.directory, "checkpoint")
         try:
@@ -73,8 +74,9 @@ class RunCheckpoint:
         self.epoch.assign(completed_epochs)
         if self.manager is not None:
             return self.manager.save(checkpoint_number=completed_epochs)
+        ownership.make_marked_dir(self.scratch_dir)
         self.checkpoint.write(os.path.join(self.scratch_dir, f"ckpt-{completed_epochs}"))
-        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        ownership.remove_staging(self.scratch_dir)
         return None
 
 

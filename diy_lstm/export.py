@@ -28,11 +28,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from typing import Mapping, Sequence
 
 import tensorflow as tf
 
+from diy_lstm import ownership
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 
@@ -155,50 +155,100 @@ class ExportDirError(ValueError):
     """An export directory that holds something other than an export of ours; nothing was touched."""
 
 
-def check_export_dir(export_dir: str, run_dir: str | None = None) -> None:
-    """Raises `ExportDirError` unless `export` may write to `export_dir`: a new or empty directory,
-    or an earlier export of ours (recognised by its metadata), never the run directory or one that
-    holds it."""
+STAGING_SUFFIX = ".tmp-"  # staging of `<export_dir>` is `<export_dir>.tmp-<random>`, marked (ownership.py)
+
+
+def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | None = None) -> None:
+    """Raises `ExportDirError` unless `export` may write to `export_dir`: a new or empty directory, or
+    an earlier export of ours of the same `task` (recognised by its metadata), in a place it can
+    write; never the run directory, one that holds it, or a place inside it but `<run>/saved_model`."""
     export_dir = os.path.abspath(export_dir)
     if run_dir is not None:
         run_dir = os.path.abspath(run_dir)
         if os.path.commonpath([export_dir, run_dir]) == export_dir:
             raise ExportDirError(f"--export_dir={export_dir} is or holds the run directory {run_dir}; "
                                  "choose a directory of its own")
-    if not os.path.exists(export_dir) and not os.path.exists(_previous_path(export_dir)):
-        return
-    if not os.path.isdir(export_dir) and os.path.exists(export_dir):
-        raise ExportDirError(f"--export_dir={export_dir} is a file; choose a new or empty directory")
-    for candidate in (export_dir, _previous_path(export_dir)):
-        if os.path.isdir(candidate) and os.listdir(candidate) and _our_metadata(candidate) is None:
-            raise ExportDirError(f"--export_dir={candidate} holds files that are not a diy_lstm SavedModel; "
-                                 "refusing to replace them: choose a new or empty directory")
+        if os.path.commonpath([export_dir, run_dir]) == run_dir and export_dir != os.path.join(run_dir, "saved_model"):
+            raise ExportDirError(f"--export_dir={export_dir} is inside the run directory {run_dir}; choose "
+                                 f"{os.path.join(run_dir, 'saved_model')} (the default) or a place outside it")
+    _check_writable_parent(export_dir)
+    if os.path.islink(export_dir) or (os.path.exists(export_dir) and not os.path.isdir(export_dir)):
+        raise ExportDirError(f"--export_dir={export_dir} is a file or a link; choose a new or empty directory")
+    previous = _previous_path(export_dir)  # where an export of ours steps aside while the new one moves in
+    if os.path.isdir(export_dir) and os.listdir(export_dir):
+        _check_replaceable(export_dir, task)
+        if os.path.lexists(previous):  # removed before the swap
+            _check_replaceable(previous, task)
+    elif not os.path.exists(export_dir) and _our_metadata(previous) is not None:
+        _check_replaceable(previous, task)  # an interrupted swap: it is moved back, then replaced
 
 
-def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None) -> str:
+def _check_replaceable(path: str, task: str | None) -> None:
+    """Raises `ExportDirError` unless `path` holds an export of ours of `task` (any task if None)."""
+    metadata = _our_metadata(path)
+    if metadata is None:
+        raise ExportDirError(f"--export_dir={path} holds files that are not a diy_lstm SavedModel; "
+                             "refusing to replace them: choose a new or empty directory")
+    config = metadata.get("config")
+    made_by = config.get("task") if isinstance(config, dict) else None
+    if task is not None and made_by is not None and made_by != task:
+        raise ExportDirError(f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: "
+                             "choose another directory")
+
+
+def _check_writable_parent(export_dir: str) -> None:
+    """The nearest existing ancestor of `export_dir`'s parent must be a directory this process can write."""
+    ancestor = os.path.dirname(export_dir)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ExportDirError(f"--export_dir={export_dir}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ExportDirError(f"--export_dir={export_dir}: {ancestor} is not writable")
+
+
+def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None,
+           task: str | None = None) -> str:
     """Writes `module` with `signatures` as a SavedModel at `export_dir`, replacing an earlier export
     of ours only once the new one is complete (see `check_export_dir` for what it will not replace).
     `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`. Returns `export_dir`."""
     export_dir = os.path.abspath(export_dir)
-    check_export_dir(export_dir)
+    check_export_dir(export_dir, task=task)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     _recover_interrupted_swap(export_dir)
-    staging = tempfile.mkdtemp(prefix=os.path.basename(export_dir) + ".tmp-", dir=parent)
+    staging = ownership.make_staging(parent, os.path.basename(export_dir) + STAGING_SUFFIX)
     try:
         tf.saved_model.save(module, staging, signatures=dict(signatures))
         os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
             json.dump({"format": METADATA_FORMAT, **dict(metadata or {})}, f, indent=2, sort_keys=True)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
+        ownership.unmark_staging(staging)
         _move_into_place(staging, export_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        if os.path.isdir(staging):
+            _remove_own_staging(staging)
+        raise
     return export_dir
+
+
+def remove_stale_staging(export_dir: str) -> list[str]:
+    """What a killed export left beside `export_dir`: its marked staging directories (ownership.py)."""
+    export_dir = os.path.abspath(export_dir)
+    return ownership.remove_stale_staging(os.path.dirname(export_dir), os.path.basename(export_dir) + STAGING_SUFFIX)
+
+
+def _remove_own_staging(staging: str) -> None:
+    """The staging this call made (marked or, after `unmark_staging`, holding our metadata)."""
+    if ownership.staging_owner(staging) is not None or _our_metadata(staging) is not None:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _our_metadata(export_dir: str) -> dict | None:
     """The metadata of an export of ours at `export_dir`, or None if it is not one."""
+    if os.path.islink(export_dir) or not os.path.isdir(export_dir):
+        return None
     try:
         metadata = load_metadata(export_dir)
     except (OSError, ValueError):
@@ -211,19 +261,24 @@ def _previous_path(export_dir: str) -> str:
 
 
 def _move_into_place(staging: str, export_dir: str) -> None:
-    """Two renames: the old export steps aside, the new one takes its name; then the old one goes."""
+    """Two renames: the old export steps aside, the new one takes its name; then the old one goes.
+    Only an export of ours is ever moved or removed (`check_export_dir` has refused anything else)."""
     previous = _previous_path(export_dir)
+    if os.path.isdir(export_dir) and not os.listdir(export_dir):
+        os.rmdir(export_dir)  # an empty directory: nothing to keep
     if os.path.exists(export_dir):
-        shutil.rmtree(previous, ignore_errors=True)
+        if _our_metadata(previous) is not None:
+            shutil.rmtree(previous)
         os.rename(export_dir, previous)
     os.rename(staging, export_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+    if _our_metadata(previous) is not None:
+        shutil.rmtree(previous)
 
 
 def _recover_interrupted_swap(export_dir: str) -> None:
-    """If a process died between the two renames, put the previous export back."""
+    """If a process died between the two renames, put the previous export (ours) back."""
     previous = _previous_path(export_dir)
-    if os.path.exists(previous) and not os.path.exists(export_dir):
+    if _our_metadata(previous) is not None and not os.path.exists(export_dir):
         os.rename(previous, export_dir)
 
 

@@ -28,15 +28,16 @@ import dataclasses
 import datetime
 import math
 import os
+import re
 import shutil
 import signal
 import time
 import tensorflow as tf
 
-from diy_lstm import distribute, machine
-from diy_lstm.checkpoints import ConfigMismatchError, RunCheckpoint, read_json, write_json_atomically
+from diy_lstm import distribute, machine, ownership
+from diy_lstm.checkpoints import CHECKPOINT_DIR, ConfigMismatchError, RunCheckpoint, read_json, write_json_atomically
 from diy_lstm.config import RunSettings
-from diy_lstm.export import check_export_dir, export
+from diy_lstm.export import check_export_dir, export, remove_stale_staging
 from diy_lstm.lock import RunLock
 from diy_lstm.model import LSTMModel
 from diy_lstm.optimizer import Adam
@@ -126,7 +127,7 @@ class StopRequest:
 
 
 def run_dir_of(settings: RunSettings) -> str:
-    return os.path.join(settings.run.logdir, settings.run.run_name)
+    return os.path.normpath(os.path.join(settings.run.logdir, settings.run.run_name))
 
 
 def export_dir_of(settings: RunSettings) -> str:
@@ -136,9 +137,12 @@ def export_dir_of(settings: RunSettings) -> str:
 def move_aside(run_dir: str, label: str) -> str:
     """Renames `run_dir` to `<run_dir>.<label>` (plus a timestamp if that is taken); returns the new path."""
     aside = f"{run_dir}.{label}"
-    if os.path.exists(aside):
-        aside += datetime.datetime.now().strftime("-%Y%m%d-%H%M%S")
-    os.rename(run_dir, aside)
+    stamp = datetime.datetime.now().strftime("-%Y%m%d-%H%M%S")
+    for attempt in range(100):
+        if not os.path.lexists(aside):
+            break
+        aside = f"{run_dir}.{label}{stamp}" + (f"-{attempt}" if attempt else "")
+    os.rename(run_dir, aside)  # (never onto an existing path: an empty directory there would be replaced)
     return aside
 
 
@@ -150,7 +154,7 @@ def train(settings: RunSettings, task: Task) -> RunResult:
     first_seed = settings.training.seed
     restart = settings.run.restart
     run_dir = run_dir_of(settings)
-    if settings.run.fresh and os.path.exists(run_dir) and place.is_chief:
+    if settings.run.fresh and ownership.is_run_dir(run_dir) and place.is_chief:  # (a directory not ours: refused below)
         with RunLock(run_dir):  # never move a run another process is training
             pass
         aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
@@ -206,20 +210,20 @@ def _write_config(settings: RunSettings, restarts: tuple[GivenUp, ...]) -> None:
             "first_seed": restarts[0].seed, "given_up": [dataclasses.asdict(r) for r in restarts]})
 
 
+CHECKPOINT_STAGING = re.compile(r"ckpt-\d+_temp")  # TensorFlow's staging of a checkpoint being written
+
+
 def _remove_leftovers(run_dir: str, export_dir: str) -> None:
-    """What a killed run left half-written: checkpoint staging (`ckpt-N_temp*`) and export staging
-    (`<export_dir>.tmp-*`). Called under the run's lock, so no live writer owns them."""
-    checkpoints = os.path.join(run_dir, "checkpoints")
-    leftovers = [os.path.join(checkpoints, name) for name in (os.listdir(checkpoints) if os.path.isdir(checkpoints)
-                                                              else []) if "_temp" in name]
-    parent, base = os.path.split(os.path.abspath(export_dir))
-    if os.path.isdir(parent):
-        leftovers += [os.path.join(parent, name) for name in os.listdir(parent) if name.startswith(base + ".tmp-")]
-    for path in leftovers:
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
+    """What a killed run left half-written: TensorFlow's checkpoint staging (`ckpt-N_temp`) in this
+    run's own `checkpoints/`, and the marked staging of an export whose process is gone (export.py).
+    Called under the run's lock, in a run directory of ours, so no live writer owns them."""
+    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
+    if ownership.is_run_dir(run_dir) and os.path.isdir(checkpoints) and not os.path.islink(checkpoints):
+        for name in os.listdir(checkpoints):
+            path = os.path.join(checkpoints, name)
+            if CHECKPOINT_STAGING.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+    remove_stale_staging(export_dir)
 
 
 def _not_learned_because(settings: RunSettings, validation: dict[str, float]) -> tuple[str, str] | None:
@@ -247,7 +251,9 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
                 task.make_variables(place.replicas)
             if not place.is_chief:  # writes nothing of the run, so takes no lock on it
                 return _train_once(settings, task, may_restart, restarts, stop, place)
-            check_export_dir(export_dir_of(settings), run_dir_of(settings))  # before the run directory is made
+            ownership.check_run_dir(run_dir_of(settings))  # nothing is written before both checks pass
+            check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)
+            ownership.claim_run_dir(run_dir_of(settings), settings.task_name)
             with RunLock(run_dir_of(settings)):
                 return _train_once(settings, task, may_restart, restarts, stop, place)
         except distribute.LOST_WORKER_ERRORS as error:  # (in training, _train_once says more)
@@ -287,7 +293,7 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
                                   "undo them: give at least that many, or --fresh to start over")
     if chief:
         _write_config(settings, restarts)
-        drop_events_after(run_dir, start_epoch)  # what a stopped run wrote past its checkpoint
+        drop_events_after(run_dir, start_epoch, (TRAIN, VALIDATION))  # what a stopped run wrote past its checkpoint
         _remove_leftovers(run_dir, export_dir)
         if start_epoch:
             print(f"resuming from epoch {start_epoch} ({checkpoint.latest})")
@@ -404,7 +410,7 @@ def _train_once(settings: RunSettings, task: Task, may_restart: bool, restarts: 
 
     module, signatures = task.serving_module(model)
     export(module, export_dir, signatures, {"model_config": dataclasses.asdict(settings.model),
-                                            "config": settings.to_json()})
+                                            "config": settings.to_json()}, task=settings.task_name)
     done = dataclasses.replace(result(COMPLETED, metrics=task.evaluate(model), export_dir=export_dir),
                                seconds=seconds)
     write_json_atomically(os.path.join(run_dir, RESULTS_FILE), dataclasses.asdict(done))

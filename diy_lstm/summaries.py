@@ -49,12 +49,14 @@ class RunWriters:
             writer.close()
 
 
-def drop_events_after(run_dir: str, step: int) -> int:
-    """Rewrites every event file under `run_dir` without the events after `step` (a damaged last
-    record, from a kill mid-write, is dropped too); each file is replaced atomically. Returns how
-    many events were dropped."""
+def drop_events_after(run_dir: str, step: int, splits: tuple[str, ...] = ("train", "validation")) -> int:
+    """Rewrites the run's own event files (in `run_dir` and its `splits` directories, where the run
+    writes them; nothing else, such as an evaluation's events beside them) without the events after
+    `step` (a damaged last record, from a kill mid-write, is dropped too); each file is replaced
+    atomically. Returns how many events were dropped."""
     dropped = 0
-    for directory, _, names in os.walk(run_dir):
+    for directory in (run_dir, *(os.path.join(run_dir, split) for split in splits)):
+        names = os.listdir(directory) if os.path.isdir(directory) and not os.path.islink(directory) else []
         for name in names:
             if ".tfevents." not in name or name.endswith(".tmp"):
                 continue

@@ -1,6 +1,7 @@
 """What a careless or hostile user can do to the command lines: foreign models, broken pipes, full
 disks, closed stdin, files where directories should be, leftovers of killed runs, signals."""
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import QUIET_TF, ROOT, counter_settings, run_python, train_counter
+from diy_lstm import ownership
 
 
 def one_line(result, code, starts):
@@ -92,14 +94,31 @@ def test_train_file_system_and_flag_trouble_is_one_line(tmp_path, setup, flags, 
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written, nothing deleted
 
 
-def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes(tmp_path):
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(tmp_path):
+    """TensorFlow's checkpoint staging in the run's own checkpoints/ and export staging marked by a
+    process that is gone are removed; unmarked look-alikes (a user's files) are left byte for byte."""
     settings = counter_settings(str(tmp_path), "r", units=4, epochs=4)
     train_counter(settings)
     (tmp_path / "r" / "checkpoints" / "ckpt-9_temp").mkdir()
-    (tmp_path / "r" / "saved_model.tmp-abc123").mkdir()
+    killed_export = tmp_path / "r" / "saved_model.tmp-abc123"
+    killed_export.mkdir()
+    (killed_export / ownership.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": dead_pid()}))
+    look_alikes = {"r/saved_model.tmp-notes.txt": "mine", "r/saved_model.tmp-dir/a.txt": "mine too",
+                   "r/checkpoints/my_temp_file.txt": "keep", "r/checkpoints/ckpt-9_temp.txt": "keep"}
+    for name, text in look_alikes.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
     train_counter(settings)
     assert not (tmp_path / "r" / "checkpoints" / "ckpt-9_temp").exists()
-    assert not (tmp_path / "r" / "saved_model.tmp-abc123").exists()
+    assert not killed_export.exists()
+    assert {name: (tmp_path / name).read_text() for name in look_alikes} == look_alikes
 
 
 @pytest.mark.slow
@@ -130,7 +149,7 @@ def test_evaluate_refuses_work_that_cannot_fit_before_starting(tmp_path, small_e
 
 def test_a_run_directory_that_is_a_file_is_one_error(tmp_path):
     (tmp_path / "r").write_text("not a directory")
-    with pytest.raises(OSError):
+    with pytest.raises(ownership.NotOursError, match="is not a directory"):
         train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=2))
     assert (tmp_path / "r").read_text() == "not a directory"
 

@@ -269,7 +269,8 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead
 
     settings_ = counter_settings(str(tmp_path), "r", **SMALL)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from diy_lstm.lock import RunLock\n"
+        "import sys, time; from diy_lstm.lock import RunLock; from diy_lstm.ownership import claim_run_dir\n"
+        f"claim_run_dir({str(tmp_path / 'r')!r}, 'counter')\n"
         f"with RunLock({str(tmp_path / 'r')!r}):\n    print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -281,7 +282,7 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead
     finally:
         holder.kill()
         holder.wait()
-    assert os.listdir(tmp_path) == ["r"] and os.listdir(tmp_path / "r") == [".lock"]
+    assert os.listdir(tmp_path) == ["r"] and sorted(os.listdir(tmp_path / "r")) == [".diy_lstm-run", ".lock"]
     assert train_counter(settings_).outcome == run.COMPLETED  # the killed holder's lock died with it
     with RunLock(str(tmp_path / "r")):
         pass  # and the finished run let go of it

@@ -1,0 +1,137 @@
+"""A run touches only what it made: random --logdir / --run_name / --export_dir / --fresh choices over
+a tree of a user's files (names that look like ours among them) leave every user file byte for byte."""
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import counter_settings, train_counter
+from counter_task import CounterData
+from diy_lstm import ownership, run
+from diy_lstm.checkpoints import ConfigMismatchError
+from diy_lstm.export import METADATA_FILE, METADATA_FORMAT, ExportDirError
+
+# A user's tree: look-alikes of a run directory, of export staging, of a previous export, of another
+# task's SavedModel, an empty directory and a plain file.
+USER_FILES = {
+    "D/checkpoints/my_temp_file.txt": "notes",
+    "D/checkpoints/ckpt-1_temp/part": "not a checkpoint",
+    "D/results.json": '{"mine": 1}',
+    "D/config.json": '{"version": 2, "task": "counter"}',
+    "D/.lock": "my lock file",
+    "out/exp1.tmp-notes.txt": "x",
+    "out/exp1.tmp-dir/inside.txt": "y",
+    "out/exp1.previous/a.txt": "z",
+    "out/other/saved_model.pb": "another program's model",
+    f"text_model/{METADATA_FILE}": json.dumps({"format": METADATA_FORMAT, "config": {"task": "text"}}),
+    "text_model/saved_model.pb": "a text model",
+    "file.txt": "plain",
+}
+USER_DIRS = ("empty",)
+
+LOGDIRS = ("u", "u/D", "u/out", "u/new", "u/file.txt", "u/empty", "u/D/checkpoints")
+RUN_NAMES = (".", "D", "r", "checkpoints", "exp1.tmp-notes.txt", "out", "empty", "a/b", "other")
+EXPORT_DIRS = (None, "u/out/exp1", "u/out", "u/D", "u/out/exp1.previous", "u/empty", "u/file.txt", "u/text_model",
+               "u/out/new_export", "u/out/other", "RUN/checkpoints", "RUN/saved_model", "u/out/exp1.tmp-dir")
+DATA = CounterData(min_length=2, max_length=2)
+
+
+def make_user_tree(root: str) -> dict[str, bytes]:
+    for name, text in USER_FILES.items():
+        path = os.path.join(root, "u", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    for name in USER_DIRS:
+        os.makedirs(os.path.join(root, "u", name))
+    return snapshot(root)
+
+
+def snapshot(root: str) -> dict[str, bytes]:
+    files = {}
+    for directory, _, names in os.walk(os.path.join(root, "u")):
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
+def train_in(root: str, logdir: str, run_name: str, export_dir: str | None, fresh: bool):
+    run_dir = os.path.join(root, logdir, run_name)
+    if export_dir is not None:
+        export_dir = export_dir.replace("RUN", run_dir) if export_dir.startswith("RUN") else os.path.join(root,
+                                                                                                        export_dir)
+    settings_ = counter_settings(os.path.join(root, logdir), run_name, units=2, data=DATA, epochs=1,
+                                 run_options={"export_dir": export_dir, "fresh": fresh, "eval_every": 1})
+    try:
+        return train_counter(settings_).outcome
+    except (ownership.NotOursError, ExportDirError, ConfigMismatchError, OSError) as error:
+        return type(error).__name__
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.sampled_from(LOGDIRS), st.sampled_from(RUN_NAMES), st.sampled_from(EXPORT_DIRS),
+                          st.booleans()), min_size=1, max_size=3))
+def test_random_runs_over_a_users_tree_leave_every_user_file_byte_for_byte(runs):
+    with tempfile.TemporaryDirectory() as root:
+        before = make_user_tree(root)
+        for logdir, run_name, export_dir, fresh in runs:
+            train_in(root, logdir, run_name, export_dir, fresh)
+            after = snapshot(root)
+            assert {name: after.get(name) for name in before} == before, (logdir, run_name, export_dir, fresh)
+            assert all(os.path.isdir(os.path.join(root, "u", name)) for name in USER_DIRS)
+
+
+@pytest.mark.parametrize("logdir, run_name, export_dir, fresh, outcome", [
+    ("u", "D", None, False, "NotOursError"),  # adopting a user's directory
+    ("u/D", ".", None, False, "NotOursError"),
+    ("u", "D", None, True, "NotOursError"),  # --fresh does not move it aside either
+    ("u", "r", "u/out/exp1", False, run.COMPLETED),  # beside exp1.tmp-notes.txt and exp1.tmp-dir/
+    ("u", "r", "u/text_model", False, "ExportDirError"),  # a counter run never replaces a text model
+    ("u", "r", "RUN/checkpoints", False, "ExportDirError"),  # inside the run directory: refused before training
+    ("u", "r", "u/out/exp1.previous", False, "ExportDirError"),
+    ("u", "empty", None, False, run.COMPLETED),  # an empty directory is taken
+])
+def test_the_cases_that_lost_data_before(tmp_path, logdir, run_name, export_dir, fresh, outcome):
+    before = make_user_tree(str(tmp_path))
+    assert train_in(str(tmp_path), logdir, run_name, export_dir, fresh) == outcome
+    after = snapshot(str(tmp_path))
+    assert {name: after.get(name) for name in before} == before
+    if outcome != run.COMPLETED:  # refused before anything was written
+        assert set(after) == set(before) and not os.path.exists(tmp_path / "u" / "r")
+
+
+def test_export_staging_is_marked_and_only_marked_staging_of_a_dead_process_is_removed(tmp_path):
+    parent = str(tmp_path)
+    ours = ownership.make_staging(parent, "m.tmp-")
+    assert ownership.staging_owner(ours) == os.getpid()
+    theirs = tmp_path / "m.tmp-theirs"
+    theirs.mkdir()
+    (theirs / "file").write_text("keep")
+    live = tmp_path / "m.tmp-live"
+    live.mkdir()
+    (live / ownership.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": os.getppid()}))
+    assert ownership.remove_stale_staging(parent, "m.tmp-") == [ours]  # this process's own leftover only
+    assert (theirs / "file").read_text() == "keep" and live.is_dir()
+
+
+def test_resuming_keeps_events_that_are_not_the_runs_own(tmp_path):
+    """evaluate.py --tensorboard_dir=<run> writes steps up to 10,000 in <run>/generalization; a resume
+    that trims the run's own events past its checkpoint leaves those alone."""
+    import tensorflow as tf
+
+    settings_ = counter_settings(str(tmp_path), "r", units=2, data=DATA, epochs=2)
+    train_counter(settings_)
+    writer = tf.summary.create_file_writer(str(tmp_path / "r" / "generalization"))
+    with writer.as_default():
+        tf.summary.scalar("generalization/error", 0.0, step=1000)
+    writer.close()
+    before = {p: p.read_bytes() for p in (tmp_path / "r" / "generalization").iterdir()}
+    train_counter(dataclasses.replace(settings_, training=dataclasses.replace(settings_.training, epochs=3)))
+    assert {p: p.read_bytes() for p in (tmp_path / "r" / "generalization").iterdir()} == before
