@@ -1,78 +1,18 @@
 """Train the hand-built LSTM as a character-level language model, then write with it.
 
     python train_text.py --corpus=shakespeare
-    python -m diy_lstm.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
+    python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
 
-Flags -> configs -> `diy_lstm.run.train` -> a printed summary, as `train.py`: the same run (TensorBoard,
-checkpoints, resume by rerunning, `--fresh`, export); the task (text, vocabulary, streams, loss,
-samples, the `generate`/`score` SavedModel) is `text_task.py`. Shared flags: `--helpfull`.
+The command line is `tasks/text/train.py`; the task is `tasks/text/`; the run is the library's.
+`python train_text.py --helpfull` lists every flag.
 """
 
-from __future__ import annotations
+from diy_lstm.cli import quiet
 
-import dataclasses
+quiet.import_tensorflow()  # first: TensorFlow's start-up lines stay off the terminal
 
-from diy_lstm import quiet
-
-quiet.import_tensorflow()
-
-from absl import flags  # noqa: E402
-
-import text_data  # noqa: E402
-from diy_lstm import cli, run, training_flags  # noqa: E402
-from diy_lstm.config import RunSettings  # noqa: E402
-from diy_lstm.task import TRAIN, VALIDATION  # noqa: E402
-from text_task import TextData, TextTask  # noqa: E402
-
-_TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
-_CORPUS = flags.DEFINE_enum("corpus", "shakespeare", list(text_data.CORPORA), "A built-in corpus (text_data.py).")
-_UNROLL_LENGTH = flags.DEFINE_integer(
-    "unroll_length", 100, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000)
-_VALIDATION_FRACTION = flags.DEFINE_float(
-    "validation_fraction", 0.1, "The contiguous tail of the text held out for validation, in [0, 0.5].")
-_SAMPLE_EVERY = flags.DEFINE_integer(
-    "sample_every", 1, "Text samples at 3 temperatures in TensorBoard every this many epochs; 0: never.",
-    lower_bound=0)
-_SAMPLE_LENGTH = flags.DEFINE_integer(
-    "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000)
-# The language model's defaults for the shared flags (char-rnn's scale; see docs/text.md).
-for name, value in {"lstm_size": ["256"], "epochs": 20, "batch_size": 64, "learning_rate": 0.02,
-                    "learning_rate_decay": 0.1, "clip_norm": 5.0, "initializer": "glorot_uniform",
-                    "readout": "hidden", "preactivation_noise": 0.0, "eval_every": 1, "checkpoint_every": 1,
-                    "histogram_every": 5, "image_every": 5}.items():
-    flags.FLAGS.set_default(name, value)
-
-
-def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
-    """One `(RunSettings, TextTask)` per `--lstm_size`, all checked before the first run starts."""
-    data = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value, validation_fraction=_VALIDATION_FRACTION.value,
-                    unroll_length=_UNROLL_LENGTH.value, sample_length=_SAMPLE_LENGTH.value)
-    training = training_flags.training_config()
-    text = data.read()
-    runs = training_flags.sweep(dataclasses.replace(training_flags.run_config(), sample_every=_SAMPLE_EVERY.value))
-    planned = []
-    for units, run_config in runs:
-        task = TextTask(data, training.batch_size, text)
-        size = len(task.vocabulary)
-        model = training_flags.model_config(units, input_size=size, output_size=size)
-        task.use_model_config(model)
-        planned.append((RunSettings(TextTask.name, model, data, training, run_config), task))
-    return planned
-
-
-def print_summary(result: run.RunResult) -> None:
-    for split in (VALIDATION, TRAIN):
-        if split in result.metrics:
-            metrics = result.metrics[split]
-            print(f"  {split}: {metrics['bits_per_char']:.3f} bits per character (loss {metrics['loss']:.3f} nats, "
-                  f"perplexity {metrics['perplexity']:.2f}), next-character accuracy {100 * metrics['accuracy']:.1f}%")
-    print(f"  SavedModel: {result.export_dir}")
-    print(f"  write with it: python -m diy_lstm.generate --model_dir={result.export_dir} --prompt=... --num_chars=300")
-
-
-def main(argv: list[str]) -> int:
-    return cli.train_each(settings_per_size(), print_summary)
-
+from diy_lstm.cli.main import run_main  # noqa: E402
+from tasks.text.train import main  # noqa: E402
 
 if __name__ == "__main__":
-    cli.run_main(main)
+    run_main(main)

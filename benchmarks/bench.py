@@ -25,20 +25,22 @@ import sys
 import tempfile
 import time
 
-from diy_lstm import quiet
+from diy_lstm.cli import quiet
 
 tf = quiet.import_tensorflow()
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-import data_generator  # noqa: E402
-from counter_task import CounterData, CounterTask  # noqa: E402
-from diy_lstm import machine  # noqa: E402
-from diy_lstm.export import SequenceScorer, export  # noqa: E402
+from tasks.counter import data_generator  # noqa: E402
+from tasks.counter.task import CounterData, CounterTask  # noqa: E402
+from diy_lstm.training import machine  # noqa: E402
+from diy_lstm.serving.export import export  # noqa: E402
+from diy_lstm.training.config import TrainingConfig  # noqa: E402
+from tasks.counter.serving import SequenceScorer  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
-from diy_lstm.optimizer import Adam  # noqa: E402
-from diy_lstm.training import Trainer  # noqa: E402
+from diy_lstm.training.optimizer import Adam  # noqa: E402
+from diy_lstm.training.trainer import Trainer  # noqa: E402
 
 CONFIGS = {  # name: (units, time, batch)
     "reference": (24, 6, 1024),
@@ -67,7 +69,7 @@ def default_model_options() -> dict:
     """What train.py uses by default for one fixed length: hand-written BPTT, short loops unrolled,
     the step compiled with XLA; but no training noise, which the Keras step has no counterpart of
     (the `noise` variant times it)."""
-    return {"backprop": "bptt", "unroll": True, "jit_compile": True, "preactivation_noise": 0.0}
+    return {"backprop": "bptt", "inline_loops": True, "jit_compile": True, "preactivation_noise": 0.0}
 
 
 def variant_options(variant: str) -> dict:
@@ -82,7 +84,7 @@ def variant_options(variant: str) -> dict:
     if "autodiff" in parts:
         options["backprop"] = "autodiff"
     if "loop" in parts:
-        options["unroll"] = False
+        options["inline_loops"] = False
     if "noxla" in parts:
         options["jit_compile"] = False
     if "noise" in parts:
@@ -102,9 +104,10 @@ def make_data(time_steps: int, batch: int, seed: int = 0):
 def ours_steps(units: int, options: dict):
     """Our model with the training step train.py runs (`Trainer`, target "final", one length)."""
     model = LSTMModel(ModelConfig(input_size=FEATURES, units=units), backprop=options["backprop"],
-                      unroll=options["unroll"])
+                      inline_loops=options["inline_loops"])
     optimizer = Adam(model.trainable_variables, learning_rate=0.001)
-    task = CounterTask(CounterData(target="final"), batch_size=1)
+    task = CounterTask(CounterData(target="final"))
+    task.prepare(TrainingConfig(epochs=1, batch_size=1))
     trainer = Trainer(model, optimizer, task.loss, jit_compile=options["jit_compile"],
                       preactivation_noise=options["preactivation_noise"])
 

@@ -25,19 +25,19 @@ import subprocess
 import sys
 import time
 
-from diy_lstm import quiet
+from diy_lstm.cli import quiet
 
 tf = quiet.import_tensorflow()
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from diy_lstm import distribute, machine  # noqa: E402
-from diy_lstm.config import TrainingConfig  # noqa: E402
+from diy_lstm.training import distribute, machine  # noqa: E402
+from diy_lstm.training.config import TrainingConfig  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
-from diy_lstm.optimizer import Adam  # noqa: E402
-from diy_lstm.training import Trainer  # noqa: E402
-from text_task import TextData, TextTask  # noqa: E402
+from diy_lstm.training.optimizer import Adam  # noqa: E402
+from diy_lstm.training.trainer import Trainer  # noqa: E402
+from tasks.text.task import TextData, TextTask  # noqa: E402
 
 _QUICK = flags.DEFINE_boolean("quick", False, "Tiny sizes, one repeat: checks the script, measures nothing.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Repeats of every (size, placement).", lower_bound=1)
@@ -56,21 +56,21 @@ QUICK_SIZES = {"time": 10, "batch": 4, "warm_up": 1}
 def measure(strategy: str, units: int, sizes: dict, steps: int) -> dict:
     """Median seconds per training step of the text model under `strategy`, in this process."""
     place = distribute.placement(strategy, 2 if strategy == "mirrored" else 0)
-    task = TextTask(TextData(corpus="shakespeare", unroll_length=sizes["time"]), sizes["batch"])
+    task = TextTask(TextData(corpus="shakespeare", unroll_length=sizes["time"]))
     size = len(task.vocabulary)
     config = ModelConfig(input_size=size, units=units, output_size=size, initializer="glorot_uniform")
-    task.use_model_config(config)
     training = TrainingConfig(epochs=1, batch_size=sizes["batch"], learning_rate=0.002, clip_norm=5.0)
+    task.prepare(training)
     with place.strategy.scope():
         model = LSTMModel(config)
         optimizer = Adam(model.trainable_variables, learning_rate=training.learning_rate)
-        task.make_variables(place.replicas)
+        task.make_variables(config, place.replicas)
     trainer = Trainer(model, optimizer, task.loss, jit_compile=True, clip_norm=training.clip_norm,
                       strategy=place.strategy if place.distributed else None)
-    batches = iter(distribute.distribute_batches(place, lambda: task.training_batches(training, range(1))))
+    batches = iter(distribute.distribute_batches(place, lambda: task.training_batches(range(1))))
     times = []
     for index in range(sizes["warm_up"] + steps):
-        _, _, *batch = next(batches)
+        batch = next(batches)
         started = time.perf_counter()
         float(trainer.train_step(*batch))  # waits for the step
         if index >= sizes["warm_up"]:

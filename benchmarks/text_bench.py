@@ -29,20 +29,21 @@ import json
 import os
 import time
 
-from diy_lstm import quiet
+from diy_lstm.cli import quiet
 
 tf = quiet.import_tensorflow()
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from diy_lstm import machine  # noqa: E402
-from diy_lstm.generation import TextGenerator  # noqa: E402
+from diy_lstm.training import machine  # noqa: E402
+from tasks.text.serving import TextGenerator  # noqa: E402
 from diy_lstm.keras_interop import save_to_keras  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
-from diy_lstm.optimizer import Adam  # noqa: E402
-from diy_lstm.training import Trainer  # noqa: E402
-from text_task import TextData, TextTask  # noqa: E402
+from diy_lstm.training.optimizer import Adam  # noqa: E402
+from diy_lstm.training.config import TrainingConfig  # noqa: E402
+from diy_lstm.training.trainer import Trainer  # noqa: E402
+from tasks.text.task import TextData, TextTask  # noqa: E402
 
 _MODE = flags.DEFINE_enum("mode", "step", ["step", "equal_time", "generate"], "What to measure.")
 _QUICK = flags.DEFINE_boolean("quick", False, "Tiny sizes and few repeats: checks the script, measures nothing.")
@@ -68,16 +69,17 @@ def sizes() -> dict:
 def text_task(batch: int, time_steps: int) -> TextTask:
     data = TextData(corpus="hamlet_soliloquy" if _QUICK.value else "shakespeare", validation_fraction=0.1,
                     unroll_length=time_steps)
-    return TextTask(data, batch)
+    task = TextTask(data)
+    task.prepare(TrainingConfig(epochs=1, batch_size=batch))
+    return task
 
 
 def ours(task: TextTask, units: int, layers: int):
     size = len(task.vocabulary)
     config = ModelConfig(input_size=size, units=units, num_layers=layers, output_size=size,
                          initializer="glorot_uniform")
-    task.use_model_config(config)
-    task.make_variables(replicas=1)
-    model = LSTMModel(config, backprop="bptt", unroll=True)
+    task.make_variables(config, replicas=1)
+    model = LSTMModel(config, backprop="bptt", inline_loops=True)
     trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value), task.loss,
                       jit_compile=True,
                       clip_norm=CLIP_NORM)
@@ -171,7 +173,7 @@ def measure_steps() -> list[dict]:
 
 def bits_per_char(task: TextTask, text: str, logits_of, layers: int, units: int) -> float:
     """Bits per character over `text`, read in 16 streams with the state carried."""
-    from text_data import streams as cut, window_bounds
+    from tasks.text.text_data import streams as cut, window_bounds
 
     text_ids = task.vocabulary.ids(text)
     count = 16

@@ -1,17 +1,17 @@
 """diy_lstm: an LSTM built by hand in TensorFlow 2, and the training run that serves any task.
 
-    cell.py        the gate variables and the one step function every path runs (`lstm_step`)
-    rnn.py         the time loop over any length, with a hand-written backward pass
-    model.py       stacked layers and a linear readout (`LSTMModel`, `ModelConfig`)
-    reference.py   the same model in plain numpy, forward and backward
-    config.py      typed settings of a run; task.py: what a task supplies; run.py: `run.train(settings, task)`
-    training.py    the compiled training step; optimizer.py: Adam
-    distribute.py  `--strategy`: replicas on local devices or worker processes, and who writes
-    checkpoints.py, summaries.py, progress.py, lock.py   resume, TensorBoard, the progress line, one writer
-    export.py      the scoring SavedModel; score.py: its command line
-    generation.py  the generate/score SavedModel of a language model; generate.py: its command line
-    cli.py, training_flags.py, quiet.py   what the command lines share
+The LSTM:
+    cell.py            the gate variables (`LSTMCell`) and the one step function every path runs (`lstm_step`)
+    rnn.py             the time loop over any length, with a hand-written backward pass
+    model.py           stacked layers and a linear readout (`LSTMModel`, `ModelConfig`)
+    reference.py       the same model in plain numpy, forward and backward
     keras_interop.py   weights to and from `tf.keras.layers.LSTM`
 
-The library never imports a task: tasks (`counter_task.py`, `text_task.py`) import it.
+Around it:
+    training/          the run any task plugs into (`training.run.train(settings, task)`)
+    serving/           SavedModels: atomic export, raw strings checked in the graph
+    cli/               what the command lines share: a quiet import, one error path, bounded flag files
+    files.py           what may be read (regular files, up to a cap) and touched (only what a run made)
+
+The library never imports a task: tasks (`tasks.counter`, `tasks.text`) import it.
 """

@@ -5,7 +5,7 @@ hidden state side by side (`[batch, input_size + units]`):
 
     f_t = σ([x_t, h_{t-1}] · W_f + b_f)        forget gate      [batch, units]
     i_t = σ([x_t, h_{t-1}] · W_i + b_i)        input gate
-    g_t = tanh([x_t, h_{t-1}] · W_c + b_c)     candidate cell
+    g_t = tanh([x_t, h_{t-1}] · W_g + b_g)     candidate
     o_t = σ([x_t, h_{t-1}] · W_o + b_o)        output gate
     c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t            cell state
     h_t = o_t ⊙ tanh(c_t)                      hidden state (the cell's output)
@@ -25,9 +25,9 @@ from typing import Callable, NamedTuple
 import tensorflow as tf
 
 # The gates in the order of the equations above: the variables are made (and seeded) in this order.
-GATES = ("f", "i", "c", "o")
+GATES = ("f", "i", "g", "o")
 # The order of the fused columns (Keras's layout): every split and concatenation of the four gates.
-GATE_ORDER = ("i", "f", "c", "o")
+GATE_ORDER = ("i", "f", "g", "o")
 
 
 class LSTMState(NamedTuple):
@@ -66,11 +66,10 @@ class Gates(NamedTuple):
 
 
 class RecurrentActivation(NamedTuple):
-    """A gate activation, its derivative written in terms of the activation's output, and
-    `backward(y, dy) = dy ⊙ σ'` as one op where TensorFlow has a fused kernel for it."""
+    """A gate activation σ, and `backward(y, dy) = dy ⊙ σ'(x)` written in terms of its output `y = σ(x)`
+    (one op where TensorFlow has a fused kernel for it)."""
 
     function: Callable[[tf.Tensor], tf.Tensor]
-    derivative_from_output: Callable[[tf.Tensor], tf.Tensor]
     backward: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
@@ -83,17 +82,15 @@ def _hard_sigmoid(slope: float) -> RecurrentActivation:
     def function(x: tf.Tensor) -> tf.Tensor:
         return tf.clip_by_value(slope * x + 0.5, 0.0, 1.0)
 
-    def derivative_from_output(y: tf.Tensor) -> tf.Tensor:
+    def backward(y: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
         inside = tf.logical_and(y > 0.0, y < 1.0)
-        return tf.where(inside, tf.constant(slope, dtype=y.dtype), tf.zeros_like(y))
+        return dy * tf.where(inside, tf.constant(slope, dtype=y.dtype), tf.zeros_like(y))
 
-    return RecurrentActivation(function, derivative_from_output, lambda y, dy: dy * derivative_from_output(y))
+    return RecurrentActivation(function, backward)
 
 
 RECURRENT_ACTIVATIONS = {
-    "sigmoid": RecurrentActivation(
-        tf.sigmoid, lambda y: y * (1.0 - y), lambda y, dy: tf.raw_ops.SigmoidGrad(y=y, dy=dy)  # dy ⊙ y(1 - y)
-    ),
+    "sigmoid": RecurrentActivation(tf.sigmoid, lambda y, dy: tf.raw_ops.SigmoidGrad(y=y, dy=dy)),  # dy ⊙ y(1 - y)
     # Keras 3 (the Keras that ships with TF 2.16+): relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1).
     "hard_sigmoid": _hard_sigmoid(1.0 / 6.0),
     # Keras 2 and earlier: clip(0.2 x + 0.5, 0, 1), found in many older saved models.
@@ -111,57 +108,70 @@ def get_recurrent_activation(name: str) -> RecurrentActivation:
         ) from None
 
 
-def gates_from_preactivations(
-    preactivations: tf.Tensor, previous_cell: tf.Tensor, activation: RecurrentActivation, one_tanh: bool = False
-) -> Gates:
-    """Applies the gate nonlinearities and updates the state.
+class Gating(NamedTuple):
+    """How one step turns its preactivations into gates and the new state, and what the hand-written
+    backward pass needs of it.
 
-    Args:
-      preactivations: `[batch, 4 * units]`, `[x_t, h_{t-1}] · W + b` with columns in `GATE_ORDER`.
-      previous_cell: `c_{t-1}`, `[batch, units]`.
-      activation: the recurrent activation σ.
-      one_tanh: with the logistic σ, compute all four gates with a single tanh over all columns,
-        using σ(x) = (1 + tanh(x / 2)) / 2. Same values (to rounding); under XLA one fused kernel
-        instead of four, which is faster on CPU. Without XLA, four kernels are faster.
+    activate: `(preactivations [batch, 4 * units] in GATE_ORDER, c_{t-1} [batch, units]) -> Gates`.
+    activation: the recurrent activation σ (its `backward` is σ' from σ's output).
     """
-    if one_tanh and activation is RECURRENT_ACTIVATIONS["sigmoid"]:
+
+    activate: Callable[[tf.Tensor, tf.Tensor], Gates]
+    activation: RecurrentActivation
+
+
+def _state_update(input_gate, forget_gate, candidate, output_gate, previous_cell) -> Gates:
+    cell = forget_gate * previous_cell + input_gate * candidate
+    return Gates(input_gate, forget_gate, candidate, output_gate, cell, output_gate * tf.tanh(cell))
+
+
+def gating(activation: RecurrentActivation) -> Gating:
+    """The equations of the module docstring: σ on three quarters of the columns, tanh on the candidate."""
+
+    def activate(preactivations: tf.Tensor, previous_cell: tf.Tensor) -> Gates:
+        i, f, g, o = tf.split(preactivations, 4, axis=-1)  # GATE_ORDER
+        return _state_update(activation.function(i), activation.function(f), tf.tanh(g), activation.function(o),
+                             previous_cell)
+
+    return Gating(activate, activation)
+
+
+def fused_tanh_gating(activation: RecurrentActivation) -> Gating:
+    """The same values (to rounding) with one tanh over all four gates, σ(x) = (1 + tanh(x / 2)) / 2:
+    one fused kernel instead of four under XLA, which is faster on CPU (without XLA, four are faster).
+    Only for the logistic σ; any other activation keeps `gating(activation)`."""
+    if activation is not RECURRENT_ACTIVATIONS["sigmoid"]:
+        return gating(activation)
+
+    def activate(preactivations: tf.Tensor, previous_cell: tf.Tensor) -> Gates:
         units = preactivations.shape[-1] // 4
         half = tf.constant(0.5, preactivations.dtype)
         # Per column (GATE_ORDER i, f, c, o): 1/2 for the sigmoid gates, 1 for the candidate's tanh.
         scale = tf.concat(
             [tf.fill([2 * units], half), tf.ones([units], preactivations.dtype), tf.fill([units], half)], 0)
         activations = tf.tanh(preactivations * scale) * scale + (1.0 - scale)  # [batch, 4 * units]
-        input_gate, forget_gate, candidate, output_gate = tf.split(activations, 4, axis=-1)
-    else:
-        i, f, g, o = tf.split(preactivations, 4, axis=-1)  # GATE_ORDER
-        input_gate = activation.function(i)
-        forget_gate = activation.function(f)
-        candidate = tf.tanh(g)
-        output_gate = activation.function(o)
-    cell = forget_gate * previous_cell + input_gate * candidate
-    hidden = output_gate * tf.tanh(cell)
-    return Gates(input_gate, forget_gate, candidate, output_gate, cell, hidden)
+        return _state_update(*tf.split(activations, 4, axis=-1), previous_cell)
+
+    return Gating(activate, activation)
 
 
 def lstm_step(
     inputs: tf.Tensor,
     state: LSTMState,
     weights: FusedWeights,
-    activation: RecurrentActivation = RECURRENT_ACTIVATIONS["sigmoid"],
+    gates: Gating,
     preactivation_noise: tf.Tensor | None = None,
-    one_tanh: bool = False,
 ) -> Gates:
     """One step of the equations in the module docstring: the step every path runs (`LSTMCell`,
-    the time loop of `rnn.py`, the gate heat maps).
+    the time loop of `rnn.py`, generation, the gate heat maps).
 
     Args:
       inputs: `x_t`, `[batch, input_size]`.
       state: `(h_{t-1}, c_{t-1})`, each `[batch, units]`.
       weights: the fused gate weights.
-      activation: the recurrent activation σ.
+      gates: how preactivations become gates (`gating(σ)`, or a faster form of the same math).
       preactivation_noise: optional `[batch, 4 * units]` added to the preactivations before the
-        nonlinearities (a training regulariser, see `model.gate_noise`).
-      one_tanh: see `gates_from_preactivations`.
+        nonlinearities (a training regulariser the trainer draws).
 
     Returns:
       The gates and the new state, each `[batch, units]`; `gates.state` is `(h_t, c_t)`.
@@ -171,7 +181,7 @@ def lstm_step(
     )  # [batch, 4 * units]
     if preactivation_noise is not None:
         preactivations += preactivation_noise
-    return gates_from_preactivations(preactivations, state.cell, activation, one_tanh)
+    return gates.activate(preactivations, state.cell)
 
 
 def zero_state(batch_size: int | tf.Tensor, units: int, dtype: tf.DType = tf.float32) -> LSTMState:
@@ -217,7 +227,7 @@ def weight_seed(seed: int, *path: int) -> tf.Tensor:
 
 
 class LSTMCell(tf.Module):
-    """Owns one layer's gate variables `W_f, W_i, W_c, W_o` and `b_f, b_i, b_c, b_o`.
+    """Owns one layer's gate variables `W_f, W_i, W_g, W_o` and `b_f, b_i, b_g, b_o`.
 
     Args:
       input_size: features of `x_t`.
@@ -247,7 +257,7 @@ class LSTMCell(tf.Module):
         self.input_size = input_size
         self.units = units
         self.recurrent_activation_name = recurrent_activation
-        self.activation = get_recurrent_activation(recurrent_activation)
+        self.gating = gating(get_recurrent_activation(recurrent_activation))
         initializer = initializer or truncated_normal_initializer()
         shape = [input_size + units, units]
         with self.name_scope:
@@ -273,6 +283,6 @@ class LSTMCell(tf.Module):
 
     def __call__(self, inputs: tf.Tensor, state: LSTMState) -> tuple[tf.Tensor, LSTMState]:
         """One step: `inputs` `[batch, input_size]`, `state` each `[batch, units]`; returns `(h_t, (h_t, c_t))`."""
-        gates = lstm_step(inputs, state, self.fused_weights(), self.activation)
+        gates = lstm_step(inputs, state, self.fused_weights(), self.gating)
         return gates.hidden, gates.state
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from diy_lstm.model import LSTMModel, ModelConfig
 
-KERAS_GATE_ORDER = ("i", "f", "c", "o")
+KERAS_GATE_ORDER = ("i", "f", "g", "o")
 _KERAS_ACTIVATION_NAMES = {"sigmoid": "sigmoid", "hard_sigmoid": "hard_sigmoid"}
 
 

@@ -10,11 +10,11 @@ The model knows nothing of any task: inputs are `[batch, time, input_size]` floa
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, LSTMCell, LSTMState, weight_seed
+from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, Gating, LSTMCell, LSTMState, weight_seed
 from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, dense_over_time, lstm_over_time, scan_lstm
 
 READOUTS = ("hidden", "cell")
@@ -49,41 +49,10 @@ class ModelConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def gate_noise(
-    time: int | tf.Tensor,
-    batch: int | tf.Tensor,
-    units: int,
-    stddev: float,
-    seed: tf.Tensor,
-    layer_index: int = 0,
-    dtype: tf.DType = tf.float32,
-    rows: tuple[tf.Tensor, tf.Tensor] | None = None,
-) -> tf.Tensor:
-    """Gaussian noise for one layer's gate preactivations, `[time, batch, 4 * units]`.
-
-    `seed` is a stateless-RNG seed (`[2]` int64); each layer draws from its own stream. With `rows`
-    `(first, global_batch)` the noise of a global batch is drawn and rows `first : first + batch`
-    kept: a replica's share of the noise one device draws for the whole batch.
-    """
-    seed = tf.convert_to_tensor(seed, tf.int64)
-    layer_seed = seed + tf.constant([0, layer_index * 2**32], tf.int64)
-    drawn = batch if rows is None else tf.cast(rows[1], tf.int32)
-    shape = tf.stack([time, drawn, 4 * units])
-    # Philox explicitly: XLA's default generator on CPU is some 30x slower.
-    noise = stddev * tf.random.stateless_normal(shape, layer_seed, dtype=dtype, alg="philox")
-    if rows is None:
-        return noise
-    first = tf.cast(rows[0], tf.int32)
-    return noise[:, first:first + batch]
+# `gate_noise(layer_index, shape, dtype)`: noise `[time, batch, 4 * units]` for one layer's gate
+# preactivations (`shape` is that, as a tensor), e.g. the trainer's Gaussian regulariser.
+GateNoise = Callable[[int, tf.Tensor, tf.DType], tf.Tensor]
 
 
 class ModelOutput(NamedTuple):
@@ -104,16 +73,18 @@ class LSTMModel(tf.Module):
     Args:
       config: sizes and options, see `ModelConfig`.
       backprop: how training computes gradients through time, "bptt" or "autodiff" (see `rnn.py`).
-      unroll: unroll the time loop when the number of steps is fixed at trace time.
+      inline_loops: write the time loop out as straight-line ops when the number of steps is fixed at
+        trace time and small (`rnn.MAX_INLINED_STEPS`).
     """
 
-    def __init__(self, config: ModelConfig, backprop: str = "bptt", unroll: bool = False, name: str | None = None):
+    def __init__(self, config: ModelConfig, backprop: str = "bptt", inline_loops: bool = False,
+                 name: str | None = None):
         super().__init__(name=name)
         if backprop not in BACKPROP_MODES:
             raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
         self.config = config
         self.backprop = backprop
-        self.unroll = unroll
+        self.inline_loops = inline_loops
         dtype = tf.as_dtype(config.dtype)
         initializer = INITIALIZERS[config.initializer]()
         with self.name_scope:
@@ -144,17 +115,20 @@ class LSTMModel(tf.Module):
     def run(
         self,
         inputs: tf.Tensor,
-        training: bool = False,
-        last_step_only: bool = False,
-        one_tanh: bool = False,
-        preactivation_noise: float = 0.0,
-        noise_seed: tf.Tensor | None = None,
-        noise_rows: tuple[tf.Tensor, tf.Tensor] | None = None,
         initial_states: tuple[LSTMState, ...] | None = None,
+        *,
+        training: bool = False,
         keep_states: bool = False,
+        last_step_only: bool = False,
+        gates: Gating | None = None,
+        gate_noise: GateNoise | None = None,
     ) -> ModelOutput:
         """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
 
+        `initial_states` (one `(h_0, c_0)` per layer, each `[batch, units]`; zeros when None) start
+        the layers where an earlier window of the same sequences left them (truncated BPTT: no
+        gradient flows into them from the hand-written backward pass). With `keep_states` every
+        layer keeps `c` too, so `ModelOutput.final_states()` can hand the state to the next window.
         With `training=True` gradients go through `self.backprop`; otherwise through the plain
         forward loop (which keeps no gate activations, so long sequences need little memory). The
         hand-written backward pass treats `inputs` as data: it gives no gradient with respect to
@@ -162,39 +136,28 @@ class LSTMModel(tf.Module):
         With `last_step_only`, the last layer keeps and reads out only the last step (predictions
         `[batch, 1, output_size]`): less work when only the final prediction matters and every
         sequence fills all steps.
-        With `preactivation_noise` > 0, Gaussian noise of that standard deviation is added to
-        every gate preactivation of every layer at every step (a training regulariser that makes
-        gates sitting near their threshold costly); `noise_seed` (a stateless-RNG seed, `[2]`
-        int64) then fixes the noise, and `noise_rows` `(first, global_batch)` says which rows of a
-        global batch's noise these `inputs` are (see `gate_noise`; data-parallel training).
-        `initial_states` (one `(h_0, c_0)` per layer, each `[batch, units]`; zeros when None) start
-        the layers where an earlier window of the same sequences left them (truncated BPTT: no
-        gradient flows into them from the hand-written backward pass). With `keep_states` every
-        layer keeps `c` too, so `ModelOutput.final_states()` can hand the state to the next window.
+        `gates` replaces every layer's own `Gating` with another form of the same math (a speed
+        choice, e.g. `cell.fused_tanh_gating`); `gate_noise` adds noise to every layer's gate
+        preactivations (see `GateNoise`). Both are the trainer's to choose.
         """
         inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
         layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
         backprop = self.backprop if training else "autodiff"
-        if preactivation_noise > 0.0 and noise_seed is None:
-            raise ValueError("preactivation_noise needs a noise_seed")
         layers = []
         for index, layer in enumerate(self.layers):
             is_last = index == len(self.layers) - 1
             options = LoopOptions(
-                unroll=self.unroll,
-                one_tanh=one_tanh,
+                inline=self.inline_loops,
                 keep_cell=keep_states or (is_last and self.config.readout == "cell"),
                 return_sequences=not (is_last and last_step_only),
                 input_gradient=index > 0,
             )
             noise = None
-            if preactivation_noise > 0.0:
-                time_and_batch = tf.shape(layer_inputs)[:2]
-                noise = gate_noise(time_and_batch[0], time_and_batch[1], layer.units, preactivation_noise,
-                                   noise_seed, index, self.dtype, noise_rows)
+            if gate_noise is not None:
+                noise = gate_noise(index, tf.concat([tf.shape(layer_inputs)[:2], [4 * layer.units]], axis=0), self.dtype)
             initial_state = None if initial_states is None else LSTMState(*initial_states[index])
-            sequences = lstm_over_time(
-                layer_inputs, layer.fused_weights(), layer.activation, initial_state, backprop, options, noise)
+            sequences = lstm_over_time(layer_inputs, layer.fused_weights(), gates or layer.gating, initial_state,
+                                       backprop, options, noise)
             layers.append(sequences)
             layer_inputs = sequences.hidden
         readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden
@@ -203,7 +166,7 @@ class LSTMModel(tf.Module):
 
     def __call__(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Per-step predictions `[batch, time, output_size]` for inputs `[batch, time, input_size]`."""
-        return self.run(inputs, training).predictions
+        return self.run(inputs, training=training).predictions
 
     def gates(self, inputs: tf.Tensor) -> list[Gates]:
         """Every layer's gate activations and states at every step, each `[batch, time, units]`."""
@@ -211,7 +174,7 @@ class LSTMModel(tf.Module):
         per_layer = []
         for layer in self.layers:
             sequences, records = scan_lstm(
-                layer_inputs, layer.fused_weights(), layer.zero_state(tf.shape(layer_inputs)[1]), layer.activation,
+                layer_inputs, layer.fused_weights(), layer.zero_state(tf.shape(layer_inputs)[1]), layer.gating,
                 record=True)
             gate_names = ("input_gate", "forget_gate", "candidate", "output_gate")
             time_major = [records[name].stack() for name in gate_names] + [sequences.cell, sequences.hidden]

@@ -1,7 +1,7 @@
 """A plain numpy (float64) LSTM: the forward pass and backpropagation through time, by hand.
 
-The same parameters as `LSTMModel` (per layer `W_f, W_i, W_c, W_o` `[input + units, units]` acting
-on `[x_t, h_{t-1}]`, `b_f, b_i, b_c, b_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`),
+The same parameters as `LSTMModel` (per layer `W_f, W_i, W_g, W_o` `[input + units, units]` acting
+on `[x_t, h_{t-1}]`, `b_f, b_i, b_g, b_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`),
 the same equations (see `cell.py`), and no automatic differentiation anywhere. Tests hold the
 TensorFlow model to this file: forward values and gradients must agree.
 
@@ -9,7 +9,7 @@ Backward, for one layer and t = T-1 .. 0, with `dh`, `dc` the loss gradients rea
 
     dc  = dc + dh ⊙ o ⊙ (1 - tanh²(c_t))
     dz_o = dh ⊙ tanh(c_t) ⊙ σ'(o)     dz_i = dc ⊙ g ⊙ σ'(i)
-    dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)       dz_c = dc ⊙ i ⊙ (1 - g²)
+    dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)       dz_g = dc ⊙ i ⊙ (1 - g²)
     dW_k += [x_t, h_{t-1}]ᵀ dz_k       db_k += Σ_batch dz_k             (k in f, i, c, o)
     [dx_t, dh_{t-1}] = Σ_k dz_k W_kᵀ   dc_{t-1} = dc ⊙ f
 """
@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-GATES = ("f", "i", "c", "o")
+GATES = ("f", "i", "g", "o")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -82,14 +82,14 @@ def layer_forward(
     `noise`, if given, `[batch, time, 4 * units]` with columns for i, f, c, o in that order (the
     model's `GATE_ORDER`), is added to the gate preactivations.
 
-    Returns `i, f, g, o, c, h`, each `[batch, time, units]` (`g` is the candidate cell).
+    Returns `i, f, g, o, c, h`, each `[batch, time, units]` (`g` is the candidate).
     """
     act, _ = ACTIVATIONS[activation]
     batch, time, _ = inputs.shape
     units = layer.units
     if noise is None:
         noise = np.zeros((batch, time, 4 * units))
-    noise_of = {gate: noise[..., index * units:(index + 1) * units] for index, gate in enumerate("ifco")}
+    noise_of = {gate: noise[..., index * units:(index + 1) * units] for index, gate in enumerate("ifgo")}
     hidden, cell = (np.zeros((batch, units)), np.zeros((batch, units))) if initial_state is None else (
         np.asarray(initial_state[0], np.float64), np.asarray(initial_state[1], np.float64))
     record = {name: np.zeros((batch, time, units)) for name in ("i", "f", "g", "o", "c", "h")}
@@ -98,7 +98,7 @@ def layer_forward(
         joined = np.concatenate([inputs[:, t], hidden], axis=1)  # [batch, features + units]
         forget_gate = act(joined @ layer.W["f"] + layer.b["f"] + noise_of["f"][:, t])
         input_gate = act(joined @ layer.W["i"] + layer.b["i"] + noise_of["i"][:, t])
-        candidate = np.tanh(joined @ layer.W["c"] + layer.b["c"] + noise_of["c"][:, t])
+        candidate = np.tanh(joined @ layer.W["g"] + layer.b["g"] + noise_of["g"][:, t])
         output_gate = act(joined @ layer.W["o"] + layer.b["o"] + noise_of["o"][:, t])
         cell = forget_gate * cell + input_gate * candidate
         hidden = output_gate * np.tanh(cell)
@@ -175,7 +175,7 @@ def backward(
                 "o": dh * tanh_cell * derivative(o),
                 "i": dc * g * derivative(i),
                 "f": dc * previous_cell * derivative(f),
-                "c": dc * i * (1.0 - g**2),
+                "g": dc * i * (1.0 - g**2),
             }
             joined = np.concatenate([layer_inputs[:, t], previous_hidden], axis=1)
             d_joined = np.zeros_like(joined)

@@ -4,7 +4,8 @@ The loop is an explicit `tf.while_loop` over `t = 0 .. time - 1`, so one traced 
 length: the number of steps is read from the input's shape at run time, never baked into the graph.
 Inside `tf.function` it compiles to a single While op; per-step inputs are read from a `TensorArray`
 and per-step outputs written to one. For sequences of a length fixed at trace time and at most
-`MAX_UNROLLED_STEPS` the same body can instead be unrolled into straight-line ops.
+`MAX_INLINED_STEPS` the same body can instead be written out as straight-line ops (inlined, or
+"unrolled" in Keras's word; `--inline_loops`).
 
 Training does not need TensorFlow to differentiate the loop. `backprop="bptt"` (the default) runs a
 backward loop written out by hand (backpropagation through time, the same equations as
@@ -25,7 +26,7 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, lstm_step, tanh_backward, zero_state
+from diy_lstm.cell import FusedWeights, Gating, LSTMState, lstm_step, tanh_backward, zero_state
 
 BACKPROP_MODES = ("bptt", "autodiff")
 
@@ -37,19 +38,6 @@ class LayerSequences(NamedTuple):
     cell: tf.Tensor | None
 
 
-class LSTMOutput(NamedTuple):
-    """What `dynamic_lstm` returns.
-
-    hidden: `h_t` at every step, `[batch, time, units]`.
-    cell: `c_t` at every step, `[batch, time, units]`.
-    final_state: `(h, c)` at each sequence's last step, each `[batch, units]`.
-    """
-
-    hidden: tf.Tensor
-    cell: tf.Tensor
-    final_state: LSTMState
-
-
 def dense_over_time(sequence: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """The same affine map at every step, as one matmul: `[time, batch, in]` -> `[time, batch, out]`."""
     shape = tf.shape(sequence)
@@ -59,7 +47,7 @@ def dense_over_time(sequence: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> 
 
 class PerStep:
     """The values of every step, read by index: a `TensorArray` inside a While loop, a list when
-    unrolled. The backward pass reads what the forward pass recorded without stacking it first."""
+    inlined. The backward pass reads what the forward pass recorded without stacking it first."""
 
     def __init__(self, values: tf.TensorArray | list):
         self._values = values
@@ -79,7 +67,7 @@ def scan(
     output_dtypes: dict[str, tf.DType],
     num_steps: tf.Tensor,
     static_steps: int | None,
-    unroll: bool = False,
+    inline: bool = False,
     reverse: bool = False,
 ) -> tuple[object, dict[str, PerStep]]:
     """`for t in range(num_steps): carry, outputs_t = step(inputs_t, carry)`, keeping every output.
@@ -91,14 +79,14 @@ def scan(
       output_dtypes: the names and dtypes of what `step` returns in `outputs_t`.
       num_steps: the number of steps (a scalar tensor); `static_steps` is its value if known at
         trace time.
-      unroll: unroll into straight-line ops when `static_steps` is known; otherwise the loop is a
-        `tf.while_loop` reading and writing `TensorArray`s.
+      inline: write the loop out as straight-line ops when `static_steps` is known; otherwise the
+        loop is a `tf.while_loop` reading and writing `TensorArray`s.
       reverse: visit t = time-1 .. 0 (outputs still land at their own t).
 
     Returns:
       The final carry and each output as a `PerStep`.
     """
-    if unroll and static_steps is not None:
+    if inline and static_steps is not None:
         inputs = {
             name: value if isinstance(value, PerStep) else PerStep(tf.unstack(value, num=static_steps))
             for name, value in sequences.items()
@@ -131,38 +119,35 @@ def scan(
 
 
 RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell", "previous_cell", "previous_hidden")
-# Unrolling trades graph size for per-step loop overhead; past this many steps the While op wins.
-MAX_UNROLLED_STEPS = 16
+# Inlining trades graph size for per-step loop overhead; past this many steps the While op wins.
+MAX_INLINED_STEPS = 16
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
     """How the time loop runs and what it hands back; none of it changes the math.
 
-    unroll: unroll into straight-line ops when the number of steps is known at trace time and at
-      most `MAX_UNROLLED_STEPS`; otherwise a While op.
-    one_tanh: compute the four gates with one tanh (see `cell.gates_from_preactivations`); pays
-      off in XLA-compiled steps.
+    inline: write the loop out as straight-line ops when the number of steps is known at trace time
+      and at most `MAX_INLINED_STEPS` (loop unrolling); otherwise a While op.
     keep_cell: return `c_t` as well as `h_t` (else `cell` is None).
     return_sequences: return every step; if False only the last (a time dimension of 1).
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
     """
 
-    unroll: bool = False
-    one_tanh: bool = False
+    inline: bool = False
     keep_cell: bool = True
     return_sequences: bool = True
     input_gradient: bool = True
 
-    def unrolled(self, static_steps: int | None) -> bool:
-        return self.unroll and static_steps is not None and static_steps <= MAX_UNROLLED_STEPS
+    def inlined(self, static_steps: int | None) -> bool:
+        return self.inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS
 
 
 def scan_lstm(
     inputs: tf.Tensor,
     weights: FusedWeights,
     initial_state: LSTMState,
-    activation: RecurrentActivation,
+    gates: Gating,
     options: LoopOptions = LoopOptions(),
     record: bool = False,
     preactivation_noise: tf.Tensor | None = None,
@@ -173,7 +158,7 @@ def scan_lstm(
       inputs: `[time, batch, features]`.
       weights: the fused gate weights.
       initial_state: `(h_0, c_0)`, each `[batch, units]`.
-      activation: the recurrent activation σ.
+      gates: how the step's preactivations become gates (`cell.Gating`).
       options: see `LoopOptions`.
       record: also keep, per step, what the hand-written backward pass needs (`RECORDED`).
       preactivation_noise: if given, `[time, batch, 4 * units]` added to the gate preactivations
@@ -183,33 +168,28 @@ def scan_lstm(
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
       (empty unless `record`).
     """
-    dtype = inputs.dtype
     output_dtypes = {}
     if options.return_sequences:
-        output_dtypes["hidden"] = dtype
+        output_dtypes["hidden"] = inputs.dtype
         if options.keep_cell:
-            output_dtypes["cell"] = dtype
+            output_dtypes["cell"] = inputs.dtype
     if record:
-        output_dtypes.update({name: dtype for name in RECORDED})
+        output_dtypes.update({name: inputs.dtype for name in RECORDED})
 
     def step(step_inputs, state):
         previous = LSTMState(*state)
-        gates = lstm_step(step_inputs["x"], previous, weights, activation, step_inputs.get("noise"), options.one_tanh)
-        outputs = {"hidden": gates.hidden, "cell": gates.cell}
+        new = lstm_step(step_inputs["x"], previous, weights, gates, step_inputs.get("noise"))
+        outputs = {"hidden": new.hidden, "cell": new.cell}
         if record:
-            outputs.update(
-                input_gate=gates.input_gate, forget_gate=gates.forget_gate, candidate=gates.candidate,
-                output_gate=gates.output_gate, tanh_cell=tf.tanh(gates.cell), previous_cell=previous.cell,
-                previous_hidden=previous.hidden,
-            )
-        return tuple(gates.state), {name: outputs[name] for name in output_dtypes}
+            outputs.update(input_gate=new.input_gate, forget_gate=new.forget_gate, candidate=new.candidate,
+                           output_gate=new.output_gate, tanh_cell=tf.tanh(new.cell), previous_cell=previous.cell,
+                           previous_hidden=previous.hidden)
+        return tuple(new.state), {name: outputs[name] for name in output_dtypes}
 
     static_steps = inputs.shape[0]
     per_step = {"x": inputs} if preactivation_noise is None else {"x": inputs, "noise": preactivation_noise}
-    (last_hidden, last_cell), outputs = scan(
-        step, per_step, tuple(initial_state), output_dtypes, tf.shape(inputs)[0], static_steps,
-        options.unrolled(static_steps),
-    )
+    (last_hidden, last_cell), outputs = scan(step, per_step, tuple(initial_state), output_dtypes, tf.shape(inputs)[0],
+                                             static_steps, options.inlined(static_steps))
     keep_cell = options.keep_cell
     if options.return_sequences:
         sequences = LayerSequences(outputs["hidden"].stack(), outputs["cell"].stack() if keep_cell else None)
@@ -218,11 +198,53 @@ def scan_lstm(
     return sequences, {name: outputs[name] for name in RECORDED if record}
 
 
+class _Backward(NamedTuple):
+    """What every step of the backward pass reads besides its own records: the weights, transposed."""
+
+    kernel_t: tf.Tensor  # [4 * units, features]
+    recurrent_kernel_t: tf.Tensor  # [4 * units, units]
+    gate_backward: object  # (y, dy) -> dy ⊙ σ'(x), with y = σ(x)
+    input_gradient: bool
+
+
+def _backward_step(backward: _Backward, step_inputs: dict[str, tf.Tensor], carry: tuple) -> tuple[tuple, dict]:
+    """One step t of the backward pass (`bptt_scan_lstm`'s equations): the gradients reaching h_{t-1}
+    and c_{t-1}, this step's weight-gradient terms added to the sums, and dx_t."""
+    dh_next, dc_next, d_kernel, d_recurrent_kernel, d_bias = carry
+    input_gate, forget_gate = step_inputs["input_gate"], step_inputs["forget_gate"]
+    candidate, output_gate, tanh_cell = step_inputs["candidate"], step_inputs["output_gate"], step_inputs["tanh_cell"]
+    dh = dh_next + step_inputs["d_hidden"]
+    dc = dc_next + tanh_backward(tanh_cell, dh * output_gate) + step_inputs["d_cell"]
+    gate_backward = backward.gate_backward
+    dz = tf.concat([gate_backward(input_gate, dc * candidate),
+                    gate_backward(forget_gate, dc * step_inputs["previous_cell"]),
+                    tanh_backward(candidate, dc * input_gate),
+                    gate_backward(output_gate, dh * tanh_cell)], axis=-1)  # [batch, 4 * units], GATE_ORDER
+    carry = (tf.matmul(dz, backward.recurrent_kernel_t), dc * forget_gate,
+             d_kernel + tf.matmul(step_inputs["x"], dz, transpose_a=True),
+             d_recurrent_kernel + tf.matmul(step_inputs["previous_hidden"], dz, transpose_a=True),
+             d_bias + tf.reduce_sum(dz, axis=0))
+    return carry, ({"dx": tf.matmul(dz, backward.kernel_t)} if backward.input_gradient else {})
+
+
+def _gradient_sequences(d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_hidden: tf.Tensor,
+                        num_steps: tf.Tensor, options: LoopOptions) -> tuple[dict, tf.Tensor, tf.Tensor]:
+    """The loss gradients as the backward loop reads them: per-step `d_hidden` and `d_cell`
+    (`[time, batch, units]`, zeros where none reach: adding them changes no sum, bit for bit), and
+    `(dh, dc)` entering at the last step."""
+    zeros = tf.zeros_like(initial_hidden)
+    if options.return_sequences:  # every step's h (and c) reached the loss
+        return {"d_hidden": d_hidden, "d_cell": d_cell if d_cell is not None else tf.zeros_like(d_hidden)}, zeros, zeros
+    none_reach = tf.zeros(tf.concat([[num_steps], tf.shape(initial_hidden)], 0), initial_hidden.dtype)
+    dc_last = d_cell[0] if d_cell is not None else zeros  # only the last step's did
+    return {"d_hidden": none_reach, "d_cell": none_reach}, d_hidden[0], dc_last
+
+
 def bptt_scan_lstm(
     inputs: tf.Tensor,
     weights: FusedWeights,
     initial_state: LSTMState,
-    activation: RecurrentActivation,
+    gates: Gating,
     options: LoopOptions = LoopOptions(),
     preactivation_noise: tf.Tensor | None = None,
 ) -> LayerSequences:
@@ -245,79 +267,38 @@ def bptt_scan_lstm(
     stacking them. Only `dh` and `dc` are on the critical path; the weight terms of one step run
     beside the next step's `dh` on another core. Nothing `4 * units` wide is kept across steps.
     """
-    static_steps = inputs.shape[0]
-    num_steps = tf.shape(inputs)[0]
-    keep_cell, input_gradient = options.keep_cell, options.input_gradient
+    static_steps, num_steps = inputs.shape[0], tf.shape(inputs)[0]
 
     @tf.custom_gradient
     def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
-        fused = FusedWeights(kernel, recurrent_kernel, bias)
-        sequences, records = scan_lstm(
-            inputs, fused, LSTMState(initial_hidden, initial_cell), activation, options, record=True,
-            preactivation_noise=preactivation_noise)
+        sequences, records = scan_lstm(inputs, FusedWeights(kernel, recurrent_kernel, bias),
+                                       LSTMState(initial_hidden, initial_cell), gates, options, record=True,
+                                       preactivation_noise=preactivation_noise)
 
         def backward(d_hidden, d_cell=None):
-            kernel_t = tf.transpose(kernel)  # [4 * units, features]
-            recurrent_kernel_t = tf.transpose(recurrent_kernel)  # [4 * units, units]
-            gate_backward = activation.backward  # (y, dy) -> dy ⊙ σ'(x), with y = σ(x)
-
-            def step(step_inputs, carry):
-                dh_next, dc_next, d_kernel, d_recurrent_kernel, d_bias = carry
-                input_gate, forget_gate = step_inputs["input_gate"], step_inputs["forget_gate"]
-                candidate, output_gate = step_inputs["candidate"], step_inputs["output_gate"]
-                tanh_cell = step_inputs["tanh_cell"]
-                dh = dh_next + step_inputs["d_hidden"] if "d_hidden" in step_inputs else dh_next
-                dc = dc_next + tanh_backward(tanh_cell, dh * output_gate)
-                if "d_cell" in step_inputs:
-                    dc += step_inputs["d_cell"]
-                dz = tf.concat(
-                    [
-                        gate_backward(input_gate, dc * candidate),
-                        gate_backward(forget_gate, dc * step_inputs["previous_cell"]),
-                        tanh_backward(candidate, dc * input_gate),
-                        gate_backward(output_gate, dh * tanh_cell),
-                    ],
-                    axis=-1,
-                )  # [batch, 4 * units]
-                carry = (
-                    tf.matmul(dz, recurrent_kernel_t),
-                    dc * forget_gate,
-                    d_kernel + tf.matmul(step_inputs["x"], dz, transpose_a=True),
-                    d_recurrent_kernel + tf.matmul(step_inputs["previous_hidden"], dz, transpose_a=True),
-                    d_bias + tf.reduce_sum(dz, axis=0),
-                )
-                return carry, ({"dx": tf.matmul(dz, kernel_t)} if input_gradient else {})
-
-            zeros = tf.zeros_like(initial_hidden)
-            per_step = dict(records, x=inputs)
-            if options.return_sequences:  # every step's h (and c) reached the loss
-                dh_last, dc_last = zeros, zeros
-                per_step["d_hidden"] = d_hidden
-                if d_cell is not None:
-                    per_step["d_cell"] = d_cell
-            else:  # only the last step's
-                dh_last = d_hidden[0]
-                dc_last = d_cell[0] if d_cell is not None else zeros
+            context = _Backward(tf.transpose(kernel), tf.transpose(recurrent_kernel), gates.activation.backward,
+                                options.input_gradient)
+            per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_hidden, num_steps, options)
             carry = (dh_last, dc_last, tf.zeros_like(kernel), tf.zeros_like(recurrent_kernel), tf.zeros_like(bias))
             (d_initial_hidden, d_initial_cell, d_kernel, d_recurrent_kernel, d_bias), outputs = scan(
-                step, per_step, carry, {"dx": inputs.dtype} if input_gradient else {}, num_steps, static_steps,
-                options.unrolled(static_steps), reverse=True,
-            )
-            d_inputs = outputs["dx"].stack() if input_gradient else None
+                lambda step_inputs, carry: _backward_step(context, step_inputs, carry), dict(records, x=inputs, **per_step),
+                carry, {"dx": inputs.dtype} if options.input_gradient else {}, num_steps, static_steps,
+                options.inlined(static_steps), reverse=True)
+            d_inputs = outputs["dx"].stack() if options.input_gradient else None
             return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
 
-        if keep_cell:
+        if options.keep_cell:
             return (sequences.hidden, sequences.cell), backward
         return sequences.hidden, backward
 
     outputs = forward(inputs, weights.kernel, weights.recurrent_kernel, weights.bias, *initial_state)
-    return LayerSequences(*outputs) if keep_cell else LayerSequences(outputs, None)
+    return LayerSequences(*outputs) if options.keep_cell else LayerSequences(outputs, None)
 
 
 def lstm_over_time(
     inputs: tf.Tensor,
     weights: FusedWeights,
-    activation: RecurrentActivation,
+    gates: Gating,
     initial_state: LSTMState | None = None,
     backprop: str = "bptt",
     options: LoopOptions = LoopOptions(),
@@ -328,7 +309,7 @@ def lstm_over_time(
     Args:
       inputs: `[time, batch, features]`.
       weights: the layer's fused gate weights.
-      activation: the recurrent activation σ.
+      gates: how preactivations become gates (`cell.Gating`).
       initial_state: `(h_0, c_0)`, each `[batch, units]`; zeros when None.
       backprop: "bptt" (hand-written backward pass) or "autodiff" (TensorFlow differentiates the loop).
       options: see `LoopOptions`.
@@ -342,8 +323,8 @@ def lstm_over_time(
     if initial_state is None:
         initial_state = zero_state(tf.shape(inputs)[1], weights.recurrent_kernel.shape[0], inputs.dtype)
     if backprop == "bptt":
-        return bptt_scan_lstm(inputs, weights, initial_state, activation, options, preactivation_noise)
-    sequences, _ = scan_lstm(inputs, weights, initial_state, activation, options, False, preactivation_noise)
+        return bptt_scan_lstm(inputs, weights, initial_state, gates, options, preactivation_noise)
+    sequences, _ = scan_lstm(inputs, weights, initial_state, gates, options, False, preactivation_noise)
     return sequences
 
 
@@ -360,25 +341,3 @@ def final_step(per_step: tf.Tensor, sequence_length: tf.Tensor | None = None) ->
     if sequence_length is None:
         return per_step[:, -1]
     return tf.gather(per_step, tf.cast(sequence_length, tf.int32) - 1, batch_dims=1)
-
-
-def dynamic_lstm(
-    inputs: tf.Tensor,
-    weights: FusedWeights,
-    activation: RecurrentActivation,
-    initial_state: LSTMState | None = None,
-    sequence_length: tf.Tensor | None = None,
-    backprop: str = "bptt",
-    unroll: bool = False,
-) -> LSTMOutput:
-    """One LSTM layer over batch-major inputs `[batch, time, features]`, any number of steps.
-
-    Returns per-step `hidden` and `cell` (`[batch, time, units]`) and each sequence's final state.
-    See `lstm_over_time` for the other arguments.
-    """
-    time_major = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
-    sequences = lstm_over_time(time_major, weights, activation, initial_state, backprop, LoopOptions(unroll=unroll))
-    hidden = tf.transpose(sequences.hidden, [1, 0, 2])  # [batch, time, units]
-    cell = tf.transpose(sequences.cell, [1, 0, 2])
-    final_state = LSTMState(final_step(hidden, sequence_length), final_step(cell, sequence_length))
-    return LSTMOutput(hidden, cell, final_state)

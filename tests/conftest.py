@@ -16,9 +16,9 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from counter_task import CounterData, CounterTask  # noqa: E402
-from diy_lstm import run  # noqa: E402
-from diy_lstm.config import RunConfig, RunSettings, TrainingConfig  # noqa: E402
+from tasks.counter.task import CounterData, CounterTask  # noqa: E402
+from diy_lstm.training import run  # noqa: E402
+from diy_lstm.training.config import RunConfig, RunSettings, TrainingConfig  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,15 +51,15 @@ def counter_settings(logdir: str, run_name: str, units: int = 8, data: CounterDa
 
 def train_counter(settings: RunSettings, **kwargs) -> run.RunResult:
     """`run.train` (or `run.train_once` with kwargs) of the counter task, in this process."""
-    task = CounterTask(settings.data, settings.training.batch_size)
+    task = CounterTask(settings.data)
     return run.train_once(settings, task, **kwargs) if kwargs else run.train(settings, task)
 
 
 class InterruptingTask(CounterTask):
     """The counter task, pressing Ctrl-C (a real SIGINT to this process) during its n-th evaluation."""
 
-    def __init__(self, data, batch_size, at_evaluation):
-        super().__init__(data, batch_size)
+    def __init__(self, data, at_evaluation):
+        super().__init__(data)
         self.evaluations, self.at_evaluation = 0, at_evaluation
 
     def evaluate(self, model):
@@ -86,8 +86,9 @@ def short_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_export(tmp_path_factory):
     """An untrained counter SavedModel (4 units, seed 1): for what the scorer does with any model."""
-    import data_generator
-    from diy_lstm.export import SequenceScorer, export
+    from tasks.counter import data_generator
+    from diy_lstm.serving.export import export
+    from tasks.counter.serving import SequenceScorer
 
     path = str(tmp_path_factory.mktemp("small_export") / "saved_model")
     scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import tensorflow as tf
 
-import data_generator as dg
+from tasks.counter import data_generator as dg
 from conftest import run_python
 
 
@@ -30,7 +30,7 @@ def test_corrupt_saved_model_is_one_line_and_exit_3(small_export, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(small_export, broken)
     (broken / "saved_model.pb").write_bytes(b"\x00garbage")
-    result = run_python(["-m", "diy_lstm.score", f"--model_dir={broken}", "++"])
+    result = run_python(["-m", "tasks.counter.score", f"--model_dir={broken}", "++"])
     assert result.returncode == 3 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: --model_dir={broken}: cannot load the SavedModel")
@@ -38,12 +38,12 @@ def test_corrupt_saved_model_is_one_line_and_exit_3(small_export, tmp_path):
 
 @pytest.mark.slow
 def test_directory_without_saved_model(tmp_path):
-    result = run_python(["-m", "diy_lstm.score", f"--model_dir={tmp_path}", "++"])
+    result = run_python(["-m", "tasks.counter.score", f"--model_dir={tmp_path}", "++"])
     assert result.returncode == 3 and "no saved_model.pb there" in result.stderr
 
 
 def test_missing_model_dir_flag():
-    result = run_python(["-m", "diy_lstm.score", "++"])
+    result = run_python(["-m", "tasks.counter.score", "++"])
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: --model_dir is required: the directory of a SavedModel written by train.py"]
 
@@ -57,7 +57,7 @@ def test_a_model_never_chooses_code_to_run(small_export, tmp_path):
     (hostile / "assets.extra" / "diy_lstm.json").write_text(json.dumps({"reference_function": "shutil:rmtree"}))
     victim = tmp_path / "work"
     (victim / "0").mkdir(parents=True)
-    result = run_python(["-m", "diy_lstm.score", f"--model_dir={hostile}", "0"], cwd=str(victim))
+    result = run_python(["-m", "tasks.counter.score", f"--model_dir={hostile}", "0"], cwd=str(victim))
     assert result.returncode == 0, result.stderr
     assert (victim / "0").is_dir()
     assert result.stdout.splitlines()[0].split() == ["sequence", "prediction", "rounded"]  # no true values

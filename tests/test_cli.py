@@ -1,4 +1,4 @@
-"""train.py and `python -m diy_lstm.score` as a user runs them: output, event files, errors."""
+"""train.py and `python -m tasks.counter.score` as a user runs them: output, event files, errors."""
 
 import glob
 import os
@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from conftest import ROOT, run_python, run_train
-from diy_lstm.config import ConfigError
+from diy_lstm.training.config import ConfigError
 
 
 def load_events(directory):
@@ -51,7 +51,7 @@ def test_event_files_hold_the_metrics_of_both_splits_and_the_graph(short_run):
 
 
 def score(short_run, *arguments, **kwargs):
-    return run_python(["-m", "diy_lstm.score", f"--model_dir={short_run['export_dir']}", *arguments], **kwargs)
+    return run_python(["-m", "tasks.counter.score", f"--model_dir={short_run['export_dir']}", *arguments], **kwargs)
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_score_cli_bad_input_is_exactly_one_line_and_exit_2(short_run, arguments
 
 @pytest.mark.slow
 def test_score_cli_missing_model_dir(tmp_path):
-    result = run_python(["-m", "diy_lstm.score", f"--model_dir={tmp_path / 'nope'}", "++"])
+    result = run_python(["-m", "tasks.counter.score", f"--model_dir={tmp_path / 'nope'}", "++"])
     assert result.returncode == 3 and result.stderr == f"error: --model_dir={tmp_path / 'nope'}: no such directory\n"
 
 
@@ -119,7 +119,7 @@ def test_bad_flags_are_one_line_exit_2_and_write_nothing(tmp_path, flag, message
 
 def settings_from(argv):
     """train.py's flags parsed as on the command line, and its configs built, in this process."""
-    import train
+    from tasks.counter import train
 
     flags.FLAGS.unparse_flags()
     try:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import data_generator as dg
+from tasks.counter import data_generator as dg
 
 
 @pytest.mark.parametrize(
@@ -104,11 +104,15 @@ def test_batch_plan_covers_every_example_once_per_epoch():
     assert [b.tolist() for b in plan] != [b.tolist() for b in dg.batch_plan(lengths, 4, 0, 3)]
 
 
-def test_training_batches_trim_padding_and_mark_epochs():
+def test_training_batches_trim_padding_and_follow_each_epochs_plan():
     examples = dg.Examples.from_sequences(["+-I0", "++", "0-", "I+I+"])
     batches = list(dg.training_batches(examples, batch_size=2, seed=0, epochs=range(3, 5)))
-    assert [(int(e), bool(last)) for e, last, *_ in batches] == [(3, False), (3, True), (4, False), (4, True)]
-    for _, _, inputs, sums, lengths in batches:
+    assert len(batches) == 2 * dg.steps_per_epoch(examples.lengths, 2) == 4  # lengths 2, 4: one batch each
+    planned = [sorted(indices) for epoch in (3, 4) for indices in dg.batch_plan(examples.lengths, 2, 0, epoch)]
+    seen = [sorted(examples.sequences.index(dg.decode_sequence(row[:length])) for row, length in
+                   zip(inputs.numpy(), lengths.numpy())) for inputs, _, lengths in batches]
+    assert seen == planned
+    for inputs, sums, lengths in batches:
         assert inputs.shape[1] == int(max(lengths))
         assert sums.shape == inputs.shape[:2]
         for row, length in zip(inputs.numpy(), lengths.numpy()):

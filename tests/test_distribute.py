@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_generator
+from tasks.counter import data_generator
 from conftest import QUIET_TF, ROOT, InterruptingTask, counter_settings, run_train, train_counter
-from counter_task import CounterData, CounterTask
-from diy_lstm import distribute, run
-from diy_lstm.config import ConfigError, RunConfig, RunSettings, TrainingConfig
+from tasks.counter.task import CounterData, CounterTask
+from diy_lstm.training import distribute, run
+from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
 from diy_lstm.model import LSTMModel, ModelConfig
-from diy_lstm.optimizer import Adam
-from diy_lstm.training import Trainer
-from text_task import TextData, TextTask
+from diy_lstm.training.optimizer import Adam
+from diy_lstm.training.trainer import Trainer
+from tasks.text.task import TextData, TextTask
 
 MIRRORED = {"strategy": "mirrored", "cpu_devices": 2}
 
@@ -71,7 +71,8 @@ def test_the_replicas_joined_gradient_is_the_one_device_gradient(noise, measured
     pick = np.array([0, 50, 200, 300, 1000])
     inputs = examples.inputs[pick, :6]
     batch = (tf.constant(inputs), tf.constant(examples.running_sums[pick, :6]), tf.constant(examples.lengths[pick]))
-    task = CounterTask(CounterData(min_length=3, max_length=6), batch_size=5)
+    task = CounterTask(CounterData(min_length=3, max_length=6))
+    task.prepare(TrainingConfig(epochs=1, batch_size=5))
     gradients = {}
     for name, strategy in (("default", None), ("mirrored", place.strategy)):
         with (strategy or tf.distribute.get_strategy()).scope():
@@ -91,10 +92,9 @@ def text_run(logdir: str, name: str, run_options: dict, epochs: int = 3) -> run.
     data = TextData(corpus="hamlet_soliloquy", validation_fraction=0.1, unroll_length=25)
     training = TrainingConfig(epochs=epochs, batch_size=4, learning_rate=0.02, clip_norm=5.0,
                               preactivation_noise=0.5, jit_compile="false")
-    task = TextTask(data, training.batch_size)
+    task = TextTask(data)
     model = ModelConfig(input_size=len(task.vocabulary), units=16, num_layers=2, output_size=len(task.vocabulary),
                         initializer="glorot_uniform")
-    task.use_model_config(model)
     run_config = RunConfig(logdir=logdir, run_name=name, histogram_every=epochs, image_every=epochs,
                            sample_every=epochs, eval_every=epochs, **run_options)
     return run.train(RunSettings(TextTask.name, model, data, training, run_config), task)
@@ -128,7 +128,7 @@ def test_a_run_stopped_on_one_device_resumes_mirrored_and_back(tmp_path, measure
     whole = train_counter(counter_settings(str(tmp_path), "whole", epochs=30, run_options={"eval_every": 10}))
     for options, until in (({}, 10), (MIRRORED, 20)):
         settings = counter_settings(str(tmp_path), "parts", epochs=30, run_options={"eval_every": 10, **options})
-        stopped = run.train(settings, InterruptingTask(settings.data, settings.training.batch_size, at_evaluation=1))
+        stopped = run.train(settings, InterruptingTask(settings.data, at_evaluation=1))
         assert (stopped.outcome, stopped.completed_epochs) == (run.INTERRUPTED, until)
     finished = train_counter(counter_settings(str(tmp_path), "parts", epochs=30, run_options={"eval_every": 10}))
     assert (finished.outcome, finished.resumed_from_epoch) == (run.COMPLETED, 20)
@@ -138,9 +138,8 @@ def test_a_run_stopped_on_one_device_resumes_mirrored_and_back(tmp_path, measure
 
 def test_text_streams_that_cannot_split_evenly_over_the_replicas_are_refused_before_any_writing(tmp_path):
     data = TextData(corpus="hamlet_soliloquy", validation_fraction=0.0, unroll_length=10)
-    task = TextTask(data, 3)
+    task = TextTask(data)
     model = ModelConfig(input_size=len(task.vocabulary), units=4, output_size=len(task.vocabulary))
-    task.use_model_config(model)
     settings = RunSettings(TextTask.name, model, data, TrainingConfig(epochs=1, batch_size=3),
                            RunConfig(logdir=str(tmp_path), run_name="odd", **MIRRORED))
     with pytest.raises(ConfigError, match=r"^--batch_size=3 streams cannot be split evenly over 2 replicas"):

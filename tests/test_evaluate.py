@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_generator as dg
-import generalization as evaluate
+from tasks.counter import data_generator as dg
+from tasks.counter import generalization as evaluate
 from conftest import run_python
 
 

@@ -4,17 +4,19 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_generator as dg
+from tasks.counter import data_generator as dg
 from conftest import run_python
-from diy_lstm import export as export_lib
+from diy_lstm.serving import export as export_lib
 from diy_lstm import reference
-from diy_lstm.export import SequenceScorer, export, load_metadata
+from diy_lstm.serving.export import export, load_metadata
+from tasks.counter.serving import SequenceScorer
 from diy_lstm.model import LSTMModel, ModelConfig
 
 SEQUENCES = ["+-I0", "++", "I+++-0", "-", "0I-I+I0-+"]
@@ -86,7 +88,7 @@ def test_variables_keep_their_gate_names(exported):
     loaded = tf.saved_model.load(path)
     assert loaded.model.layers[0].W_f.shape == (3 + 6, 6)
     layer = loaded.model.layers[0]
-    assert [getattr(layer, f"W_{g}").name for g in "fico"] == [f"lstm_model/layer_0/W_{g}:0" for g in "fico"]
+    assert [getattr(layer, f"W_{g}").name for g in "figo"] == [f"lstm_model/layer_0/W_{g}:0" for g in "figo"]
     np.testing.assert_array_equal(layer.b_f.numpy(), np.ones(6))
     assert loaded.model.W_out.name == "lstm_model/W_out:0"
 
@@ -94,9 +96,11 @@ def test_variables_keep_their_gate_names(exported):
 @pytest.mark.parametrize(
     "batch, pattern",
     [
-        (["+x-"], r"unknown character x \(U\+0078\) at position 2 of sequences\[0\]"),
+        (["+x-"], r"unknown character U\+0078 at position 2 of sequences\[0\]; allowed: 0 \+ - I"),
         (["++", ""], r"sequences\[1\] is empty"),
-        (["++", "+ +"], r"character   \(U\+0020\) at position 2 of sequences\[1\]"),
+        (["++", "+ +"], r"character U\+0020 at position 2 of sequences\[1\]"),
+        (["+😀"], r"character U\+1F600 at position 2 of sequences\[0\]"),  # beyond U+FFFF: five digits
+        ([b"+\xff"], r"invalid UTF-8 at position 2 of sequences\[0\]"),
         (["é"], r"U\+00E9"),
         (["+\t"], r"U\+0009"),
     ],
@@ -131,11 +135,13 @@ def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
 @pytest.mark.slow
 def test_saved_model_cli_lists_and_runs_both_signatures(exported):
     _, path = exported
-    cli = shutil.which("saved_model_cli")
-    assert cli, "saved_model_cli comes with tensorflow"
+    # Beside this interpreter (a virtual environment's python need not be activated, so not on PATH).
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    assert os.path.isfile(cli), "saved_model_cli comes with tensorflow"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, env=env)
     assert "signature_def['serving_default']" in shown.stdout and "signature_def['score_encoded']" in shown.stdout
+    assert "signature_def['checked_lengths']" in shown.stdout
     ran = subprocess.run(
         [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
          "--input_exprs", 'sequences=["++-0","I+"]'], capture_output=True, text=True, env=env)

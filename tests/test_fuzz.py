@@ -23,8 +23,9 @@ def random_text(rng, alphabet, longest=12):
 
 
 def run_score(argv, stdin_bytes=None):
-    """`python -m diy_lstm.score ARGV` in this process: (exit code, stdout, stderr)."""
-    from diy_lstm import score
+    """`python -m tasks.counter.score ARGV` in this process: (exit code, stdout, stderr)."""
+    from diy_lstm.cli import main as cli
+    from tasks.counter import score
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr, sys.stdin
@@ -32,7 +33,7 @@ def run_score(argv, stdin_bytes=None):
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin_bytes or b""))
     flags.FLAGS.unparse_flags()
     try:
-        code = score.main(score.split_flags(["score", *argv]))
+        code = cli.guarded(score.main, score.split_flags(["score", *argv]), takes_arguments=True)
     except SystemExit as exit_:
         code = exit_.code
     finally:
@@ -123,8 +124,8 @@ TRAIN_FLAGS = {
 
 def test_train_flags_fuzzed_fail_as_one_line_before_anything_runs(tmp_path, capsys):
     """train.py's own parsing and error handling, up to the settings it would train with."""
-    import train
-    from diy_lstm import cli
+    from diy_lstm.cli import main as cli
+    from tasks.counter import train
 
     def settings_only(argv):
         train.settings_per_size()
@@ -156,8 +157,8 @@ def test_train_flags_fuzzed_fail_as_one_line_before_anything_runs(tmp_path, caps
 EVALUATE_RUNNER = """
 import contextlib, io, json, sys
 from absl import flags
-import evaluate
-from diy_lstm import cli
+from tasks.counter import evaluate
+from diy_lstm.cli import main as cli
 results = []
 for argv in json.load(sys.stdin):
     out, err = io.StringIO(), io.StringIO()

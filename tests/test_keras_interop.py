@@ -51,7 +51,7 @@ def test_keras_initial_forget_bias_lands_in_b_f(unit_forget_bias):
     _, lstms, _ = keras_stack(3, 3, 6, 1, 1, unit_forget_bias=unit_forget_bias)
     ours = model_from_keras(lstms)
     np.testing.assert_array_equal(ours.layers[0].b_f.numpy(), np.full(6, 1.0 if unit_forget_bias else 0.0))
-    for gate in "ico":
+    for gate in "igo":
         np.testing.assert_array_equal(getattr(ours.layers[0], f"b_{gate}").numpy(), np.zeros(6))
 
 

@@ -1,6 +1,6 @@
 """The machine description that runs and benchmarks record beside their numbers."""
 
-from diy_lstm import machine
+from diy_lstm.training import machine
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -5,9 +5,17 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.cell import LSTMCell, LSTMState, get_recurrent_activation, lstm_step, zero_state
+from diy_lstm.cell import LSTMCell, LSTMState, gating, get_recurrent_activation, lstm_step, zero_state
 from diy_lstm.model import LSTMModel, ModelConfig
-from diy_lstm.rnn import dynamic_lstm
+from diy_lstm.rnn import final_step, lstm_over_time
+
+
+def loop_over(inputs, cell, lengths=None):
+    """`h_t` at every step `[batch, time, units]` and each sequence's final `(h, c)`, by the While loop."""
+    sequences = lstm_over_time(tf.transpose(tf.constant(inputs), [1, 0, 2]), cell.fused_weights(), cell.gating,
+                               backprop="autodiff")
+    hidden, cells = (tf.transpose(t, [1, 0, 2]) for t in sequences)
+    return hidden, LSTMState(final_step(hidden, lengths), final_step(cells, lengths))
 
 
 def random_inputs(batch, time, features, seed=0):
@@ -35,20 +43,20 @@ def test_the_cell_stepped_by_hand_matches_the_while_loop():
     for t in range(7):
         hidden, state = cell(inputs[:, t], state)
         stepped.append(hidden)
-    looped = dynamic_lstm(inputs, cell.fused_weights(), cell.activation)
-    np.testing.assert_allclose(looped.hidden.numpy(), tf.stack(stepped, 1).numpy(), rtol=0, atol=1e-14)
-    np.testing.assert_allclose(looped.final_state.cell.numpy(), state.cell.numpy(), rtol=0, atol=1e-14)
+    hidden, final = loop_over(inputs, cell)
+    np.testing.assert_allclose(hidden.numpy(), tf.stack(stepped, 1).numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(final.cell.numpy(), state.cell.numpy(), rtol=0, atol=1e-14)
 
 
 def test_gate_variables_are_named_and_forget_bias_is_one():
     model = LSTMModel(ModelConfig(input_size=3, units=24))
     names = {v.name for v in model.trainable_variables}
-    for gate in "fico":
+    for gate in "figo":
         assert f"lstm_model/layer_0/W_{gate}:0" in names and f"lstm_model/layer_0/b_{gate}:0" in names
     layer = model.layers[0]
     assert layer.W_f.shape == (3 + 24, 24)
     np.testing.assert_array_equal(layer.b_f.numpy(), np.ones(24))
-    for gate in "ico":
+    for gate in "igo":
         np.testing.assert_array_equal(getattr(layer, f"b_{gate}").numpy(), np.zeros(24))
 
 
@@ -66,9 +74,9 @@ def test_reference_initializer_statistics():
 
 
 def test_same_seed_same_weights_different_seed_different():
-    a = LSTMModel(ModelConfig(input_size=3, units=8, seed=3)).layers[0].W_c.numpy()
-    b = LSTMModel(ModelConfig(input_size=3, units=8, seed=3)).layers[0].W_c.numpy()
-    c = LSTMModel(ModelConfig(input_size=3, units=8, seed=4)).layers[0].W_c.numpy()
+    a = LSTMModel(ModelConfig(input_size=3, units=8, seed=3)).layers[0].W_g.numpy()
+    b = LSTMModel(ModelConfig(input_size=3, units=8, seed=3)).layers[0].W_g.numpy()
+    c = LSTMModel(ModelConfig(input_size=3, units=8, seed=4)).layers[0].W_g.numpy()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -80,11 +88,11 @@ def test_padding_does_not_change_real_steps_or_final_state():
     padded = inputs.copy()
     for row, length in enumerate(lengths):
         padded[row, length:] = 99.0  # garbage after the end
-    out = dynamic_lstm(tf.constant(padded), cell.fused_weights(), cell.activation, sequence_length=lengths)
+    hidden, final = loop_over(padded, cell, lengths)
     for row, length in enumerate(lengths):
-        alone = dynamic_lstm(tf.constant(inputs[row : row + 1, :length]), cell.fused_weights(), cell.activation)
-        np.testing.assert_allclose(out.hidden[row, :length], alone.hidden[0], atol=1e-14)
-        np.testing.assert_allclose(out.final_state.hidden[row], alone.final_state.hidden[0], atol=1e-14)
+        alone_hidden, alone_final = loop_over(inputs[row : row + 1, :length], cell)
+        np.testing.assert_allclose(hidden[row, :length], alone_hidden[0], atol=1e-14)
+        np.testing.assert_allclose(final.hidden[row], alone_final.hidden[0], atol=1e-14)
 
 
 def test_one_traced_function_serves_every_length():
@@ -98,10 +106,10 @@ def test_one_traced_function_serves_every_length():
     assert len(call._list_all_concrete_functions()) == 1
 
 
-def test_unrolled_and_looped_agree():
+def test_inlined_and_looped_agree():
     inputs = random_inputs(4, 6, 3)
-    looped = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), unroll=False)
-    unrolled = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), unroll=True)
+    looped = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), inline_loops=False)
+    unrolled = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), inline_loops=True)
     np.testing.assert_allclose(
         tf.function(looped.__call__)(inputs, training=True), tf.function(unrolled.__call__)(inputs, training=True),
         atol=1e-6)
@@ -142,7 +150,7 @@ def test_one_step_by_hand():
                            tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64))
     state = zero_state(1, 1, tf.float64)
     state = LSTMState(state.hidden, state.cell + 0.5)
-    gates = lstm_step(tf.ones([1, 1], tf.float64), state, weights)
+    gates = lstm_step(tf.ones([1, 1], tf.float64), state, weights, gating(get_recurrent_activation("sigmoid")))
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     cell = sigmoid(2.0) * 0.5 + sigmoid(0.0) * np.tanh(1.0)
     np.testing.assert_allclose(gates.cell.numpy(), [[cell]], rtol=1e-15)

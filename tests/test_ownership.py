@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import counter_settings, train_counter
-from counter_task import CounterData
-from diy_lstm import ownership, run
-from diy_lstm.checkpoints import ConfigMismatchError
-from diy_lstm.export import METADATA_FILE, METADATA_FORMAT, ExportDirError
+from tasks.counter.task import CounterData
+from diy_lstm import files
+from diy_lstm.training import run
+from diy_lstm.training.checkpoints import ResumeError
+from diy_lstm.serving.export import METADATA_FILE, METADATA_FORMAT, ExportDirError
 
 # A user's tree: look-alikes of a run directory, of export staging, of a previous export, of another
 # task's SavedModel, an empty directory and a plain file.
@@ -70,7 +71,7 @@ def train_in(root: str, logdir: str, run_name: str, export_dir: str | None, fres
                                  run_options={"export_dir": export_dir, "fresh": fresh, "eval_every": 1})
     try:
         return train_counter(settings_).outcome
-    except (ownership.NotOursError, ExportDirError, ConfigMismatchError, OSError) as error:
+    except (files.NotOursError, ExportDirError, ResumeError, OSError) as error:
         return type(error).__name__
 
 
@@ -109,15 +110,15 @@ def test_the_cases_that_lost_data_before(tmp_path, logdir, run_name, export_dir,
 
 def test_export_staging_is_marked_and_only_marked_staging_of_a_dead_process_is_removed(tmp_path):
     parent = str(tmp_path)
-    ours = ownership.make_staging(parent, "m.tmp-")
-    assert ownership.staging_owner(ours) == os.getpid()
+    ours = files.make_staging(parent, "m.tmp-")
+    assert files.staging_owner(ours) == os.getpid()
     theirs = tmp_path / "m.tmp-theirs"
     theirs.mkdir()
     (theirs / "file").write_text("keep")
     live = tmp_path / "m.tmp-live"
     live.mkdir()
-    (live / ownership.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": os.getppid()}))
-    assert ownership.remove_stale_staging(parent, "m.tmp-") == [ours]  # this process's own leftover only
+    (live / files.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": os.getppid()}))
+    assert files.remove_stale_staging(parent, "m.tmp-") == [ours]  # this process's own leftover only
     assert (theirs / "file").read_text() == "keep" and live.is_dir()
 
 

@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.model import LSTMModel, ModelConfig, gate_noise
+from diy_lstm.cell import RECURRENT_ACTIVATIONS, fused_tanh_gating
+from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.training.trainer import gaussian_gate_noise
 
 
 def relative_difference(ours, expected):
@@ -110,7 +112,7 @@ def test_bptt_and_autodiff_agree_in_float32_training_step():
     inputs, targets = rng.normal(size=(8, 6, 3)).astype(np.float32), rng.normal(size=(8, 6, 1)).astype(np.float32)
     gradients = {}
     for backprop in ("bptt", "autodiff"):
-        model = LSTMModel(ModelConfig(input_size=3, units=24, seed=2), backprop=backprop, unroll=True)
+        model = LSTMModel(ModelConfig(input_size=3, units=24, seed=2), backprop=backprop, inline_loops=True)
 
         @tf.function
         def grads():
@@ -133,7 +135,8 @@ def test_one_tanh_gates_match_numpy(jit_compile, measured):
     @tf.function(jit_compile=jit_compile)
     def gradients():
         with tf.GradientTape() as tape:
-            predictions = model.run(tf.constant(inputs), training=True, one_tanh=True).predictions
+            predictions = model.run(tf.constant(inputs), training=True,
+                                    gates=fused_tanh_gating(RECURRENT_ACTIVATIONS["sigmoid"])).predictions
             loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
         return predictions, tape.gradient(loss, model.trainable_variables)
 
@@ -160,13 +163,13 @@ def test_gradients_with_preactivation_noise_match_numpy(backprop, measured):
     @tf.function
     def gradients():
         with tf.GradientTape() as tape:
-            predictions = model.run(tf.constant(inputs), training=True, preactivation_noise=1.5,
-                                    noise_seed=seed).predictions
+            predictions = model.run(tf.constant(inputs), training=True,
+                                    gate_noise=gaussian_gate_noise(1.5, seed)).predictions
             loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
         return predictions, tape.gradient(loss, model.trainable_variables)
 
     predictions, tape_gradients = gradients()
-    noise = [np.transpose(gate_noise(12, 4, 5, 1.5, seed, layer, tf.float64).numpy(), [1, 0, 2]) for layer in (0, 1)]
+    noise = [np.transpose(gate_noise(12, 4, 5, 1.5, seed, layer, tf.float64), [1, 0, 2]) for layer in (0, 1)]
     params = reference.params_from_model(model)
     expected, records = reference.forward(inputs, params, "hard_sigmoid", "cell", preactivation_noise=noise)
     clean, _ = reference.forward(inputs, params, "hard_sigmoid", "cell")
@@ -180,13 +183,18 @@ def test_gradients_with_preactivation_noise_match_numpy(backprop, measured):
         assert difference <= 1e-8, name
 
 
+def gate_noise(time, batch, units, stddev, seed, layer_index=0, dtype=tf.float32):
+    """One layer's noise `[time, batch, 4 * units]`, as the trainer draws it."""
+    return gaussian_gate_noise(stddev, seed)(layer_index, tf.constant([time, batch, 4 * units]), dtype).numpy()
+
+
 def test_gate_noise_statistics_and_streams():
     seed = tf.constant([0, 5], tf.int64)
-    noise = gate_noise(50, 64, 8, 2.0, seed).numpy()
+    noise = gate_noise(50, 64, 8, 2.0, seed)
     assert noise.shape == (50, 64, 32)
     assert abs(noise.std() - 2.0) < 0.05 and abs(noise.mean()) < 0.05  # 102,400 draws: std error ~0.006
-    np.testing.assert_array_equal(noise, gate_noise(50, 64, 8, 2.0, seed).numpy())  # stateless: repeatable
-    other_layer = gate_noise(50, 64, 8, 2.0, seed, layer_index=1).numpy()
-    other_step = gate_noise(50, 64, 8, 2.0, seed + tf.constant([0, 1], tf.int64)).numpy()
+    np.testing.assert_array_equal(noise, gate_noise(50, 64, 8, 2.0, seed))  # stateless: repeatable
+    other_layer = gate_noise(50, 64, 8, 2.0, seed, layer_index=1)
+    other_step = gate_noise(50, 64, 8, 2.0, seed + tf.constant([0, 1], tf.int64))
     for other in (other_layer, other_step):
         assert abs(np.corrcoef(noise.ravel(), other.ravel())[0, 1]) < 0.02

@@ -16,10 +16,10 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import QUIET_TF, ROOT, InterruptingTask, counter_settings, run_train, train_counter
-from counter_task import CounterData, CounterTask
-from diy_lstm import machine, run
-from diy_lstm.checkpoints import ConfigMismatchError
-from diy_lstm.config import RestartConfig
+from tasks.counter.task import CounterData, CounterTask
+from diy_lstm.training import machine, run
+from diy_lstm.training.checkpoints import ResumeError
+from diy_lstm.training.config import RestartConfig
 
 TRAINING = {"epochs": 100, "batch_size": 256, "seed": 3, "preactivation_noise": 0.5, "noise_free_epochs": 30}
 RUN = {"eval_every": 10, "checkpoint_every": 20}
@@ -66,7 +66,7 @@ def assert_same_run(run_dir, reference_dir):
 
 def test_ctrl_c_checkpoints_the_epoch_and_resuming_is_bit_identical(uninterrupted, tmp_path, capsys):
     interrupted = settings(tmp_path, "interrupted")
-    stopped = run.train(interrupted, InterruptingTask(interrupted.data, interrupted.training.batch_size, 3))
+    stopped = run.train(interrupted, InterruptingTask(interrupted.data, 3))
     assert stopped.outcome == run.INTERRUPTED and stopped.completed_epochs == 30
     assert tf.train.latest_checkpoint(os.path.join(stopped.run_dir, "checkpoints")).endswith("ckpt-30")
     assert "interrupted after epoch 30; checkpoint saved to" in capsys.readouterr().out
@@ -104,17 +104,18 @@ def checkpoint_hashes(run_dir):
 class PoisonedTask(CounterTask):
     """The counter task whose inputs become NaN from epoch 8 on (0-based epoch 7)."""
 
-    def training_batches(self, training, epochs):
-        return super().training_batches(training, epochs).map(
-            lambda epoch, last, inputs, sums, lengths: (
-                epoch, last, tf.where(epoch >= 7, inputs * float("nan"), inputs), sums, lengths))
+    def training_batches(self, epochs):
+        steps = self.steps_per_epoch
+        return super().training_batches(epochs).enumerate().map(
+            lambda step, batch: (tf.where(epochs.start + step // steps >= 7, batch[0] * float("nan"), batch[0]),
+                                 *batch[1:]))
 
 
 def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
     settings_ = counter_settings(str(tmp_path), "nan", units=4, epochs=10, run_options={"eval_every": 5,
                                                                                         "checkpoint_every": 5})
     with pytest.raises(run.RunError, match=r"^training stopped: the loss became nan in epoch 8 .*ckpt-5"):
-        run.train(settings_, PoisonedTask(settings_.data, settings_.training.batch_size))
+        run.train(settings_, PoisonedTask(settings_.data))
     assert sorted(os.listdir(tmp_path / "nan" / "checkpoints")) == [
         "checkpoint", "ckpt-5.data-00000-of-00001", "ckpt-5.index"]
     assert not os.path.exists(tmp_path / "nan" / "saved_model")  # nothing exported from a broken run
@@ -136,14 +137,14 @@ def test_changed_settings_on_resume_are_refused_by_name(tmp_path, change, named)
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
     config_before = open(tmp_path / "r" / "config.json").read()
     escaped = named.replace("(", "[(]").replace(")", "[)]")
-    with pytest.raises(ConfigMismatchError, match=f"was started with .*{escaped}"):
+    with pytest.raises(ResumeError, match=f"was started with .*{escaped}"):
         train_counter(counter_settings(str(tmp_path), "r", **{**SMALL, **change}))
     assert open(tmp_path / "r" / "config.json").read() == config_before
 
 
 def test_epochs_may_grow_on_resume_but_not_shrink_below_what_was_trained(tmp_path):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
-    with pytest.raises(ConfigMismatchError, match="has already trained 5 epochs; --epochs=3 would undo them"):
+    with pytest.raises(ResumeError, match="has already trained 5 epochs; --epochs=3 would undo them"):
         train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=3))
     longer = train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=8))
     assert longer.resumed_from_epoch == 5 and longer.completed_epochs == 8
@@ -175,7 +176,7 @@ def test_a_damaged_checkpoint_or_config_is_reported_and_not_overwritten(tmp_path
         return {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != ".lock"}
 
     before = snapshot()
-    with pytest.raises(ConfigMismatchError, match="cannot re(store checkpoint|ad the run's config.json)"):
+    with pytest.raises(ResumeError, match="cannot re(store checkpoint|ad the run's config.json)"):
         train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=10))
     assert snapshot() == before
 
@@ -265,11 +266,11 @@ def test_sigkill_then_ctrl_c_then_resume_on_the_command_line_is_bit_identical(un
 
 
 def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead_holder_is_no_obstacle(tmp_path):
-    from diy_lstm.lock import RunLock, RunLockedError
+    from diy_lstm.training.lock import RunLock, RunLockedError
 
     settings_ = counter_settings(str(tmp_path), "r", **SMALL)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from diy_lstm.lock import RunLock; from diy_lstm.ownership import claim_run_dir\n"
+        "import sys, time; from diy_lstm.training.lock import RunLock; from diy_lstm.files import claim_run_dir\n"
         f"claim_run_dir({str(tmp_path / 'r')!r}, 'counter')\n"
         f"with RunLock({str(tmp_path / 'r')!r}):\n    print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -298,7 +299,7 @@ def event_steps(run_dir, split, tag):
 def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     """Events on disk past the last checkpoint (here: a run whose writer flushed at epoch 30 while its
     last checkpoint was 20) are dropped when it resumes, so every step shows once."""
-    from diy_lstm.summaries import drop_events_after
+    from diy_lstm.training.summaries import drop_events_after
 
     settings_ = counter_settings(str(tmp_path), "r", units=4, epochs=30, run_options={
         "eval_every": 5, "checkpoint_every": 10})

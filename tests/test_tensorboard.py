@@ -84,7 +84,7 @@ def test_gate_heat_map_images(server):
 def test_histograms_of_weights_and_gradients(server):
     run = "sweep/lstm_size_4/train"
     tags = get_json(server, "/data/plugin/histograms/tags")[run]
-    for gate in "fico":
+    for gate in "figo":
         assert f"weights/layer_0/W_{gate}" in tags and f"gradients/layer_0/b_{gate}" in tags
     histogram = get_json(server, "/data/plugin/histograms/histograms", run=run, tag="weights/layer_0/W_f")
     assert [entry[1] for entry in histogram] == [10, 20]

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import text_data
+from tasks.text import text_data
 from conftest import run_python
-from diy_lstm import reference, run
-from diy_lstm.config import ConfigError, RunConfig, RunSettings, TrainingConfig
-from diy_lstm.generation import TextGenerator
+from diy_lstm import reference
+from diy_lstm.training import run
+from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
+from tasks.text.serving import TextGenerator
 from diy_lstm.keras_interop import load_from_keras
 from diy_lstm.model import LSTMModel, ModelConfig
-from text_task import TextData, TextTask
+from tasks.text.task import TextData, TextTask
 
 
 def keras_char_model(vocabulary, units, layers, seed):
@@ -49,10 +50,9 @@ def test_keras_char_model_copied_in_gives_the_same_probabilities_and_loss(layers
     import keras
 
     keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(ids[:, 1:], keras_logits)
-    task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=8), batch_size=3,
-                    text="abcdefghijk" * 3)
-    task.use_model_config(ours.config)
-    task.make_variables(replicas=1)
+    task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=8), text="abcdefghijk" * 3)
+    task.prepare(TrainingConfig(epochs=1, batch_size=3))
+    task.make_variables(ours.config, replicas=1)
     our_loss = task.loss(lambda x, **kwargs: ours.run(x, **kwargs),
                          (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32), tf.constant(True)))
     assert abs(float(our_loss.mean) - float(keras_loss)) <= 1e-6
@@ -109,29 +109,31 @@ def test_reference_softmax_cross_entropy_gradient_matches_finite_differences():
 
 def small_task(text, batch_size=2, unroll_length=5, validation_fraction=0.0):
     data = TextData(corpus="fox_and_crow", validation_fraction=validation_fraction, unroll_length=unroll_length)
-    return TextTask(data, batch_size, text)
+    task = TextTask(data, text)
+    task.prepare(TrainingConfig(epochs=1, batch_size=batch_size))
+    return task
 
 
 def test_windows_carry_the_state_so_two_windows_score_as_one_long_one():
     task = small_task(text_data.FOX_AND_CROW, batch_size=2, unroll_length=5)
     model = LSTMModel(ModelConfig(input_size=len(task.vocabulary), units=8, output_size=len(task.vocabulary),
                                   initializer="glorot_uniform", seed=1))
-    task.use_model_config(model.config)
-    task.make_variables(replicas=1)
+    task.make_variables(model.config, replicas=1)
     run_model = lambda x, **kwargs: model.run(x, **kwargs)  # noqa: E731
-    batches = list(task.training_batches(TrainingConfig(epochs=1), range(1)))
-    assert [bool(batch[4]) for batch in batches[:2]] == [True, False]  # only the first window resets
-    first = task.loss(run_model, tuple(batches[0][2:]))
-    second = task.loss(run_model, tuple(batches[1][2:]))
-    whole_inputs = tf.concat([batches[0][2], batches[1][2]], axis=1)
-    whole_targets = tf.concat([batches[0][3], batches[1][3]], axis=1)
+    batches = list(task.training_batches(range(1)))
+    assert len(batches) == task.steps_per_epoch
+    assert [bool(batch[2]) for batch in batches[:2]] == [True, False]  # only the first window resets
+    first = task.loss(run_model, tuple(batches[0]))
+    second = task.loss(run_model, tuple(batches[1]))
+    whole_inputs = tf.concat([batches[0][0], batches[1][0]], axis=1)
+    whole_targets = tf.concat([batches[0][1], batches[1][1]], axis=1)
     whole = tf.nn.sparse_softmax_cross_entropy_with_logits(
         whole_targets, model(tf.one_hot(whole_inputs, len(task.vocabulary))))
     np.testing.assert_allclose((float(first.mean) + float(second.mean)) / 2, float(tf.reduce_mean(whole)), rtol=1e-6)
     # Streams are consecutive pieces of the text; targets are inputs shifted by one.
     streams = task.train_streams
     assert task.vocabulary.text(streams[0]) + task.vocabulary.text(streams[1]) == text_data.FOX_AND_CROW[:148]
-    np.testing.assert_array_equal(batches[0][3][:, :-1], batches[0][2][:, 1:])
+    np.testing.assert_array_equal(batches[0][1][:, :-1], batches[0][0][:, 1:])
 
 
 def test_the_last_window_of_a_stream_may_be_shorter_and_every_character_is_read():
@@ -141,10 +143,9 @@ def test_the_last_window_of_a_stream_may_be_shorter_and_every_character_is_read(
 
 def train_text(tmp_path, corpus, units, epochs, unroll_length, learning_rate, batch_size=1, **run_options):
     data = TextData(corpus=corpus, validation_fraction=0.0, unroll_length=unroll_length)
-    task = TextTask(data, batch_size)
+    task = TextTask(data)
     size = len(task.vocabulary)
     model = ModelConfig(input_size=size, units=units, output_size=size, initializer="glorot_uniform")
-    task.use_model_config(model)
     settings = RunSettings(TextTask.name, model, data,
                            TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                           clip_norm=5.0, jit_compile="false"),
@@ -222,8 +223,9 @@ def test_generate_is_the_prompt_plus_greedy_or_seeded_samples(generator):
 
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.generate(tf.constant(["ax"]), 3, 0.0, 0),
-     r"unknown character x \(U\+0078\) at position 2 of prompt\[0\]"),
-    (lambda m: m.generate(tf.constant(["a", ""]), 3, 0.0, 0), r"prompt\[1\] has 0 characters; at least 1"),
+     r"unknown character U\+0078 at position 2 of prompt\[0\]"),
+    (lambda m: m.generate(tf.constant(["a\u00a0"]), 3, 0.0, 0), r"unknown character U\+00A0 at position 2"),
+    (lambda m: m.score(tf.constant(["ab😀"])), r"unknown character U\+1F600 at position 3 of text\[0\]"),
     (lambda m: m.generate(tf.constant(["a"]), -1, 0.0, 0), "num_chars must be in"),
     (lambda m: m.generate(tf.constant(["a"]), 10**7, 0.0, 0), "num_chars must be in"),
     (lambda m: m.generate(tf.constant(["a"]), 3, -0.5, 0), "temperature must be a finite number >= 0"),
@@ -247,17 +249,15 @@ def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
             return super().evaluate(model)
 
     data = TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=20)
-    task = Interrupting(data, 2)
+    task = Interrupting(data)
     size = len(task.vocabulary)
     model = ModelConfig(input_size=size, units=16, output_size=size, initializer="glorot_uniform")
-    task.use_model_config(model)
     settings = RunSettings(TextTask.name, model, data, TrainingConfig(epochs=4, batch_size=2, learning_rate=0.01,
                                                                       clip_norm=5.0, jit_compile="false"),
                            RunConfig(logdir=str(tmp_path / "parts"), run_name="fox_and_crow", histogram_every=0,
                                      image_every=0, eval_every=2, checkpoint_every=4))
     assert run.train(settings, task).outcome == run.INTERRUPTED
-    fresh_task = TextTask(data, 2)
-    fresh_task.use_model_config(model)
+    fresh_task = TextTask(data)
     resumed = run.train(settings, fresh_task)
     assert resumed.resumed_from_epoch == 2
     a = tf.train.load_checkpoint(os.path.join(whole.run_dir, "checkpoints"))
@@ -305,7 +305,7 @@ def test_train_text_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, fl
 def test_generate_command_line(tmp_path):
     result, _ = train_text(tmp_path, "fox_and_crow", units=128, epochs=300, unroll_length=148, learning_rate=0.01)
     model_dir = result.export_dir
-    ok = run_python(["-m", "diy_lstm.generate", f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20",
+    ok = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20",
                      "--temperature=0"])
     assert ok.returncode == 0 and ok.stderr == "" and ok.stdout == text_data.FOX_AND_CROW[:30] + "\n"
     for flags, message in ((["--prompt=One Xright"], "error: unknown character 'X' (U+0058) at position 5 of --prompt"),
@@ -313,6 +313,6 @@ def test_generate_command_line(tmp_path):
                            (["--temperature=nan"], "error: --temperature must be a finite number >= 0, got nan"),
                            (["--num_chars=-5"], "error: --num_chars must be in [0, 1,000,000], got -5"),
                            (["--num_chars=99999999"], "error: --num_chars must be in [0, 1,000,000], got 99999999")):
-        bad = run_python(["-m", "diy_lstm.generate", f"--model_dir={model_dir}", *flags])
+        bad = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", *flags])
         assert bad.returncode == 2 and bad.stdout == "", bad.stderr
         assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith(message), bad.stderr

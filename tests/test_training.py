@@ -5,12 +5,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import counter_settings, train_counter
-from counter_task import CounterData, CounterTask, loss_fn, metrics_fn
-from diy_lstm import run
-from diy_lstm.config import TrainingConfig
+from tasks.counter.task import CounterData, CounterTask, loss_fn, metrics_fn
+from diy_lstm.training import run
+from diy_lstm.training.config import TrainingConfig
 from diy_lstm.model import LSTMModel, ModelConfig
-from diy_lstm.optimizer import Adam
-from diy_lstm.training import Trainer
+from diy_lstm.training.optimizer import Adam
+from diy_lstm.training.trainer import Trainer
 
 PREDICTIONS = np.array([[0.4, 1.6, 2.2, 9.0], [-0.6, 0.2, 5.0, 5.0]], dtype=np.float32)
 TARGETS = np.array([[0.0, 1.0, 2.0, 0.0], [-1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
@@ -65,7 +65,8 @@ def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in
     inputs = rng.normal(size=(16, 7, 3)).astype(np.float32)
     targets = np.cumsum(rng.integers(-1, 2, size=(16, 7)), axis=1).astype(np.float32)
     lengths = np.full(16, 7, np.int32)
-    task = CounterTask(CounterData(target="running"), batch_size=16)
+    task = CounterTask(CounterData(target="running"))
+    task.prepare(TrainingConfig(epochs=1, batch_size=16))
 
     def losses(noise, seed, steps=3):
         model = LSTMModel(ModelConfig(input_size=3, units=6, seed=1))
@@ -91,7 +92,8 @@ def test_final_target_reads_out_the_last_step_only_and_gives_the_same_loss():
     targets = np.cumsum(rng.integers(-1, 2, size=(8, 5)), axis=1).astype(np.float32)
     lengths = np.full(8, 5, np.int32)
     model = LSTMModel(ModelConfig(input_size=3, units=4, seed=2))
-    task = CounterTask(CounterData(target="final"), batch_size=8)
+    task = CounterTask(CounterData(target="final"))
+    task.prepare(TrainingConfig(epochs=1, batch_size=8))
     assert task.last_step_only
     loss = task.loss(lambda x, **kwargs: model.run(x, **kwargs), (inputs, targets, lengths))
     full = loss_fn(model(inputs)[..., 0], targets, lengths, "final")

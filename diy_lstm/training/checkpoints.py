@@ -14,13 +14,16 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from diy_lstm import ownership
+from diy_lstm import files
 
 CHECKPOINT_DIR = "checkpoints"
+MAX_JSON_BYTES = 10_000_000  # config.json, results.json, restarts.json
+MAX_CHECKPOINT_BYTES = 40_000_000_000  # the files of checkpoints/ together
 
 
-class ConfigMismatchError(ValueError):
-    """The run directory cannot be resumed as asked (other settings, a damaged checkpoint or config)."""
+class ResumeError(Exception):
+    """The run directory cannot be resumed as asked (other settings or data, a damaged checkpoint or
+    config): the run failed, nothing was overwritten (exit 1, not a usage error)."""
 
 
 class RunCheckpoint:
@@ -42,17 +45,22 @@ class RunCheckpoint:
         self.scratch_dir = scratch_dir
         self.manager = None
         if scratch_dir is not None:
-            ownership.remove_staging(scratch_dir)  # what a killed worker left (only if it is marked as ours)
+            files.remove_staging(scratch_dir)  # what a killed worker left (only if it is marked as ours)
             return
         index = os.path.join(self.directory, "checkpoint")
+        try:  # a FIFO or a device among the files would hang TensorFlow's reads
+            if os.path.isdir(self.directory):
+                files.check_regular_tree(self.directory, f"the checkpoints {self.directory}", MAX_CHECKPOINT_BYTES)
+        except (files.FileLimitError, OSError) as error:
+            raise ResumeError(f"cannot restore checkpoint: {error}") from None
         try:
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
         except Exception as error:  # the index file is text protobuf; damage shows as a parse error
-            raise ConfigMismatchError(f"cannot restore checkpoint: {index} is damaged ({_first_line(error)})") from None
+            raise ResumeError(f"cannot restore checkpoint: {index} is damaged ({_first_line(error)})") from None
         saved = [name for name in os.listdir(self.directory) if name.startswith("ckpt-")] if os.path.isdir(
             self.directory) else []
         if self.manager.latest_checkpoint is None and saved:
-            raise ConfigMismatchError(f"cannot restore checkpoint: {index} names no checkpoint, but "
+            raise ResumeError(f"cannot restore checkpoint: {index} names no checkpoint, but "
                                       f"{self.directory} holds {sorted(saved)[0]}; nothing was overwritten")
 
     @property
@@ -66,7 +74,7 @@ class RunCheckpoint:
         try:
             self.checkpoint.restore(self.latest).assert_existing_objects_matched()
         except Exception as error:  # a damaged file fails in many ways (OpError, IndexError, ...)
-            raise ConfigMismatchError(f"cannot restore checkpoint {self.latest}: {_first_line(error)}") from None
+            raise ResumeError(f"cannot restore checkpoint {self.latest}: {_first_line(error)}") from None
         return int(self.epoch.numpy())
 
     def save(self, completed_epochs: int) -> str | None:
@@ -74,9 +82,9 @@ class RunCheckpoint:
         self.epoch.assign(completed_epochs)
         if self.manager is not None:
             return self.manager.save(checkpoint_number=completed_epochs)
-        ownership.make_marked_dir(self.scratch_dir)
+        files.make_marked_dir(self.scratch_dir)
         self.checkpoint.write(os.path.join(self.scratch_dir, f"ckpt-{completed_epochs}"))
-        ownership.remove_staging(self.scratch_dir)
+        files.remove_staging(self.scratch_dir)
         return None
 
 
@@ -87,18 +95,17 @@ def _first_line(error: BaseException) -> str:
 
 def read_json(path: str, what: str | None = None) -> dict | None:
     """The JSON object in `path`, or None if there is no such file. If `what` is given, a file that
-    is not a JSON object raises `ConfigMismatchError` naming `what`; otherwise it reads as None."""
+    is not a JSON object raises `ResumeError` naming `what`; otherwise it reads as None."""
     if not os.path.exists(path):
         return None
     try:
-        with open(path) as f:
-            values = json.load(f)
+        values = json.loads(files.read_regular_file(path, path, MAX_JSON_BYTES))
         if not isinstance(values, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
         if what is None:
             return None
-        raise ConfigMismatchError(f"cannot read {what} {path}: {error}") from None
+        raise ResumeError(f"cannot read {what} {path}: {error}") from None
     return values
 
 

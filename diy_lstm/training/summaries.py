@@ -12,6 +12,7 @@ shows a point twice.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -101,6 +102,21 @@ def write_histograms(writer, variables, gradients, step: int) -> None:
             tf.summary.histogram(f"gradients/{tag}", gradient)
 
 
+@functools.lru_cache(maxsize=1)
+def _monospace_code_points() -> frozenset[int]:
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(font_manager.findfont(font_manager.FontProperties(family="monospace"))).get_charmap())
+
+
+def drawable(labels: str) -> str:
+    """`labels` with every character the plot's font has no glyph for (a control character, a script
+    it lacks) shown as `?`: matplotlib would otherwise warn on stderr for each."""
+    code_points = _monospace_code_points()
+    return "".join(c if ord(c) in code_points and c.isprintable() else "?" for c in labels)
+
+
 def gate_heatmap(gates, characters: str, title: str) -> np.ndarray:
     """Renders one sequence's forget, input and output gates and cell state as heat maps.
 
@@ -133,7 +149,7 @@ def gate_heatmap(gates, characters: str, title: str) -> np.ndarray:
         axis.set_ylabel(label, fontsize=8)
         axis.set_yticks([])
     axes[-1].set_xticks(range(time))
-    axes[-1].set_xticklabels(list(characters), fontsize=10, family="monospace")
+    axes[-1].set_xticklabels(list(drawable(characters)), fontsize=10, family="monospace")
     axes[0].set_title(title, fontsize=9)
     canvas = FigureCanvasAgg(figure)
     canvas.draw()

@@ -1,4 +1,4 @@
-"""The character-level language model as a task of the training run (`diy_lstm.task.Task`).
+"""The character-level language model as a task of the training run (`diy_lstm.training.task.Task`).
 
 Each character is a one-hot vector over the vocabulary; the LSTM layers read it and a readout gives
 logits over the vocabulary for the next character. The loss is the softmax cross-entropy per
@@ -12,24 +12,24 @@ of each epoch. Metrics, on each split read the same way:
     perplexity      e^loss
     accuracy        share of characters that are the most likely prediction
 
-The SavedModel is `diy_lstm.generation.TextGenerator` with the vocabulary passed in.
+The SavedModel is `tasks.text.serving.TextGenerator` with the vocabulary passed in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 
 import numpy as np
 import tensorflow as tf
 
-import text_data
 from diy_lstm.cell import LSTMState
-from diy_lstm.config import ConfigError, TrainingConfig
-from diy_lstm.generation import TextGenerator
 from diy_lstm.model import LSTMModel, ModelConfig
-from diy_lstm.task import TRAIN, VALIDATION, Metrics, RunModel, Task
-from diy_lstm.training import BatchLoss
+from diy_lstm.training.config import ConfigError, TrainingConfig
+from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, BatchShapes, Metrics, RunModel, Task
+from tasks.text import text_data
+from tasks.text.serving import TextGenerator
 
 EVALUATION_STREAMS = 16  # parallel streams when reading a split for its metrics
 MAX_EVALUATED_CHARACTERS = 200_000  # the training split's metrics read its first this many characters
@@ -54,6 +54,8 @@ class TextData:
     sample_length: int = dataclasses.field(default=300, metadata={"may_change_on_resume": True})
 
     def __post_init__(self):
+        if self.text_file is not None and not self.text_file.strip():
+            raise ConfigError("--text_file is empty: give the path of a UTF-8 text file, or leave it out for --corpus")
         if self.text_file is None and self.corpus not in text_data.CORPORA:
             raise ConfigError(f"--corpus must be one of {', '.join(text_data.CORPORA)}, got {self.corpus!r}")
         if not 0.0 <= self.validation_fraction <= 0.5:
@@ -75,24 +77,23 @@ class TextTask(Task):
 
     name = "text"
 
-    def __init__(self, data: TextData, batch_size: int, text: str | None = None):
+    def __init__(self, data: TextData, text: str | None = None):
         self.data = data
         self.text = data.read() if text is None else text
-        self.vocabulary = text_data.Vocabulary.of(self.text)
+        self.vocabulary = text_data.Vocabulary.of(self.text, data.source)
         train_text, validation_text = text_data.split(self.text, data.validation_fraction)
         self.split_texts = {TRAIN: train_text}
         if validation_text:
             self.split_texts[VALIDATION] = validation_text
-        self.batch_size = batch_size or 1
-        self.train_streams = self._streams(train_text, self.batch_size, "--batch_size", whole_window=True)
         # What `evaluate` reads: the training text's head and the validation text, each in a few streams.
         evaluated = {TRAIN: (train_text[:MAX_EVALUATED_CHARACTERS], "--batch_size"),
                      VALIDATION: (validation_text, "--validation_fraction")}
         self.evaluation_streams = {
             split: self._streams(text, min(EVALUATION_STREAMS, max(1, len(text) // (data.unroll_length + 1))), flag)
             for split, (text, flag) in evaluated.items() if split in self.split_texts}
-        self.windows = text_data.window_bounds(self.train_streams.shape[1], data.unroll_length)
-        self.model_config: ModelConfig | None = None
+        self.batch_size = 0
+        self.train_streams = np.zeros((0, 0), np.int32)
+        self.windows: list[tuple[int, int]] = []
         self._states: list[tuple[tf.Variable, tf.Variable]] = []
         self._evaluate_window = None
         self._generator: TextGenerator | None = None
@@ -110,20 +111,22 @@ class TextTask(Task):
                               "--unroll_length or --batch_size")
         return text_data.streams(ids, count)
 
-    def use_model_config(self, config: ModelConfig) -> None:
-        """Checks that `config` reads and writes this text's vocabulary; its sizes shape the carried state."""
-        if config.input_size != len(self.vocabulary) or config.output_size != len(self.vocabulary):
-            raise ConfigError(f"the model reads {config.input_size} and writes {config.output_size} values; this "
-                              f"text's vocabulary has {len(self.vocabulary)} characters")
-        self.model_config = config
+    def prepare(self, training: TrainingConfig) -> None:
+        """The training text in `training.batch_size` streams (0: one), cut into windows."""
+        self.batch_size = training.batch_size or 1
+        self.train_streams = self._streams(self.split_texts[TRAIN], self.batch_size, "--batch_size", whole_window=True)
+        self.windows = text_data.window_bounds(self.train_streams.shape[1], self.data.unroll_length)
 
-    def make_variables(self, replicas: int) -> None:
+    def make_variables(self, model: ModelConfig, replicas: int) -> None:
         """The state each layer carries from one window to the next: `[streams, units]` per replica,
         each replica's own (`ON_READ`: never synchronised), for its slice of the streams."""
+        if model.input_size != len(self.vocabulary) or model.output_size != len(self.vocabulary):
+            raise ConfigError(f"the model reads {model.input_size} and writes {model.output_size} values; this "
+                              f"text's vocabulary has {len(self.vocabulary)} characters")
         if self.batch_size % replicas:
             raise ConfigError(f"--batch_size={self.batch_size} streams cannot be split evenly over {replicas} "
                               f"replicas; give a multiple of {replicas}")
-        shape = [self.batch_size // replicas, self.model_config.units]
+        shape = [self.batch_size // replicas, model.units]
 
         def carried(name: str) -> tf.Variable:
             return tf.Variable(tf.zeros(shape), trainable=False, name=name,
@@ -131,7 +134,14 @@ class TextTask(Task):
                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
         self._states = [(carried(f"carried_h_{layer}"), carried(f"carried_c_{layer}"))
-                        for layer in range(self.model_config.num_layers)]
+                        for layer in range(model.num_layers)]
+
+    def fingerprint(self) -> dict[str, object]:
+        """The text's SHA-256 and size, and its vocabulary (which fixes what each one-hot id means)."""
+        encoded = self.text.encode("utf-8")
+        vocabulary = "".join(self.vocabulary.characters).encode("utf-8")
+        return {"sha256": hashlib.sha256(encoded).hexdigest(), "bytes": len(encoded), "characters": len(self.text),
+                "vocabulary": len(self.vocabulary), "vocabulary_sha256": hashlib.sha256(vocabulary).hexdigest()}
 
     def describe(self) -> str:
         validation = len(self.split_texts.get(VALIDATION, ""))
@@ -143,21 +153,27 @@ class TextTask(Task):
     def fixed_length(self) -> bool:
         return True  # full windows, and at most one shorter last window: two compiles
 
-    def training_batches(self, training: TrainingConfig, epochs: range) -> tf.data.Dataset:
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.windows)
+
+    def training_batches(self, epochs: range) -> tf.data.Dataset:
         streams = tf.constant(self.train_streams)
         bounds = tf.constant(self.windows, dtype=tf.int64)  # [windows, 2]
-        last = len(self.windows) - 1
-        plan = tf.data.Dataset.from_tensor_slices(tf.constant(list(epochs), tf.int64)).flat_map(
-            lambda epoch: tf.data.Dataset.range(len(self.windows)).map(lambda window: (epoch, window)))
+        plan = tf.data.Dataset.range(len(epochs)).flat_map(lambda _: tf.data.Dataset.range(len(self.windows)))
 
-        def window(epoch, index):
+        def window(index):
             start, stop = bounds[index][0], bounds[index][1]
-            return (epoch, tf.equal(index, last), tf.cast(streams[:, start:stop], tf.int32),
-                    tf.cast(streams[:, start + 1:stop + 1], tf.int32), tf.equal(index, 0))
+            return (tf.cast(streams[:, start:stop], tf.int32), tf.cast(streams[:, start + 1:stop + 1], tf.int32),
+                    tf.equal(index, 0))
 
         options = tf.data.Options()
         options.autotune.enabled = False
         return plan.map(window).prefetch(2).with_options(options)
+
+    def largest_batches(self) -> BatchShapes:
+        streams = max((s.shape[0] for s in self.evaluation_streams.values()), default=1)
+        return BatchShapes((self.batch_size, self.data.unroll_length), (streams, self.data.unroll_length))
 
     def _initial_states(self, reset: tf.Tensor) -> tuple[LSTMState, ...]:
         keep = 1.0 - tf.cast(reset, tf.float32)  # 0 at an epoch's first window: the state starts at zero

@@ -1,4 +1,4 @@
-"""The +-0I counter as a task of the training run (`diy_lstm.task.Task`).
+"""The +-0I counter as a task of the training run (`diy_lstm.training.task.Task`).
 
 Data (`data_generator.py`): every sequence of the training length(s), shuffled by the seed and split
 into training and validation. The model reads one 3-vector per character and predicts one number per
@@ -10,24 +10,24 @@ of every step's running sum (`target="running"`). Metrics, on real steps only (p
     error_per_step              share of real steps whose rounded prediction misses the running sum
     mean_square_error_per_step  mean of (prediction - running sum)² over real steps
 
-The goal is 0.00% validation error. The SavedModel is `diy_lstm.export.SequenceScorer` with the
+The goal is 0.00% validation error. The SavedModel is `diy_lstm.serving.export.SequenceScorer` with the
 character table of `data_generator.ENCODING` passed in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import tensorflow as tf
 
-import data_generator
-from diy_lstm.config import TrainingConfig
-from diy_lstm.export import SequenceScorer
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
-from diy_lstm.task import TRAIN, VALIDATION, Metrics, RunModel, Task
-from diy_lstm.training import BatchLoss
+from diy_lstm.training.config import TrainingConfig
+from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, BatchShapes, Metrics, RunModel, Task
+from tasks.counter import data_generator
+from tasks.counter.serving import SequenceScorer
 
 TARGETS = ("final", "running")
 METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
@@ -115,32 +115,52 @@ class CounterTask(Task):
 
     name = "counter"
 
-    def __init__(self, data: CounterData, batch_size: int):
+    def __init__(self, data: CounterData):
         self.data = data
-        # With the final-sum loss and batches of one length, only the last step is read out.
-        one_length_batches = data.min_length == data.max_length or batch_size > 0
-        self.last_step_only = data.target == "final" and one_length_batches
         self.splits: dict[str, data_generator.Examples] = {}
+        self.batch_size = 0
+        self.last_step_only = False
         self._evaluate = self._evaluate_model = None
 
-    def prepare(self, seed: int) -> None:
+    def prepare(self, training: TrainingConfig) -> None:
+        """The splits of `training.seed`, and batches of `training.batch_size` (0: the whole set)."""
         train, validation = data_generator.make_splits(
-            self.data.min_length, self.data.max_length, self.data.train_fraction, seed,
+            self.data.min_length, self.data.max_length, self.data.train_fraction, training.seed,
             self.data.max_sequences_per_length, self.data.sampling)
         self.splits = {TRAIN: train, VALIDATION: validation}
         self._tensors = {split: (tf.constant(examples.inputs), tf.constant(examples.running_sums),
                                  tf.constant(examples.lengths)) for split, examples in self.splits.items()}
+        self.seed, self.batch_size = training.seed, training.batch_size
+        # With the final-sum loss and batches of one length, only the last step is read out.
+        one_length_batches = self.data.min_length == self.data.max_length or training.batch_size > 0
+        self.last_step_only = self.data.target == "final" and one_length_batches
 
     def describe(self) -> str:
         return (f"{len(self.splits[TRAIN])} training / {len(self.splits[VALIDATION])} validation sequences, "
                 f"lengths {self.data.min_length}..{self.data.max_length}")
 
+    def fingerprint(self) -> dict[str, object]:
+        """The training and validation examples themselves (what the generator made for this seed)."""
+        digest = hashlib.sha256()
+        for split in (TRAIN, VALIDATION):
+            digest.update("\n".join(self.splits[split].sequences).encode())
+        return {"sha256": digest.hexdigest(), "sequences": sum(len(split) for split in self.splits.values())}
+
     @property
     def fixed_length(self) -> bool:
         return self.data.min_length == self.data.max_length
 
-    def training_batches(self, training: TrainingConfig, epochs: range) -> tf.data.Dataset:
-        return data_generator.training_batches(self.splits[TRAIN], training.batch_size, training.seed, epochs)
+    @property
+    def steps_per_epoch(self) -> int:
+        return data_generator.steps_per_epoch(self.splits[TRAIN].lengths, self.batch_size)
+
+    def training_batches(self, epochs: range) -> tf.data.Dataset:
+        return data_generator.training_batches(self.splits[TRAIN], self.batch_size, self.seed, epochs)
+
+    def largest_batches(self) -> BatchShapes:
+        training = len(self.splits[TRAIN]) if self.batch_size == 0 else min(self.batch_size, len(self.splits[TRAIN]))
+        evaluated = max(len(self.splits[TRAIN]), len(self.splits[VALIDATION]))
+        return BatchShapes((training, self.data.max_length), (evaluated, self.data.max_length))
 
     def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, running_sums, lengths = batch
@@ -176,5 +196,5 @@ class CounterTask(Task):
         return self._tensors[TRAIN]
 
     def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
-        scorer = SequenceScorer(model, data_generator.ENCODING)
+        scorer = SequenceScorer(model, data_generator.ENCODING, (self.data.min_length, self.data.max_length))
         return scorer, scorer.signatures()

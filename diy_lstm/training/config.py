@@ -10,8 +10,8 @@ A run is described by four frozen dataclasses:
 `RunSettings` holds the four. From it come, each in one place: the run's `config.json`
 (`to_json`), the HParams TensorBoard shows (`hparams`), and what a resumed run must keep
 (`resume_conflicts`). A field marked `may_change()` can differ on resume (it changes how fast a run
-goes or what it logs, not what it learns); every other field must match, or the resume is refused
-naming it.
+goes, where it writes or what it logs, and at most the rounding of what it learns); every other
+field must match, or the resume is refused naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from diy_lstm.model import ModelConfig
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 class ConfigError(ValueError):
@@ -59,8 +59,10 @@ class TrainingConfig:
       training steps (never when evaluating or serving); 0 for none.
     noise_free_epochs: the last this many epochs train without that noise.
     seed: fixes the data order, the initial weights and the noise.
-    backprop, unroll, jit_compile: how the step runs (the math is the same): hand-written BPTT or
-      autodiff; unrolling short fixed-length loops; XLA ("auto": when every batch has one length).
+    backprop, inline_loops, jit_compile: how the step runs: hand-written BPTT or autodiff; short
+      fixed-length loops written out as straight-line ops; XLA ("auto": when every batch has one
+      length). They change how fast a run goes and, through the order of floating-point sums and
+      XLA's fused gates, its rounding, never the math (a resume may change them).
     """
 
     epochs: int = may_change()
@@ -73,7 +75,7 @@ class TrainingConfig:
     noise_free_epochs: int = 0
     seed: int = 0
     backprop: str = may_change("bptt")
-    unroll: bool = may_change(True)
+    inline_loops: bool = may_change(True)
     jit_compile: str = may_change("auto")
 
     def __post_init__(self):
@@ -128,7 +130,9 @@ class RunConfig:
     The run directory is `<logdir>/<run_name>`; the SavedModel goes to `export_dir` (default
     `<run dir>/saved_model`). `fresh` moves an existing run directory aside and starts over. Every
     `*_every` counts epochs; 0 means never (`sample_every`: the task's text samples). `strategy` and
-    `cpu_devices` say where the steps run (`distribute.py`); a run may resume under another.
+    `cpu_devices` say where the steps run (`distribute.py`); a run may resume under another. A
+    multi-worker run gives up if its other workers have not all started within `worker_start_timeout`
+    seconds.
     """
 
     logdir: str = may_change("logs")
@@ -143,10 +147,13 @@ class RunConfig:
     restart: RestartConfig = may_change(RestartConfig())
     strategy: str = may_change("default")
     cpu_devices: int = may_change(0)
+    worker_start_timeout: float = may_change(300.0)
 
     def __post_init__(self):
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
         _check(0 <= self.cpu_devices <= MAX_CPU_DEVICES, "cpu_devices", self.cpu_devices, f"in [0, {MAX_CPU_DEVICES}]")
+        _check(1.0 <= self.worker_start_timeout <= 86400.0, "worker_start_timeout", self.worker_start_timeout,
+               "in [1, 86400] seconds")
         if self.cpu_devices and self.strategy != "mirrored":
             raise ConfigError(f"--cpu_devices={self.cpu_devices} splits this machine's CPU for --strategy=mirrored; "
                               f"it does nothing with --strategy={self.strategy}")

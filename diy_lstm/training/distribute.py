@@ -23,17 +23,20 @@ directory that they delete at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import re
 import socket
+import sys
+import threading
 from typing import Callable
 
 import tensorflow as tf
 
-from diy_lstm.config import STRATEGIES, ConfigError
+from diy_lstm.training.config import STRATEGIES, ConfigError
 
 TASK_TYPES = ("chief", "worker")
 
@@ -47,6 +50,7 @@ class Cluster:
     num_workers: int
     address: str = ""  # this worker's "host:port"
     task: str = ""  # as TensorFlow names it in errors, e.g. "worker 1"
+    peers: tuple[tuple[str, str], ...] = ()  # (task, "host:port") of every other worker
 
     @property
     def is_chief(self) -> bool:
@@ -100,8 +104,47 @@ def read_tf_config(text: str | None) -> Cluster:
         raise ConfigError(f"TF_CONFIG task index {task_index!r} is not in [0, {count}) for the {count} "
                           f"{task_type!r} address(es)")
     worker_index = task_index + 1 if task_type == "worker" and "chief" in cluster else task_index
+    me = f"{task_type} {task_index}"
+    peers = tuple((f"{job} {index}", address) for job, addresses in cluster.items()
+                  for index, address in enumerate(addresses) if f"{job} {index}" != me)
     return Cluster(worker_index, sum(len(addresses) for addresses in cluster.values()), cluster[task_type][task_index],
-                   f"{task_type} {task_index}")
+                   me, peers)
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def waiting_for_peers(cluster: Cluster, timeout: float, announce_after: float = 5.0):
+    """Around the strategy's start, which waits for every worker with no limit of its own: after
+    `announce_after` seconds one line says what it waits for; after `timeout` the process stops in
+    one line naming the workers that are not listening (nothing of the run is written before this)."""
+    done = threading.Event()
+
+    def watch():
+        if done.wait(announce_after):
+            return
+        print(f"waiting for the other workers of TF_CONFIG ({', '.join(f'{task} at {address}' for task, address in cluster.peers)}) "
+              f"to start; giving up after {timeout:g}s", file=sys.stderr, flush=True)
+        if done.wait(max(timeout - announce_after, 0.0)):
+            return
+        missing = [f"{task} at {address}" for task, address in cluster.peers if not _listening(address)]
+        print(f"error: {', '.join(missing) or 'a worker'} did not start within {timeout:g}s (--worker_start_timeout); "
+              "start every worker TF_CONFIG names, then rerun", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,13 +171,13 @@ class Placement:
 
     @functools.cached_property
     def gather(self) -> Callable[[tf.Tensor], object]:
-        """`value` (an int64 scalar) -> every replica's, `[replicas]` (compiled once)."""
+        """`values` (int64 `[n]`) -> every replica's, `[replicas, n]` (compiled once per `n`)."""
 
-        def replica_values(value: tf.Tensor) -> tf.Tensor:
-            computed = value * tf.constant(1, tf.int64)  # a collective takes a computed tensor, not an input
+        def replica_values(values: tf.Tensor) -> tf.Tensor:
+            computed = values * tf.constant(1, tf.int64)  # a collective takes a computed tensor, not an input
             return tf.distribute.get_replica_context().all_gather(computed[None], axis=0)
 
-        return tf.function(lambda value: self.strategy.run(replica_values, args=(value,)), autograph=False)
+        return tf.function(lambda values: self.strategy.run(replica_values, args=(values,)), autograph=False)
 
     def describe(self) -> str:
         if not self.distributed:
@@ -148,7 +191,7 @@ class Placement:
 _PLACEMENT: Placement | None = None  # devices and collective ops are set once per process: one such strategy
 
 
-def placement(name: str, cpu_devices: int = 0) -> Placement:
+def placement(name: str, cpu_devices: int = 0, worker_start_timeout: float = 300.0) -> Placement:
     """Where a run's steps go. `mirrored` and `multi_worker` make their strategy on first use (before
     TensorFlow starts its runtime: logical CPU devices and a cluster's collective ops cannot be set
     later) and give the same one after; a process has at most one of them (and the default, always)."""
@@ -167,7 +210,8 @@ def placement(name: str, cpu_devices: int = 0) -> Placement:
     else:
         cluster = read_tf_config(os.environ.get("TF_CONFIG"))
         try:  # waits until every worker has started
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            with waiting_for_peers(cluster, worker_start_timeout):
+                strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (tf.errors.OpError, RuntimeError) as error:
             message = error.message if isinstance(error, tf.errors.OpError) else str(error)
             raise ConfigError(f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
@@ -212,9 +256,9 @@ def replica_slice(batch: tuple[tf.Tensor, ...], replica: int | tf.Tensor, replic
 
 
 def distribute_batches(place: Placement, make_dataset: Callable[[], tf.data.Dataset]):
-    """The training batches as the strategy hands them to its replicas. `make_dataset()` gives
-    `(epoch, last_in_epoch, *global batch)` per step; every worker builds it and keeps only its own
-    replicas' slices (`replica_slice`), one dataset element per replica, in replica order."""
+    """The training batches as the strategy hands them to its replicas. `make_dataset()` gives one
+    global batch per step; every worker builds it and keeps only its own replicas' slices
+    (`replica_slice`), one dataset element per replica, in replica order."""
     if not place.distributed:
         return make_dataset()
     replicas = place.replicas
@@ -222,8 +266,8 @@ def distribute_batches(place: Placement, make_dataset: Callable[[], tf.data.Data
     def worker_dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
-        return make_dataset().flat_map(lambda epoch, last, *batch: tf.data.Dataset.range(local).map(
-            lambda index: (epoch, last, *replica_slice(batch, first + index, replicas))))
+        return make_dataset().flat_map(lambda *batch: tf.data.Dataset.range(local).map(
+            lambda index: replica_slice(batch, first + index, replicas)))
 
     return place.strategy.distribute_datasets_from_function(worker_dataset)
 
@@ -245,9 +289,14 @@ def first_local(place: Placement, value):
 
 def from_every_worker(place: Placement, value: int) -> list[int]:
     """`value` as each worker has it, in worker order (a collective: every worker must call it)."""
+    return [values[0] for values in lists_from_every_worker(place, [value])]
+
+
+def lists_from_every_worker(place: Placement, values: list[int]) -> list[list[int]]:
+    """`values` (the same number on every worker) as each worker has them, in worker order (a collective)."""
     if place.cluster.num_workers == 1:
-        return [value]
-    per_replica = first_local(place, place.gather(tf.constant(value, tf.int64))).numpy().tolist()
+        return [list(values)]
+    per_replica = first_local(place, place.gather(tf.constant(values, tf.int64))).numpy().tolist()
     return per_replica[::len(per_replica) // place.cluster.num_workers]
 
 

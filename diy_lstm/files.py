@@ -1,9 +1,14 @@
-"""What a run may touch: only directories it made, and it can tell which those are.
+"""What this project reads and touches on disk: only regular files up to a stated size, and only
+directories it made (and can tell that it made).
 
-A run directory is ours if it holds `RUN_MARKER`, written when the run made the directory (or took
-an empty one). Staging (a SavedModel being written, a worker's scratch checkpoint) is ours if it
-holds `STAGING_MARKER`, written the moment the directory is made, naming the process that made it.
-Everything that deletes or rewrites goes through these checks:
+Reading (`read_regular_file`, `check_regular_tree`): a FIFO, a device (`/dev/zero`), a socket or a
+directory where a file is expected is refused in one line before it is opened, and so is a file
+larger than the caller's cap; nothing is read past the cap even if the file grows meanwhile.
+
+Touching: a run directory is ours if it holds `RUN_MARKER`, written when the run made the directory
+(or took an empty one). Staging (a SavedModel being written, a worker's scratch checkpoint) is ours
+if it holds `STAGING_MARKER`, written the moment the directory is made, naming the process that made
+it. Everything that deletes or rewrites goes through these checks:
 
     claim_run_dir(run_dir)     a new or empty directory becomes a run; a run of ours is resumed;
                                anything else that is not empty is refused before a byte is written
@@ -16,10 +21,52 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 RUN_MARKER = ".diy_lstm-run"
 STAGING_MARKER = ".diy_lstm-staging"
+
+
+class FileLimitError(ValueError):
+    """A file this project will not read: not a regular file, or larger than its cap."""
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(path: str, what: str, max_bytes: int) -> int:
+    """The size of `path`, a regular file (or a link to one) of at most `max_bytes`, or `FileLimitError`
+    naming `what` (e.g. `--text_file=notes.txt`). Other `OSError`s (no such file) are the caller's."""
+    mode = os.stat(path)
+    if not stat.S_ISREG(mode.st_mode):
+        kind = next((kind for test, kind in _KINDS if test(mode.st_mode)), "not a regular file")
+        raise FileLimitError(f"{what} is {kind}; only regular files are read")
+    if mode.st_size > max_bytes:
+        raise FileLimitError(f"{what} is {mode.st_size:,} bytes; at most {max_bytes:,} are read")
+    return mode.st_size
+
+
+def read_regular_file(path: str, what: str, max_bytes: int) -> bytes:
+    """The bytes of `path` (see `check_regular_file`), never more than `max_bytes` of them."""
+    check_regular_file(path, what, max_bytes)
+    with open(path, "rb") as f:
+        content = f.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise FileLimitError(f"{what} grew past {max_bytes:,} bytes while it was read")
+    return content
+
+
+def check_regular_tree(directory: str, what: str, max_bytes: int) -> None:
+    """Every file under `directory` is a regular file, together at most `max_bytes` (a SavedModel or
+    checkpoint that TensorFlow will open: a FIFO there would hang it)."""
+    total = 0
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            total += check_regular_file(os.path.join(parent, name), f"{what}: {os.path.join(parent, name)}", max_bytes)
+    if total > max_bytes:
+        raise FileLimitError(f"{what} holds {total:,} bytes; at most {max_bytes:,} are read")
 
 
 class NotOursError(ValueError):
@@ -33,7 +80,13 @@ def is_run_dir(path: str) -> bool:
 
 
 def check_run_dir(run_dir: str, flag: str = "--run_name") -> None:
-    """Raises `NotOursError` unless `run_dir` is new, empty, or a run of ours (writes nothing)."""
+    """Raises `NotOursError` unless `run_dir` is new, empty, or a run of ours, in a place that can
+    hold a directory (writes nothing)."""
+    ancestor = os.path.dirname(os.path.abspath(run_dir))
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise NotOursError(f"--logdir/--run_name {run_dir}: {ancestor} is a file, not a directory")
     if os.path.islink(run_dir) or (os.path.exists(run_dir) and not os.path.isdir(run_dir)):
         raise NotOursError(f"{run_dir} is not a directory; choose another {flag} or --logdir")
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not is_run_dir(run_dir):

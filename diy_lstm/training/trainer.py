@@ -4,9 +4,10 @@
     gradients = ∂loss/∂θ                              through `model.backprop` ("bptt": rnn.py's)
     θ        <- Adam(θ, clip(gradients))
 
-`run_model` is the model with the step's settings applied: Gaussian preactivation noise (seeded by
-the run seed and the optimizer's step counter, so a resumed run draws the same noise as an
-uninterrupted one) and, under XLA, the one-tanh gate kernel.
+`run_model` is the model with the step's settings applied, both chosen here and handed to
+`LSTMModel.run` as functions: Gaussian preactivation noise (`gaussian_gate_noise`, seeded by the run
+seed and the optimizer's step counter, so a resumed run draws the same noise as an uninterrupted one)
+and, under XLA, the one-tanh form of the gates (`cell.fused_tanh_gating`).
 
 Under a `tf.distribute` strategy with R replicas (distribute.py) each replica runs the step on its
 slice r of the global batch, and the strategy's all-reduce joins them:
@@ -22,23 +23,38 @@ Every replica applies the same Adam update to its own copy of the variables.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import tensorflow as tf
 
-from diy_lstm.model import LSTMModel, ModelOutput
-from diy_lstm.optimizer import Adam
+from diy_lstm.cell import fused_tanh_gating, get_recurrent_activation
+from diy_lstm.model import GateNoise, LSTMModel, ModelOutput
+from diy_lstm.training.optimizer import Adam
+from diy_lstm.training.task import BatchLoss
 
 
-class BatchLoss(NamedTuple):
-    """A batch's mean loss and how many terms it averages (`count`, e.g. real steps or characters):
-    the weight of a replica's slice when the slices of one global batch are joined."""
+def gaussian_gate_noise(stddev: float, seed: tf.Tensor, rows: tuple[tf.Tensor, tf.Tensor] | None = None) -> GateNoise:
+    """Noise of standard deviation `stddev` for the gate preactivations, `[time, batch, 4 * units]`.
 
-    mean: tf.Tensor
-    count: tf.Tensor
+    `seed` is a stateless-RNG seed (`[2]` int64); each layer draws from its own stream. With `rows`
+    `(first, global_batch)` the noise of a global batch is drawn and rows `first : first + batch`
+    kept: a replica's share of the noise one device draws for the whole batch.
+    """
+    seed = tf.convert_to_tensor(seed, tf.int64)
 
+    def noise(layer_index: int, shape: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        layer_seed = seed + tf.constant([0, layer_index * 2**32], tf.int64)
+        time, batch, width = shape[0], shape[1], shape[2]
+        drawn = batch if rows is None else tf.cast(rows[1], tf.int32)
+        # Philox explicitly: XLA's default generator on CPU is some 30x slower.
+        values = stddev * tf.random.stateless_normal(tf.stack([time, drawn, width]), layer_seed, dtype=dtype,
+                                                     alg="philox")
+        if rows is None:
+            return values
+        first = tf.cast(rows[0], tf.int32)
+        return values[:, first:first + batch]
 
-TaskLoss = Callable[[Callable[..., ModelOutput], tuple], BatchLoss]
+    return noise
 
 
 class Trainer:
@@ -80,7 +96,9 @@ class Trainer:
         self.seed = seed
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None
-        self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
+        # One fused tanh for the four gates pays off under XLA only; without it, each layer's own gates.
+        self.gates = fused_tanh_gating(get_recurrent_activation(model.config.recurrent_activation)) \
+            if jit_compile else None
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
         # AutoGraph has nothing to convert; skipping it saves seconds of tracing. XLA compiles the
         # whole step on one device; with replicas, each replica's part before the all-reduce.
@@ -94,12 +112,11 @@ class Trainer:
         self.gradients = tf.function(self._gradients, autograph=False)
 
     def _run_model(self, noisy: bool, noise_rows: tuple[tf.Tensor, tf.Tensor] | None) -> Callable[..., ModelOutput]:
-        noise = self.preactivation_noise if noisy else 0.0
-        noise_seed = None
-        if noise > 0.0:
-            noise_seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
-        return functools.partial(self.model.run, training=True, one_tanh=self.one_tanh, preactivation_noise=noise,
-                                 noise_seed=noise_seed, noise_rows=noise_rows)
+        noise = None
+        if noisy and self.preactivation_noise > 0.0:
+            seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
+            noise = gaussian_gate_noise(self.preactivation_noise, seed, noise_rows)
+        return functools.partial(self.model.run, training=True, gates=self.gates, gate_noise=noise)
 
     def _loss_and_gradients(self, batch: tuple, noise_rows, noisy: bool) -> tuple[BatchLoss, list[tf.Tensor]]:
         """This replica's loss terms and the gradients of its mean, in the order of `model.trainable_variables`."""

@@ -2,7 +2,7 @@
 
 The scoring behind `evaluate.py`, apart from its command line. Every function takes the SavedModel's
 serving signature (`sequences: string [batch]` -> `step_predictions [batch, time]`), so it scores
-strings as a user would. The metrics are the ones training reports (`counter_task.py`).
+strings as a user would. The metrics are the ones training reports (`tasks.counter.task`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import data_generator
+from tasks.counter import data_generator
 
 
 def evaluate_length(

@@ -13,7 +13,7 @@ from typing import Iterator
 from absl import flags
 
 from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS
-from diy_lstm.config import (BACKPROP_MODES, JIT_COMPILE_MODES, MAX_CPU_DEVICES, STRATEGIES, ConfigError,
+from diy_lstm.training.config import (BACKPROP_MODES, JIT_COMPILE_MODES, MAX_CPU_DEVICES, STRATEGIES, ConfigError,
                              RestartConfig, RunConfig, TrainingConfig)
 from diy_lstm.model import READOUTS, ModelConfig
 
@@ -47,7 +47,9 @@ _SEED = flags.DEFINE_integer(
     "seed", 0, "Fixes the data, the initial weights, the batch order and the noise.", lower_bound=0,
     upper_bound=2**31 - 1)
 _BACKPROP = flags.DEFINE_enum("backprop", "bptt", list(BACKPROP_MODES), "Hand-written BPTT, or TF's autodiff.")
-_UNROLL = flags.DEFINE_boolean("unroll", True, "Unroll the time loop when every batch has the same length.")
+_INLINE_LOOPS = flags.DEFINE_boolean(
+    "inline_loops", True, "Write the time loop out as straight-line ops when every batch has the same few (<= 16) "
+    "steps (loop unrolling; not the text task's --unroll_length window).")
 _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile", "auto", list(JIT_COMPILE_MODES), "XLA for the training step; 'auto': when lengths are fixed.")
 # Restarts.
@@ -72,6 +74,9 @@ _STRATEGY = flags.DEFINE_enum(
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU into this many logical devices (replicas).",
     lower_bound=0, upper_bound=MAX_CPU_DEVICES)
+_WORKER_START_TIMEOUT = flags.DEFINE_float(
+    "worker_start_timeout", 300.0, "multi_worker: give up (one line, exit 1) if the other workers have not all started "
+    "within this many seconds.", lower_bound=1.0, upper_bound=86400.0)
 
 flags.register_validator(
     "lstm_size", lambda values: bool(values) and all(
@@ -97,7 +102,7 @@ def training_config() -> TrainingConfig:
         epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
         learning_rate_decay=_LEARNING_RATE_DECAY.value, weight_decay=_WEIGHT_DECAY.value, clip_norm=_CLIP_NORM.value,
         preactivation_noise=_PREACTIVATION_NOISE.value, noise_free_epochs=_NOISE_FREE_EPOCHS.value,
-        seed=_SEED.value, backprop=_BACKPROP.value, unroll=_UNROLL.value, jit_compile=_JIT_COMPILE.value)
+        seed=_SEED.value, backprop=_BACKPROP.value, inline_loops=_INLINE_LOOPS.value, jit_compile=_JIT_COMPILE.value)
 
 
 def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
@@ -112,7 +117,7 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
         export_dir=_EXPORT_DIR.value, eval_every=_EVAL_EVERY.value, checkpoint_every=_CHECKPOINT_EVERY.value,
         histogram_every=_HISTOGRAM_EVERY.value, image_every=_IMAGE_EVERY.value, fresh=_FRESH.value,
         restart=RestartConfig(epoch=_RESTART_EPOCH.value, above=restart_above, max_restarts=_MAX_RESTARTS.value),
-        strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value)
+        strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value, worker_start_timeout=_WORKER_START_TIMEOUT.value)
 
 
 def sweep(run: RunConfig) -> Iterator[tuple[int, RunConfig]]:

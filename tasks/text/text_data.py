@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from diy_lstm import files
+
 FOX_AND_CROW = ("One bright morning as the Fox was following his sharp nose through the wood in search of a bite "
                 "to eat, he saw a Crow on the limb of a tree overhead.")
 HAMLET_SOLILOQUY = (
@@ -37,6 +39,7 @@ HAMLET_SOLILOQUY = (
 SHAKESPEARE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpora", "shakespeare.txt")
 CORPORA = ("shakespeare", "hamlet_soliloquy", "fox_and_crow")
 MAX_TEXT_BYTES = 200_000_000
+MAX_VOCABULARY = 10_000  # distinct characters: the one-hot inputs and the readout grow with it
 
 
 class TextError(ValueError):
@@ -60,13 +63,12 @@ def corpus_text(name: str) -> str:
 
 
 def read_text_file(path: str) -> str:
-    """The UTF-8 text in `path`; an empty, binary, too large or unreadable file is a `TextError`."""
+    """The UTF-8 text in `path`, a regular file of at most `MAX_TEXT_BYTES`; an empty, binary, too
+    large or unreadable file, or one that is not a regular file (a FIFO, `/dev/zero`), is a `TextError`."""
     try:
-        size = os.path.getsize(path)
-        if size > MAX_TEXT_BYTES:
-            raise TextError(f"--text_file={path} is {size:,} bytes; at most {MAX_TEXT_BYTES:,} are read")
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = files.read_regular_file(path, f"--text_file={path}", MAX_TEXT_BYTES)
+    except files.FileLimitError as error:
+        raise TextError(str(error)) from None
     except OSError as error:
         raise TextError(f"--text_file={path}: cannot read it ({error.strerror or error})") from None
     if not raw.strip():
@@ -88,8 +90,13 @@ class Vocabulary:
     characters: tuple[str, ...]
 
     @classmethod
-    def of(cls, text: str) -> "Vocabulary":
-        return cls(tuple(sorted(set(text))))
+    def of(cls, text: str, source: str = "the text") -> "Vocabulary":
+        """The characters of `text`; more than `MAX_VOCABULARY` of them is a `TextError`."""
+        characters = tuple(sorted(set(text)))
+        if len(characters) > MAX_VOCABULARY:
+            raise TextError(f"{source} has {len(characters):,} distinct characters; a character-level model "
+                            f"here reads at most {MAX_VOCABULARY:,}")
+        return cls(characters)
 
     def __len__(self) -> int:
         return len(self.characters)

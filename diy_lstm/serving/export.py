@@ -1,0 +1,208 @@
+"""Write a model's serving module as a SavedModel, atomically, replacing only what is ours; load one back.
+
+    export(module, export_dir, signatures, metadata, task)   the SavedModel, then metadata beside it
+    load_serving_signature(model_dir, name, inputs)          a signature of a SavedModel, checked
+
+Writing is atomic: the SavedModel is built in a staging directory beside the target (marked as ours,
+`diy_lstm.files`) and then moved into place, so a failed export leaves the previous one loadable. It
+replaces only an empty directory or an earlier export of ours of the same task (recognised by the
+`format` and `config.task` of its metadata, `assets.extra/diy_lstm.json`): anything else is refused
+before training starts. What a model holds (its signatures, tables, constants) is the task's; this
+module knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+from diy_lstm import files
+
+METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
+METADATA_FORMAT = "diy_lstm SavedModel"  # marks an export of ours: the only kind `export` replaces
+MAX_SAVED_MODEL_BYTES = 4_000_000_000  # all files of a SavedModel that is loaded
+MAX_METADATA_BYTES = 1_000_000
+
+
+class ExportDirError(ValueError):
+    """An export directory that holds something other than an export of ours; nothing was touched."""
+
+
+STAGING_SUFFIX = ".tmp-"  # staging of `<export_dir>` is `<export_dir>.tmp-<random>`, marked (files.py)
+
+
+def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | None = None) -> None:
+    """Raises `ExportDirError` unless `export` may write to `export_dir`: a new or empty directory, or
+    an earlier export of ours of the same `task` (recognised by its metadata), in a place it can
+    write; never the run directory, one that holds it, or a place inside it but `<run>/saved_model`."""
+    export_dir = os.path.abspath(export_dir)
+    if run_dir is not None:
+        run_dir = os.path.abspath(run_dir)
+        if os.path.commonpath([export_dir, run_dir]) == export_dir:
+            raise ExportDirError(f"--export_dir={export_dir} is or holds the run directory {run_dir}; "
+                                 "choose a directory of its own")
+        if os.path.commonpath([export_dir, run_dir]) == run_dir and export_dir != os.path.join(run_dir, "saved_model"):
+            raise ExportDirError(f"--export_dir={export_dir} is inside the run directory {run_dir}; choose "
+                                 f"{os.path.join(run_dir, 'saved_model')} (the default) or a place outside it")
+    _check_writable_parent(export_dir)
+    if os.path.islink(export_dir) or (os.path.exists(export_dir) and not os.path.isdir(export_dir)):
+        raise ExportDirError(f"--export_dir={export_dir} is a file or a link; choose a new or empty directory")
+    previous = _previous_path(export_dir)  # where an export of ours steps aside while the new one moves in
+    if os.path.isdir(export_dir) and os.listdir(export_dir):
+        _check_replaceable(export_dir, task)
+        if os.path.lexists(previous):  # removed before the swap
+            _check_replaceable(previous, task)
+    elif not os.path.exists(export_dir) and _our_metadata(previous) is not None:
+        _check_replaceable(previous, task)  # an interrupted swap: it is moved back, then replaced
+
+
+def _check_replaceable(path: str, task: str | None) -> None:
+    """Raises `ExportDirError` unless `path` holds an export of ours of `task` (any task if None)."""
+    metadata = _our_metadata(path)
+    if metadata is None:
+        raise ExportDirError(f"--export_dir={path} holds files that are not a diy_lstm SavedModel; "
+                             "refusing to replace them: choose a new or empty directory")
+    config = metadata.get("config")
+    made_by = config.get("task") if isinstance(config, dict) else None
+    if task is not None and made_by is not None and made_by != task:
+        raise ExportDirError(f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: "
+                             "choose another directory")
+
+
+def _check_writable_parent(export_dir: str) -> None:
+    """The nearest existing ancestor of `export_dir`'s parent must be a directory this process can write."""
+    ancestor = os.path.dirname(export_dir)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ExportDirError(f"--export_dir={export_dir}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ExportDirError(f"--export_dir={export_dir}: {ancestor} is not writable")
+
+
+def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None,
+           task: str | None = None) -> str:
+    """Writes `module` with `signatures` as a SavedModel at `export_dir`, replacing an earlier export
+    of ours only once the new one is complete (see `check_export_dir` for what it will not replace).
+    `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`. Returns `export_dir`."""
+    export_dir = os.path.abspath(export_dir)
+    check_export_dir(export_dir, task=task)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    _recover_interrupted_swap(export_dir)
+    staging = files.make_staging(parent, os.path.basename(export_dir) + STAGING_SUFFIX)
+    try:
+        tf.saved_model.save(module, staging, signatures=dict(signatures))
+        os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
+        with open(os.path.join(staging, METADATA_FILE), "w") as f:
+            json.dump({"format": METADATA_FORMAT, **dict(metadata or {})}, f, indent=2, sort_keys=True)
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
+        files.unmark_staging(staging)
+        _move_into_place(staging, export_dir)
+    except BaseException:
+        if os.path.isdir(staging):
+            _remove_own_staging(staging)
+        raise
+    return export_dir
+
+
+def remove_stale_staging(export_dir: str) -> list[str]:
+    """What a killed export left beside `export_dir`: its marked staging directories (files.py)."""
+    export_dir = os.path.abspath(export_dir)
+    return files.remove_stale_staging(os.path.dirname(export_dir), os.path.basename(export_dir) + STAGING_SUFFIX)
+
+
+def _remove_own_staging(staging: str) -> None:
+    """The staging this call made (marked or, after `unmark_staging`, holding our metadata)."""
+    if files.staging_owner(staging) is not None or _our_metadata(staging) is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _our_metadata(export_dir: str) -> dict | None:
+    """The metadata of an export of ours at `export_dir`, or None if it is not one."""
+    if os.path.islink(export_dir) or not os.path.isdir(export_dir):
+        return None
+    try:
+        metadata = load_metadata(export_dir)
+    except (OSError, ValueError):
+        return None
+    return metadata if metadata.get("format") == METADATA_FORMAT else None
+
+
+def _previous_path(export_dir: str) -> str:
+    return export_dir + ".previous"
+
+
+def _move_into_place(staging: str, export_dir: str) -> None:
+    """Two renames: the old export steps aside, the new one takes its name; then the old one goes.
+    Only an export of ours is ever moved or removed (`check_export_dir` has refused anything else)."""
+    previous = _previous_path(export_dir)
+    if os.path.isdir(export_dir) and not os.listdir(export_dir):
+        os.rmdir(export_dir)  # an empty directory: nothing to keep
+    if os.path.exists(export_dir):
+        if _our_metadata(previous) is not None:
+            shutil.rmtree(previous)
+        os.rename(export_dir, previous)
+    os.rename(staging, export_dir)
+    if _our_metadata(previous) is not None:
+        shutil.rmtree(previous)
+
+
+def _recover_interrupted_swap(export_dir: str) -> None:
+    """If a process died between the two renames, put the previous export (ours) back."""
+    previous = _previous_path(export_dir)
+    if _our_metadata(previous) is not None and not os.path.exists(export_dir):
+        os.rename(previous, export_dir)
+
+
+def load_metadata(export_dir: str) -> dict:
+    """The metadata written by `export`, or {} if there is none (or it is not a JSON object)."""
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not os.path.exists(path):
+        return {}
+    metadata = json.loads(files.read_regular_file(path, path, MAX_METADATA_BYTES))
+    return metadata if isinstance(metadata, dict) else {}
+
+
+class LoadError(Exception):
+    """A SavedModel directory that is missing or cannot be loaded; the message says which and why."""
+
+
+def load_serving_signature(export_dir: str, signature_name: str, expected_inputs: Sequence[str]):
+    """`(loaded, signature, metadata)` of the SavedModel at `export_dir`, whose `signature_name`
+    signature takes exactly `expected_inputs`, or `LoadError` saying why not."""
+    if not os.path.isdir(export_dir):
+        raise LoadError(f"--model_dir={export_dir}: no such directory")
+    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        raise LoadError(f"--model_dir={export_dir}: no saved_model.pb there; is this a SavedModel?")
+    try:  # before TensorFlow opens anything: a FIFO would hang it, a device would never end
+        files.check_regular_tree(export_dir, f"--model_dir={export_dir}", MAX_SAVED_MODEL_BYTES)
+    except (files.FileLimitError, OSError) as error:
+        raise LoadError(str(error)) from None
+    try:
+        loaded = tf.saved_model.load(export_dir)
+    except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LoadError(f"--model_dir={export_dir}: cannot load the SavedModel: {first_line}") from None
+    if signature_name not in loaded.signatures:
+        raise LoadError(f"--model_dir={export_dir}: this SavedModel has no {signature_name!r} signature (it has "
+                        f"{sorted(loaded.signatures) or 'none'}); is it a model of the right kind?")
+    signature = loaded.signatures[signature_name]
+    inputs = sorted(signature.structured_input_signature[1])
+    if inputs != sorted(expected_inputs):
+        raise LoadError(f"--model_dir={export_dir}: its {signature_name!r} signature takes {inputs}, not "
+                        f"{sorted(expected_inputs)}; is it a model of the right kind?")
+    return loaded, signature, read_metadata(export_dir)
+
+
+def read_metadata(export_dir: str) -> dict:
+    """The metadata `export` wrote, or {} if there is none or it is not a JSON object (it is data
+    beside the model: a model loads without it)."""
+    try:
+        return load_metadata(export_dir)
+    except (OSError, ValueError):
+        return {}

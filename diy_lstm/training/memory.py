@@ -1,0 +1,72 @@
+"""How much memory a run or a scoring call will need, estimated from its settings before anything is
+allocated, and a one-line refusal when that cannot fit in the memory this machine has free.
+
+The estimate counts float32 tensors of the step (docs/reliability.md, "Caps"):
+
+    parameters    every weight, its gradient and Adam's two moments: 4 × parameters
+    per layer     what the forward loop records for the hand-written backward pass and what the
+                  backward pass makes: about 16 × time × batch × units (gates, states, noise, dz)
+    inputs        the batch as the model reads it, and its gradient's working copies: 4 × time × batch × inputs
+    outputs       predictions, the loss's gradient and the task's working copies: 4 × time × batch × outputs
+
+and scoring keeps, per layer, the states of every step: 3 × time × batch × units. It is meant to be
+within a factor of two of the peak; a refusal says the estimate and the flag to change.
+"""
+
+from __future__ import annotations
+
+from diy_lstm.model import ModelConfig
+
+BYTES_PER_FLOAT = 4
+HEADROOM = 0.8  # the share of free memory a run may plan to use
+
+
+class MemoryLimitError(ValueError):
+    """A run or a call that would need more memory than the machine has free."""
+
+
+def parameters(model: ModelConfig) -> int:
+    """The number of trained numbers: each layer's gates (`4 × (inputs + units + 1) × units`) and the readout."""
+    first = 4 * (model.input_size + model.units + 1) * model.units
+    later = 4 * (2 * model.units + 1) * model.units * (model.num_layers - 1)
+    return first + later + (model.units + 1) * model.output_size
+
+
+def training_bytes(model: ModelConfig, batch: int, time: int) -> int:
+    """The estimated peak of one training step on `[batch, time]` (module docstring)."""
+    cells = batch * time
+    floats = (4 * parameters(model) + 16 * cells * model.units * model.num_layers
+              + 4 * cells * model.input_size + 4 * cells * model.output_size)
+    return BYTES_PER_FLOAT * floats
+
+
+def inference_bytes(model: ModelConfig, batch: int, time: int) -> int:
+    """The estimated peak of running the model forward on `[batch, time]` (evaluation, scoring)."""
+    cells = batch * time
+    floats = (parameters(model) + 3 * cells * model.units * model.num_layers + cells * model.input_size
+              + 2 * cells * model.output_size)
+    return BYTES_PER_FLOAT * floats
+
+
+def available_bytes(meminfo_path: str = "/proc/meminfo") -> int | None:
+    """Memory free for a new allocation (Linux `MemAvailable`), or None where the system does not say."""
+    try:
+        with open(meminfo_path) as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def gigabytes(count: int) -> str:
+    return f"{count / 2**30:.1f} GB"
+
+
+def check_fits(needed: int, what: str, advice: str, available: int | None = None) -> None:
+    """Raises `MemoryLimitError` if `needed` bytes exceed `HEADROOM` of the free memory."""
+    available = available_bytes() if available is None else available
+    if available is not None and needed > HEADROOM * available:
+        raise MemoryLimitError(f"{what} needs about {gigabytes(needed)} of memory and this machine has "
+                               f"{gigabytes(available)} free; {advice}")

@@ -1,0 +1,224 @@
+"""The training run, for any task: `result = run.train(settings, task)`.
+
+One run, top to bottom:
+
+    checks          before anything is written: the task's data for these settings, the memory the
+                    step needs, the run and export directories (ours, or new, or empty)
+    run directory   <logdir>/<run_name>, marked as ours: config.json, checkpoints/, train/ and
+                    validation/ events, results.json, saved_model/ (unless --export_dir says elsewhere)
+    resume          the latest checkpoint, if any; settings that shape what is learned and the data's
+                    fingerprint must match config.json (`RunSettings.resume_conflicts`)
+    epochs          `loop.TrainingLoop`: each epoch's compiled steps, then the end-of-epoch actions
+    restarts        at `restart.epoch` a try whose validation metrics are above their bounds is given
+                    up (its directory kept as `<run>.seed<N>-not-learned`) and run again as seed + 1
+    export          the task's serving module as a SavedModel, written atomically
+    result          a `RunResult`, also written as results.json
+    placement       `--strategy` (distribute.py): the steps of one device, or of replicas that
+                    share each batch; with several workers only the chief writes the run
+
+Ctrl-C stops at the end of the epoch with a checkpoint (a second Ctrl-C stops at once); rerunning
+the same settings resumes, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+import shutil
+import signal
+
+from diy_lstm import files
+from diy_lstm.serving.export import check_export_dir, remove_stale_staging
+from diy_lstm.training import distribute, fingerprint, memory
+from diy_lstm.training.checkpoints import CHECKPOINT_DIR, ResumeError, read_json
+from diy_lstm.training.config import RunSettings
+from diy_lstm.training.lock import RunLock
+from diy_lstm.training.loop import TrainingLoop
+from diy_lstm.training.results import (COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError,  # noqa: F401
+                                       RunResult)
+from diy_lstm.training.sink import CONFIG_FILE, RESTARTS_FILE
+from diy_lstm.training.task import Task
+
+
+class StopRequest:
+    """Turns Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours at the end of an epoch
+    (checkpointed); a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this epoch (Ctrl-C again to stop at once)...", flush=True)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def run_dir_of(settings: RunSettings) -> str:
+    return os.path.normpath(os.path.join(settings.run.logdir, settings.run.run_name))
+
+
+def export_dir_of(settings: RunSettings) -> str:
+    return settings.run.export_dir or os.path.join(run_dir_of(settings), "saved_model")
+
+
+def move_aside(run_dir: str, label: str) -> str:
+    """Renames `run_dir` to `<run_dir>.<label>` (plus a timestamp if that is taken); returns the new path."""
+    aside = f"{run_dir}.{label}"
+    stamp = datetime.datetime.now().strftime("-%Y%m%d-%H%M%S")
+    for attempt in range(100):
+        if not os.path.lexists(aside):
+            break
+        aside = f"{run_dir}.{label}{stamp}" + (f"-{attempt}" if attempt else "")
+    os.rename(run_dir, aside)  # (never onto an existing path: an empty directory there would be replaced)
+    return aside
+
+
+def train(settings: RunSettings, task: Task) -> RunResult:
+    """`train_once`, started over as seed + 1, + 2, ... while a try has not learned by the restart
+    epoch (`settings.run.restart`); the last allowed try trains to the end. Rerunning the same
+    settings resumes the try in progress."""
+    place = distribute.placement(settings.run.strategy, settings.run.cpu_devices,  # first: before any TF work
+                                 settings.run.worker_start_timeout)
+    first_seed, restart, run_dir = settings.training.seed, settings.run.restart, run_dir_of(settings)
+    if settings.run.fresh and files.is_run_dir(run_dir) and place.is_chief:  # (a directory not ours: refused below)
+        check_before_writing(settings, task, place)  # an old run moves aside only for a run that can start
+        with RunLock(run_dir):  # never move a run another process is training
+            pass
+        aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
+        print(f"--fresh: moved the existing run {run_dir} to {aside}")
+        settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
+    restarts = _restarts_in_progress(run_dir, first_seed, restart.max_restarts) if restart.epoch else ()
+    if restarts:
+        settings = _with_seed(settings, restarts[-1].seed + 1)
+    while True:
+        may_restart = restart.epoch > 0 and settings.training.seed < first_seed + restart.max_restarts
+        result = train_once(settings, task, may_restart, restarts, place=place)
+        if result.outcome != GIVEN_UP:
+            return result
+        seed = settings.training.seed
+        aside = move_aside(run_dir, f"seed{seed}-not-learned")
+        given_up = dataclasses.replace(result.given_up, run_dir=aside)
+        print(f"epoch {given_up.epoch}: {given_up.reason}: seed {seed} given up (its run moved to {aside}); "
+              f"starting over as --seed={seed + 1}")
+        restarts = (*restarts, given_up)
+        settings = _with_seed(settings, seed + 1)
+
+
+def _with_seed(settings: RunSettings, seed: int) -> RunSettings:
+    return dataclasses.replace(settings, training=dataclasses.replace(settings.training, seed=seed),
+                               model=dataclasses.replace(settings.model, seed=seed))
+
+
+def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> tuple[GivenUp, ...]:
+    """The tries a rerun of the same command already gave up (from the run directory's restarts.json)."""
+    recorded = read_json(os.path.join(run_dir, RESTARTS_FILE)) or {}
+    if recorded.get("first_seed") != first_seed:
+        return ()
+    given_up = tuple(GivenUp(**entry) for entry in recorded.get("given_up", []))
+    return given_up if len(given_up) <= max_restarts else ()
+
+
+def check_before_writing(settings: RunSettings, task: Task, place: distribute.Placement) -> None:
+    """Everything that can refuse a run before a byte of it is written: the task's data for these
+    settings, its carried variables, the memory a step needs, and the run and export directories."""
+    task.prepare(settings.training)
+    with place.strategy.scope():  # a task that cannot split its batches says so here
+        task.make_variables(settings.model, place.replicas)
+    shapes = task.largest_batches()
+    memory.check_fits(max(memory.training_bytes(settings.model, *shapes.training),
+                          memory.inference_bytes(settings.model, *shapes.evaluation)),
+                      f"training lstm_size {settings.model.units} x {settings.model.num_layers} layer(s) on batches "
+                      f"of {shapes.training[0]:,} x {shapes.training[1]:,} steps",
+                      "lower --lstm_size, --num_layers or --batch_size")
+    if place.is_chief:
+        files.check_run_dir(run_dir_of(settings))
+        check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)
+
+
+def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
+               restarts: tuple[GivenUp, ...] = (), stop: StopRequest | None = None,
+               place: distribute.Placement | None = None) -> RunResult:
+    """One try: trains `settings.training.epochs` epochs (resuming from the latest checkpoint), then
+    exports. With `may_restart`, a try that has not learned by the restart epoch stops there
+    (checkpointed) with outcome `GIVEN_UP`. `stop` replaces the Ctrl-C handler (tests); `place`
+    is where the steps run (default: `settings.run`'s strategy)."""
+    own_stop = stop is None
+    stop = stop or StopRequest()  # first: a Ctrl-C during start-up stops after the first epoch
+    try:
+        place = place or distribute.placement(settings.run.strategy, settings.run.cpu_devices,
+                                              settings.run.worker_start_timeout)
+        try:
+            check_before_writing(settings, task, place)
+            run_dir, export_dir = run_dir_of(settings), export_dir_of(settings)
+            if not place.is_chief:  # writes nothing of the run, so takes no lock on it
+                return _train_under_lock(settings, task, may_restart, restarts, stop, place)
+            files.claim_run_dir(run_dir, settings.task_name)
+            with RunLock(run_dir):
+                _check_resume(settings, task)
+                _remove_leftovers(run_dir, export_dir)
+                return _train_under_lock(settings, task, may_restart, restarts, stop, place)
+        except distribute.LOST_WORKER_ERRORS as error:  # (in training, the loop says more)
+            if place.cluster.num_workers == 1:
+                raise
+            raise RunError(f"{distribute.lost_workers(error, place.cluster)} stopped before training began (its own "
+                           "output says why); rerun every worker") from error
+    finally:
+        if own_stop:
+            stop.restore()
+
+
+def _train_under_lock(settings: RunSettings, task: Task, may_restart: bool, restarts: tuple[GivenUp, ...],
+                      stop: StopRequest, place: distribute.Placement) -> RunResult:
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    fingerprint.check_workers_agree(place, settings, task)
+    loop = TrainingLoop(settings, task, place, stop, may_restart, restarts, run_dir_of(settings),
+                        export_dir_of(settings))
+    return loop.train(run_config_json(settings, task))
+
+
+def run_config_json(settings: RunSettings, task: Task) -> dict:
+    """config.json: every setting, and the fingerprint of the data the run trains on."""
+    return {**settings.to_json(), "data_fingerprint": task.fingerprint()}
+
+
+def _check_resume(settings: RunSettings, task: Task) -> None:
+    """Refuses, naming them, settings or data that differ from those a run directory was started with."""
+    run_dir = run_dir_of(settings)
+    saved = read_json(os.path.join(run_dir, CONFIG_FILE), what="the run's config.json")
+    if saved is None:
+        return
+    conflicts = settings.resume_conflicts(saved)
+    if conflicts:
+        raise ResumeError(f"{run_dir} was started with {', '.join(conflicts)}; rerun with those settings to resume, "
+                          "or with --fresh to start over")
+    if (changed := fingerprint.describe_change(saved.get("data_fingerprint"), task.fingerprint())) is not None:
+        raise ResumeError(f"{run_dir} was trained on other data: {changed}; resume with the data it was "
+                          "started on, or --fresh to start over")
+
+
+CHECKPOINT_STAGING = re.compile(r"ckpt-\d+_temp")  # TensorFlow's staging of a checkpoint being written
+
+
+def _remove_leftovers(run_dir: str, export_dir: str) -> None:
+    """What a killed run left half-written: TensorFlow's checkpoint staging (`ckpt-N_temp`) in this
+    run's own `checkpoints/`, and the marked staging of an export whose process is gone (export.py).
+    Called under the run's lock, in a run directory of ours, so no live writer owns them."""
+    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
+    if files.is_run_dir(run_dir) and os.path.isdir(checkpoints) and not os.path.islink(checkpoints):
+        for name in os.listdir(checkpoints):
+            path = os.path.join(checkpoints, name)
+            if CHECKPOINT_STAGING.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+    remove_stale_staging(export_dir)

@@ -1,0 +1,138 @@
+"""What a task supplies to the training run of `run.py`.
+
+The run knows LSTMs and training: epochs of compiled steps, evaluation, TensorBoard, checkpoints,
+resume, restarts, export. A task knows its data and what "good" means. It plugs in by implementing
+`Task`:
+
+    name                         a short name, saved in config.json (a run resumes only its own task)
+    prepare(training)            builds what depends on the seed and batch size (every try); checks them
+    describe()                   one line about the data, printed when a run starts
+    fingerprint()                what identifies the data (content hash, size, vocabulary): resume and
+                                 every worker must see the same
+    fixed_length                 every batch has one number of steps (then one XLA compile serves all)
+    steps_per_epoch              training steps in one epoch
+    training_batches(epochs)     a dataset of batches, `steps_per_epoch` per epoch of `epochs`, in order
+    largest_batches()            `(examples, steps)` of the largest training and evaluation batch (memory)
+    make_variables(model, reps)  the variables `loss` keeps between steps (e.g. a carried state), if any
+    loss(run_model, batch)       the training loss of one batch: its mean and how many terms it averages
+    evaluate(model)              metrics per split: {"train": {...}, "validation": {...}}
+    progress(metrics)            the few numbers the progress line shows
+    goal_reached(metrics)        when the run has done what it set out to (its first epoch is reported)
+    gate_examples()              tag -> (one label per step, encoded `[time, features]`) drawn as heat maps
+    samples(model)               tag -> text, written as text summaries every `sample_every` epochs
+    histogram_batch()            a batch whose gradients are drawn as histograms
+    serving_module(model, ...)   the `tf.Module` and signatures the SavedModel holds (tables passed in)
+
+A batch is a tuple of tensors; the run passes it to `loss` unchanged, so its layout is the task's,
+with one rule for data-parallel training (`distribute.py`): the first axis of every tensor that has
+one is the example axis, which is split among replicas; scalars go to every replica whole.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Mapping, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from diy_lstm.model import LSTMModel, ModelConfig, ModelOutput
+from diy_lstm.training.config import TrainingConfig
+
+TRAIN, VALIDATION = "train", "validation"
+
+
+class BatchLoss(NamedTuple):
+    """A batch's mean loss and how many terms it averages (`count`, e.g. real steps or characters):
+    the weight of a replica's slice when the slices of one global batch are joined."""
+
+    mean: tf.Tensor
+    count: tf.Tensor
+
+
+class BatchShapes(NamedTuple):
+    """`(examples, steps)` of the largest batch a run trains on and the largest it evaluates."""
+
+    training: tuple[int, int]
+    evaluation: tuple[int, int]
+
+
+# `run_model(inputs, initial_states=None, *, keep_states=False, last_step_only=False) -> ModelOutput`:
+# the model in a training step, with the step's preactivation noise and gate kernel already applied.
+RunModel = Callable[..., ModelOutput]
+Metrics = Mapping[str, Mapping[str, float]]  # split -> metric name -> value
+
+
+class Task(abc.ABC):
+    """A task the training run can train; see the module docstring."""
+
+    name: str
+
+    @abc.abstractmethod
+    def prepare(self, training: TrainingConfig) -> None:
+        """Builds what depends on the training settings (the data split by `training.seed`, batches
+        of `training.batch_size`); a setting it cannot use is a `ConfigError`. Writes nothing."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line about the data, e.g. "1024 training / 3072 validation sequences, lengths 6..6"."""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> dict[str, object]:
+        """JSON values that identify the data (e.g. `{"sha256": ..., "characters": ...}`): a run
+        resumes, and workers train together, only on data with the same fingerprint."""
+
+    @property
+    @abc.abstractmethod
+    def fixed_length(self) -> bool:
+        """Training batches come in one or two shapes, so XLA (which compiles once per shape) pays off."""
+
+    @property
+    @abc.abstractmethod
+    def steps_per_epoch(self) -> int:
+        """Training steps (batches) in each epoch."""
+
+    @abc.abstractmethod
+    def training_batches(self, epochs: range) -> tf.data.Dataset:
+        """The batches of `epochs`, `steps_per_epoch` each, in order; the order depends only on the
+        seed and the epoch, so a resumed run sees the same batches."""
+
+    @abc.abstractmethod
+    def largest_batches(self) -> BatchShapes:
+        """The largest training and evaluation batches, for the memory estimate made before a run."""
+
+    def make_variables(self, model: ModelConfig, replicas: int) -> None:
+        """Makes the variables `loss` keeps from one step to the next, one copy per replica (called
+        in the strategy's scope; `replicas` share each batch); none by default."""
+
+    @abc.abstractmethod
+    def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
+        """The training loss of `batch`: its mean and the number of terms it averages."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
+        """Metrics of the current model on each split: `TRAIN`, and `VALIDATION` unless the task has none."""
+
+    @abc.abstractmethod
+    def progress(self, metrics: Metrics) -> dict[str, object]:
+        """The values of the progress line, by label."""
+
+    def goal_reached(self, metrics: Metrics) -> bool:
+        """Whether the run has reached its goal (the first epoch it does is reported); never by default."""
+        return False
+
+    def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Tag -> (a label of one character per step, encoded inputs `[time, features]`), drawn as heat maps."""
+        return {}
+
+    def samples(self, model: LSTMModel) -> dict[str, str]:
+        """Tag -> text shown in TensorBoard's Text tab (e.g. generated samples); none by default."""
+        return {}
+
+    @abc.abstractmethod
+    def histogram_batch(self) -> tuple[tf.Tensor, ...]:
+        """A batch (as `loss` takes it) whose gradients the histograms show."""
+
+    @abc.abstractmethod
+    def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:
+        """The module to save and its signatures by name."""

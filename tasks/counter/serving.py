@@ -1,0 +1,125 @@
+"""The counter's SavedModel: it scores raw strings with no Python of ours.
+
+The character table (character -> feature vector) is passed in by the caller and lives in the graph
+(`diy_lstm.serving.strings.CharacterTable`), so `tf.saved_model.load(path)` alone can score strings:
+
+    scorer = tf.saved_model.load(path)
+    scorer.signatures["serving_default"](sequences=tf.constant(["+-I0", "++"]))
+
+Signatures (the first two return the same dict of dense tensors):
+  serving_default(sequences: string [batch])            raw strings, any lengths in one batch
+  score_encoded(inputs: float32 [batch, time, features]) already-encoded sequences, all full length
+  checked_lengths()                                     what the model was trained and checked on:
+      trained_lengths        int32 [2]  the shortest and longest training length
+      validated_exact_up_to  int32 []   the longest length at which it scored fresh sequences with
+                                        no wrong step (0: not checked beyond training)
+
+  step_predictions          float32 [batch, max_time]  prediction after every step, 0 past the end
+  lengths                   int32   [batch]
+  final_prediction          float32 [batch]            prediction after each sequence's last step
+  final_prediction_rounded  int64   [batch]
+
+Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
+the sequence, the character's code point and its position from 1, e.g. `unknown character U+0078 at
+position 2 of sequences[0]`. One call scores at most `MAX_PADDED_CHARACTERS` (sequences × the
+longest); the command line splits larger inputs into calls of that size.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+from diy_lstm.model import LSTMModel
+from diy_lstm.rnn import final_step
+from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
+
+SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
+MAX_PADDED_CHARACTERS = 20_000_000
+
+
+class SequenceScorer(tf.Module):
+    """A model plus the character table that turns strings into its inputs.
+
+    Args:
+      model: a trained `LSTMModel` with `output_size` 1.
+      encoding: character -> feature vector (length `model.config.input_size`).
+    """
+
+    def __init__(self, model: LSTMModel, encoding: Mapping[str, Sequence[float]],
+                 trained_lengths: tuple[int, int] = (0, 0), validated_exact_up_to: int = 0, name: str | None = None):
+        super().__init__(name=name)
+        features = model.config.input_size
+        for character, vector in encoding.items():
+            if len(character) != 1 or len(vector) != features:
+                raise ValueError(
+                    f"encoding entry {character!r}: {list(vector)} must map one character to {features} numbers"
+                )
+        self.model = model
+        characters = list(encoding)
+        self.characters = CharacterTable(characters, allowed=" ".join(characters))
+        # Row len(characters) is the padding row: zeros.
+        self.codes = tf.constant([list(encoding[c]) for c in characters] + [[0.0] * features], dtype=tf.float32)
+        self.trained_lengths = tf.constant(list(trained_lengths), tf.int32)
+        self.validated_exact_up_to = tf.constant(validated_exact_up_to, tf.int32)
+
+    @tf.function(input_signature=[], autograph=False)
+    def checked(self) -> dict[str, tf.Tensor]:
+        """What the model was trained and checked on (module docstring)."""
+        return {"trained_lengths": tf.identity(self.trained_lengths),
+                "validated_exact_up_to": tf.identity(self.validated_exact_up_to)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)
+    def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Scores raw strings, `[batch]`, of any lengths."""
+        ids, lengths, checks = self.characters.ids(sequences, "sequences",
+                                                   max_padded_characters=MAX_PADDED_CHARACTERS)
+        with tf.control_dependencies(checks):
+            dense_ids = ids.to_tensor(default_value=self.characters.size)  # [batch, max_time]; padding row
+        # An empty batch still gets one (padding) step, so the time loop has something to run.
+        at_least_one_step = [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense_ids)[1])]]
+        dense_ids = tf.pad(dense_ids, at_least_one_step, constant_values=self.characters.size)
+        inputs = tf.gather(self.codes, dense_ids)  # [batch, max_time, features]
+        return self._score(inputs, lengths)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="inputs")], autograph=False)
+    def score_encoded(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Scores encoded sequences `[batch, time, features]`, every one `time` steps long."""
+        features = self.model.config.input_size
+        shape = tf.shape(inputs)
+        padded_shape = tf.concat([shape, [0, 0, 0]], axis=0)  # indexable whatever the rank
+        well_formed = (tf.size(shape) == 3) & (padded_shape[1] > 0) & (padded_shape[2] == features)
+        checks = [tf.debugging.Assert(
+            well_formed, [f"{ERROR_PREFIX}inputs must be [batch, time >= 1, {features}], got shape", shape])]
+        with tf.control_dependencies(checks):
+            inputs = tf.ensure_shape(inputs, [None, None, features])
+        lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
+        return self._score(inputs, lengths)
+
+    def _score(self, inputs: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        predictions = tf.cast(self.model(inputs)[..., 0], tf.float32)  # [batch, time]
+        predictions *= tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=tf.float32)
+        final = final_step(predictions, lengths)
+        return {
+            "step_predictions": predictions,
+            "lengths": lengths,
+            "final_prediction": final,
+            "final_prediction_rounded": tf.cast(tf.round(final), tf.int64),
+        }
+
+    def signatures(self) -> dict:
+        """The SavedModel's signatures: `serving_default` (raw strings) and `score_encoded`."""
+        return {"serving_default": self.score_strings.get_concrete_function(),
+                "score_encoded": self.score_encoded.get_concrete_function(),
+                "checked_lengths": self.checked.get_concrete_function()}
+
+
+def checked_lengths(loaded) -> dict[str, object]:
+    """`{"trained_lengths": [lo, hi], "validated_exact_up_to": n}` of a loaded SavedModel ({} for a
+    model exported before it recorded them)."""
+    if "checked_lengths" not in loaded.signatures:
+        return {}
+    values = loaded.signatures["checked_lengths"]()
+    return {"trained_lengths": values["trained_lengths"].numpy().tolist(),
+            "validated_exact_up_to": int(values["validated_exact_up_to"].numpy())}

@@ -1,0 +1,127 @@
+"""The counter's training command line: `python train.py` (the entry point at the top level).
+
+    python train.py --lstm_size=24
+    python train.py --flagfile=experiments/generalize.flags
+
+Flags -> configs -> `diy_lstm.training.run.train` -> a printed summary. The run (epochs, evaluation,
+TensorBoard, checkpoints, resume, restarts, export) is the library's; the task (data, loss, metrics,
+SavedModel) is `tasks.counter.task`. Rerunning the same command resumes the run from its last
+checkpoint; `--fresh` starts it over; `--lstm_size=8,16,24` trains one run per size. The model,
+training and output flags shared with other tasks are in `diy_lstm/training/flags.py` (`--helpfull`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from absl import flags
+
+from diy_lstm.cli import main as cli
+from diy_lstm.training import flags as training_flags
+from diy_lstm.training.config import ConfigError, RunSettings
+from diy_lstm.training.results import RunResult
+from diy_lstm.training.task import TRAIN, VALIDATION
+from tasks.counter import data_generator
+from tasks.counter.task import DEFAULT_GATE_EXAMPLES, TARGETS, CounterData, CounterTask
+
+MAX_SEQUENCE_LENGTH = 100_000
+MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
+
+# The counter's data and loss (the shared flags are in diy_lstm/training/flags.py).
+_SEQUENCE_LENGTH = flags.DEFINE_integer(
+    "sequence_length", 6, "Length of every training sequence (unless --min_length/--max_length).",
+    lower_bound=1, upper_bound=MAX_SEQUENCE_LENGTH)
+_MIN_LENGTH = flags.DEFINE_integer(
+    "min_length", None, "Shortest training length; with --max_length, lengths are mixed.", lower_bound=1,
+    upper_bound=MAX_SEQUENCE_LENGTH)
+_MAX_LENGTH = flags.DEFINE_integer(
+    "max_length", None, "Longest training length; with --min_length, lengths are mixed.", lower_bound=1,
+    upper_bound=MAX_SEQUENCE_LENGTH)
+_MAX_SEQUENCES_PER_LENGTH = flags.DEFINE_integer(
+    "max_sequences_per_length", data_generator.MAX_SEQUENCES_PER_LENGTH,
+    "All 4^L sequences of a length are used when there are at most this many; else this many are sampled.",
+    lower_bound=2, upper_bound=10_000_000)
+_SAMPLING = flags.DEFINE_enum(
+    "sampling", "uniform", list(data_generator.SAMPLINGS),
+    "How sampled sequences are drawn: uniform, or 'varied' (each its own character frequencies).")
+_TRAIN_FRACTION = flags.DEFINE_float(
+    "train_fraction", 0.25, "Share of each length's sequences used for training; the rest is validation.")
+_TARGET = flags.DEFINE_enum(
+    "target", "running", list(TARGETS), "Loss on every step's running sum, or on the final sum only.")
+_GATE_EXAMPLES = flags.DEFINE_list(
+    "gate_examples", list(DEFAULT_GATE_EXAMPLES), "Sequences whose gates are drawn as heat maps.")
+_RESTART_ERROR = flags.DEFINE_float(
+    "restart_error", 0.0, "The validation error (a share, in [0, 1)) a run may have at --restart_epoch.")
+_RESTART_MSE = flags.DEFINE_float(
+    "restart_mse", None, "If set: the validation mean square error a run may have at --restart_epoch, > 0.")
+# The counter's defaults for shared flags: a readout from c (unbounded, so large sums stay
+# representable) and gate noise in training (see docs/experiments.md).
+flags.FLAGS.set_default("readout", "cell")
+flags.FLAGS.set_default("preactivation_noise", 1.0)
+
+
+def data_from_flags() -> CounterData:
+    """The data flags as a `CounterData`, checked before anything runs."""
+    min_length = _MIN_LENGTH.value or _SEQUENCE_LENGTH.value
+    max_length = _MAX_LENGTH.value or _SEQUENCE_LENGTH.value
+    if (_MIN_LENGTH.value is None) != (_MAX_LENGTH.value is None) or min_length > max_length:
+        raise ConfigError("--min_length and --max_length go together, with --min_length <= --max_length")
+    per_length = min(_MAX_SEQUENCES_PER_LENGTH.value, 4 ** min(max_length, 16))
+    if per_length * max_length > MAX_CHARACTERS_IN_MEMORY:
+        raise ConfigError(f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
+                          "(--max_sequences_per_length x the longest length); lower one of them")
+    if not 0.0 < _TRAIN_FRACTION.value < 1.0:
+        raise ConfigError(f"--train_fraction must be in (0, 1), got {_TRAIN_FRACTION.value}")
+    for sequence in _GATE_EXAMPLES.value:
+        if not sequence or not set(sequence) <= set(data_generator.ALPHABET):
+            raise ConfigError(f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, got {sequence!r}")
+    data = CounterData(min_length, max_length, _MAX_SEQUENCES_PER_LENGTH.value, _SAMPLING.value,
+                       _TRAIN_FRACTION.value, _TARGET.value, tuple(_GATE_EXAMPLES.value))
+    train_size, validation_size = data.split_sizes()
+    if train_size < 1 or validation_size < 1:
+        raise ConfigError(f"--train_fraction={_TRAIN_FRACTION.value} leaves {train_size} training and "
+                          f"{validation_size} validation sequences; both need at least one")
+    return data
+
+
+def restart_bounds() -> tuple[tuple[str, float], ...]:
+    """The counter's restart check: validation error above --restart_error, or MSE above --restart_mse."""
+    if not 0.0 <= _RESTART_ERROR.value < 1.0:
+        raise ConfigError(f"--restart_error must be in [0, 1), e.g. 0.01 for 1%, got {_RESTART_ERROR.value}")
+    bounds = (("error", _RESTART_ERROR.value),)
+    if _RESTART_MSE.value is not None:
+        if not 0.0 < _RESTART_MSE.value < math.inf:
+            raise ConfigError(f"--restart_mse must be > 0, got {_RESTART_MSE.value}")
+        if not flags.FLAGS.restart_epoch:
+            raise ConfigError("--restart_mse acts at --restart_epoch; set that too")
+        bounds += (("mean_square_error", _RESTART_MSE.value),)
+    return bounds
+
+
+def settings_per_size() -> list[RunSettings]:
+    """One `RunSettings` per `--lstm_size`, all checked before the first run starts."""
+    data, training = data_from_flags(), training_flags.training_config()
+    runs = training_flags.sweep(training_flags.run_config(restart_bounds()))
+    return [RunSettings(CounterTask.name, training_flags.model_config(units, data_generator.NUM_FEATURES), data,
+                        training, run_config) for units, run_config in runs]
+
+
+def print_summary(result: RunResult) -> None:
+    validation, train_metrics = result.metrics[VALIDATION], result.metrics[TRAIN]
+    if result.restarts:
+        given_up = ", ".join(f"seed {r.seed} ({r.measured} at epoch {r.epoch}, {r.seconds:.0f}s)"
+                             for r in result.restarts)
+        print(f"  trained as --seed={result.seed} after giving up {given_up}; "
+              f"{result.seconds_in_all:.1f}s of training in all")
+    print(f"  validation: error {100 * validation['error']:.2f}% (final sum), "
+          f"{100 * validation['error_per_step']:.2f}% (per step), mse {validation['mean_square_error']:.3g}")
+    print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.3g}")
+    if result.goal_reached:
+        after = f" after resuming from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+        print(f"  0.00% validation error first reached{after} at epoch {result.goal_reached.epoch} "
+              f"({result.goal_reached.seconds:.1f}s)")
+    print(f"  SavedModel: {result.export_dir}")
+
+
+def main(argv: list[str]) -> int:
+    return cli.train_each(((settings, CounterTask(settings.data)) for settings in settings_per_size()), print_summary)

@@ -1,0 +1,71 @@
+"""The text task's training command line: `python train_text.py` (the entry point at the top level).
+
+    python train_text.py --corpus=shakespeare
+    python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
+
+Flags -> configs -> `diy_lstm.training.run.train` -> a printed summary, as `train.py`: the same run
+(TensorBoard, checkpoints, resume by rerunning, `--fresh`, export); the task (text, vocabulary,
+streams, loss, samples, the `generate`/`score` SavedModel) is `tasks.text.task`. Shared flags: `--helpfull`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from diy_lstm.cli import main as cli
+from diy_lstm.training import flags as training_flags
+from diy_lstm.training.config import RunSettings
+from diy_lstm.training.results import RunResult
+from diy_lstm.training.task import TRAIN, VALIDATION
+from tasks.text import text_data
+from tasks.text.task import TextData, TextTask
+
+_TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
+_CORPUS = flags.DEFINE_enum("corpus", "shakespeare", list(text_data.CORPORA), "A built-in corpus (text_data.py).")
+_UNROLL_LENGTH = flags.DEFINE_integer(
+    "unroll_length", 100, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000)
+_VALIDATION_FRACTION = flags.DEFINE_float(
+    "validation_fraction", 0.1, "The contiguous tail of the text held out for validation, in [0, 0.5].")
+_SAMPLE_EVERY = flags.DEFINE_integer(
+    "sample_every", 1, "Text samples at 3 temperatures in TensorBoard every this many epochs; 0: never.",
+    lower_bound=0)
+_SAMPLE_LENGTH = flags.DEFINE_integer(
+    "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000)
+# The language model's defaults for the shared flags (char-rnn's scale; see docs/text.md).
+for name, value in {"lstm_size": ["256"], "epochs": 20, "batch_size": 64, "learning_rate": 0.02,
+                    "learning_rate_decay": 0.1, "clip_norm": 5.0, "initializer": "glorot_uniform",
+                    "readout": "hidden", "preactivation_noise": 0.0, "eval_every": 1, "checkpoint_every": 1,
+                    "histogram_every": 5, "image_every": 5}.items():
+    flags.FLAGS.set_default(name, value)
+
+
+def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
+    """One `(RunSettings, TextTask)` per `--lstm_size`, all checked before the first run starts."""
+    data = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value, validation_fraction=_VALIDATION_FRACTION.value,
+                    unroll_length=_UNROLL_LENGTH.value, sample_length=_SAMPLE_LENGTH.value)
+    training = training_flags.training_config()
+    text = data.read()
+    runs = training_flags.sweep(dataclasses.replace(training_flags.run_config(), sample_every=_SAMPLE_EVERY.value))
+    planned = []
+    for units, run_config in runs:
+        task = TextTask(data, text)
+        size = len(task.vocabulary)
+        model = training_flags.model_config(units, input_size=size, output_size=size)
+        planned.append((RunSettings(TextTask.name, model, data, training, run_config), task))
+    return planned
+
+
+def print_summary(result: RunResult) -> None:
+    for split in (VALIDATION, TRAIN):
+        if split in result.metrics:
+            metrics = result.metrics[split]
+            print(f"  {split}: {metrics['bits_per_char']:.3f} bits per character (loss {metrics['loss']:.3f} nats, "
+                  f"perplexity {metrics['perplexity']:.2f}), next-character accuracy {100 * metrics['accuracy']:.1f}%")
+    print(f"  SavedModel: {result.export_dir}")
+    print(f"  write with it: python -m tasks.text.generate --model_dir={result.export_dir} --prompt=... --num_chars=300")
+
+
+def main(argv: list[str]) -> int:
+    return cli.train_each(settings_per_size(), print_summary)
