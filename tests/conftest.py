@@ -115,3 +115,18 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("largest differences measured")
         for name, value in sorted(_MEASURED.items()):
             terminalreporter.write_line(f"{name:<60} {value:.3e}")
+
+
+@pytest.fixture(scope="session")
+def small_text_export(tmp_path_factory):
+    """An untrained text SavedModel (8 units) over the characters of the fox sentence (no newline)."""
+    from diy_lstm.serving.export import export
+    from tasks.text import text_data
+    from tasks.text.serving import TextGenerator
+
+    characters = text_data.Vocabulary.of(text_data.FOX_AND_CROW).characters
+    path = str(tmp_path_factory.mktemp("small_text_export") / "saved_model")
+    model = LSTMModel(ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=2))
+    generator = TextGenerator(model, characters)
+    export(generator, path, generator.signatures(), {"config": {"task": "text"}}, task="text")
+    return path

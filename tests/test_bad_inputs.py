@@ -42,6 +42,7 @@ def test_directory_without_saved_model(tmp_path):
     assert result.returncode == 3 and "no saved_model.pb there" in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_model_dir_flag():
     result = run_python(["-m", "tasks.counter.score", "++"])
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [

@@ -100,7 +100,7 @@ def text_run(logdir: str, name: str, run_options: dict, epochs: int = 3) -> run.
     return run.train(RunSettings(TextTask.name, model, data, training, run_config), task)
 
 
-@pytest.mark.parametrize("task", ["counter", pytest.param("text", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("task", [pytest.param("counter", marks=pytest.mark.slow), pytest.param("text", marks=pytest.mark.slow)])
 def test_a_mirrored_run_ends_with_the_weights_and_metrics_of_a_one_device_run(task, tmp_path, measured):
     """Same seed and global batch. The counter: 20 epochs with noise, lengths 1..3 in batches of 8
     (slices of 4 + 4, 2 + 2, and 1 + none for the one training sequence of length 1); the text: 2
@@ -123,6 +123,7 @@ def test_a_mirrored_run_ends_with_the_weights_and_metrics_of_a_one_device_run(ta
     assert (saved["run"]["strategy"], saved["run"]["cpu_devices"]) == ("mirrored", 2)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_on_one_device_resumes_mirrored_and_back(tmp_path, measured):
     """Ctrl-C after epoch 10 (one device), resumed mirrored, Ctrl-C after epoch 20, resumed on one device."""
     whole = train_counter(counter_settings(str(tmp_path), "whole", epochs=30, run_options={"eval_every": 10}))
@@ -302,8 +303,8 @@ def test_a_worker_whose_address_is_taken_is_one_line(tmp_path):
             cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config}, capture_output=True, text=True,
             timeout=120)
     assert finished.returncode == 2 and finished.stdout == ""
-    assert finished.stderr == (f"error: cannot start worker 0 at 127.0.0.1:{port} (TF_CONFIG's task): Could not start "
-                               "gRPC server; is its port free, and is this the task's machine?\n")
+    assert finished.stderr == (f"error: cannot start worker 0 at 127.0.0.1:{port} (TF_CONFIG's task): Address already "
+                               "in use; is its port free, and is this the task's machine?\n")
     assert os.listdir(tmp_path) == []
 
 
@@ -319,3 +320,44 @@ def test_train_py_mirrored_on_two_cpu_devices_reaches_the_one_device_held_out_er
     assert metrics["mirrored"]["error"] == metrics["default"]["error"] == 0.0
     difference = largest_difference(str(tmp_path / "mirrored"), str(tmp_path / "default"))
     measured("train.py mirrored vs default, lstm_size 24, 400 epochs: largest weight difference", difference)
+
+
+@pytest.mark.slow
+def test_workers_started_with_different_settings_refuse_naming_them_before_writing(tmp_path):
+    """Each worker's flags: the same but for --seed and --learning_rate on worker 1."""
+    configs = distribute.loopback_tf_configs(2)
+    per_worker = [[], ["--seed=1", "--learning_rate=0.01"]]
+    processes = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--strategy=multi_worker", f"--logdir={tmp_path}",
+         "--run_name=r", "--lstm_size=4", "--epochs=2", *extra], cwd=ROOT,
+        env={**os.environ, **QUIET_TF, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for config, extra in zip(configs, per_worker)]
+    try:
+        results = finish(processes, timeout=180)
+    finally:
+        for process in processes:
+            process.kill()
+    for index, (code, _, err) in enumerate(results):
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert err.startswith("error: the workers were started with different settings or data: ") and \
+            "training.learning_rate" in err and "training.seed" in err and "model.seed" in err, err
+    assert "training.seed=1" in results[1][2] and "training.seed=0" in results[0][2]
+    assert os.listdir(tmp_path) == []  # refused before the run directory was made
+
+
+@pytest.mark.slow
+def test_a_chief_whose_peer_never_starts_says_what_it_waits_for_and_gives_up(tmp_path):
+    chief_config = json.loads(distribute.loopback_tf_configs(2)[0])
+    peer = chief_config["cluster"]["worker"][1]
+    started = time.monotonic()
+    finished = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--strategy=multi_worker", f"--logdir={tmp_path}",
+         "--worker_start_timeout=8"], cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": json.dumps(chief_config)},
+        capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 60
+    assert finished.returncode == 1
+    assert finished.stdout == f"waiting for the other workers of TF_CONFIG (worker 1 at {peer}) to start; giving up " \
+        "after 8s\n"
+    assert finished.stderr == f"error: worker 1 at {peer} did not start within 8s (--worker_start_timeout); start " \
+        "every worker TF_CONFIG names, then rerun\n"
+    assert os.listdir(tmp_path) == []

@@ -10,6 +10,7 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 import pytest
 from absl import flags
 
@@ -214,3 +215,143 @@ def test_evaluate_flags_fuzzed(small_export, tmp_path):
             assert code in (2, 3) and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
     assert outcomes.get(0, 0) > 10 and outcomes.get(2, 0) > 100 and outcomes.get(3, 0) > 10, outcomes
     assert sorted(os.listdir(tmp_path)) in (["a_file"], ["a_file", "tb"])  # only where it was told to write
+
+
+RUNNER = """
+import contextlib, io, json, sys
+from absl import flags
+from diy_lstm.cli import main as cli
+from tasks.{module} import {command} as command
+results = []
+for argv in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    flags.FLAGS.unparse_flags()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.guarded({main}, cli.parse_flags_or_exit(["{command}", *argv]))
+        except SystemExit as exit_:
+            code = exit_.code
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_many(module: str, command: str, main: str, cases: list[list[str]]) -> list[tuple[int, str, str]]:
+    """Each argument list through a command's own parsing and `main`, all in one fresh process (a
+    command's flags, and its defaults of the shared ones, are its own)."""
+    import json
+
+    from conftest import run_python
+
+    runner = run_python(["-c", RUNNER.format(module=module, command=command, main=main)], stdin=json.dumps(cases),
+                        timeout=900)
+    assert runner.returncode == 0, runner.stderr[-2000:]
+    return [tuple(result) for result in json.loads(runner.stdout.splitlines()[-1])]
+
+
+TEXT_FLAGS = {
+    "text_file": ["", "/dev/zero", "/nonexistent", "{tmp}/fifo", "{tmp}/binary", "{tmp}/empty", "{tmp}/tiny",
+                  "{tmp}/ok", "{tmp}"],
+    "corpus": ["fox_and_crow", "hamlet_soliloquy", "nope", ""],
+    "unroll_length": ["0", "-1", "10001", "5", "x", "1e9"],
+    "validation_fraction": ["-0.1", "0.6", "nan", "0.1", "0"],
+    "batch_size": ["-1", "0", "3", "1000000", "x"],
+    "lstm_size": ["0", "4", "8,0", "abc"],
+    "num_layers": ["0", "17", "2"],
+    "sample_every": ["-1", "0", "2"],
+    "sample_length": ["0", "100001", "10"],
+    "epochs": ["0", "2"],
+    "learning_rate": ["0", "nan", "0.01"],
+    "run_name": ["../x", "/abs", "ok"],
+    "flagfile": ["/dev/zero", "{tmp}/fifo", "/nonexistent"],
+}
+
+
+@pytest.mark.slow
+def test_train_text_flags_fuzzed_fail_as_one_line_before_anything_is_written(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "binary").write_bytes(b"ab\x00cd")
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "tiny").write_text("ab")
+    (tmp_path / "ok").write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    before = sorted(os.listdir(tmp_path))
+    rng = np.random.default_rng(5)
+    cases = []
+    for _ in range(CASES):
+        names = rng.choice(sorted(TEXT_FLAGS), size=int(rng.integers(1, 4)), replace=False)
+        argv = [f"--{name}={str(rng.choice(TEXT_FLAGS[name])).format(tmp=tmp_path)}" for name in names]
+        cases.append(argv + [f"--logdir={tmp_path}/logs"])
+    outcomes = {}
+    for argv, (code, stdout, stderr) in zip(cases, run_many("text", "train", "lambda argv: command.settings_per_size() "
+                                                            "and 0", cases)):
+        outcomes[code] = outcomes.get(code, 0) + 1
+        if code == 0:
+            assert stderr == "", argv
+        else:
+            assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
+    assert sorted(os.listdir(tmp_path)) == before  # checked before anything is written
+    assert outcomes.get(2, 0) > 100 and outcomes.get(0, 0) > 10, outcomes
+
+
+PROMPT_PIECES = ["One", " bright", "x", "\x01", "\u00a0", "😀", "\udcff", "\n", "=", "--", "'", "\\", "é", ""]
+
+
+@pytest.mark.slow
+def test_generate_command_line_fuzzed(small_text_export, tmp_path):
+    rng = np.random.default_rng(6)
+    cases = []
+    for _ in range(CASES):
+        pieces = PROMPT_PIECES if rng.random() < 0.6 else ["One", " bright", " the"]
+        prompt = "".join(rng.choice(pieces, size=int(rng.integers(0, 5))))
+        argv = [f"--model_dir={rng.choice([small_text_export] * 6 + [str(tmp_path), '/nonexistent'])}",
+                f"--prompt={prompt}"]
+        for name, values in (("num_chars", ["-1", "0", "5", "1000001", "x"]),
+                             ("temperature", ["-1", "nan", "inf", "0", "0.8"]), ("seed", ["-1", "3", "x"])):
+            if rng.random() < 0.4:
+                argv.append(f"--{name}={rng.choice(values)}")
+        cases.append(argv)
+    outcomes = {}
+    for argv, (code, stdout, stderr) in zip(cases, run_many("text", "generate", "command.main", cases)):
+        outcomes[code] = outcomes.get(code, 0) + 1
+        if code == 0:
+            assert stderr == "" and stdout.startswith(argv[1].removeprefix("--prompt=")), argv
+        else:
+            assert code in (2, 3) and stdout == "", (argv, stdout)
+            assert len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
+    assert sorted(os.listdir(tmp_path)) == []
+    assert outcomes.get(0, 0) > 30 and outcomes.get(2, 0) > 100 and outcomes.get(3, 0) > 10, outcomes
+
+
+def random_bytes_text(rng) -> bytes:
+    pieces = [b"One", b" ", b"x", b"\x01", "\u00a0".encode(), "😀".encode(), b"\xff", b"\xed\xa0\x80", b"\n", b""]
+    valid = [b"One", b" bright", b" the", b"."]  # the model's own characters: half of the texts
+    return b"".join(rng.choice(valid if rng.random() < 0.5 else pieces, size=int(rng.integers(0, 6))))
+
+
+@pytest.mark.slow
+def test_the_text_signatures_fuzzed(small_text_export):
+    """Random bytes (invalid UTF-8, surrogates, unknown characters), sizes and settings into both
+    signatures of the text SavedModel, with nothing of this project: every call returns or fails
+    with a message of its in-graph checks."""
+    from diy_lstm.cli.errors import graph_error_message
+
+    loaded = tf.saved_model.load(small_text_export)
+    generate, score = loaded.signatures["generate"], loaded.signatures["score"]
+    rng = np.random.default_rng(7)
+    outcomes = {"generate": [0, 0], "score": [0, 0]}
+    for _ in range(CASES):
+        texts = [random_bytes_text(rng) for _ in range(int(rng.choice([0, 1, 1, 2, 3])))]
+        num_chars = int(rng.choice([-1, 0, 3, 3, 3, 10**7]))
+        temperature = float(rng.choice([-1.0, 0.0, 0.7, 0.7, 0.7, float("nan"), float("inf")]))
+        for name, call in (("generate", lambda: generate(
+                prompt=tf.constant(texts, tf.string), num_chars=tf.constant(num_chars),
+                temperature=tf.constant(temperature), seed=tf.constant(int(rng.integers(0, 2**62)), tf.int64))),
+                           ("score", lambda: score(text=tf.constant(texts, tf.string)))):
+            try:
+                result = call()
+                assert next(iter(result.values())).shape[0] == len(texts)
+                outcomes[name][0] += 1
+            except tf.errors.InvalidArgumentError as error:
+                assert graph_error_message(error) is not None, error.message[:300]
+                outcomes[name][1] += 1
+    assert all(ok > 30 and refused > 30 for ok, refused in outcomes.values()), outcomes

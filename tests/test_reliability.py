@@ -84,6 +84,7 @@ def test_rerunning_a_completed_run_trains_nothing(uninterrupted, tmp_path):
     assert_same_run(again.run_dir, uninterrupted)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_run_and_records_the_machine(uninterrupted, tmp_path):
     again = train_counter(settings(tmp_path, "again"))
     assert_same_run(again.run_dir, uninterrupted)
@@ -111,6 +112,13 @@ class PoisonedTask(CounterTask):
                                  *batch[1:]))
 
 
+class PoisonedFromTheStart(CounterTask):
+    """The counter task whose inputs are NaN from the first step."""
+
+    def training_batches(self, epochs):
+        return super().training_batches(epochs).map(lambda inputs, sums, lengths: (inputs * float("nan"), sums, lengths))
+
+
 def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
     settings_ = counter_settings(str(tmp_path), "nan", units=4, epochs=10, run_options={"eval_every": 5,
                                                                                         "checkpoint_every": 5})
@@ -128,9 +136,9 @@ SMALL = {"units": 4, "epochs": 5}
 
 @pytest.mark.parametrize("change, named", [
     ({"units": 6}, "units=4 (now 6)"),
-    ({"learning_rate": 0.01}, "learning_rate=0.03 (now 0.01)"),
-    ({"batch_size": 64}, "batch_size=128 (now 64)"),
-    ({"preactivation_noise": 0.0}, "preactivation_noise=1.0 (now 0.0)"),
+    pytest.param({"learning_rate": 0.01}, "learning_rate=0.03 (now 0.01)", marks=pytest.mark.slow),
+    pytest.param({"batch_size": 64}, "batch_size=128 (now 64)", marks=pytest.mark.slow),
+    pytest.param({"preactivation_noise": 0.0}, "preactivation_noise=1.0 (now 0.0)", marks=pytest.mark.slow),
     ({"data": CounterData(target="final")}, "target=running (now final)"),
 ])
 def test_changed_settings_on_resume_are_refused_by_name(tmp_path, change, named):
@@ -142,6 +150,7 @@ def test_changed_settings_on_resume_are_refused_by_name(tmp_path, change, named)
     assert open(tmp_path / "r" / "config.json").read() == config_before
 
 
+@pytest.mark.slow
 def test_epochs_may_grow_on_resume_but_not_shrink_below_what_was_trained(tmp_path):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
     with pytest.raises(ResumeError, match="has already trained 5 epochs; --epochs=3 would undo them"):
@@ -152,6 +161,7 @@ def test_epochs_may_grow_on_resume_but_not_shrink_below_what_was_trained(tmp_pat
         assert json.load(f)["training"]["epochs"] == 8  # config.json says what ran
 
 
+@pytest.mark.slow
 def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path, capsys):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
     fresh = counter_settings(str(tmp_path), "r", run_options={"fresh": True}, **SMALL)
@@ -161,7 +171,8 @@ def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path, capsys):
     assert os.path.exists(tmp_path / aside[0] / "checkpoints" / "checkpoint")
 
 
-@pytest.mark.parametrize("damage", ["index", "checkpoint_file", "empty_checkpoint_file", "data", "config"])
+@pytest.mark.parametrize("damage", ["index", *(pytest.param(damage, marks=pytest.mark.slow) for damage in (
+    "checkpoint_file", "empty_checkpoint_file", "data")), "config"])
 def test_a_damaged_checkpoint_or_config_is_reported_and_not_overwritten(tmp_path, damage):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
     directory = tmp_path / "r" / "checkpoints"
@@ -208,6 +219,7 @@ def test_a_run_not_learned_by_the_restart_epoch_starts_over_as_the_next_seed(tmp
     assert sorted(os.listdir(tmp_path)) == ["direct", "r", "r.seed0-not-learned"]
 
 
+@pytest.mark.slow
 def test_a_run_above_any_restart_bound_starts_over_and_one_within_all_bounds_does_not(tmp_path, capsys):
     mse_bound = (("error", 0.99), ("mean_square_error", 0.01))
     train_counter(restart_settings(tmp_path, "r", above=mse_bound))
@@ -296,6 +308,7 @@ def event_steps(run_dir, split, tag):
     return [event.step for event in accumulator.Tensors(tag)]
 
 
+@pytest.mark.slow
 def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     """Events on disk past the last checkpoint (here: a run whose writer flushed at epoch 30 while its
     last checkpoint was 20) are dropped when it resumes, so every step shows once."""

@@ -21,6 +21,7 @@ from diy_lstm.files import FileLimitError, NotOursError
 from diy_lstm.serving.export import ExportDirError, LoadError
 from diy_lstm.serving.strings import ERROR_PREFIX
 from diy_lstm.training.checkpoints import ResumeError
+from diy_lstm.training.distribute import WorkerStartError
 from diy_lstm.training.config import ConfigError
 from diy_lstm.training.lock import RunLockedError
 from diy_lstm.training.memory import MemoryLimitError
@@ -47,6 +48,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ValueError: EXIT_BAD_INPUT,  # a task's own input errors (an unknown character, a text too short)
     ModelError: EXIT_BAD_MODEL, LoadError: EXIT_BAD_MODEL,
     ResumeError: EXIT_FAILED, RunError: EXIT_FAILED, RunLockedError: EXIT_FAILED, OutputError: EXIT_FAILED,
+    WorkerStartError: EXIT_FAILED,
     OSError: EXIT_FAILED, tf.errors.OpError: EXIT_FAILED,
 }
 

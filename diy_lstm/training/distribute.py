@@ -23,15 +23,13 @@ directory that they delete at once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import os
 import re
 import socket
-import sys
-import threading
+import time
 from typing import Callable
 
 import tensorflow as tf
@@ -120,31 +118,38 @@ def _listening(address: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def waiting_for_peers(cluster: Cluster, timeout: float, announce_after: float = 5.0):
-    """Around the strategy's start, which waits for every worker with no limit of its own: after
-    `announce_after` seconds one line says what it waits for; after `timeout` the process stops in
-    one line naming the workers that are not listening (nothing of the run is written before this)."""
-    done = threading.Event()
+class WorkerStartError(Exception):
+    """The other workers did not all start in time; nothing of the run was written."""
 
-    def watch():
-        if done.wait(announce_after):
-            return
-        print(f"waiting for the other workers of TF_CONFIG ({', '.join(f'{task} at {address}' for task, address in cluster.peers)}) "
-              f"to start; giving up after {timeout:g}s", file=sys.stderr, flush=True)
-        if done.wait(max(timeout - announce_after, 0.0)):
-            return
-        missing = [f"{task} at {address}" for task, address in cluster.peers if not _listening(address)]
-        print(f"error: {', '.join(missing) or 'a worker'} did not start within {timeout:g}s (--worker_start_timeout); "
-              "start every worker TF_CONFIG names, then rerun", file=sys.stderr, flush=True)
-        os._exit(1)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+def wait_for_peers(cluster: Cluster, timeout: float, announce_after: float = 3.0) -> None:
+    """Before the strategy starts (its own wait for the other workers has no limit and cannot be
+    interrupted from Python): listens on this worker's TF_CONFIG port and waits until every other
+    worker's port answers; says what it waits for after `announce_after` seconds, and gives up with
+    `WorkerStartError`, naming the workers that never answered, after `timeout`."""
+    port = int(cluster.address.rpartition(":")[2])
+    listener = socket.socket()
     try:
-        yield
+        listener.bind(("", port))
+    except OSError as error:
+        listener.close()
+        raise ConfigError(f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
+                          f"{error.strerror or error}; is its port free, and is this the task's machine?") from None
+    listener.listen(64)  # answered until the strategy's own server takes the port
+    started, announced = time.monotonic(), False
+    try:
+        while missing := [f"{task} at {address}" for task, address in cluster.peers if not _listening(address)]:
+            waited = time.monotonic() - started
+            if waited > timeout:
+                raise WorkerStartError(f"{', '.join(missing)} did not start within {timeout:g}s "
+                                       "(--worker_start_timeout); start every worker TF_CONFIG names, then rerun")
+            if waited > announce_after and not announced:
+                print(f"waiting for the other workers of TF_CONFIG ({', '.join(missing)}) to start; giving up after "
+                      f"{timeout:g}s", flush=True)
+                announced = True
+            time.sleep(0.2)
     finally:
-        done.set()
+        listener.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,9 +214,9 @@ def placement(name: str, cpu_devices: int = 0, worker_start_timeout: float = 300
         _PLACEMENT = Placement(name, tf.distribute.MirroredStrategy(_mirrored_devices(cpu_devices)), cpu_devices)
     else:
         cluster = read_tf_config(os.environ.get("TF_CONFIG"))
-        try:  # waits until every worker has started
-            with waiting_for_peers(cluster, worker_start_timeout):
-                strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        wait_for_peers(cluster, worker_start_timeout)
+        try:  # every worker has started: the strategy connects them
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (tf.errors.OpError, RuntimeError) as error:
             message = error.message if isinstance(error, tf.errors.OpError) else str(error)
             raise ConfigError(f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "

@@ -159,6 +159,7 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
                                               settings.run.worker_start_timeout)
         try:
             check_before_writing(settings, task, place)
+            fingerprint.check_workers_agree(place, settings, task)  # (a collective: every worker, once)
             run_dir, export_dir = run_dir_of(settings), export_dir_of(settings)
             if not place.is_chief:  # writes nothing of the run, so takes no lock on it
                 return _train_under_lock(settings, task, may_restart, restarts, stop, place)
@@ -182,7 +183,6 @@ def _train_under_lock(settings: RunSettings, task: Task, may_restart: bool, rest
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    fingerprint.check_workers_agree(place, settings, task)
     loop = TrainingLoop(settings, task, place, stop, may_restart, restarts, run_dir_of(settings),
                         export_dir_of(settings))
     return loop.train(run_config_json(settings, task))

@@ -34,7 +34,7 @@ from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E
 from tasks.counter import data_generator  # noqa: E402
 from tasks.counter.generalization import (evaluate, evaluate_patterns, format_patterns, format_table,  # noqa: E402
                                           tensorboard_run, write_tensorboard)
-from tasks.counter.serving import SIGNATURE_INPUTS  # noqa: E402
+from tasks.counter.serving import SIGNATURE_INPUTS, about, max_padded_characters  # noqa: E402
 
 MAX_CHARACTERS_HELD = 200_000_000
 DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000"]
@@ -49,7 +49,9 @@ _SAMPLING = flags.DEFINE_enum(
     "uniform: every sequence of a length equally likely; varied: each sequence draws its own character "
     "frequencies (long runs of one character, large sums).")
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 12345, "Fixes the sampled sequences.", lower_bound=0)
-_SCORE_BATCH_SIZE = flags.DEFINE_integer("score_batch_size", 500, "Sequences per call to the model.", lower_bound=1)
+_SCORE_BATCH_SIZE = flags.DEFINE_integer(
+    "score_batch_size", 500, "Sequences per call to the model (fewer where the model's padded budget says so).",
+    lower_bound=1, upper_bound=100_000)
 _PATTERN_LENGTH = flags.DEFINE_integer(
     "pattern_length", 0, "If > 0, also score each of --patterns repeated to this many characters and print the "
     "first step it gets wrong.", lower_bound=0, upper_bound=100_000)
@@ -77,11 +79,13 @@ def main(argv: list[str]) -> int:
     if _TENSORBOARD_DIR.value and os.path.exists(_TENSORBOARD_DIR.value) and not os.path.isdir(_TENSORBOARD_DIR.value):
         raise UsageError(f"--tensorboard_dir={_TENSORBOARD_DIR.value} is a file, not a directory")
     try:
-        _, signature, _ = load_serving_signature(_MODEL_DIR.value, "serving_default", SIGNATURE_INPUTS["serving_default"])
+        loaded, signature, _ = load_serving_signature(_MODEL_DIR.value, "serving_default",
+                                                      SIGNATURE_INPUTS["serving_default"])
     except LoadError as error:
         raise ModelError(str(error)) from None
+    budget = about(loaded).get("max_padded_characters", max_padded_characters(64))
     results = evaluate(signature, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
-                       _SAMPLING.value)
+                       _SAMPLING.value, budget)
     table = format_table(results, _SEQUENCES.value)
     print(table)
     pattern_table = None

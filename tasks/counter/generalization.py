@@ -16,9 +16,13 @@ from tasks.counter import data_generator
 
 
 def evaluate_length(
-    signature, length: int, count: int, seed: int, batch_size: int, sampling: str = "uniform"
+    signature, length: int, count: int, seed: int, batch_size: int, sampling: str = "uniform",
+    max_padded_characters: int | None = None,
 ) -> dict[str, float]:
-    """`error`, `error_per_step` and `mean_square_error` of `count` random sequences of `length`."""
+    """`error`, `error_per_step` and `mean_square_error` of `count` random sequences of `length`,
+    scored `batch_size` at a time (fewer if `batch_size × length` exceeds `max_padded_characters`)."""
+    if max_padded_characters is not None:
+        batch_size = max(1, min(batch_size, max_padded_characters // length))
     rng = np.random.default_rng([seed, length])
     sequences = data_generator.sample_sequences(length, count, rng, sampling)
     final_misses = step_misses = 0
@@ -40,10 +44,12 @@ def evaluate_length(
 
 
 def evaluate(
-    signature, lengths: list[int], count: int, seed: int, batch_size: int, sampling: str = "uniform"
+    signature, lengths: list[int], count: int, seed: int, batch_size: int, sampling: str = "uniform",
+    max_padded_characters: int | None = None,
 ) -> dict[int, dict]:
     """`evaluate_length` for every length, in order."""
-    return {length: evaluate_length(signature, length, count, seed, batch_size, sampling) for length in lengths}
+    return {length: evaluate_length(signature, length, count, seed, batch_size, sampling, max_padded_characters)
+            for length in lengths}
 
 
 def evaluate_patterns(signature, patterns: list[str], length: int) -> dict[str, dict]:

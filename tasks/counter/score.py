@@ -32,7 +32,7 @@ tf = quiet.import_tensorflow()
 from diy_lstm.cli import main as cli  # noqa: E402
 from diy_lstm.cli.errors import ModelError, OutputError, UsageError, graph_error_message  # noqa: E402
 from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E402
-from tasks.counter.serving import MAX_PADDED_CHARACTERS, SIGNATURE_INPUTS, checked_lengths  # noqa: E402
+from tasks.counter.serving import SIGNATURE_INPUTS, about, max_padded_characters  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a SavedModel written by train.py.")
 _REFERENCE = flags.DEFINE_string(
@@ -71,12 +71,12 @@ def resolve_reference(spec: str | None) -> Callable[[str], int] | None:
 
 @functools.lru_cache(maxsize=4)
 def _load(model_dir: str):
-    """The serving signature of `model_dir` and the lengths it was checked on, loaded once per process."""
+    """The serving signature of `model_dir` and what its `about` signature says, loaded once per process."""
     try:
         loaded, signature, _ = load_serving_signature(model_dir, "serving_default", SIGNATURE_INPUTS["serving_default"])
     except LoadError as error:
         raise ModelError(str(error)) from None
-    return signature, checked_lengths(loaded)
+    return signature, about(loaded)
 
 
 def shown_sequence(number: int, text: str) -> str:
@@ -86,14 +86,15 @@ def shown_sequence(number: int, text: str) -> str:
 class Scorer:
     """The serving signature of a SavedModel, called on batches whose padding stays bounded.
 
-    Sequences are sorted by length and cut into batches of at most `MAX_PADDED_CHARACTERS`
-    (sequences × the longest), so one long sequence among many short ones costs its own length, not
+    Sequences are sorted by length and cut into batches of at most the model's
+    `max_padded_characters` (sequences × the longest), so one long sequence among many short ones costs its own length, not
     the batch's size times it.
     """
 
     def __init__(self, model_dir: str, reference_spec: str | None = None):
         self.reference = resolve_reference(reference_spec)
         self.signature, self.checked = _load(model_dir)
+        self.budget = self.checked.get("max_padded_characters", max_padded_characters(64))
         self.noted = False
 
     def predictions(self, sequences: list[str], first_number: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +106,7 @@ class Scorer:
         start = 0
         while start < len(order):
             stop = start + 1  # grow the batch while its padded size stays within the budget
-            while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] <= MAX_PADDED_CHARACTERS:
+            while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] <= self.budget:
                 stop += 1
             batch = order[start:stop]
             texts = [sequences[i] for i in batch]

@@ -9,10 +9,11 @@ The character table (character -> feature vector) is passed in by the caller and
 Signatures (the first two return the same dict of dense tensors):
   serving_default(sequences: string [batch])            raw strings, any lengths in one batch
   score_encoded(inputs: float32 [batch, time, features]) already-encoded sequences, all full length
-  checked_lengths()                                     what the model was trained and checked on:
+  about()                                               what the model was trained and checked on:
       trained_lengths        int32 [2]  the shortest and longest training length
       validated_exact_up_to  int32 []   the longest length at which it scored fresh sequences with
                                         no wrong step (0: not checked beyond training)
+      max_padded_characters  int64 []   what one call may score: sequences × the longest of them
 
   step_predictions          float32 [batch, max_time]  prediction after every step, 0 past the end
   lengths                   int32   [batch]
@@ -21,8 +22,9 @@ Signatures (the first two return the same dict of dense tensors):
 
 Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
 the sequence, the character's code point and its position from 1, e.g. `unknown character U+0078 at
-position 2 of sequences[0]`. One call scores at most `MAX_PADDED_CHARACTERS` (sequences × the
-longest); the command line splits larger inputs into calls of that size.
+position 2 of sequences[0]`. One call scores at most `max_padded_characters` (sequences × the
+longest; `STATE_VALUES_PER_CALL` over the model's units, so a call's memory is bounded whatever its
+size); the command line splits larger inputs into calls of that size.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ from diy_lstm.rnn import final_step
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
-MAX_PADDED_CHARACTERS = 20_000_000
+STATE_VALUES_PER_CALL = 100_000_000  # characters × units of one call: about 1.6 GB of float32 states
+
+
+def max_padded_characters(units: int) -> int:
+    """What one call may score (sequences × the longest) for a model of `units` per layer."""
+    return STATE_VALUES_PER_CALL // units
 
 
 class SequenceScorer(tf.Module):
@@ -63,18 +70,20 @@ class SequenceScorer(tf.Module):
         self.codes = tf.constant([list(encoding[c]) for c in characters] + [[0.0] * features], dtype=tf.float32)
         self.trained_lengths = tf.constant(list(trained_lengths), tf.int32)
         self.validated_exact_up_to = tf.constant(validated_exact_up_to, tf.int32)
+        self.max_padded_characters = max_padded_characters(model.config.units * model.config.num_layers)
 
     @tf.function(input_signature=[], autograph=False)
-    def checked(self) -> dict[str, tf.Tensor]:
-        """What the model was trained and checked on (module docstring)."""
+    def about(self) -> dict[str, tf.Tensor]:
+        """What the model was trained and checked on, and what one call may score (module docstring)."""
         return {"trained_lengths": tf.identity(self.trained_lengths),
-                "validated_exact_up_to": tf.identity(self.validated_exact_up_to)}
+                "validated_exact_up_to": tf.identity(self.validated_exact_up_to),
+                "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)
     def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores raw strings, `[batch]`, of any lengths."""
         ids, lengths, checks = self.characters.ids(sequences, "sequences",
-                                                   max_padded_characters=MAX_PADDED_CHARACTERS)
+                                                   max_padded_characters=self.max_padded_characters)
         with tf.control_dependencies(checks):
             dense_ids = ids.to_tensor(default_value=self.characters.size)  # [batch, max_time]; padding row
         # An empty batch still gets one (padding) step, so the time loop has something to run.
@@ -112,14 +121,11 @@ class SequenceScorer(tf.Module):
         """The SavedModel's signatures: `serving_default` (raw strings) and `score_encoded`."""
         return {"serving_default": self.score_strings.get_concrete_function(),
                 "score_encoded": self.score_encoded.get_concrete_function(),
-                "checked_lengths": self.checked.get_concrete_function()}
+                "about": self.about.get_concrete_function()}
 
 
-def checked_lengths(loaded) -> dict[str, object]:
-    """`{"trained_lengths": [lo, hi], "validated_exact_up_to": n}` of a loaded SavedModel ({} for a
-    model exported before it recorded them)."""
-    if "checked_lengths" not in loaded.signatures:
+def about(loaded) -> dict[str, object]:
+    """What the `about` signature of a loaded counter SavedModel says ({} for one without it)."""
+    if "about" not in loaded.signatures:
         return {}
-    values = loaded.signatures["checked_lengths"]()
-    return {"trained_lengths": values["trained_lengths"].numpy().tolist(),
-            "validated_exact_up_to": int(values["validated_exact_up_to"].numpy())}
+    return {name: value.numpy().tolist() for name, value in loaded.signatures["about"]().items()}

@@ -13,11 +13,12 @@ The vocabulary (id -> character) is passed in by the caller and lives in the gra
 `generate` feeds each prompt through the cell from the zero state (an empty prompt: the zero state
 itself), then samples one character at a time from softmax(logits / temperature) and feeds it back,
 all in one `tf.while_loop`; temperature 0 takes the most likely character. Sampling is stateless,
-seeded by `(seed, step)`: the same seed gives the same text. `score` reads its texts in windows of
-`SCORE_WINDOW` characters, carrying the state, so its memory grows with the text's length, not with
-length × vocabulary. Bad input fails with an `InvalidArgumentError` whose message starts with
-`ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at position 3 of prompt[0]`); one
-call takes at most `MAX_PROMPT_CHARACTERS` (prompts × the longest) or `MAX_SCORED_CHARACTERS`.
+seeded by `(seed, step)`: the same seed gives the same text. `score` reads its texts in windows (at
+most `SCORE_WINDOW` characters, fewer for a large batch), carrying the state, so its memory grows
+with the texts' length, not with length × vocabulary. Bad input fails with an `InvalidArgumentError`
+whose message starts with `ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at
+position 3 of prompt[0]`); one call takes at most `MAX_SCORED_CHARACTERS` (texts × the longest) to
+score, and prompts of at most `ONE_HOT_VALUES // vocabulary` characters (prompts × the longest).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",)}
 MAX_GENERATED_CHARACTERS = 1_000_000
-MAX_PROMPT_CHARACTERS = 1_000_000  # prompts × the longest of them, in one call
+MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
 MAX_SCORED_CHARACTERS = 20_000_000  # texts × the longest of them, in one call
+ONE_HOT_VALUES = 200_000_000  # characters × vocabulary read at once (prompts, a window of scored text)
 SCORE_WINDOW = 4096
 
 
@@ -55,6 +57,7 @@ class TextGenerator(tf.Module):
         self.model = model
         self.vocabulary_size = size
         self.characters = CharacterTable(characters)
+        self.max_prompt_characters = ONE_HOT_VALUES // size
 
     def signatures(self) -> dict:
         return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function()}
@@ -85,7 +88,7 @@ class TextGenerator(tf.Module):
         autograph=False)
     def generate(self, prompt, num_chars, temperature, seed):
         ids, lengths, checks = self.characters.ids(prompt, "prompt", minimum_length=0,
-                                                   max_padded_characters=MAX_PROMPT_CHARACTERS)
+                                                   max_padded_characters=self.max_prompt_characters)
         checks += [
             tf.debugging.Assert(tf.logical_and(num_chars >= 0, num_chars <= MAX_GENERATED_CHARACTERS), [
                 f"{ERROR_PREFIX}num_chars must be in [0, {MAX_GENERATED_CHARACTERS}], got", num_chars]),
@@ -142,15 +145,16 @@ class TextGenerator(tf.Module):
         """ln p(targets[:, t] | inputs[:, ..t]) `[batch, time]`, window by window with the state carried."""
         steps = tf.shape(inputs)[1]
         units, batch = self.model.config.units, tf.shape(inputs)[0]
+        window = tf.clip_by_value(ONE_HOT_VALUES // (tf.maximum(batch, 1) * self.vocabulary_size), 1, SCORE_WINDOW)
         zeros = tf.zeros(tf.stack([batch, units]), self.model.dtype)
         states = tuple(LSTMState(zeros, zeros) for _ in self.model.layers)
 
         def body(start, states, written):
-            stop = tf.minimum(start + SCORE_WINDOW, steps)
+            stop = tf.minimum(start + window, steps)
             output = self.model.run(self._one_hot(inputs[:, start:stop]), initial_states=states, keep_states=True)
             log_probs = tf.nn.log_softmax(tf.cast(output.predictions, tf.float32))  # [batch, window, vocabulary]
             picked = tf.gather(log_probs, targets[:, start:stop], batch_dims=2)  # [batch, window]
-            return stop, output.final_states(), written.write(start // SCORE_WINDOW, tf.transpose(picked))
+            return stop, output.final_states(), written.write(start // window, tf.transpose(picked))
 
         written = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, None])
         _, _, written = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), states, written))

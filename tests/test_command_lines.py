@@ -1,0 +1,128 @@
+"""The command lines as a careless user meets them: one line, the right exit code, the right character."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from conftest import QUIET_TF, ROOT, counter_settings, run_python, train_counter
+from test_fuzz import run_score
+
+
+def closed_stdout(args, cwd=ROOT):
+    """`python ARGS >&-`: the command starts with file descriptor 1 closed."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ, **QUIET_TF}, stderr=subprocess.PIPE,
+                          text=True, timeout=300, preexec_fn=lambda: os.close(1))
+
+
+@pytest.mark.slow
+def test_a_closed_standard_output_is_one_line_or_no_trouble(tmp_path, small_export):
+    trained = closed_stdout(["train.py", "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"])
+    assert trained.returncode == 0 and trained.stderr == "", trained.stderr  # progress goes nowhere, the run is whole
+    assert (tmp_path / "r" / "saved_model" / "saved_model.pb").exists()
+    scored = closed_stdout(["-m", "tasks.counter.score", f"--model_dir={small_export}", "+-"])
+    assert scored.returncode == 1 and scored.stderr == \
+        "error: standard output is closed: there is nowhere to write the result\n"
+
+
+@pytest.mark.slow
+def test_generate_prompts_of_any_characters_and_outputs_that_fail_are_one_line(small_text_export):
+    for prompt, message in (("One\x01", "error: unknown character '\\x01' (U+0001) at position 4 of --prompt"),
+                            ("One\u00a0", "error: unknown character '\\xa0' (U+00A0) at position 4 of --prompt"),
+                            ("One😀", "error: unknown character '😀' (U+1F600) at position 4 of --prompt")):
+        result = run_python(["-m", "tasks.text.generate", f"--model_dir={small_text_export}", f"--prompt={prompt}"])
+        assert (result.returncode, result.stdout) == (2, "") and result.stderr.startswith(message), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    invalid = subprocess.run([sys.executable, "-m", "tasks.text.generate", f"--model_dir={small_text_export}",
+                              b"--prompt=One\xff"], cwd=ROOT, env={**os.environ, **QUIET_TF}, capture_output=True)
+    assert invalid.returncode == 2 and invalid.stderr == b"error: invalid UTF-8 byte 0xFF at position 4 of --prompt\n"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "tasks.text.generate", f"--model_dir={small_text_export}"],
+                                cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=full, stderr=subprocess.PIPE,
+                                text=True)
+    assert result.returncode == 1 and result.stderr == "error: cannot write the output: No space left on device\n"
+    default = run_python(["-m", "tasks.text.generate", f"--model_dir={small_text_export}", "--num_chars=20"])
+    assert default.returncode == 0 and default.stderr == "" and len(default.stdout) == 21  # from nothing, no newline in it
+
+
+def test_the_scorer_names_characters_beyond_u_ffff_and_user_code_that_fails(small_export, tmp_path, monkeypatch):
+    code, _, stderr = run_score([f"--model_dir={small_export}", "+😀-"])
+    assert code == 2 and stderr == "error: unknown character '😀' (U+1F600) at position 2 of sequence 1 '+😀-'; " \
+        "allowed: 0 + - I\n"
+    (tmp_path / "refs.py").write_text("not_callable = 3\ndef two(a, b):\n    return 0\ndef fails(s):\n    raise "
+                                      "KeyError(s)\n")
+    (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('broken module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for reference, message in (("refs:not_callable", "--reference=refs:not_callable is not a function of one sequence"),
+                               ("refs:two", "--reference=refs:two is not a function of one sequence"),
+                               ("raises_on_import:f", "--reference=raises_on_import:f: importing raises_on_import "
+                                                      "raised RuntimeError: broken module"),
+                               ("refs:fails", "--reference raised KeyError on '+-': '+-'")):
+        code, stdout, stderr = run_score([f"--model_dir={small_export}", f"--reference={reference}", "+-"])
+        assert (code, stdout, stderr) == (2, "", f"error: {message}\n")
+
+
+def test_the_scorer_notes_a_sequence_longer_than_the_model_was_checked_on(short_run):
+    from tasks.counter.serving import about
+
+    checked = about(tf.saved_model.load(short_run["export_dir"]))
+    assert checked["trained_lengths"] == [6, 6]
+    limit = checked["validated_exact_up_to"]
+    code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", "+" * 6])
+    assert code == 0 and stderr == ""
+    if limit:  # a model checked on long sequences says how far
+        code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", "+" * (limit + 1)])
+        assert code == 0 and stderr.startswith(f"note: a sequence has {limit + 1:,} characters; this model was trained "
+                                               f"on lengths 6..6 and checked exact up to {limit:,}")
+
+
+@pytest.mark.slow
+def test_a_garbage_checkpoint_index_is_exactly_one_line(tmp_path):
+    first = run_python(["train.py", "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"])
+    assert first.returncode == 0
+    (tmp_path / "r" / "checkpoints" / "checkpoint").write_text("garbage{{{")
+    again = run_python(["train.py", "--lstm_size=2", "--epochs=2", f"--logdir={tmp_path}", "--run_name=r"])
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.startswith("error: cannot restore checkpoint: ") and len(again.stderr.splitlines()) == 1
+
+
+def events(directory, kind):
+    accumulator = event_accumulator.EventAccumulator(directory)
+    accumulator.Reload()
+    return accumulator
+
+
+def test_a_run_that_stops_before_its_first_checkpoint_starts_its_events_again_once(tmp_path):
+    """HParams and the graph are written at step 0; a run stopped before it checkpointed (here: it
+    diverged in its first epoch) and started again shows each once."""
+    from test_reliability import PoisonedFromTheStart
+
+    settings = counter_settings(str(tmp_path), "r", units=2, epochs=2, run_options={"checkpoint_every": 2})
+    from diy_lstm.training import run
+
+    with pytest.raises(run.RunError):
+        run.train(settings, PoisonedFromTheStart(settings.data))
+    assert train_counter(settings).outcome == run.COMPLETED
+    top = [e for e in tf.compat.v1.train.summary_iterator(_only_file(tmp_path / "r")) if e.summary.value]
+    assert [value.tag for e in top for value in e.summary.value].count("_hparams_/session_start_info") == 1
+    graphs = [e for e in tf.compat.v1.train.summary_iterator(_only_file(tmp_path / "r" / "train")) if e.graph_def]
+    assert len(graphs) == 1
+
+
+def _only_file(directory):
+    names = [name for name in os.listdir(directory) if ".tfevents." in name]
+    assert len(names) >= 1
+    return str(directory / sorted(names)[-1]) if len(names) == 1 else _merged(directory, names)
+
+
+def _merged(directory, names):
+    """Several event files (one per process): read as one, in order."""
+    merged = directory / "merged.tfevents.check"
+    with tf.io.TFRecordWriter(str(merged)) as writer:
+        for name in sorted(names):
+            for record in tf.data.TFRecordDataset(str(directory / name)):
+                writer.write(record.numpy())
+    return str(merged)
