@@ -36,6 +36,7 @@ tf = quiet.import_tensorflow()
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from benchmarks import peers  # noqa: E402
 from diy_lstm.training import machine  # noqa: E402
 from tasks.text.serving import TextGenerator  # noqa: E402
 from diy_lstm.keras_interop import save_to_keras  # noqa: E402
@@ -118,55 +119,40 @@ def keras_stateful(size: int, units: int, layers: int, batch: int, tuned: bool):
     return model, tf.function(step, jit_compile=tuned, autograph=False), optimizer
 
 
-def keras_fit_model(size: int, units: int, layers: int):
-    import keras
-
-    model = keras.Sequential([keras.Input((None, size)), *[keras.layers.LSTM(units, return_sequences=True)
-                                                            for _ in range(layers)], keras.layers.Dense(size)])
-    model.compile(optimizer=keras.optimizers.Adam(_LEARNING_RATE.value, global_clipnorm=CLIP_NORM),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
-def interleaved_medians(functions: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    timings = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            timings[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in timings.items()}
+def text_step_flops(vocabulary: int, units: int, layers: int, time_steps: int, batch: int) -> float:
+    """Matmul FLOPs of one training step (forward, and twice that backward): the recurrent matmul of
+    every layer, the input matmul of layers above the first (the first reads ids: a gather), the readout."""
+    forward = time_steps * batch * 2.0 * (layers * units * 4 * units + (layers - 1) * units * 4 * units
+                                          + units * vocabulary)
+    return 3 * forward
 
 
 def measure_steps() -> list[dict]:
+    """Our step against every peer (`benchmarks/peers.py`), 1 and 2 layers, interleaved."""
     s = sizes()
     task = text_task(s["batch"], s["time"])
     size = len(task.vocabulary)
     start, stop = task.windows[0]
-    inputs = tf.constant(task.train_streams[:, start:stop], tf.int32)
-    targets = tf.constant(task.train_streams[:, start + 1:stop + 1], tf.int32)
-    one_hot = tf.one_hot(inputs, size)
+    ids, targets = task.train_streams[:, start:stop], task.train_streams[:, start + 1:stop + 1]
+    rate = peers.large_matmul_rate(256 if _QUICK.value else 1024)
     rows = []
     for layers in (1, 2):
-        our_step = ours(task, s["units"], layers)[1].train_step
-        _, tuned_step, _ = keras_stateful(size, s["units"], layers, s["batch"], tuned=True)
-        zeros = [tf.zeros([s["batch"], s["units"]])] * (2 * layers)
-        fit_model = keras_fit_model(size, s["units"], layers)
-        functions = {
-            "ours": lambda: float(our_step(inputs, targets, tf.constant(False))),
-            "keras_fit": lambda: float(fit_model.train_on_batch(one_hot, targets)),
-            "keras_tuned": lambda: float(tuned_step(inputs, targets, zeros)[0]),
-        }
-        medians = interleaved_medians(functions, 2 if _QUICK.value else _REPEATS.value)
-        row = {"layers": layers, **s, "vocabulary": size, "ms": {k: 1e3 * v for k, v in medians.items()},
-               "ratio": {k: medians[k] / medians["ours"] for k in ("keras_fit", "keras_tuned")}}
-        print(f"layers {layers}: ours {row['ms']['ours']:.1f} ms, keras_fit {row['ms']['keras_fit']:.1f} ms "
-              f"(ratio {row['ratio']['keras_fit']:.2f}), keras_tuned {row['ms']['keras_tuned']:.1f} ms "
-              f"(ratio {row['ratio']['keras_tuned']:.2f}); {s['batch'] * s['time'] / medians['ours']:,.0f} chars/s "
-              "trained (ours)", flush=True)
+        trainer = ours(task, s["units"], layers)[1]
+        batch = (tf.constant(ids, tf.int32), tf.constant(targets, tf.int32), tf.constant(False))
+        steps = {"ours": lambda trainer=trainer, batch=batch: trainer.train_step(*batch)}
+        steps.update(peers.keras_text_steps(size, s["units"], layers, ids, targets))
+        if (flax := peers.flax_text_step(size, s["units"], layers, ids, targets)) is not None:
+            steps["flax"] = flax
+        medians = peers.interleaved_medians(steps, 2 if _QUICK.value else _REPEATS.value)
+        ms = {name: 1e3 * seconds for name, seconds in medians.items()}
+        peer, peer_ms = peers.fastest_peer(ms)
+        row = {"layers": layers, **s, "vocabulary": size, "ms": ms, "fastest_peer": peer,
+               "speedup": peer_ms / ms["ours"], "matmul_gflops": rate / 1e9,
+               "gflops": text_step_flops(size, s["units"], layers, s["time"], s["batch"]) / medians["ours"] / 1e9}
+        print(f"layers {layers}: ours {ms['ours']:.1f} ms; " + ", ".join(
+            f"{name} {value:.1f}" for name, value in ms.items() if name != "ours")
+              + f"; fastest peer {peer}: speedup {row['speedup']:.2f}; {row['gflops']:.1f} GFLOP/s "
+              f"(machine {row['matmul_gflops']:.0f})", flush=True)
         rows.append(row)
     return rows
 
@@ -289,7 +275,7 @@ def generation_speed() -> list[dict]:
     chars = 50 if _QUICK.value else 1000
     for batch in (1, 64):
         prompts = tf.constant([task.split_texts["train"][:5]] * batch)
-        seconds = interleaved_medians({"generate": lambda: generator.generate(prompts, chars, 0.8, 0)["text"].numpy()},
+        seconds = peers.interleaved_medians({"generate": lambda: generator.generate(prompts, chars, 0.8, 0)["text"].numpy()},
                                       2 if _QUICK.value else 5, 1)["generate"]
         rows.append({"batch": batch, "chars": chars, "seconds": seconds, "chars_per_second": batch * chars / seconds})
         print(f"generate, batch {batch}: {batch * chars / seconds:,.0f} characters/s ({chars} each, "

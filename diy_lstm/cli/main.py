@@ -63,7 +63,11 @@ def train_each(runs: Iterable[tuple[RunSettings, Task]], summarize: Callable[[Ru
         if result.outcome == INTERRUPTED:
             return EXIT_INTERRUPTED
         resumed, epochs = result.resumed_from_epoch, result.epochs
-        if resumed == epochs:
+        if result.stopped_at_goal and resumed == result.completed_epochs:
+            trained = f"no epochs left to train (the run had reached its goal at epoch {resumed})"
+        elif result.stopped_at_goal:
+            trained = f"the goal at epoch {result.completed_epochs} of {epochs} (stopped there)"
+        elif resumed == epochs:
             trained = f"no epochs left to train (the run had completed all {epochs})"
         else:
             trained = f"epochs {resumed + 1}..{epochs}" if resumed else f"{epochs} epochs"

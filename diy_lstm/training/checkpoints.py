@@ -40,7 +40,10 @@ class RunCheckpoint:
     def __init__(self, run_dir: str, model: tf.Module, optimizer: tf.Module, max_to_keep: int = 3,
                  scratch_dir: str | None = None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+        # Set when the run stopped at its goal (`TrainingConfig.stop_at_goal`): nothing is left to train.
+        self.reached_goal = tf.Variable(False, trainable=False, name="reached_goal")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
+                                              reached_goal=self.reached_goal)
         self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
         self.scratch_dir = scratch_dir
         self.manager = None
@@ -77,9 +80,10 @@ class RunCheckpoint:
             raise ResumeError(f"cannot restore checkpoint {self.latest}: {_first_line(error)}") from None
         return int(self.epoch.numpy())
 
-    def save(self, completed_epochs: int) -> str | None:
+    def save(self, completed_epochs: int, reached_goal: bool = False) -> str | None:
         """Saves (the chief) or saves to the scratch directory and deletes it (another worker)."""
         self.epoch.assign(completed_epochs)
+        self.reached_goal.assign(reached_goal)
         if self.manager is not None:
             return self.manager.save(checkpoint_number=completed_epochs)
         files.make_marked_dir(self.scratch_dir)

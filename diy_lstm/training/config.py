@@ -58,6 +58,10 @@ class TrainingConfig:
     preactivation_noise: standard deviation of Gaussian noise added to every gate preactivation in
       training steps (never when evaluating or serving); 0 for none.
     noise_free_epochs: the last this many epochs train without that noise.
+    noise_distribution: "normal" (Gaussian) or "uniform" (on ±√3 × the standard deviation, a quarter
+      of the cost to draw).
+    stop_at_goal: stop (checkpoint and export) at the first evaluation at which the task's goal holds
+      (`Task.goal_reached`), instead of training all `epochs`.
     seed: fixes the data order, the initial weights and the noise.
     backprop, inline_loops, jit_compile: how the step runs: hand-written BPTT or autodiff; short
       fixed-length loops written out as straight-line ops; XLA ("auto": when every batch has one
@@ -73,6 +77,8 @@ class TrainingConfig:
     clip_norm: float | None = None
     preactivation_noise: float = 0.0
     noise_free_epochs: int = 0
+    noise_distribution: str = "normal"
+    stop_at_goal: bool = False
     seed: int = 0
     backprop: str = may_change("bptt")
     inline_loops: bool = may_change(True)
@@ -90,6 +96,8 @@ class TrainingConfig:
         _check(0 <= self.noise_free_epochs <= self.epochs, "noise_free_epochs", self.noise_free_epochs,
                "in [0, epochs]")
         _check(0 <= self.seed < 2**31, "seed", self.seed, "in [0, 2^31)")
+        _check(self.noise_distribution in ("normal", "uniform"), "noise_distribution", self.noise_distribution,
+               "normal or uniform")
         _check(self.backprop in BACKPROP_MODES, "backprop", self.backprop, f"one of {BACKPROP_MODES}")
         _check(self.jit_compile in JIT_COMPILE_MODES, "jit_compile", self.jit_compile, f"one of {JIT_COMPILE_MODES}")
 

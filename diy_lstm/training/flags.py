@@ -43,6 +43,11 @@ _PREACTIVATION_NOISE = flags.DEFINE_float(
     "preactivation_noise", 0.0, "Std of Gaussian noise on every gate preactivation in training, in [0, 100].")
 _NOISE_FREE_EPOCHS = flags.DEFINE_integer(
     "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise.", lower_bound=0)
+_NOISE_DISTRIBUTION = flags.DEFINE_enum(
+    "noise_distribution", "normal", ["normal", "uniform"],
+    "normal, or uniform on ±√3 × --preactivation_noise (the same spread, a quarter of the cost to draw).")
+_STOP_AT_GOAL = flags.DEFINE_boolean(
+    "stop_at_goal", False, "Stop (checkpoint and export) at the first evaluation that reaches the task's goal.")
 _SEED = flags.DEFINE_integer(
     "seed", 0, "Fixes the data, the initial weights, the batch order and the noise.", lower_bound=0,
     upper_bound=2**31 - 1)
@@ -102,6 +107,7 @@ def training_config() -> TrainingConfig:
         epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
         learning_rate_decay=_LEARNING_RATE_DECAY.value, weight_decay=_WEIGHT_DECAY.value, clip_norm=_CLIP_NORM.value,
         preactivation_noise=_PREACTIVATION_NOISE.value, noise_free_epochs=_NOISE_FREE_EPOCHS.value,
+        stop_at_goal=_STOP_AT_GOAL.value, noise_distribution=_NOISE_DISTRIBUTION.value,
         seed=_SEED.value, backprop=_BACKPROP.value, inline_loops=_INLINE_LOOPS.value, jit_compile=_JIT_COMPILE.value)
 
 

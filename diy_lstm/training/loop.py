@@ -7,12 +7,13 @@ The end of an epoch is a list of `Action`s, run in order when their `Cadence` is
     loss is finite       every epoch        a NaN or Inf stops the run (the last checkpoint untouched)
     learning rate        every epoch        the schedule's rate for the next epoch
     evaluation           --eval_every, the last and the restart epoch   scalars, goal, progress line
+                         (with `stop_at_goal`, the goal ends the try: checkpointed, then exported)
     gate heat maps       --image_every and the last
     text samples         --sample_every
     restart check        the restart epoch  a try that has not learned is given up
-    stop agreement       every epoch        Ctrl-C on any worker stops every worker together
+    stop agreement       every epoch        Ctrl-C on any worker (or the chief's goal) stops every worker together
     histograms           --histogram_every and the last
-    checkpoint           --checkpoint_every, the last, and when stopping
+    checkpoint           --checkpoint_every, the last, and when stopping or at the goal
     stop                 when stopping      interrupted, with its checkpoint
 
 What only the chief writes goes through its sink (`sink.py`), which does nothing on other workers;
@@ -43,17 +44,20 @@ from diy_lstm.training.trainer import Trainer
 @dataclasses.dataclass
 class EpochEnd:
     """What the actions at the end of an epoch know: the epochs completed, the last step's loss, and
-    what earlier actions found (the evaluation's metrics, whether every worker is stopping)."""
+    what earlier actions found (the evaluation's metrics, whether every worker is stopping, whether
+    the try is done at its goal)."""
 
     epoch: int
     loss: float
     metrics: Metrics | None = None
     stopping: bool = False
+    at_goal: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Cadence:
-    """Due at every `every`-th epoch (0: never), at the epochs in `at`, and when stopping if `stopping`."""
+    """Due at every `every`-th epoch (0: never), at the epochs in `at`, and when stopping or at the
+    goal if `stopping`."""
 
     every: int = 1
     at: tuple[int, ...] = ()
@@ -61,7 +65,7 @@ class Cadence:
 
     def due(self, end: EpochEnd) -> bool:
         return (self.every > 0 and end.epoch % self.every == 0) or end.epoch in self.at or (
-            self.stopping and end.stopping)
+            self.stopping and (end.stopping or end.at_goal))
 
 
 NEVER = Cadence(every=0)
@@ -106,16 +110,18 @@ class TrainingLoop:
         jit_compile = {"true": True, "false": False}.get(training.jit_compile, task.fixed_length)
         self.trainer = Trainer(self.model, self.optimizer, task.loss, jit_compile, training.clip_norm,
                                training.preactivation_noise, training.seed,
-                               strategy=place.strategy if place.distributed else None)
+                               strategy=place.strategy if place.distributed else None,
+                               noise_distribution=training.noise_distribution)
         self.start_epoch = self._restore()
         if self.start_epoch > training.epochs:
             raise ResumeError(f"{run_dir} has already trained {self.start_epoch} epochs; --epochs={training.epochs} "
                               "would undo them: give at least that many, or --fresh to start over")
         sink_kind = RunSink if place.is_chief else SilentSink
-        self.sink = sink_kind(run_dir, training.epochs, self.start_epoch)
+        self.sink = sink_kind(run_dir, training.epochs, self.start_epoch, task.evaluated_splits)
         self.started = time.perf_counter()
         self.completed = self.start_epoch
         self.goal: GoalReached | None = None
+        self.stopped_at_goal = bool(self.checkpoint.reached_goal.numpy())  # a rerun of a run done at its goal
 
     def train(self, config: dict) -> RunResult:
         """Trains the remaining epochs and exports; `config` is the run's config.json."""
@@ -147,6 +153,8 @@ class TrainingLoop:
     def _epochs(self) -> RunResult | None:
         """Every remaining epoch and its end-of-epoch actions; a result if one of them ended the try."""
         training, restart_epoch = self.settings.training, self.settings.run.restart.epoch
+        if self.stopped_at_goal:
+            return None  # nothing is left to train
         if 0 < self.start_epoch == restart_epoch and self.place.is_chief:  # stopped right at the check
             resumed_at = EpochEnd(self.start_epoch, math.nan, metrics=self.task.evaluate(self.model))
             if stopped := self._check_restart(resumed_at):
@@ -160,6 +168,9 @@ class TrainingLoop:
             for action in actions:
                 if action.cadence.due(end) and (stopped := action.run(end)) is not None:
                     return stopped
+            if end.at_goal:
+                self.stopped_at_goal = True
+                return None
         return None
 
     def _steps(self, batches: Iterator, epoch: int) -> float:
@@ -209,6 +220,7 @@ class TrainingLoop:
         self.sink.scalars(end.metrics, end.epoch)
         if self.goal is None and self.task.goal_reached(end.metrics):
             self.goal = GoalReached(end.epoch, self._seconds())
+        end.at_goal = self.settings.training.stop_at_goal and self.task.goal_reached(end.metrics)
         self.sink.progress(end.epoch, {**self.task.progress(end.metrics), "time": f"{self._seconds():.1f}s"})
 
     def _draw_gates(self, end: EpochEnd) -> None:
@@ -245,14 +257,16 @@ class TrainingLoop:
         return None
 
     def _agree_to_stop(self, end: EpochEnd) -> None:
-        end.stopping = any(distribute.from_every_worker(self.place, int(self.stop.requested)))
+        asked = distribute.lists_from_every_worker(self.place, [int(self.stop.requested), int(end.at_goal)])
+        end.stopping = any(values[0] for values in asked)
+        end.at_goal = any(values[1] for values in asked) and not end.stopping  # the chief's goal, for every worker
 
     def _write_histograms(self, end: EpochEnd) -> None:
         _, gradients = self.trainer.gradients(*distribute.split_batch(self.place, self.task.histogram_batch()))
         self.sink.histograms(self.model.trainable_variables, gradients, end.epoch)
 
     def _save(self, end: EpochEnd) -> None:
-        self.checkpoint.save(end.epoch)
+        self.checkpoint.save(end.epoch, reached_goal=end.at_goal)
         self.sink.flush()
 
     def _interrupted(self, end: EpochEnd) -> RunResult:
@@ -280,7 +294,8 @@ class TrainingLoop:
         return RunResult(outcome=outcome, run_dir=self.run_dir, seed=self.settings.training.seed,
                          epochs=self.settings.training.epochs, resumed_from_epoch=self.start_epoch,
                          completed_epochs=self.completed, seconds=self._seconds(), goal_reached=self.goal,
-                         restarts=self.restarts, machine=machine.describe(), **fields)
+                         restarts=self.restarts, machine=machine.describe(), stopped_at_goal=self.stopped_at_goal,
+                         **fields)
 
     def _restore(self) -> int:
         """The completed epochs of the latest checkpoint, restored. With several workers the chief

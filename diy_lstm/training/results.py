@@ -51,6 +51,7 @@ class RunResult:
     restarts: tuple[GivenUp, ...] = ()
     given_up: GivenUp | None = None
     machine: dict = dataclasses.field(default_factory=dict)
+    stopped_at_goal: bool = False  # it stopped at its goal (`stop_at_goal`) before `epochs`
 
     @property
     def seconds_in_all(self) -> float:

@@ -36,8 +36,8 @@ class RunSink:
 
     writes = True
 
-    def __init__(self, run_dir: str, epochs: int, start_epoch: int):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: str, epochs: int, start_epoch: int, splits: tuple[str, ...] = (TRAIN, VALIDATION)):
+        self.run_dir, self.splits = run_dir, splits
         self.writers: RunWriters | None = None  # made by `start`, once the old event files are trimmed
         self.progress_line = Progress(total=epochs, start=start_epoch)
         self._graph_due = start_epoch == 0
@@ -50,11 +50,11 @@ class RunSink:
                 "first_seed": restarts[0].seed, "given_up": [dataclasses.asdict(r) for r in restarts]})
         # What a stopped run wrote past its checkpoint; with none, everything (the HParams and graph of
         # step 0 are written again below and by the first step).
-        drop_events_after(self.run_dir, start_epoch if start_epoch else -1, (TRAIN, VALIDATION))
+        drop_events_after(self.run_dir, start_epoch if start_epoch else -1, self.splits)
         if start_epoch == 0:
             write_hparams(self.run_dir, settings.hparams(),
                           trial_id=f"{settings.run.run_name} seed {settings.training.seed}")
-        self.writers = RunWriters(self.run_dir, (TRAIN, VALIDATION))
+        self.writers = RunWriters(self.run_dir, self.splits)
 
     def graph(self, step: tf.types.experimental.PolymorphicFunction, batch: tuple) -> None:
         """The Graphs tab: the training step as traced (before XLA), once per run."""

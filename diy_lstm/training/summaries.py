@@ -26,17 +26,12 @@ _FLUSH_MILLIS = 10**9
 
 
 class RunWriters:
-    """One summary writer per split of a run directory: `writers["train"]`, `writers["validation"]`;
-    with `write=False` (a worker that is not the chief) writers that write nothing."""
+    """One summary writer per split of a run directory: `writers["train"]`, `writers["validation"]`, ..."""
 
-    def __init__(self, run_dir: str, splits: tuple[str, ...], write: bool = True):
+    def __init__(self, run_dir: str, splits: tuple[str, ...]):
         self.run_dir = run_dir
-        self._writers = {
-            split: tf.summary.create_file_writer(
-                os.path.join(run_dir, split), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS)
-            if write else tf.summary.create_noop_writer()
-            for split in splits
-        }
+        self._writers = {split: tf.summary.create_file_writer(
+            os.path.join(run_dir, split), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS) for split in splits}
 
     def __getitem__(self, split: str):
         return self._writers[split]

@@ -5,6 +5,7 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
 `Task`:
 
     name                         a short name, saved in config.json (a run resumes only its own task)
+    evaluated_splits             what `evaluate` reports on: train, validation, and any of the task's own
     prepare(training)            builds what depends on the seed and batch size (every try); checks them
     describe()                   one line about the data, printed when a run starts
     fingerprint()                what identifies the data (content hash, size, vocabulary): resume and
@@ -67,6 +68,11 @@ class Task(abc.ABC):
     """A task the training run can train; see the module docstring."""
 
     name: str
+
+    @property
+    def evaluated_splits(self) -> tuple[str, ...]:
+        """The splits `evaluate` reports (each gets its TensorBoard run, `<run>/<split>`)."""
+        return (TRAIN, VALIDATION)
 
     @abc.abstractmethod
     def prepare(self, training: TrainingConfig) -> None:

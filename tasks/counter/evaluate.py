@@ -37,13 +37,13 @@ from tasks.counter.generalization import (evaluate, evaluate_patterns, format_pa
 from tasks.counter.serving import SIGNATURE_INPUTS, about, max_padded_characters  # noqa: E402
 
 MAX_CHARACTERS_HELD = 200_000_000
-DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000"]
+DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000", "2000", "5000", "10000"]
 DEFAULT_PATTERNS = ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"]
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A SavedModel written by train.py.")
 _LENGTHS = flags.DEFINE_list("lengths", DEFAULT_LENGTHS, "Sequence lengths to evaluate, each in 1..100000.")
 _SEQUENCES = flags.DEFINE_integer(
-    "sequences", 1000, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
+    "sequences", 200, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
 _SAMPLING = flags.DEFINE_enum(
     "sampling", "uniform", list(data_generator.SAMPLINGS),
     "uniform: every sequence of a length equally likely; varied: each sequence draws its own character "

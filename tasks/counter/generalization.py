@@ -31,7 +31,7 @@ def evaluate_length(
         batch = sequences[start : start + batch_size]
         outputs = signature(sequences=tf.constant(batch))
         predictions = outputs["step_predictions"].numpy()  # [batch, length]
-        truth = np.stack([data_generator.running_sum(s) for s in batch])
+        truth = data_generator.running_sums(batch)
         rounded = np.round(predictions)
         final_misses += int(np.sum(rounded[:, -1] != truth[:, -1]))
         step_misses += int(np.sum(rounded != truth))

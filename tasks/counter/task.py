@@ -32,6 +32,16 @@ from tasks.counter.serving import SequenceScorer
 TARGETS = ("final", "running")
 METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
 DEFAULT_GATE_EXAMPLES = ("++I--0+", "+I-0I+-")
+CHECK = "check"
+
+
+def check_examples(length: int, count: int, seed: int) -> data_generator.Examples:
+    """`count` fresh sequences of `length`: the first half uniform, the rest "varied" (each with its
+    own character frequencies, so long runs and large sums are common)."""
+    rng = np.random.default_rng([seed, length, 1_000_003])
+    half = count // 2
+    return data_generator.Examples.from_sequences(data_generator.sample_sequences(length, half, rng, "uniform")
+                                                  + data_generator.sample_sequences(length, count - half, rng, "varied"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +53,10 @@ class CounterData:
       many, else this many are sampled (`sampling`: "uniform" or "varied").
     train_fraction: share of each length's sequences used for training; the rest is validation.
     target: "final" or "running", see the module docstring.
+    check_length: if > 0, a third split, `check`: `check_sequences` fresh sequences of this length
+      (half uniform, half "varied", so long runs of one character are in it), scored at every
+      evaluation; the goal then needs every step of them right too, and the export records the
+      length as the one it was checked exact at.
     gate_examples: sequences whose gates are drawn as heat maps.
     """
 
@@ -52,6 +66,8 @@ class CounterData:
     sampling: str = "uniform"
     train_fraction: float = 0.25
     target: str = "running"
+    check_length: int = 0
+    check_sequences: int = 100
     gate_examples: tuple[str, ...] = dataclasses.field(
         default=DEFAULT_GATE_EXAMPLES, metadata={"may_change_on_resume": True})
 
@@ -65,6 +81,9 @@ class CounterData:
             raise ValueError(f"sampling must be one of {data_generator.SAMPLINGS}, got {self.sampling!r}")
         for sequence in self.gate_examples:
             data_generator.check_sequence(sequence)
+        if not 0 <= self.check_length <= 100_000 or not 2 <= self.check_sequences <= 10_000:
+            raise ValueError(f"check_length must be in [0, 100000] and check_sequences in [2, 10000], got "
+                             f"{self.check_length} and {self.check_sequences}")
 
     def split_sizes(self) -> tuple[int, int]:
         """(training, validation) sequences, summed over the lengths, without building them."""
@@ -128,6 +147,8 @@ class CounterTask(Task):
             self.data.min_length, self.data.max_length, self.data.train_fraction, training.seed,
             self.data.max_sequences_per_length, self.data.sampling)
         self.splits = {TRAIN: train, VALIDATION: validation}
+        if self.data.check_length:
+            self.splits[CHECK] = check_examples(self.data.check_length, self.data.check_sequences, training.seed)
         self._tensors = {split: (tf.constant(examples.inputs), tf.constant(examples.running_sums),
                                  tf.constant(examples.lengths)) for split, examples in self.splits.items()}
         self.seed, self.batch_size = training.seed, training.batch_size
@@ -142,8 +163,8 @@ class CounterTask(Task):
     def fingerprint(self) -> dict[str, object]:
         """The training and validation examples themselves (what the generator made for this seed)."""
         digest = hashlib.sha256()
-        for split in (TRAIN, VALIDATION):
-            digest.update("\n".join(self.splits[split].sequences).encode())
+        for split in self.splits.values():
+            digest.update("\n".join(split.sequences).encode())
         return {"sha256": digest.hexdigest(), "sequences": sum(len(split) for split in self.splits.values())}
 
     @property
@@ -159,8 +180,8 @@ class CounterTask(Task):
 
     def largest_batches(self) -> BatchShapes:
         training = len(self.splits[TRAIN]) if self.batch_size == 0 else min(self.batch_size, len(self.splits[TRAIN]))
-        evaluated = max(len(self.splits[TRAIN]), len(self.splits[VALIDATION]))
-        return BatchShapes((training, self.data.max_length), (evaluated, self.data.max_length))
+        evaluated = [(len(split), int(split.lengths.max())) for split in self.splits.values()]
+        return BatchShapes((training, self.data.max_length), max(evaluated, key=lambda shape: shape[0] * shape[1]))
 
     def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, running_sums, lengths = batch
@@ -181,13 +202,28 @@ class CounterTask(Task):
         return {split: {name: float(value) for name, value in self._evaluate(*tensors).items()}
                 for split, tensors in self._tensors.items()}
 
+    @property
+    def evaluated_splits(self) -> tuple[str, ...]:
+        return (TRAIN, VALIDATION, CHECK) if self.data.check_length else (TRAIN, VALIDATION)
+
     def progress(self, metrics: Metrics) -> dict[str, object]:
-        return {"train_mse": metrics[TRAIN]["mean_square_error"],
-                "validation_error": f"{100 * metrics[VALIDATION]['error']:.2f}%",
-                "validation_mse": metrics[VALIDATION]["mean_square_error"]}
+        values = {"train_mse": metrics[TRAIN]["mean_square_error"],
+                  "validation_error": f"{100 * metrics[VALIDATION]['error']:.2f}%",
+                  "validation_mse": metrics[VALIDATION]["mean_square_error"]}
+        if CHECK in metrics:
+            values[f"check_{self.data.check_length}_error_per_step"] = f"{100 * metrics[CHECK]['error_per_step']:.3f}%"
+        return values
 
     def goal_reached(self, metrics: Metrics) -> bool:
-        return metrics[VALIDATION]["error"] == 0.0
+        """0.00% validation error; with a check split, not one wrong step in it either."""
+        checked = CHECK not in metrics or metrics[CHECK]["error_per_step"] == 0.0
+        return metrics[VALIDATION]["error"] == 0.0 and checked
+
+    def validated_exact_up_to(self, metrics: Metrics) -> int:
+        """The longest length at which every step of fresh sequences was right (0: none checked)."""
+        if CHECK in metrics and metrics[CHECK]["error_per_step"] == 0.0:
+            return self.data.check_length
+        return self.data.max_length if metrics[VALIDATION]["error_per_step"] == 0.0 else 0
 
     def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
         return {sequence: (sequence, data_generator.encode_sequence(sequence)) for sequence in self.data.gate_examples}
@@ -196,5 +232,6 @@ class CounterTask(Task):
         return self._tensors[TRAIN]
 
     def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
-        scorer = SequenceScorer(model, data_generator.ENCODING, (self.data.min_length, self.data.max_length))
+        scorer = SequenceScorer(model, data_generator.ENCODING, (self.data.min_length, self.data.max_length),
+                                self.validated_exact_up_to(self.evaluate(model)))
         return scorer, scorer.signatures()

@@ -50,6 +50,11 @@ _TARGET = flags.DEFINE_enum(
     "target", "running", list(TARGETS), "Loss on every step's running sum, or on the final sum only.")
 _GATE_EXAMPLES = flags.DEFINE_list(
     "gate_examples", list(DEFAULT_GATE_EXAMPLES), "Sequences whose gates are drawn as heat maps.")
+_CHECK_LENGTH = flags.DEFINE_integer(
+    "check_length", 0, "If > 0: at every evaluation, score --check_sequences fresh sequences of this length (half "
+    "with long runs of one character); the goal then needs every step right.", lower_bound=0, upper_bound=100_000)
+_CHECK_SEQUENCES = flags.DEFINE_integer(
+    "check_sequences", 100, "Sequences in the --check_length split.", lower_bound=2, upper_bound=10_000)
 _RESTART_ERROR = flags.DEFINE_float(
     "restart_error", 0.0, "The validation error (a share, in [0, 1)) a run may have at --restart_epoch.")
 _RESTART_MSE = flags.DEFINE_float(
@@ -76,7 +81,8 @@ def data_from_flags() -> CounterData:
         if not sequence or not set(sequence) <= set(data_generator.ALPHABET):
             raise ConfigError(f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, got {sequence!r}")
     data = CounterData(min_length, max_length, _MAX_SEQUENCES_PER_LENGTH.value, _SAMPLING.value,
-                       _TRAIN_FRACTION.value, _TARGET.value, tuple(_GATE_EXAMPLES.value))
+                       _TRAIN_FRACTION.value, _TARGET.value, _CHECK_LENGTH.value, _CHECK_SEQUENCES.value,
+                       tuple(_GATE_EXAMPLES.value))
     train_size, validation_size = data.split_sizes()
     if train_size < 1 or validation_size < 1:
         raise ConfigError(f"--train_fraction={_TRAIN_FRACTION.value} leaves {train_size} training and "
