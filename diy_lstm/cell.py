@@ -15,7 +15,9 @@ Each `W_*` is `[input_size + units, units]`: its first `input_size` rows act on 
 
 For speed the four gates run as one matmul: `fused_weights` lays the gate variables side by side in
 `GATE_ORDER` (input, forget, candidate, output: the order Keras uses) and splits their rows into the
-part that acts on `x_t` (`kernel`) and the part that acts on `h_{t-1}` (`recurrent_kernel`).
+part that acts on `x_t` (`kernel`) and the part that acts on `h_{t-1}` (`recurrent_kernel`). The
+input's part, `x_t · W_x + b`, does not depend on the previous step, so the time loop computes it
+for all steps at once and `lstm_step` adds only `h_{t-1} · W_h` (`rnn.py`).
 """
 
 from __future__ import annotations
@@ -155,33 +157,31 @@ def fused_tanh_gating(activation: RecurrentActivation) -> Gating:
     return Gating(activate, activation)
 
 
-def lstm_step(
-    inputs: tf.Tensor,
-    state: LSTMState,
-    weights: FusedWeights,
-    gates: Gating,
-    preactivation_noise: tf.Tensor | None = None,
-) -> Gates:
+def lstm_step(projected_input: tf.Tensor, state: LSTMState, recurrent_kernel: tf.Tensor, gates: Gating) -> Gates:
     """One step of the equations in the module docstring: the step every path runs (`LSTMCell`,
     the time loop of `rnn.py`, generation, the gate heat maps).
 
     Args:
-      inputs: `x_t`, `[batch, input_size]`.
+      projected_input: the input's part of the preactivations, `x_t · W_x + b` (plus any training
+        noise), `[batch, 4 * units]` in `GATE_ORDER`: the loop computes it for every step at once
+        (`rnn.project_inputs`), `project_input` does it for one.
       state: `(h_{t-1}, c_{t-1})`, each `[batch, units]`.
-      weights: the fused gate weights.
+      recurrent_kernel: `W_h`, `[units, 4 * units]`.
       gates: how preactivations become gates (`gating(σ)`, or a faster form of the same math).
-      preactivation_noise: optional `[batch, 4 * units]` added to the preactivations before the
-        nonlinearities (a training regulariser the trainer draws).
 
     Returns:
       The gates and the new state, each `[batch, units]`; `gates.state` is `(h_t, c_t)`.
     """
-    preactivations = (
-        tf.matmul(inputs, weights.kernel) + tf.matmul(state.hidden, weights.recurrent_kernel) + weights.bias
-    )  # [batch, 4 * units]
-    if preactivation_noise is not None:
-        preactivations += preactivation_noise
+    preactivations = projected_input + tf.matmul(state.hidden, recurrent_kernel)  # [batch, 4 * units]
     return gates.activate(preactivations, state.cell)
+
+
+def project_input(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
+    """`x_t · W_x + b`, `[batch, 4 * units]`, for `x_t` `[batch, input_size]` or integer ids `[batch]`
+    of one-hot inputs (rows of `W_x`)."""
+    if inputs.dtype.is_integer:
+        return tf.gather(weights.kernel, inputs) + weights.bias
+    return tf.matmul(inputs, weights.kernel) + weights.bias
 
 
 def zero_state(batch_size: int | tf.Tensor, units: int, dtype: tf.DType = tf.float32) -> LSTMState:
@@ -283,6 +283,7 @@ class LSTMCell(tf.Module):
 
     def __call__(self, inputs: tf.Tensor, state: LSTMState) -> tuple[tf.Tensor, LSTMState]:
         """One step: `inputs` `[batch, input_size]`, `state` each `[batch, units]`; returns `(h_t, (h_t, c_t))`."""
-        gates = lstm_step(inputs, state, self.fused_weights(), self.gating)
+        weights = self.fused_weights()
+        gates = lstm_step(project_input(inputs, weights), state, weights.recurrent_kernel, self.gating)
         return gates.hidden, gates.state
 

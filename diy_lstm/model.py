@@ -55,6 +55,15 @@ class ModelConfig:
 GateNoise = Callable[[int, tf.Tensor, tf.DType], tf.Tensor]
 
 
+def time_major(inputs: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """`[batch, time, features]` floats -> `[time, batch, features]` in `dtype`; integer ids
+    `[batch, time]` -> `[time, batch]`, kept as ids."""
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.dtype.is_integer:
+        return tf.transpose(tf.cast(inputs, tf.int32))
+    return tf.transpose(tf.cast(inputs, dtype), [1, 0, 2])
+
+
 class ModelOutput(NamedTuple):
     """predictions: `[batch, time, output_size]`; layers: each layer's per-step `h` (and `c` where
     the readout uses it or `keep_states` asked for it, else None), time-major (`[time, batch, units]`)."""
@@ -123,7 +132,8 @@ class LSTMModel(tf.Module):
         gates: Gating | None = None,
         gate_noise: GateNoise | None = None,
     ) -> ModelOutput:
-        """All layers over `inputs` `[batch, time, input_size]`, then the readout at every step.
+        """All layers over `inputs` `[batch, time, input_size]` (or integer ids `[batch, time]` of
+        one-hot inputs, which the first layer reads as rows of its `W_x`), then the readout at every step.
 
         `initial_states` (one `(h_0, c_0)` per layer, each `[batch, units]`; zeros when None) start
         the layers where an earlier window of the same sequences left them (truncated BPTT: no
@@ -140,8 +150,7 @@ class LSTMModel(tf.Module):
         choice, e.g. `cell.fused_tanh_gating`); `gate_noise` adds noise to every layer's gate
         preactivations (see `GateNoise`). Both are the trainer's to choose.
         """
-        inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
-        layer_inputs = tf.transpose(inputs, [1, 0, 2])  # [time, batch, features]
+        layer_inputs = time_major(inputs, self.dtype)  # [time, batch, features] or [time, batch] ids
         backprop = self.backprop if training else "autodiff"
         layers = []
         for index, layer in enumerate(self.layers):
@@ -170,15 +179,15 @@ class LSTMModel(tf.Module):
 
     def gates(self, inputs: tf.Tensor) -> list[Gates]:
         """Every layer's gate activations and states at every step, each `[batch, time, units]`."""
-        layer_inputs = tf.transpose(tf.convert_to_tensor(inputs, dtype=self.dtype), [1, 0, 2])
+        layer_inputs = time_major(inputs, self.dtype)
         per_layer = []
         for layer in self.layers:
-            sequences, records = scan_lstm(
+            sequences, recorded = scan_lstm(
                 layer_inputs, layer.fused_weights(), layer.zero_state(tf.shape(layer_inputs)[1]), layer.gating,
                 record=True)
             gate_names = ("input_gate", "forget_gate", "candidate", "output_gate")
-            time_major = [records[name].stack() for name in gate_names] + [sequences.cell, sequences.hidden]
-            batch_major = [tf.transpose(t, [1, 0, 2]) for t in time_major]
+            steps = [recorded.gates[name].stack() for name in gate_names] + [sequences.cell, sequences.hidden]
+            batch_major = [tf.transpose(t, [1, 0, 2]) for t in steps]
             per_layer.append(Gates(*batch_major))
             layer_inputs = sequences.hidden
         return per_layer

@@ -1,4 +1,4 @@
-"""The time loop: runs the cell of `cell.py` over sequences of any length.
+"""The time loop: runs the cell of `cell.py` over sequences of any length, and its hand-written backward pass.
 
 The loop is an explicit `tf.while_loop` over `t = 0 .. time - 1`, so one traced function serves every
 length: the number of steps is read from the input's shape at run time, never baked into the graph.
@@ -7,16 +7,23 @@ and per-step outputs written to one. For sequences of a length fixed at trace ti
 `MAX_INLINED_STEPS` the same body can instead be written out as straight-line ops (inlined, or
 "unrolled" in Keras's word; `--inline_loops`).
 
-Training does not need TensorFlow to differentiate the loop. `backprop="bptt"` (the default) runs a
-backward loop written out by hand (backpropagation through time, the same equations as
-`reference.py`'s numpy version); `backprop="autodiff"` lets `tf.GradientTape` differentiate the
-forward loop. Both give the same gradients (tested); the hand-written one records only what its
-backward pass reads, uses TensorFlow's fused SigmoidGrad/TanhGrad kernels, and keeps the weight
-gradients off the critical path of the backward recurrence.
+It is shaped like a fast RNN kernel (cuDNN's; Appleyard et al., "Optimizing performance of recurrent
+neural networks on GPUs", 2016): only what must be sequential is inside the loop.
+
+    forward    P = X · W_x + b           every step's input projection at once: one matmul, or for
+                                         ids (one-hot inputs) a gather of rows of W_x
+               for t:  z_t = P_t + h_{t-1} · W_h;  the gates;  c_t, h_t        (`cell.lstm_step`)
+    backward   for t = T-1 .. 0:  dz_t from dh, dc (elementwise; `bptt_step`)
+                                  dh_{t-1} = dz_t · W_hᵀ,  dc_{t-1} = dc ⊙ f_t
+               dW_x = Xᵀ · dZ    dW_h = H_prevᵀ · dZ    db = Σ dZ    dX = dZ · W_xᵀ   one matmul each
+
+`backprop="bptt"` (the default) runs that backward pass; `backprop="autodiff"` lets
+`tf.GradientTape` differentiate the forward loop. Both give the same gradients (tested against each
+other and against `reference.py`'s numpy float64 BPTT).
 
 Inputs of different lengths in one batch are padded at the end. No masking is needed inside the
 loop: step t only depends on steps before it, so the outputs up to each sequence's length are exact;
-`sequence_length` picks each sequence's final state from its own last step.
+`final_step` picks each sequence's value at its own last step.
 """
 
 from __future__ import annotations
@@ -118,7 +125,20 @@ def scan(
     return carry, {name: PerStep(writer) for name, writer in writers.items()}
 
 
-RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell", "previous_cell", "previous_hidden")
+def project_inputs(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
+    """`x_t · W_x + b` for every step at once, `[time, batch, 4 * units]`.
+
+    `inputs` is `[time, batch, features]` floats (one matmul over `time × batch` rows), or
+    `[time, batch]` integer ids of one-hot inputs (rows of `W_x` gathered: the same values, without
+    the one-hot tensor or the multiplications by zero)."""
+    if inputs.dtype.is_integer:
+        return tf.gather(weights.kernel, inputs) + weights.bias
+    return dense_over_time(inputs, weights.kernel, weights.bias)
+
+
+# What the forward loop records for the backward pass, per step; `h_{t-1}` and `c_{t-1}` come from
+# the hidden and cell sequences, shifted by one step.
+RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell")
 # Inlining trades graph size for per-step loop overhead; past this many steps the While op wins.
 MAX_INLINED_STEPS = 16
 
@@ -143,6 +163,38 @@ class LoopOptions:
         return self.inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS
 
 
+class Recorded(NamedTuple):
+    """The forward pass of one layer as the backward pass reads it: each gate's activations and
+    `tanh(c_t)` per step (`RECORDED`), and `h_t`, `c_t` at every step, `[time, batch, units]`."""
+
+    gates: dict[str, PerStep]
+    hidden: tf.Tensor
+    cell: tf.Tensor
+
+
+def _forward(projected: tf.Tensor, recurrent_kernel: tf.Tensor, initial_state: LSTMState, gates: Gating,
+             inline: bool, record: bool, every_step: bool) -> tuple[LSTMState, dict[str, PerStep]]:
+    """The loop over `projected` (`P`, `[time, batch, 4 * units]`): the last state and what it kept
+    of every step (the states if `every_step`, the records too if `record`)."""
+    dtype = projected.dtype
+    output_dtypes = {"hidden": dtype, "cell": dtype} if every_step else {}
+    if record:
+        output_dtypes.update({name: dtype for name in RECORDED})
+
+    def step(step_inputs, state):
+        new = lstm_step(step_inputs["projected"], LSTMState(*state), recurrent_kernel, gates)
+        outputs = {"hidden": new.hidden, "cell": new.cell, "input_gate": new.input_gate,
+                   "forget_gate": new.forget_gate, "candidate": new.candidate, "output_gate": new.output_gate}
+        if record:
+            outputs["tanh_cell"] = tf.tanh(new.cell)
+        return tuple(new.state), {name: outputs[name] for name in output_dtypes}
+
+    static_steps = projected.shape[0]
+    last, outputs = scan(step, {"projected": projected}, tuple(initial_state), output_dtypes, tf.shape(projected)[0],
+                         static_steps, inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS)
+    return LSTMState(*last), outputs
+
+
 def scan_lstm(
     inputs: tf.Tensor,
     weights: FusedWeights,
@@ -151,93 +203,119 @@ def scan_lstm(
     options: LoopOptions = LoopOptions(),
     record: bool = False,
     preactivation_noise: tf.Tensor | None = None,
-) -> tuple[LayerSequences, dict[str, PerStep]]:
-    """The forward recurrence: `lstm_step` at every step.
+) -> tuple[LayerSequences, Recorded | None]:
+    """The forward recurrence: the input projection of every step, then `lstm_step` at every step.
 
     Args:
-      inputs: `[time, batch, features]`.
+      inputs: `[time, batch, features]`, or `[time, batch]` integer ids (see `project_inputs`).
       weights: the fused gate weights.
       initial_state: `(h_0, c_0)`, each `[batch, units]`.
       gates: how the step's preactivations become gates (`cell.Gating`).
       options: see `LoopOptions`.
-      record: also keep, per step, what the hand-written backward pass needs (`RECORDED`).
+      record: also keep what the hand-written backward pass needs (`Recorded`).
       preactivation_noise: if given, `[time, batch, 4 * units]` added to the gate preactivations
         (columns in `GATE_ORDER`) at each step before the nonlinearities: a training regulariser.
 
     Returns:
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
-      (empty unless `record`).
+      (None unless `record`).
     """
-    output_dtypes = {}
+    projected = project_inputs(inputs, weights)  # [time, batch, 4 * units]
+    if preactivation_noise is not None:
+        projected += preactivation_noise
+    every_step = options.return_sequences or record
+    last, outputs = _forward(projected, weights.recurrent_kernel, initial_state, gates, options.inline, record,
+                             every_step)
+    if every_step:
+        hidden, cell = outputs["hidden"].stack(), outputs["cell"].stack()
     if options.return_sequences:
-        output_dtypes["hidden"] = inputs.dtype
-        if options.keep_cell:
-            output_dtypes["cell"] = inputs.dtype
-    if record:
-        output_dtypes.update({name: inputs.dtype for name in RECORDED})
-
-    def step(step_inputs, state):
-        previous = LSTMState(*state)
-        new = lstm_step(step_inputs["x"], previous, weights, gates, step_inputs.get("noise"))
-        outputs = {"hidden": new.hidden, "cell": new.cell}
-        if record:
-            outputs.update(input_gate=new.input_gate, forget_gate=new.forget_gate, candidate=new.candidate,
-                           output_gate=new.output_gate, tanh_cell=tf.tanh(new.cell), previous_cell=previous.cell,
-                           previous_hidden=previous.hidden)
-        return tuple(new.state), {name: outputs[name] for name in output_dtypes}
-
-    static_steps = inputs.shape[0]
-    per_step = {"x": inputs} if preactivation_noise is None else {"x": inputs, "noise": preactivation_noise}
-    (last_hidden, last_cell), outputs = scan(step, per_step, tuple(initial_state), output_dtypes, tf.shape(inputs)[0],
-                                             static_steps, options.inlined(static_steps))
-    keep_cell = options.keep_cell
-    if options.return_sequences:
-        sequences = LayerSequences(outputs["hidden"].stack(), outputs["cell"].stack() if keep_cell else None)
+        sequences = LayerSequences(hidden, cell if options.keep_cell else None)
     else:
-        sequences = LayerSequences(last_hidden[tf.newaxis], last_cell[tf.newaxis] if keep_cell else None)
-    return sequences, {name: outputs[name] for name in RECORDED if record}
+        sequences = LayerSequences(last.hidden[tf.newaxis], last.cell[tf.newaxis] if options.keep_cell else None)
+    return sequences, Recorded({name: outputs[name] for name in RECORDED}, hidden, cell) if record else None
 
 
-class _Backward(NamedTuple):
-    """What every step of the backward pass reads besides its own records: the weights, transposed."""
+class BackwardStep(NamedTuple):
+    """One step t of the backward pass: what reaches `h_{t-1}` and `c_{t-1}` from step t, and `dz_t`
+    (the gradient of step t's four preactivations, `[batch, 4 * units]`, `GATE_ORDER`)."""
 
-    kernel_t: tf.Tensor  # [4 * units, features]
-    recurrent_kernel_t: tf.Tensor  # [4 * units, units]
-    gate_backward: object  # (y, dy) -> dy ⊙ σ'(x), with y = σ(x)
-    input_gradient: bool
+    d_previous_hidden: tf.Tensor
+    d_previous_cell: tf.Tensor
+    dz: tf.Tensor
 
 
-def _backward_step(backward: _Backward, step_inputs: dict[str, tf.Tensor], carry: tuple) -> tuple[tuple, dict]:
-    """One step t of the backward pass (`bptt_scan_lstm`'s equations): the gradients reaching h_{t-1}
-    and c_{t-1}, this step's weight-gradient terms added to the sums, and dx_t."""
-    dh_next, dc_next, d_kernel, d_recurrent_kernel, d_bias = carry
-    input_gate, forget_gate = step_inputs["input_gate"], step_inputs["forget_gate"]
-    candidate, output_gate, tanh_cell = step_inputs["candidate"], step_inputs["output_gate"], step_inputs["tanh_cell"]
-    dh = dh_next + step_inputs["d_hidden"]
-    dc = dc_next + tanh_backward(tanh_cell, dh * output_gate) + step_inputs["d_cell"]
-    gate_backward = backward.gate_backward
+def bptt_step(step: dict[str, tf.Tensor], dh: tf.Tensor, dc: tf.Tensor, recurrent_kernel_t: tf.Tensor,
+              gate_backward) -> BackwardStep:
+    """The backward pass through one step (`bptt_scan_lstm`'s equations).
+
+    Args:
+      step: step t's records (`RECORDED`) and `previous_cell` (`c_{t-1}`), each `[batch, units]`.
+      dh, dc: the loss gradients reaching `h_t` and `c_t` (from later steps and from the loss).
+      recurrent_kernel_t: `W_hᵀ`, `[4 * units, units]`.
+      gate_backward: `(y, dy) -> dy ⊙ σ'(x)` with `y = σ(x)`.
+    """
+    input_gate, forget_gate, candidate = step["input_gate"], step["forget_gate"], step["candidate"]
+    output_gate, tanh_cell = step["output_gate"], step["tanh_cell"]
+    dc = dc + tanh_backward(tanh_cell, dh * output_gate)
     dz = tf.concat([gate_backward(input_gate, dc * candidate),
-                    gate_backward(forget_gate, dc * step_inputs["previous_cell"]),
+                    gate_backward(forget_gate, dc * step["previous_cell"]),
                     tanh_backward(candidate, dc * input_gate),
-                    gate_backward(output_gate, dh * tanh_cell)], axis=-1)  # [batch, 4 * units], GATE_ORDER
-    carry = (tf.matmul(dz, backward.recurrent_kernel_t), dc * forget_gate,
-             d_kernel + tf.matmul(step_inputs["x"], dz, transpose_a=True),
-             d_recurrent_kernel + tf.matmul(step_inputs["previous_hidden"], dz, transpose_a=True),
-             d_bias + tf.reduce_sum(dz, axis=0))
-    return carry, ({"dx": tf.matmul(dz, backward.kernel_t)} if backward.input_gradient else {})
+                    gate_backward(output_gate, dh * tanh_cell)], axis=-1)  # [batch, 4 * units]
+    return BackwardStep(tf.matmul(dz, recurrent_kernel_t), dc * forget_gate, dz)
+
+
+def _shifted(sequence: tf.Tensor, first: tf.Tensor) -> tf.Tensor:
+    """`[first, sequence[0], ..., sequence[-2]]`: each step's previous value, `[time, batch, units]`."""
+    return tf.concat([first[tf.newaxis], sequence[:-1]], axis=0)
+
+
+def _flat(sequence: tf.Tensor) -> tf.Tensor:
+    """`[time, batch, width]` -> `[time * batch, width]`."""
+    return tf.reshape(sequence, [-1, sequence.shape[-1]])
 
 
 def _gradient_sequences(d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_hidden: tf.Tensor,
                         num_steps: tf.Tensor, options: LoopOptions) -> tuple[dict, tf.Tensor, tf.Tensor]:
     """The loss gradients as the backward loop reads them: per-step `d_hidden` and `d_cell`
-    (`[time, batch, units]`, zeros where none reach: adding them changes no sum, bit for bit), and
-    `(dh, dc)` entering at the last step."""
+    (`[time, batch, units]`, zeros where none reach), and `(dh, dc)` entering at the last step."""
     zeros = tf.zeros_like(initial_hidden)
     if options.return_sequences:  # every step's h (and c) reached the loss
         return {"d_hidden": d_hidden, "d_cell": d_cell if d_cell is not None else tf.zeros_like(d_hidden)}, zeros, zeros
     none_reach = tf.zeros(tf.concat([[num_steps], tf.shape(initial_hidden)], 0), initial_hidden.dtype)
     dc_last = d_cell[0] if d_cell is not None else zeros  # only the last step's did
     return {"d_hidden": none_reach, "d_cell": none_reach}, d_hidden[0], dc_last
+
+
+def _backward(inputs: tf.Tensor, weights: FusedWeights, initial_state: LSTMState, recorded: Recorded,
+              gates: Gating, options: LoopOptions, d_hidden: tf.Tensor, d_cell: tf.Tensor | None) -> tuple:
+    """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step; then the
+    weight gradients and the input gradient are one matmul each (module docstring)."""
+    num_steps, static_steps = tf.shape(recorded.hidden)[0], recorded.hidden.shape[0]
+    per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_state.hidden, num_steps, options)
+    recurrent_kernel_t = tf.transpose(weights.recurrent_kernel)  # [4 * units, units]
+
+    def step(step_inputs, carry):
+        dh_next, dc_next = carry
+        back = bptt_step(step_inputs, dh_next + step_inputs["d_hidden"], dc_next + step_inputs["d_cell"],
+                         recurrent_kernel_t, gates.activation.backward)
+        return (back.d_previous_hidden, back.d_previous_cell), {"dz": back.dz}
+
+    sequences = dict(recorded.gates, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
+    (d_initial_hidden, d_initial_cell), outputs = scan(
+        step, sequences, (dh_last, dc_last), {"dz": recorded.hidden.dtype}, num_steps, static_steps,
+        options.inlined(static_steps), reverse=True)
+    dz = _flat(outputs["dz"].stack())  # [time * batch, 4 * units]
+    previous_hidden = _flat(_shifted(recorded.hidden, initial_state.hidden))
+    d_recurrent_kernel = tf.matmul(previous_hidden, dz, transpose_a=True)
+    d_bias = tf.reduce_sum(dz, axis=0)
+    if inputs.dtype.is_integer:  # rows of W_x were gathered: their gradients are summed back by id
+        d_kernel = tf.math.unsorted_segment_sum(dz, tf.reshape(inputs, [-1]), weights.kernel.shape[0])
+        return None, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
+    d_kernel = tf.matmul(_flat(inputs), dz, transpose_a=True)
+    d_inputs = None
+    if options.input_gradient:
+        d_inputs = tf.reshape(tf.matmul(dz, weights.kernel, transpose_b=True), tf.shape(inputs))
+    return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
 
 
 def bptt_scan_lstm(
@@ -258,34 +336,24 @@ def bptt_scan_lstm(
         dc     += dh ⊙ o_t ⊙ (1 - tanh²(c_t))
         dz_i    = dc ⊙ g_t ⊙ σ'(i)        dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)
         dz_g    = dc ⊙ i_t ⊙ (1 - g_t²)   dz_o = dh ⊙ tanh(c_t) ⊙ σ'(o)
-        dW_x   += x_tᵀ · dz      dW_h += h_{t-1}ᵀ · dz      db += Σ_batch dz
-        dx_t    = dz · W_xᵀ
-        dh_{t-1} = dz · W_hᵀ (+ its own loss gradient)
+        dh_{t-1} = dz_t · W_hᵀ (+ its own loss gradient)
         dc_{t-1} = dc ⊙ f_t (+ its own loss gradient)
 
-    The backward loop reads the gate activations the forward loop recorded, step by step, without
-    stacking them. Only `dh` and `dc` are on the critical path; the weight terms of one step run
-    beside the next step's `dh` on another core. Nothing `4 * units` wide is kept across steps.
+    and then, over all steps at once (`dZ`: every `dz_t`, `[time · batch, 4 * units]`):
+
+        dW_x = Xᵀ · dZ      dW_h = H_prevᵀ · dZ      db = Σ dZ      dX = dZ · W_xᵀ
+
+    Only `dh` and `dc` are on the loop's critical path; the weight gradients are large matmuls after it.
     """
-    static_steps, num_steps = inputs.shape[0], tf.shape(inputs)[0]
 
     @tf.custom_gradient
     def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
-        sequences, records = scan_lstm(inputs, FusedWeights(kernel, recurrent_kernel, bias),
-                                       LSTMState(initial_hidden, initial_cell), gates, options, record=True,
-                                       preactivation_noise=preactivation_noise)
+        fused, initial = FusedWeights(kernel, recurrent_kernel, bias), LSTMState(initial_hidden, initial_cell)
+        sequences, recorded = scan_lstm(inputs, fused, initial, gates, options, record=True,
+                                        preactivation_noise=preactivation_noise)
 
         def backward(d_hidden, d_cell=None):
-            context = _Backward(tf.transpose(kernel), tf.transpose(recurrent_kernel), gates.activation.backward,
-                                options.input_gradient)
-            per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_hidden, num_steps, options)
-            carry = (dh_last, dc_last, tf.zeros_like(kernel), tf.zeros_like(recurrent_kernel), tf.zeros_like(bias))
-            (d_initial_hidden, d_initial_cell, d_kernel, d_recurrent_kernel, d_bias), outputs = scan(
-                lambda step_inputs, carry: _backward_step(context, step_inputs, carry), dict(records, x=inputs, **per_step),
-                carry, {"dx": inputs.dtype} if options.input_gradient else {}, num_steps, static_steps,
-                options.inlined(static_steps), reverse=True)
-            d_inputs = outputs["dx"].stack() if options.input_gradient else None
-            return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
+            return _backward(inputs, fused, initial, recorded, gates, options, d_hidden, d_cell)
 
         if options.keep_cell:
             return (sequences.hidden, sequences.cell), backward
@@ -321,7 +389,7 @@ def lstm_over_time(
     if backprop not in BACKPROP_MODES:
         raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
     if initial_state is None:
-        initial_state = zero_state(tf.shape(inputs)[1], weights.recurrent_kernel.shape[0], inputs.dtype)
+        initial_state = zero_state(tf.shape(inputs)[1], weights.recurrent_kernel.shape[0], weights.kernel.dtype)
     if backprop == "bptt":
         return bptt_scan_lstm(inputs, weights, initial_state, gates, options, preactivation_noise)
     sequences, _ = scan_lstm(inputs, weights, initial_state, gates, options, False, preactivation_noise)

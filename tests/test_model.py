@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.cell import LSTMCell, LSTMState, gating, get_recurrent_activation, lstm_step, zero_state
+from diy_lstm.cell import (LSTMCell, LSTMState, gating, get_recurrent_activation, lstm_step, project_input,
+                           zero_state)
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.rnn import final_step, lstm_over_time
 
@@ -150,7 +151,8 @@ def test_one_step_by_hand():
                            tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64))
     state = zero_state(1, 1, tf.float64)
     state = LSTMState(state.hidden, state.cell + 0.5)
-    gates = lstm_step(tf.ones([1, 1], tf.float64), state, weights, gating(get_recurrent_activation("sigmoid")))
+    gates = lstm_step(project_input(tf.ones([1, 1], tf.float64), weights), state, weights.recurrent_kernel,
+                      gating(get_recurrent_activation("sigmoid")))
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     cell = sigmoid(2.0) * 0.5 + sigmoid(0.0) * np.tanh(1.0)
     np.testing.assert_allclose(gates.cell.numpy(), [[cell]], rtol=1e-15)

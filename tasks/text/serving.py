@@ -27,7 +27,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from diy_lstm.cell import LSTMState, lstm_step
+from diy_lstm.cell import LSTMState, lstm_step, project_input
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
@@ -62,9 +62,6 @@ class TextGenerator(tf.Module):
     def signatures(self) -> dict:
         return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function()}
 
-    def _one_hot(self, ids: tf.Tensor) -> tf.Tensor:
-        return tf.one_hot(ids, self.vocabulary_size, dtype=self.model.dtype)
-
     def _logits(self, state: LSTMState) -> tf.Tensor:
         source = state.cell if self.model.config.readout == "cell" else state.hidden
         return tf.matmul(source, self.model.W_out) + self.model.b_out  # [batch, vocabulary]
@@ -74,7 +71,7 @@ class TextGenerator(tf.Module):
         (the zero state and its logits for an empty prompt)."""
         dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
         dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense)[1])]])  # at least one step
-        output = self.model.run(self._one_hot(dense), keep_states=True)
+        output = self.model.run(dense, keep_states=True)  # ids: one-hot inputs, read as rows of W_x
         last = tf.maximum(lengths, 1)
         started = tf.cast(lengths > 0, self.model.dtype)[:, tf.newaxis]  # [batch, 1]: 0 for an empty prompt
         states = tuple(LSTMState(final_step(tf.transpose(layer.hidden, [1, 0, 2]), last) * started,
@@ -96,6 +93,7 @@ class TextGenerator(tf.Module):
                 f"{ERROR_PREFIX}temperature must be a finite number >= 0, got", temperature]),
         ]
         with tf.control_dependencies(checks):  # nothing below runs before the checks pass
+            ids = tf.ragged.map_flat_values(tf.identity, ids)
             lengths = tf.identity(lengths)
             num_chars = tf.identity(num_chars)
         states, logits = self._prompt_states(ids, lengths)
@@ -110,9 +108,10 @@ class TextGenerator(tf.Module):
 
         def body(step, logits, states, written):
             chosen = pick(logits, step)
-            inputs, new_states = self._one_hot(chosen), []
+            inputs, new_states = chosen, []  # ids: the first layer reads its rows of W_x
             for layer, state in zip(self.model.layers, states):
-                gates = lstm_step(inputs, state, layer.fused_weights(), layer.gating)
+                weights = layer.fused_weights()
+                gates = lstm_step(project_input(inputs, weights), state, weights.recurrent_kernel, layer.gating)
                 inputs = gates.hidden
                 new_states.append(gates.state)
             return step + 1, self._logits(new_states[-1]), tuple(new_states), written.write(step, chosen)
@@ -151,7 +150,7 @@ class TextGenerator(tf.Module):
 
         def body(start, states, written):
             stop = tf.minimum(start + window, steps)
-            output = self.model.run(self._one_hot(inputs[:, start:stop]), initial_states=states, keep_states=True)
+            output = self.model.run(inputs[:, start:stop], initial_states=states, keep_states=True)
             log_probs = tf.nn.log_softmax(tf.cast(output.predictions, tf.float32))  # [batch, window, vocabulary]
             picked = tf.gather(log_probs, targets[:, start:stop], batch_dims=2)  # [batch, window]
             return stop, output.final_states(), written.write(start // window, tf.transpose(picked))

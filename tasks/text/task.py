@@ -181,8 +181,8 @@ class TextTask(Task):
 
     def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, targets, reset = batch
-        size = len(self.vocabulary)
-        output = run_model(tf.one_hot(inputs, size), initial_states=self._initial_states(reset), keep_states=True)
+        # The ids themselves: the model reads one-hot inputs as rows of W_x (no one-hot tensor is made).
+        output = run_model(inputs, initial_states=self._initial_states(reset), keep_states=True)
         for (hidden, cell), state in zip(self._states, output.final_states()):
             hidden.assign(tf.stop_gradient(state.hidden))
             cell.assign(tf.stop_gradient(state.cell))
@@ -192,11 +192,11 @@ class TextTask(Task):
 
     def _window_metrics(self, model: LSTMModel):
         """A compiled window of evaluation: (summed loss, correct predictions, next states)."""
-        size, units, layers = len(self.vocabulary), model.config.units, model.config.num_layers
+        units, layers = model.config.units, model.config.num_layers
 
         def window(inputs, targets, states):
             initial = tuple(LSTMState(states[0, layer], states[1, layer]) for layer in range(layers))
-            output = model.run(tf.one_hot(inputs, size, dtype=model.dtype), initial_states=initial, keep_states=True)
+            output = model.run(inputs, initial_states=initial, keep_states=True)
             logits = output.predictions
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
             correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets), tf.float32)
