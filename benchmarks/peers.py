@@ -14,6 +14,7 @@ step once, in turn, and each figure is the median of the repeats.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -111,6 +112,7 @@ def keras_text_steps(vocabulary: int, units: int, layers: int, ids: np.ndarray, 
 
 
 def flax_available() -> bool:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # (else JAX warns on stderr that it found no GPU)
     try:
         import flax  # noqa: F401
         import optax  # noqa: F401

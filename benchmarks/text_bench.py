@@ -5,21 +5,18 @@
     python -m benchmarks.text_bench --mode=generate      # characters per second from the SavedModel
     python -m benchmarks.text_bench --quick ...          # tiny sizes: a correctness run of the script
 
-Sizes: the vocabulary of the shipped corpus (76), H=256, T=100, B=64, 1 and 2 layers. Every model
-reads one-hot characters and is trained on the softmax cross-entropy of the next character with the
-same Adam (ours, on each model's variables), gradients clipped to norm 5.
+Sizes: the vocabulary of the shipped corpus (76), H=256, T=100, B=64, 1 and 2 layers. `step` times
+our `Trainer` step (hand-written BPTT, XLA) against every peer of `benchmarks/peers.py` (each Keras
+variant, Flax), interleaved: above 1, ours is faster.
 
-    ours            the `Trainer` step train_text.py runs (hand-written BPTT, XLA)
-    keras_fit       `model.fit`'s own step (`train_on_batch`): Keras 3 on CPU (cuDNN is GPU-only)
-    keras_tuned     LSTM(use_cudnn=False) in a `tf.function(jit_compile=True)` step
-
-Ratios are Keras time / ours: above 1, ours is faster. `equal_time` trains ours and Keras's LSTM
-in a `tf.function` step without XLA (as `model.fit` runs it; the faster Keras at the full size here,
-`--keras_xla` for the other) on the stateful streams of `text_task.py`, each for `--seconds` of training,
-alternating, from the same initial weights (ours copied into Keras), and measures validation bits per
-character at fixed times (evaluation, and each model's
-first step, which traces and compiles it, not counted);
-it writes the curves as JSON, a PNG and TensorBoard scalars (runs `ours` and `keras`).
+`equal_time` trains ours with train_text.py's recipe (Adam 0.02 decaying to 0.002 over `--seconds`,
+clipping at norm 5, our initialisation) and the peer with a practitioner's (`keras.layers.LSTM`,
+Keras's initialisers, Keras's Adam at a constant `--keras_learning_rate`, `clipnorm=5`, stateful
+streams of the same windows; `--keras_xla` compiles its step), each for `--seconds` of training,
+alternating, and measures bits per character on the validation text (`--validation_split`) and as
+many characters of the training text at fixed times (evaluation, and each model's first step, which
+traces and compiles it, not counted); for the corpus also on the two plays never trained on, at the
+end. It writes the curves as JSON, a PNG and TensorBoard scalars (runs `ours` and `keras`).
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ from absl import app, flags, logging  # noqa: E402
 from benchmarks import peers  # noqa: E402
 from diy_lstm.training import machine  # noqa: E402
 from tasks.text.serving import TextGenerator  # noqa: E402
-from diy_lstm.keras_interop import save_to_keras  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.training.optimizer import Adam  # noqa: E402
 from diy_lstm.training.config import TrainingConfig  # noqa: E402
@@ -51,11 +47,15 @@ _QUICK = flags.DEFINE_boolean("quick", False, "Tiny sizes and few repeats: check
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per model (median).", lower_bound=1)
 _SECONDS = flags.DEFINE_float("seconds", 600.0, "equal_time: training seconds per model.", lower_bound=1.0)
 _EVALUATIONS = flags.DEFINE_integer("evaluations", 12, "equal_time: validation points per curve.", lower_bound=2)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.02, "Adam's (constant) learning rate, for every model.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.02, "Our Adam's learning rate (step: constant).")
+_KERAS_LEARNING_RATE = flags.DEFINE_float(
+    "keras_learning_rate", 0.002, "equal_time: the Keras peer's constant learning rate (its own Adam, clipnorm 5).")
+_VALIDATION_SPLIT = flags.DEFINE_enum("validation_split", "interleaved", ["interleaved", "tail"],
+                                      "equal_time: which validation text (tasks/text/text_data.split).")
 _LEARNING_RATE_DECAY = flags.DEFINE_float(
     "learning_rate_decay", 0.1, "equal_time: the rate decays exponentially to this fraction by --seconds.")
 _KERAS_XLA = flags.DEFINE_boolean(
-    "keras_xla", False, "equal_time: compile Keras's step with XLA (slower than without at the full size here).")
+    "keras_xla", False, "equal_time: compile the Keras peer's step with XLA.")
 _OUTPUT = flags.DEFINE_string("output", "logs/text_bench", "Where JSON, PNG and TensorBoard events go.")
 
 SIZES = {"units": 256, "time": 100, "batch": 64}
@@ -69,7 +69,7 @@ def sizes() -> dict:
 
 def text_task(batch: int, time_steps: int) -> TextTask:
     data = TextData(corpus="hamlet_soliloquy" if _QUICK.value else "shakespeare", validation_fraction=0.1,
-                    unroll_length=time_steps)
+                    validation_split=_VALIDATION_SPLIT.value, unroll_length=time_steps)
     task = TextTask(data)
     task.prepare(TrainingConfig(epochs=1, batch_size=batch))
     return task
@@ -87,36 +87,31 @@ def ours(task: TextTask, units: int, layers: int):
     return model, trainer
 
 
-def keras_stateful(size: int, units: int, layers: int, batch: int, tuned: bool):
-    """A Keras LSTM stack that takes and returns each layer's state, stepped by our Adam."""
+def keras_stateful(size: int, units: int, layers: int, batch: int, xla: bool, learning_rate: float = 0.0):
+    """The peer as a practitioner sets it up: a Keras LSTM stack (Keras's own initialisers) that takes
+    and returns each layer's state (stateful streams), Keras's Adam with `clipnorm`, a constant rate;
+    returns `(model, step, optimizer)`."""
     import keras
 
     inputs = keras.Input((None, size), batch_size=batch)
-    states_in, states_out, lstms, x = [], [], [], inputs
+    states_in, states_out, x = [], [], inputs
     for _ in range(layers):
         h, c = keras.Input((units,), batch_size=batch), keras.Input((units,), batch_size=batch)
-        layer = keras.layers.LSTM(units, return_sequences=True, return_state=True,
-                                  **({"use_cudnn": False} if tuned else {}))
-        x, h_out, c_out = layer(x, initial_state=[h, c])
-        lstms.append(layer)
+        x, h_out, c_out = keras.layers.LSTM(units, return_sequences=True, return_state=True)(x, initial_state=[h, c])
         states_in += [h, c]
         states_out += [h_out, c_out]
-    dense = keras.layers.Dense(size)
-    logits = dense(x)
-    model = keras.Model([inputs, *states_in], [logits, *states_out])
-    variables = [v.value for v in model.trainable_variables]
-    optimizer = Adam(variables, learning_rate=_LEARNING_RATE.value)
+    model = keras.Model([inputs, *states_in], [keras.layers.Dense(size)(x), *states_out])
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=CLIP_NORM)
+    optimizer.build(model.trainable_variables)
 
     def step(inputs, targets, states):
         with tf.GradientTape() as tape:
             logits, *new_states = model([tf.one_hot(inputs, size), *states], training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
-        gradients, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), CLIP_NORM)
-        optimizer.apply_gradients(gradients)
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss, [tf.stop_gradient(s) for s in new_states]
 
-    model.lstms, model.dense = lstms, dense
-    return model, tf.function(step, jit_compile=tuned, autograph=False), optimizer
+    return model, tf.function(step, jit_compile=xla, autograph=False), optimizer
 
 
 def text_step_flops(vocabulary: int, units: int, layers: int, time_steps: int, batch: int) -> float:
@@ -179,13 +174,11 @@ def equal_time() -> dict:
     size, units, layers = len(task.vocabulary), s["units"], 1
     model, trainer = ours(task, units, layers)
     our_step, our_optimizer = trainer.train_step, trainer.optimizer
-    keras_model, keras_step, keras_optimizer = keras_stateful(size, units, layers, s["batch"],
-                                                              tuned=_KERAS_XLA.value)
-    optimizers = {"ours": our_optimizer, "keras": keras_optimizer}
+    keras_model, keras_step, _ = keras_stateful(size, units, layers, s["batch"], _KERAS_XLA.value,
+                                                _KERAS_LEARNING_RATE.value)
     texts = {"validation": task.split_texts["validation"], "train": task.split_texts["train"][:len(
         task.split_texts["validation"])]}
-    keras_eval_model, _, _ = keras_stateful(size, units, layers, 16, tuned=_KERAS_XLA.value)
-    save_to_keras(model, keras_model.lstms, keras_model.dense)  # both start from the same weights
+    keras_eval_model, _, _ = keras_stateful(size, units, layers, 16, xla=False)
 
     @tf.function(autograph=False)
     def our_logits(inputs, states):
@@ -211,9 +204,9 @@ def equal_time() -> dict:
     def train_for(name, seconds):
         nonlocal keras_states
         while clock[name] < seconds:
-            # The same schedule in time for both: exponential decay to --learning_rate_decay by the budget.
-            optimizers[name].learning_rate.assign(
-                _LEARNING_RATE.value * _LEARNING_RATE_DECAY.value ** min(clock[name] / budget, 1.0))
+            if name == "ours":  # train_text.py's schedule, in time: decay to --learning_rate_decay by the budget
+                our_optimizer.learning_rate.assign(
+                    _LEARNING_RATE.value * _LEARNING_RATE_DECAY.value ** min(clock[name] / budget, 1.0))
             index = position[name] % len(windows)
             start, stop = windows[index]
             inputs = tf.constant(task.train_streams[:, start:stop], tf.int32)
@@ -243,6 +236,12 @@ def equal_time() -> dict:
         print(f"{checkpoint:7.0f}s  ours {ours_now['validation_bpc']:.3f} / {ours_now['train_bpc']:.3f} bpc "
               f"({position['ours']} steps)  keras {keras_now['validation_bpc']:.3f} / {keras_now['train_bpc']:.3f} bpc "
               f"({position['keras']} steps)  (validation / training text)", flush=True)
+    if "unseen" in task.split_texts:  # the two plays never trained on, scored once at the end
+        for name in curves:
+            curves[name][-1]["unseen_bpc"] = bits_per_char(task, task.split_texts["unseen"], logits_of[name], layers,
+                                                           units)
+        print("  unseen plays: " + ", ".join(f"{name} {points[-1]['unseen_bpc']:.3f}" for name, points in curves.items())
+              + " bpc", flush=True)
     return curves
 
 
@@ -252,7 +251,7 @@ def plot(curves: dict, path: str, title: str) -> None:
 
     figure = Figure(figsize=(10, 4.2), dpi=100)
     axes = figure.subplots(1, 2)
-    keras_label = "tf.keras.layers.LSTM (XLA)" if _KERAS_XLA.value else "tf.keras.layers.LSTM (as model.fit runs it)"
+    keras_label = f"keras.layers.LSTM{' (XLA)' if _KERAS_XLA.value else ''}, Adam {_KERAS_LEARNING_RATE.value:g}"
     for axis, split in zip(axes, ("validation", "train")):
         for name, label in (("ours", "diy_lstm (hand-written BPTT, XLA)"), ("keras", keras_label)):
             axis.plot([p["seconds"] for p in curves[name]], [p[f"{split}_bpc"] for p in curves[name]], "o-",
@@ -284,7 +283,8 @@ def generation_speed() -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
+    tf.get_logger().setLevel("ERROR")  # Keras's retracing warnings, one per variant
     measured_on = machine.describe()
     print(f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
           f"({measured_on['cpu']})  mode {_MODE.value}", flush=True)
@@ -297,8 +297,9 @@ def main(argv: list[str]) -> None:
         curves = equal_time()
         report = {"curves": curves}
         title = (f"{datetime.date.today()}, {measured_on['cpu']}, {measured_on['cores']} cores: H={sizes()['units']}, "
-                 f"T={sizes()['time']}, B={sizes()['batch']}, Adam {_LEARNING_RATE.value} decaying to "
-                 f"{_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, same initial weights")
+                 f"T={sizes()['time']}, B={sizes()['batch']}, {_VALIDATION_SPLIT.value} validation; ours Adam "
+                 f"{_LEARNING_RATE.value} decaying to {_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, "
+                 f"Keras Adam {_KERAS_LEARNING_RATE.value} constant")
         plot(curves, os.path.join(_OUTPUT.value, "equal_time.png"), title)
         for name, points in curves.items():
             writer = tf.summary.create_file_writer(os.path.join(_OUTPUT.value, "equal_time", name))

@@ -9,7 +9,13 @@ import subprocess
 import sys
 
 import pytest
-import tensorflow as tf
+
+from diy_lstm.cli import quiet  # noqa: E402
+
+# TensorFlow's start-up lines stay out of the test processes' output, as the commands do it; Ctrl-C
+# then raises KeyboardInterrupt again (the tests press it on purpose).
+tf = quiet.import_tensorflow()
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Two logical CPU devices for the whole test process, made before any TensorFlow work: mirrored runs
 # (`--strategy=mirrored --cpu_devices=2`) train in-process; every one-device run uses the first.
@@ -100,14 +106,22 @@ _MEASURED: dict[str, float] = {}
 
 
 @pytest.fixture
-def measured():
-    """`measured(name, value)` keeps the largest value per name; the run ends with a table of them."""
+def measured(record_property):
+    """`measured(name, value)` keeps the largest value per name; the run ends with a table of them
+    (each value travels in the test's report, so the table also gathers what parallel workers saw)."""
 
     def record(name: str, value: float) -> float:
-        _MEASURED[name] = max(_MEASURED.get(name, 0.0), float(value))
+        record_property(f"measured:{name}", float(value))
         return float(value)
 
     return record
+
+
+def pytest_runtest_logreport(report):
+    for key, value in report.user_properties:
+        if isinstance(key, str) and key.startswith("measured:"):
+            name = key.removeprefix("measured:")
+            _MEASURED[name] = max(_MEASURED.get(name, 0.0), float(value))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -35,7 +35,7 @@ def expected_finals(model, sequences):
 def exported(tmp_path_factory):
     model = LSTMModel(ModelConfig(input_size=3, units=6, readout="cell", seed=7))
     path = str(tmp_path_factory.mktemp("export") / "saved_model")
-    scorer = SequenceScorer(model, dg.ENCODING)
+    scorer = SequenceScorer(model, dg.ENCODING, trained_lengths=(1, 20), validated_exact_up_to=3000)
     export(scorer, path, scorer.signatures(), {"note": "test export"})
     return model, path
 
@@ -54,13 +54,21 @@ def test_in_memory_scorer_matches_numpy(exported):
 def test_restored_in_a_process_without_this_project(exported, tmp_path):
     model, path = exported
     script = textwrap.dedent(f"""
-        import json, sys, tensorflow as tf
-        assert not any("diy_lstm" in p or p in ("", ".") for p in sys.path[1:]), sys.path
+        import importlib.abc, json, sys
+
+        class RefuseProject(importlib.abc.MetaPathFinder):  # an editable install must not help
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("diy_lstm", "tasks", "train", "evaluate"):
+                    raise ImportError(f"this process must not import {{name}}")
+
+        sys.meta_path.insert(0, RefuseProject())
+        import tensorflow as tf
         m = tf.saved_model.load({path!r})
         out = m.signatures["serving_default"](sequences=tf.constant({SEQUENCES!r}))
         enc = m.signatures["score_encoded"](inputs=tf.constant([[[1., 0., 0.], [0., 0., 1.], [0., 1., 0.]]]))
+        about = {{k: v.numpy().tolist() for k, v in m.signatures["about"]().items()}}
         scores = {{k: v.numpy().tolist() for k, v in out.items()}}
-        print(json.dumps(scores | {{"encoded": enc["final_prediction"].numpy().tolist()}}))
+        print(json.dumps(scores | {{"encoded": enc["final_prediction"].numpy().tolist(), "about": about}}))
     """)
     result = run_python(["-I", "-c", script], cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -68,6 +76,7 @@ def test_restored_in_a_process_without_this_project(exported, tmp_path):
     np.testing.assert_allclose(outputs["final_prediction"], expected_finals(model, SEQUENCES), atol=1e-5)
     assert outputs["final_prediction_rounded"] == np.round(outputs["final_prediction"]).astype(int).tolist()
     np.testing.assert_allclose(outputs["encoded"], expected_finals(model, ["+I-"]), atol=1e-5)
+    assert outputs["about"]["trained_lengths"] == [1, 20] and outputs["about"]["validated_exact_up_to"] == 3000
 
 
 def test_lengths_1_6_and_300_through_one_traced_function(exported):

@@ -300,7 +300,7 @@ PROMPT_PIECES = ["One", " bright", "x", "\x01", "\u00a0", "😀", "\udcff", "\n"
 def test_generate_command_line_fuzzed(small_text_export, tmp_path):
     rng = np.random.default_rng(6)
     cases = []
-    for _ in range(CASES):
+    for _ in range(CASES // 3):  # each good case loads the model and compiles its sampling loop
         pieces = PROMPT_PIECES if rng.random() < 0.6 else ["One", " bright", " the"]
         prompt = "".join(rng.choice(pieces, size=int(rng.integers(0, 5))))
         argv = [f"--model_dir={rng.choice([small_text_export] * 6 + [str(tmp_path), '/nonexistent'])}",
@@ -319,7 +319,7 @@ def test_generate_command_line_fuzzed(small_text_export, tmp_path):
             assert code in (2, 3) and stdout == "", (argv, stdout)
             assert len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
     assert sorted(os.listdir(tmp_path)) == []
-    assert outcomes.get(0, 0) > 30 and outcomes.get(2, 0) > 100 and outcomes.get(3, 0) > 10, outcomes
+    assert outcomes.get(0, 0) > 10 and outcomes.get(2, 0) > 30 and outcomes.get(3, 0) > 3, outcomes
 
 
 def random_bytes_text(rng) -> bytes:

@@ -198,3 +198,15 @@ def test_gate_noise_statistics_and_streams():
     other_step = gate_noise(50, 64, 8, 2.0, seed + tf.constant([0, 1], tf.int64))
     for other in (other_layer, other_step):
         assert abs(np.corrcoef(noise.ravel(), other.ravel())[0, 1]) < 0.02
+
+
+def test_irwin_hall_noise_has_the_gaussian_mean_spread_and_its_own_bounded_shape():
+    seed = tf.constant([0, 5], tf.int64)
+    noise = gaussian_gate_noise(2.0, seed, distribution="irwin_hall")(0, tf.constant([50, 64, 32]), tf.float32).numpy()
+    assert abs(noise.std() - 2.0) < 0.05 and abs(noise.mean()) < 0.05  # 102,400 draws
+    assert np.abs(noise).max() <= 2.0 * np.sqrt(12.0)  # a sum of 4 bytes: within ±sqrt(12) standard deviations
+    # Its excess kurtosis is -6/(5·4) = -0.3 (a Gaussian's is 0): hand-computed for the sum of 4 uniforms.
+    standardized = (noise - noise.mean()) / noise.std()
+    assert abs((standardized**4).mean() - 3.0 - (-0.3)) < 0.05
+    np.testing.assert_array_equal(
+        noise, gaussian_gate_noise(2.0, seed, distribution="irwin_hall")(0, tf.constant([50, 64, 32]), tf.float32))

@@ -1,22 +1,26 @@
 """The character-level language model: Keras parity, numpy gradients with carried state, stateful
 windows, the generate/score SavedModel, round trips that memorize, and bad input."""
 
+import json
 import math
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tasks.text import text_data
-from conftest import run_python
+from conftest import QUIET_TF, ROOT, run_python
 from diy_lstm import reference
 from diy_lstm.training import run
 from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
 from tasks.text.serving import TextGenerator
 from diy_lstm.keras_interop import load_from_keras
 from diy_lstm.model import LSTMModel, ModelConfig
+from tasks.text.presets import fit_to_text
 from tasks.text.task import TextData, TextTask
 
 
@@ -154,26 +158,85 @@ def train_text(tmp_path, corpus, units, epochs, unroll_length, learning_rate, ba
     return run.train(settings, task), task
 
 
+def greedy(model_dir, prompt, num_chars):
+    generate = tf.saved_model.load(model_dir).signatures["generate"]
+    return generate(prompt=tf.constant([prompt]), num_chars=tf.constant(num_chars), temperature=tf.constant(0.0),
+                    seed=tf.constant(0, tf.int64))["text"][0].numpy().decode()
+
+
+def bare_run(logdir, *flags, timeout=300):
+    """`train_text.py FLAGS` in a subprocess (its preset supplies the rest); the run's directory."""
+    result = run_python(["train_text.py", f"--logdir={logdir}", "--run_name=r", *flags], timeout=timeout)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return result, os.path.join(logdir, "r")
+
+
+@pytest.fixture(scope="module")
+def bare_fox(tmp_path_factory):
+    return bare_run(str(tmp_path_factory.mktemp("fox")), "--corpus=fox_and_crow")
+
+
 @pytest.mark.slow
-def test_fox_and_crow_is_memorized_and_written_back_from_its_first_words(tmp_path):
-    result, _ = train_text(tmp_path, "fox_and_crow", units=128, epochs=300, unroll_length=148, learning_rate=0.01)
-    generate = tf.saved_model.load(result.export_dir).signatures["generate"]
+def test_bare_fox_and_crow_preset_memorizes_and_writes_it_back_from_its_first_words(bare_fox):
+    _, run_dir = bare_fox
     prompt = "One bright morning"
-    text = generate(prompt=tf.constant([prompt]), num_chars=tf.constant(len(text_data.FOX_AND_CROW) - len(prompt)),
-                    temperature=tf.constant(0.0), seed=tf.constant(0, tf.int64))["text"][0].numpy().decode()
-    assert text == text_data.FOX_AND_CROW
+    assert greedy(os.path.join(run_dir, "saved_model"), prompt,
+                  len(text_data.FOX_AND_CROW) - len(prompt)) == text_data.FOX_AND_CROW
 
 
 @pytest.mark.slow
-def test_the_soliloquy_is_memorized_and_written_back_from_to_be_or(tmp_path):
-    result, _ = train_text(tmp_path, "hamlet_soliloquy", units=256, epochs=150, unroll_length=100,
-                           learning_rate=0.005)
-    generate = tf.saved_model.load(result.export_dir).signatures["generate"]
+def test_bare_hamlet_preset_memorizes_the_soliloquy_and_writes_it_back_from_to_be_or(tmp_path):
+    _, run_dir = bare_run(str(tmp_path), "--corpus=hamlet_soliloquy")
     prompt = "to be, or"
-    text = generate(prompt=tf.constant([prompt]),
-                    num_chars=tf.constant(len(text_data.HAMLET_SOLILOQUY) - len(prompt)),
-                    temperature=tf.constant(0.0), seed=tf.constant(0, tf.int64))["text"][0].numpy().decode()
-    assert text == text_data.HAMLET_SOLILOQUY
+    assert greedy(os.path.join(run_dir, "saved_model"), prompt,
+                  len(text_data.HAMLET_SOLILOQUY) - len(prompt)) == text_data.HAMLET_SOLILOQUY
+
+
+@pytest.mark.slow
+def test_explicit_flags_override_the_preset_and_the_rest_of_it_applies(tmp_path):
+    _, run_dir = bare_run(str(tmp_path), "--corpus=fox_and_crow", "--epochs=3", "--lstm_size=8",
+                          "--learning_rate=0.03")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["training"]["epochs"] == 3 and config["training"]["learning_rate"] == 0.03  # given
+    assert config["model"]["units"] == 8
+    assert config["training"]["batch_size"] == 1 and config["data"]["unroll_length"] == 148  # the preset's
+    assert config["data"]["validation_fraction"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_small_text_file_trains_with_streams_and_windows_that_fit_and_says_so(tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("the quick brown fox jumps over the lazy dog. " * 2)  # 90 characters
+    result, run_dir = bare_run(str(tmp_path / "logs"), f"--text_file={text_file}", "--epochs=2", "--lstm_size=8",
+                               "--sample_every=0")
+    train, _ = text_data.split(text_file.read_text(), 0.1, "interleaved")
+    assert f"chose 1 stream(s) and windows of {len(train) - 1}" in result.stdout, result.stdout
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["training"]["batch_size"] == 1 and config["data"]["unroll_length"] == len(train) - 1
+
+
+def test_fit_to_text_changes_only_what_was_not_given():
+    assert fit_to_text(100_000, 64, 100, False, False) == (64, 100, None)
+    streams, window, said = fit_to_text(1_000, 64, 100, False, False)
+    assert (streams, window) == (8, 100) and "chose 8 stream(s)" in said  # 1000 // 8 - 1 = 124 >= 100
+    assert fit_to_text(1_000, 64, 100, True, False)[:2] == (64, 14)  # streams given: the window shrinks
+    assert fit_to_text(1_000, 64, 100, True, True)[:2] == (64, 100)  # both given: left for the task to refuse
+
+
+def test_interleaved_split_holds_out_every_tenth_block_and_the_tail_split_the_end():
+    text = "".join(chr(0x4E00 + i) for i in range(2_000))  # every position a different character
+    blocks = text_data.held_out_blocks(len(text), 0.1, block=50)
+    assert [held for _, _, held in blocks] == [i % 10 == 9 for i in range(40)]
+    train, validation = text_data.split(text, 0.1, "interleaved", block=50)
+    assert len(train) + len(validation) == len(text) and not set(train) & set(validation)
+    assert validation[:50] == text[450:500] and validation[50:100] == text[950:1000]
+    assert train[:450] == text[:450] and train[450:500] == text[500:550]
+    # A text too short for four held-out blocks of the asked size gets smaller blocks.
+    assert len(text_data.split(text, 0.1, "interleaved", block=10_000)[1]) == 200
+    assert text_data.split(text, 0.1, "tail") == (text[:1800], text[1800:])
+    assert text_data.split(text, 0.0, "interleaved") == (text, "")
 
 
 @pytest.fixture(scope="module")
@@ -205,12 +268,12 @@ def test_score_signature_matches_numpy_log_probabilities(generator):
 
 def test_generate_is_the_prompt_plus_greedy_or_seeded_samples(generator):
     module, characters, model = generator
-    greedy = module.generate(tf.constant(["ab", "c"]), 6, 0.0, 0)["text"].numpy()
+    greedy = module.generate(tf.constant(["ab", "c"]), 70, 0.0, 0)["text"].numpy()  # two compiled chunks
     # Greedy by hand: feed the prompt, then each most likely character.
     params = reference.params_from_model(model)
     for row, prompt in enumerate(["ab", "c"]):
         text = prompt
-        for _ in range(6):
+        for _ in range(70):
             ids = np.array([characters.index(c) for c in text])
             logits, _ = reference.forward(np.eye(7)[ids[None]], params)
             text += characters[int(np.argmax(logits[0, -1]))]
@@ -219,6 +282,21 @@ def test_generate_is_the_prompt_plus_greedy_or_seeded_samples(generator):
     other = module.generate(tf.constant(["ab"]), 30, 1.0, 8)["text"][0].numpy()
     assert same[0] == same[1] and same[0] != other
     assert module.generate(tf.constant(["ab"]), 0, 1.0, 7)["text"][0].numpy() == b"ab"
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampled_characters_follow_the_softmax_at_the_temperature(generator, temperature):
+    module, characters, model = generator
+    rows = 4000
+    text = [row.decode() for row in module.generate(tf.constant(["ab"] * rows), 70, temperature, 3)["text"].numpy()]
+    logits, _ = reference.forward(np.eye(7)[[0, 1]][None], reference.params_from_model(model))
+    expected = np.exp(logits[0, -1] / temperature) / np.exp(logits[0, -1] / temperature).sum()
+    counted = np.array([sum(row[2] == c for row in text) for c in characters]) / rows
+    np.testing.assert_allclose(counted, expected, atol=4 * np.sqrt(0.25 / rows))  # 4 standard errors
+    assert len(set(text)) > rows // 2  # rows draw independently
+    # Sampling goes on the same way across the compiled chunks: the first 64 characters of 70 are those of 64.
+    shorter = module.generate(tf.constant(["ab"] * rows), 64, temperature, 3)["text"].numpy()
+    assert [row.decode() for row in shorter] == [row[:66] for row in text]
 
 
 @pytest.mark.parametrize("call, message", [
@@ -302,9 +380,8 @@ def test_train_text_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, fl
 
 
 @pytest.mark.slow
-def test_generate_command_line(tmp_path):
-    result, _ = train_text(tmp_path, "fox_and_crow", units=128, epochs=300, unroll_length=148, learning_rate=0.01)
-    model_dir = result.export_dir
+def test_generate_command_line(bare_fox):
+    model_dir = os.path.join(bare_fox[1], "saved_model")
     ok = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20",
                      "--temperature=0"])
     assert ok.returncode == 0 and ok.stderr == "" and ok.stdout == text_data.FOX_AND_CROW[:30] + "\n"
@@ -316,3 +393,23 @@ def test_generate_command_line(tmp_path):
         bad = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", *flags])
         assert bad.returncode == 2 and bad.stdout == "", bad.stderr
         assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith(message), bad.stderr
+
+
+@pytest.mark.slow
+def test_generate_streams_what_the_generate_signature_writes_and_stops_on_ctrl_c(bare_fox):
+    model_dir = os.path.join(bare_fox[1], "saved_model")
+    signature = tf.saved_model.load(model_dir).signatures["generate"]
+    whole = signature(prompt=tf.constant(["One"]), num_chars=tf.constant(1300), temperature=tf.constant(0.9),
+                      seed=tf.constant(11, tf.int64))["text"][0].numpy().decode()
+    streamed = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", "--prompt=One", "--num_chars=1300",
+                           "--temperature=0.9", "--seed=11"])
+    assert streamed.returncode == 0 and streamed.stdout == whole + "\n"  # three `more` calls, the last one short
+    # A million characters: the first ones arrive long before the end; Ctrl-C then stops it with 130.
+    process = subprocess.Popen([sys.executable, "-m", "tasks.text.generate", f"--model_dir={model_dir}",
+                                "--num_chars=1000000", "--temperature=1"], cwd=ROOT, env={**os.environ, **QUIET_TF},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.read(2000)
+    process.send_signal(signal.SIGINT)
+    rest, errors = process.communicate(timeout=60)
+    assert len(first) == 2000 and process.returncode == 130, errors
+    assert errors.decode() == "error: interrupted\n" and len(first + rest) < 1_000_000

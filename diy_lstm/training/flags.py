@@ -44,8 +44,8 @@ _PREACTIVATION_NOISE = flags.DEFINE_float(
 _NOISE_FREE_EPOCHS = flags.DEFINE_integer(
     "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise.", lower_bound=0)
 _NOISE_DISTRIBUTION = flags.DEFINE_enum(
-    "noise_distribution", "normal", ["normal", "uniform"],
-    "normal, or uniform on ±√3 × --preactivation_noise (the same spread, a quarter of the cost to draw).")
+    "noise_distribution", "normal", ["normal", "irwin_hall"],
+    "normal, or irwin_hall: the sum of four uniform bytes (the same spread, nearly the shape, a third of the cost).")
 _STOP_AT_GOAL = flags.DEFINE_boolean(
     "stop_at_goal", False, "Stop (checkpoint and export) at the first evaluation that reaches the task's goal.")
 _SEED = flags.DEFINE_integer(

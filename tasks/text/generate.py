@@ -1,11 +1,12 @@
-"""Write text with an exported character-level language model (its `generate` signature).
+"""Write text with an exported character-level language model (its `start` and `more` signatures).
 
     python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300 \\
         --temperature=0.8 [--seed=N]
 
-Prints the prompt and the characters generated after it. `--temperature=0` always takes the most
-likely character; the same seed gives the same text; an empty prompt (the default) starts from the
-model's zero state. Any error (a prompt character the model does not know, a bad flag, a missing
+Prints the prompt and the characters generated after it, as they are made (Ctrl-C stops it, exit
+130): the same text the `generate` signature writes. `--temperature=0` always takes the most likely
+character; the same seed gives the same text; an empty prompt (the default) starts from the model's
+zero state. Any error (a prompt character the model does not know, a bad flag, a missing
 model) is one line on stderr, with the exit code of `diy_lstm.cli.errors`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Callable
 
 from absl import flags
 
@@ -41,35 +43,60 @@ def check_prompt(prompt: str) -> None:
         raise UsageError(f"--prompt has {len(prompt):,} characters; at most {MAX_PROMPT_CHARACTERS:,}")
 
 
-def generate(model_dir: str, prompt: str, num_chars: int, temperature: float, seed: int) -> str:
-    """The prompt and `num_chars` characters the model at `model_dir` writes after it."""
+STREAM_CHARACTERS = 512  # characters per `more` call: whole chunks, so the text is what `generate` writes
+
+
+def stream(model_dir: str, prompt: str, num_chars: int, temperature: float, seed: int,
+           write: Callable[[str], None]) -> None:
+    """Writes the prompt, then the characters the model at `model_dir` writes after it, a piece at
+    a time as they are made (`start`, then `more`; one `generate` call for a model without them)."""
     if not 0 <= num_chars <= MAX_GENERATED_CHARACTERS:
         raise UsageError(f"--num_chars must be in [0, {MAX_GENERATED_CHARACTERS:,}], got {num_chars}")
     if not (math.isfinite(temperature) and temperature >= 0.0):
         raise UsageError(f"--temperature must be a finite number >= 0, got {temperature}")
     check_prompt(prompt)
     try:
-        _, signature, _ = load_serving_signature(model_dir, "generate", SIGNATURE_INPUTS["generate"])
+        loaded, generate, _ = load_serving_signature(model_dir, "generate", SIGNATURE_INPUTS["generate"])
     except LoadError as error:
         raise ModelError(str(error)) from None
+    sampling = {"temperature": tf.constant(temperature, tf.float32), "seed": tf.constant(seed, tf.int64)}
+    if not {"start", "more"} <= set(loaded.signatures):
+        write(call(generate, prompt=tf.constant([prompt]), num_chars=tf.constant(num_chars), **sampling)["text"])
+        return
+    state = call(loaded.signatures["start"], prompt=tf.constant([prompt]))["state"]
+    write(prompt)
+    for first_step in range(0, num_chars, STREAM_CHARACTERS):
+        outputs = call(loaded.signatures["more"], state=state, first_step=tf.constant(first_step, tf.int64),
+                       num_chars=tf.constant(min(STREAM_CHARACTERS, num_chars - first_step)), **sampling)
+        write(outputs["text"])
+        state = outputs["state"]
+
+
+def call(signature, **inputs) -> dict:
+    """The signature's outputs (a string output decoded: the first row), a bad prompt as `UsageError`."""
     try:
-        outputs = signature(prompt=tf.constant([prompt]), num_chars=tf.constant(num_chars, tf.int32),
-                            temperature=tf.constant(temperature, tf.float32), seed=tf.constant(seed, tf.int64))
+        outputs = signature(**inputs)
     except tf.errors.InvalidArgumentError as error:
         raise UsageError(graph_error_message(error, lambda what, index: "--prompt") or cli.first_line(error)) from None
-    return outputs["text"][0].numpy().decode("utf-8")
+    return {name: value[0].numpy().decode("utf-8") if value.dtype == tf.string else value
+            for name, value in outputs.items()}
+
+
+def write_out(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # e.g. >/dev/full
+        raise OutputError(f"cannot write the output: {error.strerror or error}") from None
 
 
 def main(argv: list[str]) -> int:
     if _MODEL_DIR.value is None:
         raise UsageError("--model_dir is required: the directory of a SavedModel written by train_text.py")
-    text = generate(_MODEL_DIR.value, _PROMPT.value, _NUM_CHARS.value, _TEMPERATURE.value, _SEED.value)
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        raise
-    except OSError as error:  # e.g. >/dev/full
-        raise OutputError(f"cannot write the output: {error.strerror or error}") from None
+    stream(_MODEL_DIR.value, _PROMPT.value, _NUM_CHARS.value, _TEMPERATURE.value, _SEED.value, write_out)
+    write_out("\n")
     return 0
 
 

@@ -5,6 +5,9 @@ The vocabulary (id -> character) is passed in by the caller and lives in the gra
 
     generate(prompt: string [batch], num_chars: int32 [], temperature: float32 [], seed: int64 [])
         -> {"text": string [batch]}     each prompt followed by `num_chars` generated characters
+    start(prompt: string [batch]) -> {"state": float32 [layers, 2, batch, units]}
+    more(state, num_chars: int32 [], temperature: float32 [], seed: int64 [], first_step: int64 [])
+        -> {"text": string [batch], "state": ...}    the next `num_chars` characters, streamed
     score(text: string [batch])
         -> {"bits_per_char": float32 [batch],       -mean log2 p(next character) over each text
             "log_probs": float32 [batch, time]}     ln p(text[t + 1] | text[..t]) at t, 0 past each end
@@ -12,10 +15,12 @@ The vocabulary (id -> character) is passed in by the caller and lives in the gra
 
 `generate` feeds each prompt through the cell from the zero state (an empty prompt: the zero state
 itself), then samples one character at a time from softmax(logits / temperature) and feeds it back,
-all in one `tf.while_loop`; temperature 0 takes the most likely character. Sampling is stateless,
-seeded by `(seed, step)`: the same seed gives the same text. `score` reads its texts in windows (at
-most `SCORE_WINDOW` characters, fewer for a large batch), carrying the state, so its memory grows
-with the texts' length, not with length × vocabulary. Bad input fails with an `InvalidArgumentError`
+in chunks of `GENERATE_CHUNK` characters, each one XLA-compiled loop; temperature 0 takes the most
+likely character. `start` and `more` are the same in pieces, for a caller that prints characters as
+they come (`python -m diy_lstm.generate`). Sampling (Gumbel-max) is stateless, seeded by `(seed,
+the chunk's first step)`: the same seed gives the same text at the same batch size. `score` reads
+its texts in windows (at most `SCORE_WINDOW` characters, fewer for a large batch), carrying the
+state, so its memory grows with the texts' length, not with length × vocabulary. Bad input fails with an `InvalidArgumentError`
 whose message starts with `ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at
 position 3 of prompt[0]`); one call takes at most `MAX_SCORED_CHARACTERS` (texts × the longest) to
 score, and prompts of at most `ONE_HOT_VALUES // vocabulary` characters (prompts × the longest).
@@ -32,12 +37,23 @@ from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
-SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",)}
+SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
+                    "start": ("prompt",), "more": ("first_step", "num_chars", "seed", "state", "temperature")}
 MAX_GENERATED_CHARACTERS = 1_000_000
 MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
 MAX_SCORED_CHARACTERS = 20_000_000  # texts × the longest of them, in one call
 ONE_HOT_VALUES = 200_000_000  # characters × vocabulary read at once (prompts, a window of scored text)
 SCORE_WINDOW = 4096
+
+
+def pack(states: Sequence[LSTMState]) -> tf.Tensor:
+    """Each layer's `(hidden, cell)` as one tensor `[layers, 2, batch, units]` (a signature's output)."""
+    return tf.stack([tf.stack([state.hidden, state.cell]) for state in states])
+
+
+def unpack(state: tf.Tensor) -> tuple[LSTMState, ...]:
+    return tuple(LSTMState(layer[0], layer[1]) for layer in tf.unstack(state))
+GENERATE_CHUNK = 64  # characters sampled by one compiled program
 
 
 class TextGenerator(tf.Module):
@@ -60,72 +76,118 @@ class TextGenerator(tf.Module):
         self.max_prompt_characters = ONE_HOT_VALUES // size
 
     def signatures(self) -> dict:
-        return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function()}
+        config = self.model.config
+        more = self.more.get_concrete_function(
+            tf.TensorSpec([config.num_layers, 2, None, config.units], self.model.dtype, name="state"),
+            tf.TensorSpec([], tf.int32, name="num_chars"), tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.int64, name="first_step"))
+        return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function(),
+                "start": self.start.get_concrete_function(), "more": more}
 
     def _logits(self, state: LSTMState) -> tf.Tensor:
         source = state.cell if self.model.config.readout == "cell" else state.hidden
         return tf.matmul(source, self.model.W_out) + self.model.b_out  # [batch, vocabulary]
 
-    def _prompt_states(self, ids: tf.RaggedTensor, lengths: tf.Tensor) -> tuple[tuple[LSTMState, ...], tf.Tensor]:
-        """Each layer's state after each prompt's last character, and the logits for the next one
-        (the zero state and its logits for an empty prompt)."""
-        dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
+    def _prompt_states(self, prompt: tf.Tensor) -> tuple[LSTMState, ...]:
+        """Each layer's state after each prompt's last character (the zero state for an empty prompt),
+        once the prompts pass the vocabulary's checks."""
+        ids, lengths, checks = self.characters.ids(prompt, "prompt", minimum_length=0,
+                                                   max_padded_characters=self.max_prompt_characters)
+        with tf.control_dependencies(checks):  # nothing below runs before the checks pass
+            dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
         dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense)[1])]])  # at least one step
         output = self.model.run(dense, keep_states=True)  # ids: one-hot inputs, read as rows of W_x
         last = tf.maximum(lengths, 1)
         started = tf.cast(lengths > 0, self.model.dtype)[:, tf.newaxis]  # [batch, 1]: 0 for an empty prompt
-        states = tuple(LSTMState(final_step(tf.transpose(layer.hidden, [1, 0, 2]), last) * started,
-                                 final_step(tf.transpose(layer.cell, [1, 0, 2]), last) * started)
-                       for layer in output.layers)
-        return states, self._logits(states[-1])
+        return tuple(LSTMState(final_step(tf.transpose(layer.hidden, [1, 0, 2]), last) * started,
+                               final_step(tf.transpose(layer.cell, [1, 0, 2]), last) * started)
+                     for layer in output.layers)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="prompt"), tf.TensorSpec([], tf.int32, name="num_chars"),
         tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([], tf.int64, name="seed")],
         autograph=False)
     def generate(self, prompt, num_chars, temperature, seed):
-        ids, lengths, checks = self.characters.ids(prompt, "prompt", minimum_length=0,
-                                                   max_padded_characters=self.max_prompt_characters)
-        checks += [
+        states = self._prompt_states(prompt)
+        continuation, _ = self._continue(states, num_chars, temperature, seed, tf.constant(0, tf.int64))
+        return {"text": tf.strings.join([prompt, continuation])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")], autograph=False)
+    def start(self, prompt):
+        """The state after each prompt, `[layers, 2 (hidden, cell), batch, units]`, for `more`."""
+        return {"state": pack(self._prompt_states(prompt))}
+
+    @tf.function(autograph=False)
+    def more(self, state, num_chars, temperature, seed, first_step):
+        """`num_chars` more characters after `state` (from `start` or the last `more`) and the state
+        after them. Calls of whole chunks (`first_step` a multiple of `GENERATE_CHUNK`) write what
+        one `generate` call with the same seed writes."""
+        continuation, states = self._continue(unpack(state), num_chars, temperature, seed, first_step)
+        return {"text": continuation, "state": pack(states)}
+
+    def _continue(self, states: tuple[LSTMState, ...], num_chars: tf.Tensor, temperature: tf.Tensor,
+                  seed: tf.Tensor, first_step: tf.Tensor) -> tuple[tf.Tensor, tuple[LSTMState, ...]]:
+        """`num_chars` characters sampled after `states`, string `[batch]`, and the states after them:
+        chunk after chunk of one compiled loop (`_sample_chunk`)."""
+        checks = [
             tf.debugging.Assert(tf.logical_and(num_chars >= 0, num_chars <= MAX_GENERATED_CHARACTERS), [
                 f"{ERROR_PREFIX}num_chars must be in [0, {MAX_GENERATED_CHARACTERS}], got", num_chars]),
             tf.debugging.Assert(tf.logical_and(temperature >= 0.0, tf.math.is_finite(temperature)), [
                 f"{ERROR_PREFIX}temperature must be a finite number >= 0, got", temperature]),
         ]
-        with tf.control_dependencies(checks):  # nothing below runs before the checks pass
-            ids = tf.ragged.map_flat_values(tf.identity, ids)
-            lengths = tf.identity(lengths)
+        with tf.control_dependencies(checks):
             num_chars = tf.identity(num_chars)
-        states, logits = self._prompt_states(ids, lengths)
-        temperature = tf.cast(temperature, logits.dtype)
+        temperature = tf.cast(temperature, self.model.dtype)
+        chunks = (num_chars + GENERATE_CHUNK - 1) // GENERATE_CHUNK
 
-        def pick(logits, step):
-            def sample():
-                seeds = tf.stack([seed, tf.cast(step, tf.int64)])
-                return tf.random.stateless_categorical(logits / temperature, 1, seeds, dtype=tf.int32)[:, 0]
+        def body(chunk, states, written):
+            count = tf.minimum(GENERATE_CHUNK, num_chars - chunk * GENERATE_CHUNK)
+            chosen, states = self._sample_chunk(first_step + tf.cast(chunk * GENERATE_CHUNK, tf.int64), count,
+                                                states, temperature, seed)
+            return chunk + 1, states, written.write(chunk, chosen)
 
-            return tf.cond(temperature > 0.0, sample, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))
+        written = tf.TensorArray(tf.int32, size=chunks, element_shape=[GENERATE_CHUNK, None])
+        _, states, written = tf.while_loop(lambda chunk, *_: chunk < chunks, body, (tf.constant(0), states, written),
+                                           maximum_iterations=chunks)
 
-        def body(step, logits, states, written):
-            chosen = pick(logits, step)
+        def joined():
+            return self.characters.text(tf.transpose(written.concat()[:num_chars]))  # [batch]
+
+        batch = tf.shape(states[0].hidden)[:1]
+        return tf.cond(num_chars > 0, joined, lambda: tf.fill(batch, "")), states
+
+    @tf.function(jit_compile=True, autograph=False)
+    def _sample_chunk(self, first_step, count, states, temperature, seed):
+        """`count` (at most `GENERATE_CHUNK`) characters sampled after each layer's `states`, as ids
+        `[GENERATE_CHUNK, batch]` (0 past `count`), and the states after them. The chunk's draws are
+        seeded by `(seed, first_step)`. One XLA program: a loop of a fixed shape compiles whole, where
+        each step of a graph loop pays for every op it launches."""
+        logits = self._logits(states[-1])
+        # Gumbel-max: argmax(logits / T + g), g = -ln(-ln u) for u uniform, is a draw from softmax(logits / T).
+        # The noise of the whole chunk is drawn at once; 0 for T = 0 (argmax).
+        shape = tf.concat([[GENERATE_CHUNK], tf.shape(logits)], axis=0)  # [chunk, batch, vocabulary]
+        uniform = tf.random.stateless_uniform(shape, tf.stack([seed, first_step]), minval=1e-20, maxval=1.0,
+                                              dtype=logits.dtype)
+        sampling = temperature > 0.0
+        noise = tf.where(sampling, -tf.math.log(-tf.math.log(uniform)), tf.zeros_like(uniform))
+        inverse_temperature = tf.where(sampling, 1.0 / tf.maximum(temperature, 1e-30), tf.ones_like(temperature))
+        layer_weights = [layer.fused_weights() for layer in self.model.layers]  # concatenated once, not per step
+
+        def body(offset, logits, states, written):
+            chosen = tf.argmax(logits * inverse_temperature + noise[offset], axis=-1, output_type=tf.int32)
             inputs, new_states = chosen, []  # ids: the first layer reads its rows of W_x
-            for layer, state in zip(self.model.layers, states):
-                weights = layer.fused_weights()
+            for layer, weights, state in zip(self.model.layers, layer_weights, states):
                 gates = lstm_step(project_input(inputs, weights), state, weights.recurrent_kernel, layer.gating)
                 inputs = gates.hidden
                 new_states.append(gates.state)
-            return step + 1, self._logits(new_states[-1]), tuple(new_states), written.write(step, chosen)
+            written += tf.one_hot(offset, GENERATE_CHUNK, dtype=tf.int32)[:, tf.newaxis] * chosen
+            return offset + 1, self._logits(new_states[-1]), tuple(new_states), written
 
-        written = tf.TensorArray(tf.int32, size=num_chars, element_shape=[None])
-        _, _, _, written = tf.while_loop(
-            lambda step, *_: step < num_chars, body, (tf.constant(0), logits, states, written),
-            maximum_iterations=num_chars)
-
-        def joined():
-            return self.characters.text(tf.transpose(written.stack()))  # [batch]
-
-        continuation = tf.cond(num_chars > 0, joined, lambda: tf.fill(tf.shape(prompt), ""))
-        return {"text": tf.strings.join([prompt, continuation])}
+        written = tf.zeros(tf.stack([GENERATE_CHUNK, tf.shape(logits)[0]]), tf.int32)
+        _, _, states, written = tf.while_loop(lambda offset, *_: offset < count, body,
+                                              (tf.constant(0), logits, states, written),
+                                              maximum_iterations=GENERATE_CHUNK)
+        return written, states
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
     def score(self, text):

