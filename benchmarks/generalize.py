@@ -5,10 +5,13 @@ scored on fresh sequences far longer than any it trained on.
     python -m benchmarks.generalize --seeds=0,1 --sequences=20
 
 For every seed: the whole command's wall-clock seconds and its training seconds (restarts included,
-from results.json), the length it was checked exact at (its `about` signature), and the per-step error
+from results.json), the length it was checked exact at (its `about` signature), the per-step error
 of `--sequences` fresh sequences at each of `--lengths`, uniform ("every sequence equally likely")
 and varied ("each sequence its own character frequencies": long runs of one character, large sums),
-scored through the SavedModel as a user scores them. Prints a Markdown table and writes JSON.
+scored through the SavedModel as a user scores them, and the first wrong step of `--patterns`
+repeated to the longest length (`0000…`, `++-++-…`). Prints a Markdown table and writes JSON.
+
+    python -m benchmarks.generalize --train_flags=--flagfile=experiments/count_far.flags
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ tf = quiet.import_tensorflow()
 from absl import app, flags  # noqa: E402
 
 from diy_lstm.training import machine  # noqa: E402
-from tasks.counter.generalization import evaluate_length  # noqa: E402
+from tasks.counter.generalization import evaluate_length, evaluate_patterns  # noqa: E402
 from tasks.counter.serving import about  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +39,8 @@ _SEEDS = flags.DEFINE_list("seeds", [str(seed) for seed in range(10)], "Seeds of
 _LENGTHS = flags.DEFINE_list("lengths", ["6", "100", "1000", "10000"], "Lengths scored.")
 _SEQUENCES = flags.DEFINE_integer("sequences", 100, "Fresh sequences per length and sampling.", lower_bound=1)
 _TRAIN_FLAGS = flags.DEFINE_list("train_flags", [], "Flags added to `train.py --lstm_size=24` (default: none).")
+_PATTERNS = flags.DEFINE_list("patterns", ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"],
+                              "Patterns repeated to the longest of --lengths: the shortest one scored wrong is reported.")
 _OUTPUT = flags.DEFINE_string("output", "logs/generalize_bench.json", "Where the JSON goes.")
 
 
@@ -59,17 +64,23 @@ def score(export_dir: str) -> dict:
         signature, int(length), _SEQUENCES.value, 4321, 500, sampling,
         about(loaded)["max_padded_characters"])["error_per_step"]
         for length in _LENGTHS.value for sampling in ("uniform", "varied")}
-    return {"per_step_error": errors, "about": about(loaded)}
+    longest = max(map(int, _LENGTHS.value))
+    wrong = [(row["first_wrong_step"], pattern) for pattern, row in evaluate_patterns(
+        signature, _PATTERNS.value, longest).items() if row["first_wrong_step"] is not None]
+    return {"per_step_error": errors, "about": about(loaded), "shortest_run_wrong": min(wrong, default=None)}
 
 
 def table(rows: list[dict]) -> str:
     columns = list(rows[0]["per_step_error"])
-    lines = ["| seed | command s | training s | restarts | checked exact up to | " + " | ".join(columns) + " |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+    lines = ["| seed | command s | training s | restarts | checked exact up to | " + " | ".join(columns)
+             + " | first wrong step of a repeated pattern |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " | --- |"]
     for row in rows:
         errors = " | ".join(f"{100 * row['per_step_error'][c]:.2f}%" for c in columns)
+        run = row["shortest_run_wrong"]
+        runs = "none" if run is None else f"{run[0]:,} (`{run[1]}`)"
         lines.append(f"| {row['seed']} | {row['command_seconds']:.1f} | {row['training_seconds']:.1f} | "
-                     f"{row['restarts']} | {row['about']['validated_exact_up_to']:,} | {errors} |")
+                     f"{row['restarts']} | {row['about']['validated_exact_up_to']:,} | {errors} | {runs} |")
     return "\n".join(lines)
 
 

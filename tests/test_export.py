@@ -35,7 +35,8 @@ def expected_finals(model, sequences):
 def exported(tmp_path_factory):
     model = LSTMModel(ModelConfig(input_size=3, units=6, readout="cell", seed=7))
     path = str(tmp_path_factory.mktemp("export") / "saved_model")
-    scorer = SequenceScorer(model, dg.ENCODING, trained_lengths=(1, 20), validated_exact_up_to=3000)
+    scorer = SequenceScorer(model, dg.ENCODING, trained_lengths=(1, 20), validated_exact_up_to=3000,
+                            readout_fit_length=1000)
     export(scorer, path, scorer.signatures(), {"note": "test export"})
     return model, path
 
@@ -77,6 +78,7 @@ def test_restored_in_a_process_without_this_project(exported, tmp_path):
     assert outputs["final_prediction_rounded"] == np.round(outputs["final_prediction"]).astype(int).tolist()
     np.testing.assert_allclose(outputs["encoded"], expected_finals(model, ["+I-"]), atol=1e-5)
     assert outputs["about"]["trained_lengths"] == [1, 20] and outputs["about"]["validated_exact_up_to"] == 3000
+    assert outputs["about"]["readout_fit_length"] == 1000
 
 
 def test_lengths_1_6_and_300_through_one_traced_function(exported):

@@ -275,10 +275,12 @@ class TrainingLoop:
         return self._result(INTERRUPTED, metrics={})
 
     def _finish(self) -> RunResult:
-        """The export and results.json (the chief), once every epoch has trained."""
+        """The task's finishing change, the export and results.json (the chief), once every epoch has trained."""
         seconds = self._seconds()
         if not self.place.is_chief:
             return dataclasses.replace(self._result(COMPLETED, metrics={}), seconds=seconds)
+        if (changed := self.task.finish(self.model)) is not None:
+            self.sink.say(changed)
         module, signatures = self.task.serving_module(self.model)
         metadata = {"model_config": dataclasses.asdict(self.settings.model), "config": self.settings.to_json()}
         self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)

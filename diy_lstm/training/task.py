@@ -22,6 +22,8 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     gate_examples()              tag -> (one label per step, encoded `[time, features]`) drawn as heat maps
     samples(model)               tag -> text, written as text summaries every `sample_every` epochs
     histogram_batch()            a batch whose gradients are drawn as histograms
+    finish(model)                last changes to the trained model before its final evaluation and
+                                 export (e.g. refitting the readout); one line saying what changed
     serving_module(model, ...)   the `tf.Module` and signatures the SavedModel holds (tables passed in)
 
 A batch is a tuple of tensors; the run passes it to `loss` unchanged, so its layout is the task's,
@@ -138,6 +140,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def histogram_batch(self) -> tuple[tf.Tensor, ...]:
         """A batch (as `loss` takes it) whose gradients the histograms show."""
+
+    def finish(self, model: LSTMModel) -> str | None:
+        """Changes the trained model once every epoch has trained, before the final evaluation and
+        the export (on the chief; the checkpoints keep the trained weights, so it must give the same
+        change every time it runs on them); one line saying what changed, or None. Nothing by default."""
+        return None
 
     @abc.abstractmethod
     def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:

@@ -13,6 +13,8 @@ Signatures (the first two return the same dict of dense tensors):
       trained_lengths        int32 [2]  the shortest and longest training length
       validated_exact_up_to  int32 []   the longest length at which it scored fresh sequences with
                                         no wrong step (0: not checked beyond training)
+      readout_fit_length     int32 []   the length of the fresh sequences its readout was refitted on
+                                        after training (0: not refitted)
       max_padded_characters  int64 []   what one call may score: sequences × the longest of them
 
   step_predictions          float32 [batch, max_time]  prediction after every step, 0 past the end
@@ -55,7 +57,8 @@ class SequenceScorer(tf.Module):
     """
 
     def __init__(self, model: LSTMModel, encoding: Mapping[str, Sequence[float]],
-                 trained_lengths: tuple[int, int] = (0, 0), validated_exact_up_to: int = 0, name: str | None = None):
+                 trained_lengths: tuple[int, int] = (0, 0), validated_exact_up_to: int = 0,
+                 readout_fit_length: int = 0, name: str | None = None):
         super().__init__(name=name)
         features = model.config.input_size
         for character, vector in encoding.items():
@@ -70,6 +73,7 @@ class SequenceScorer(tf.Module):
         self.codes = tf.constant([list(encoding[c]) for c in characters] + [[0.0] * features], dtype=tf.float32)
         self.trained_lengths = tf.constant(list(trained_lengths), tf.int32)
         self.validated_exact_up_to = tf.constant(validated_exact_up_to, tf.int32)
+        self.readout_fit_length = tf.constant(readout_fit_length, tf.int32)
         self.max_padded_characters = max_padded_characters(model.config.units * model.config.num_layers)
 
     @tf.function(input_signature=[], autograph=False)
@@ -77,6 +81,7 @@ class SequenceScorer(tf.Module):
         """What the model was trained and checked on, and what one call may score (module docstring)."""
         return {"trained_lengths": tf.identity(self.trained_lengths),
                 "validated_exact_up_to": tf.identity(self.validated_exact_up_to),
+                "readout_fit_length": tf.identity(self.readout_fit_length),
                 "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)

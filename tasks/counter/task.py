@@ -22,6 +22,7 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
+from diy_lstm import readout
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
@@ -35,13 +36,27 @@ DEFAULT_GATE_EXAMPLES = ("++I--0+", "+I-0I+-")
 CHECK = "check"
 
 
-def check_examples(length: int, count: int, seed: int) -> data_generator.Examples:
+CHECK_STREAM, READOUT_FIT_STREAM = 1_000_003, 2_000_003  # independent draws of fresh sequences per seed
+RUNS = ("0", "+", "-", "I", "I+", "I-", "I0")
+
+
+def check_examples(length: int, count: int, seed: int, stream: int = CHECK_STREAM) -> data_generator.Examples:
     """`count` fresh sequences of `length`: the first half uniform, the rest "varied" (each with its
-    own character frequencies, so long runs and large sums are common)."""
-    rng = np.random.default_rng([seed, length, 1_000_003])
+    own character frequencies, so long runs and large sums are common). `stream` keeps the check
+    split and the readout fit's sequences apart."""
+    rng = np.random.default_rng([seed, length, stream])
     half = count // 2
     return data_generator.Examples.from_sequences(data_generator.sample_sequences(length, half, rng, "uniform")
                                                   + data_generator.sample_sequences(length, count - half, rng, "varied"))
+
+
+def readout_fit_examples(length: int, count: int, seed: int) -> data_generator.Examples:
+    """What the readout is refitted on: `count` fresh sequences of `length` (half uniform, half
+    "varied", drawn apart from the check split) and `length` steps of each of `RUNS` repeated,
+    the long runs of one character on which a slightly wrong readout drifts furthest."""
+    fresh = check_examples(length, count, seed, READOUT_FIT_STREAM).sequences
+    runs = [(pattern * length)[:length] for pattern in RUNS]
+    return data_generator.Examples.from_sequences(fresh + runs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +72,10 @@ class CounterData:
       (half uniform, half "varied", so long runs of one character are in it), scored at every
       evaluation; the goal then needs every step of them right too, and the export records the
       length as the one it was checked exact at.
+    readout_fit_length: if > 0, once training ends the readout is refitted by least squares
+      (`diy_lstm.readout`) to the running sums of `readout_fit_examples`: `readout_fit_sequences`
+      fresh sequences of this length and runs of one character, every LSTM weight held fixed; the
+      check split is then scored only after the fit.
     gate_examples: sequences whose gates are drawn as heat maps.
     """
 
@@ -68,6 +87,8 @@ class CounterData:
     target: str = "running"
     check_length: int = 0
     check_sequences: int = 100
+    readout_fit_length: int = 0
+    readout_fit_sequences: int = 200
     gate_examples: tuple[str, ...] = dataclasses.field(
         default=DEFAULT_GATE_EXAMPLES, metadata={"may_change_on_resume": True})
 
@@ -84,6 +105,9 @@ class CounterData:
         if not 0 <= self.check_length <= 100_000 or not 2 <= self.check_sequences <= 10_000:
             raise ValueError(f"check_length must be in [0, 100000] and check_sequences in [2, 10000], got "
                              f"{self.check_length} and {self.check_sequences}")
+        if not 0 <= self.readout_fit_length <= 100_000 or not 2 <= self.readout_fit_sequences <= 10_000:
+            raise ValueError(f"readout_fit_length must be in [0, 100000] and readout_fit_sequences in [2, 10000], "
+                             f"got {self.readout_fit_length} and {self.readout_fit_sequences}")
 
     def split_sizes(self) -> tuple[int, int]:
         """(training, validation) sequences, summed over the lengths, without building them."""
@@ -139,6 +163,8 @@ class CounterTask(Task):
         self.splits: dict[str, data_generator.Examples] = {}
         self.batch_size = 0
         self.last_step_only = False
+        self.readout_fitted_on = 0  # the length `finish` refitted the readout on (0: not refitted)
+        self.finished = False
         self._evaluate = self._evaluate_model = None
 
     def prepare(self, training: TrainingConfig) -> None:
@@ -200,7 +226,13 @@ class CounterTask(Task):
                 input_signature=signature, autograph=False)
             self._evaluate_model = model
         return {split: {name: float(value) for name, value in self._evaluate(*tensors).items()}
-                for split, tensors in self._tensors.items()}
+                for split, tensors in self._tensors.items() if split != CHECK or self._check_now}
+
+    @property
+    def _check_now(self) -> bool:
+        """The check split is scored at every evaluation, or with a readout fit only after it (the
+        readout being trained is not the one exported)."""
+        return not self.data.readout_fit_length or self.finished
 
     @property
     def evaluated_splits(self) -> tuple[str, ...]:
@@ -225,6 +257,27 @@ class CounterTask(Task):
             return self.data.check_length
         return self.data.max_length if metrics[VALIDATION]["error_per_step"] == 0.0 else 0
 
+    def finish(self, model: LSTMModel) -> str | None:
+        """With `readout_fit_length`, the readout refitted on fresh sequences of that length; kept
+        only if it leaves no more wrong validation steps than the trained readout."""
+        length, count = self.data.readout_fit_length, self.data.readout_fit_sequences
+        if not length:
+            return None
+        examples = readout_fit_examples(length, count, self.seed)
+        fit = readout.fit_readout(model, examples.inputs, examples.running_sums[..., None], examples.lengths)
+        trained = model.W_out.numpy(), model.b_out.numpy()
+        before = self.evaluate(model)[VALIDATION]["error_per_step"]
+        readout.assign_readout(model, fit.W_out, fit.b_out)
+        after = self.evaluate(model)[VALIDATION]["error_per_step"]
+        self.finished = True
+        fitted = (f"readout refitted on {len(examples)} sequences of length {length} ({fit.steps:,} steps; largest "
+                  f"error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})")
+        if after > before:
+            readout.assign_readout(model, *trained)
+            return f"{fitted} not kept: validation per-step error {100 * before:.2f}% -> {100 * after:.2f}%"
+        self.readout_fitted_on = length
+        return fitted
+
     def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
         return {sequence: (sequence, data_generator.encode_sequence(sequence)) for sequence in self.data.gate_examples}
 
@@ -233,5 +286,5 @@ class CounterTask(Task):
 
     def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
         scorer = SequenceScorer(model, data_generator.ENCODING, (self.data.min_length, self.data.max_length),
-                                self.validated_exact_up_to(self.evaluate(model)))
+                                self.validated_exact_up_to(self.evaluate(model)), self.readout_fitted_on)
         return scorer, scorer.signatures()

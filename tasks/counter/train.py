@@ -16,13 +16,14 @@ import math
 
 from absl import flags
 
+from diy_lstm import readout
 from diy_lstm.cli import main as cli
 from diy_lstm.training import flags as training_flags
 from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.counter import data_generator
-from tasks.counter.task import DEFAULT_GATE_EXAMPLES, TARGETS, CounterData, CounterTask
+from tasks.counter.task import CHECK, DEFAULT_GATE_EXAMPLES, TARGETS, CounterData, CounterTask
 
 MAX_SEQUENCE_LENGTH = 100_000
 MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
@@ -55,6 +56,12 @@ _CHECK_LENGTH = flags.DEFINE_integer(
     "with long runs of one character); the goal then needs every step right.", lower_bound=0, upper_bound=100_000)
 _CHECK_SEQUENCES = flags.DEFINE_integer(
     "check_sequences", 100, "Sequences in the --check_length split.", lower_bound=2, upper_bound=10_000)
+_READOUT_FIT_LENGTH = flags.DEFINE_integer(
+    "readout_fit_length", 0, "If > 0: once training ends, refit the readout by least squares on fresh sequences of "
+    "this length (LSTM weights fixed), so it reads counts far beyond the training lengths.", lower_bound=0,
+    upper_bound=100_000)
+_READOUT_FIT_SEQUENCES = flags.DEFINE_integer(
+    "readout_fit_sequences", 200, "Sequences the --readout_fit_length fit uses.", lower_bound=2, upper_bound=10_000)
 _RESTART_ERROR = flags.DEFINE_float(
     "restart_error", 0.0, "The validation error (a share, in [0, 1)) a run may have at --restart_epoch.")
 _RESTART_MSE = flags.DEFINE_float(
@@ -82,7 +89,7 @@ def data_from_flags() -> CounterData:
             raise ConfigError(f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, got {sequence!r}")
     data = CounterData(min_length, max_length, _MAX_SEQUENCES_PER_LENGTH.value, _SAMPLING.value,
                        _TRAIN_FRACTION.value, _TARGET.value, _CHECK_LENGTH.value, _CHECK_SEQUENCES.value,
-                       tuple(_GATE_EXAMPLES.value))
+                       _READOUT_FIT_LENGTH.value, _READOUT_FIT_SEQUENCES.value, tuple(_GATE_EXAMPLES.value))
     train_size, validation_size = data.split_sizes()
     if train_size < 1 or validation_size < 1:
         raise ConfigError(f"--train_fraction={_TRAIN_FRACTION.value} leaves {train_size} training and "
@@ -107,7 +114,12 @@ def restart_bounds() -> tuple[tuple[str, float], ...]:
 def settings_per_size() -> list[RunSettings]:
     """One `RunSettings` per `--lstm_size`, all checked before the first run starts."""
     data, training = data_from_flags(), training_flags.training_config()
-    runs = training_flags.sweep(training_flags.run_config(restart_bounds()))
+    runs = list(training_flags.sweep(training_flags.run_config(restart_bounds())))
+    fit_values = data.readout_fit_length * data.readout_fit_sequences * (max(units for units, _ in runs) + 1)
+    if fit_values > readout.MAX_FIT_VALUES:
+        raise ConfigError(f"the readout fit would hold {fit_values:,} values (--readout_fit_length x "
+                          f"--readout_fit_sequences x (lstm_size + 1)), more than {readout.MAX_FIT_VALUES:,}; "
+                          "lower one of them")
     return [RunSettings(CounterTask.name, training_flags.model_config(units, data_generator.NUM_FEATURES), data,
                         training, run_config) for units, run_config in runs]
 
@@ -122,6 +134,10 @@ def print_summary(result: RunResult) -> None:
     print(f"  validation: error {100 * validation['error']:.2f}% (final sum), "
           f"{100 * validation['error_per_step']:.2f}% (per step), mse {validation['mean_square_error']:.3g}")
     print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.3g}")
+    if CHECK in result.metrics:
+        check = result.metrics[CHECK]
+        print(f"  check (fresh sequences of the check length): {100 * check['error_per_step']:.3f}% per-step error, "
+              f"final mse {check['mean_square_error']:.3g}")
     if result.goal_reached:
         after = f" after resuming from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
         print(f"  0.00% validation error first reached{after} at epoch {result.goal_reached.epoch} "

@@ -1,0 +1,110 @@
+"""The least-squares readout fit (`diy_lstm.readout`) against numpy float64, and the counter's use of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import counter_settings, run_train, train_counter
+from diy_lstm import reference
+from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.readout import assign_readout, fit_readout
+from diy_lstm.training import run
+from tasks.counter import data_generator as dg
+from tasks.counter.task import CounterData, readout_fit_examples
+
+
+def reference_sources(model: LSTMModel, inputs: np.ndarray) -> np.ndarray:
+    """`c` of every step from the numpy float64 LSTM, `[batch, time, units]`."""
+    _, records = reference.forward(inputs, reference.params_from_model(model), readout="cell")
+    return records[-1]["c"]
+
+
+@pytest.fixture
+def model_and_data():
+    model = LSTMModel(ModelConfig(input_size=3, units=5, readout="cell", seed=3, dtype="float64"))
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(7, 12, 3))
+    lengths = np.array([12, 3, 12, 8, 1, 12, 5])
+    return model, inputs, lengths
+
+
+def test_recovers_a_readout_that_fits_exactly(model_and_data):
+    model, inputs, lengths = model_and_data
+    wanted_W, wanted_b = np.arange(1.0, 6.0)[:, None] / 7, np.array([-0.25])
+    targets = reference_sources(model, inputs) @ wanted_W + wanted_b  # [batch, time, 1]
+    fit = fit_readout(model, inputs, targets, lengths, batch_size=3)
+    np.testing.assert_allclose(fit.W_out, wanted_W, atol=1e-9)
+    np.testing.assert_allclose(fit.b_out, wanted_b, atol=1e-9)
+    assert fit.steps == lengths.sum() and fit.max_error_after < 1e-9 < fit.max_error_before
+
+
+def test_least_squares_over_real_steps_only(model_and_data):
+    model, inputs, lengths = model_and_data
+    rng = np.random.default_rng(1)
+    targets = rng.normal(size=(7, 12, 1))
+    real = np.arange(12)[None, :] < lengths[:, None]
+    sources = reference_sources(model, inputs)[real]  # [real steps, units]
+    design = np.concatenate([sources, np.ones([len(sources), 1])], axis=1)
+    expected, *_ = np.linalg.lstsq(design, targets[real], rcond=None)
+    padded_targets = np.where(real[..., None], targets, 1e6)  # what lies past each sequence's end counts nowhere
+    fit = fit_readout(model, inputs, padded_targets, lengths)
+    np.testing.assert_allclose(np.concatenate([fit.W_out, fit.b_out[None]]), expected, atol=1e-9)
+    residual = np.abs(design @ expected - targets[real]).max()
+    assert fit.max_error_after == pytest.approx(residual, rel=1e-9)
+    assign_readout(model, fit.W_out, fit.b_out)
+    predictions = model(inputs).numpy()
+    np.testing.assert_allclose(predictions[real], sources @ expected[:-1] + expected[-1], atol=1e-9)
+
+
+def test_counter_run_exports_the_least_squares_readout(tmp_path):
+    """The exported readout is the numpy float64 least-squares fit to the running sums (counted here)
+    of the fit's fresh sequences, over the checkpoint's trained LSTM; or, if not kept, the trained one."""
+    data = CounterData(readout_fit_length=60, readout_fit_sequences=40)
+    settings = counter_settings(str(tmp_path), "refit", data=data, epochs=40)
+    result = train_counter(settings)
+    assert result.outcome == run.COMPLETED
+    trained = LSTMModel(settings.model)
+    tf.train.Checkpoint(model=trained).restore(tf.train.latest_checkpoint(f"{result.run_dir}/checkpoints")).expect_partial()
+    sequences = readout_fit_examples(60, 40, settings.training.seed).sequences
+    assert len(sequences) > 40 and "-" * 60 in sequences
+    sources = reference_sources(trained, np.stack([dg.encode_sequence(s) for s in sequences])).reshape(-1, 8)
+    sums = np.array([running_sum_by_hand(sequence) for sequence in sequences], np.float64).reshape(-1)
+    expected, *_ = np.linalg.lstsq(np.concatenate([sources, np.ones([len(sources), 1])], axis=1), sums, rcond=None)
+    loaded = tf.saved_model.load(result.export_dir)
+    kept = loaded.signatures["about"]()["readout_fit_length"].numpy() == 60
+    exported = np.concatenate([loaded.model.W_out.numpy()[:, 0], loaded.model.b_out.numpy()])
+    if kept:
+        np.testing.assert_allclose(exported, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    else:
+        np.testing.assert_array_equal(exported, np.concatenate([trained.W_out.numpy()[:, 0], trained.b_out.numpy()]))
+
+
+def running_sum_by_hand(sequence: str) -> list[int]:
+    """The running sum: `+` adds 1, `-` subtracts 1, `0` nothing, `I` flips the meaning of what follows."""
+    total, sign, sums = 0, 1, []
+    for character in sequence:
+        if character == "I":
+            sign = -sign
+        total += {"+": sign, "-": -sign}.get(character, 0)
+        sums.append(total)
+    return sums
+
+
+@pytest.mark.slow
+def test_count_far_preset_counts_fresh_sequences_to_2000_exactly(tmp_path):
+    """`train.py --flagfile=experiments/count_far.flags` as a user runs it, then its SavedModel on
+    fresh sequences up to 100x the training length, against sums counted here."""
+    result = run_train(["--flagfile=experiments/count_far.flags", "--run_name=far"], str(tmp_path), timeout=900)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "readout refitted on 207 sequences of length 1000" in result.stdout
+    loaded = tf.saved_model.load(str(tmp_path / "far" / "saved_model"))
+    about = {name: value.numpy().tolist() for name, value in loaded.signatures["about"]().items()}
+    assert about["trained_lengths"] == [20, 20] and about["readout_fit_length"] == 1000
+    rng = np.random.default_rng(2026)
+    for length in (1, 7, 100, 1000, 2000):
+        sequences = dg.sample_sequences(length, 50, rng, "uniform") + dg.sample_sequences(length, 50, rng, "varied")
+        predictions = loaded.signatures["serving_default"](sequences=tf.constant(sequences))["step_predictions"]
+        sums = np.array([running_sum_by_hand(sequence) for sequence in sequences])
+        assert np.array_equal(np.round(predictions.numpy()), sums), f"length {length}"
