@@ -1,7 +1,7 @@
 """Train the hand-built LSTM on the +-0I running-sum task.
 
     python train.py --lstm_size=24
-    python train.py --flagfile=experiments/generalize.flags
+    python train.py --flagfile=experiments/reference_notebook.flags
 
 The command line is `tasks/counter/train.py`; the task is `tasks/counter/`; the run is the library's
 (`diy_lstm/training/run.py`). `python train.py --helpfull` lists every flag.

@@ -46,7 +46,7 @@ CONFIGS = {  # name: (units, time, batch)
 }
 QUICK_CONFIGS = {"reference": (8, 6, 64), "medium": (16, 10, 32), "large": (32, 12, 16)}
 FEATURES = data_generator.NUM_FEATURES
-TRAIN_PY_NOISE = {"preactivation_noise": 1.5, "noise_distribution": "irwin_hall"}  # train.py's default noise
+TRAIN_PY_NOISE = {"preactivation_noise": 1.5, "noise_distribution": "table"}  # train.py's default noise
 
 _CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Which configurations to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per step (median).", lower_bound=1)

@@ -11,7 +11,7 @@ and varied ("each sequence its own character frequencies": long runs of one char
 scored through the SavedModel as a user scores them, and the first wrong step of `--patterns`
 repeated to the longest length (`0000…`, `++-++-…`). Prints a Markdown table and writes JSON.
 
-    python -m benchmarks.generalize --train_flags=--flagfile=experiments/count_far.flags
+    python -m benchmarks.generalize --train_flags=--flagfile=experiments/reference_notebook.flags
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ _TRAIN_FLAGS = flags.DEFINE_list("train_flags", [], "Flags added to `train.py --
 _PATTERNS = flags.DEFINE_list("patterns", ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"],
                               "Patterns repeated to the longest of --lengths: the shortest one scored wrong is reported.")
 _OUTPUT = flags.DEFINE_string("output", "logs/generalize_bench.json", "Where the JSON goes.")
+_LOGDIR = flags.DEFINE_string("logdir", None, "Where the runs go (kept); default: a temporary directory, removed after.")
 
 
 def train(seed: int, logdir: str) -> tuple[float, dict]:
@@ -86,7 +87,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> None:
     rows = []
-    with tempfile.TemporaryDirectory() as logdir:
+    with tempfile.TemporaryDirectory() as scratch:
+        logdir = _LOGDIR.value or scratch
         for seed in map(int, _SEEDS.value):
             seconds, results = train(seed, logdir)
             training = results["seconds"] + sum(given_up["seconds"] for given_up in results["restarts"])

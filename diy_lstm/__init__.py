@@ -4,6 +4,7 @@ The LSTM:
     cell.py            the gate variables (`LSTMCell`) and the one step function every path runs (`lstm_step`)
     rnn.py             the time loop over any length, with a hand-written backward pass
     model.py           stacked layers and a linear readout (`LSTMModel`, `ModelConfig`)
+    readout.py         the readout refitted by least squares, every LSTM weight held fixed
     reference.py       the same model in plain numpy, forward and backward
     keras_interop.py   weights to and from `tf.keras.layers.LSTM`
 
@@ -12,6 +13,8 @@ Around it:
     serving/           SavedModels: atomic export, raw strings checked in the graph
     cli/               what the command lines share: a quiet import, one error path, bounded flag files
     files.py           what may be read (regular files, up to a cap) and touched (only what a run made)
+    errors.py          the first line of an error, as every one-line report shows it
+    score.py, generate.py   `python -m diy_lstm.score` / `.generate`: run the tasks' command lines (by name)
 
 The library never imports a task: tasks (`tasks.counter`, `tasks.text`) import it.
 """

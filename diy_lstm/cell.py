@@ -148,7 +148,7 @@ def fused_tanh_gating(activation: RecurrentActivation) -> Gating:
     def activate(preactivations: tf.Tensor, previous_cell: tf.Tensor) -> Gates:
         units = preactivations.shape[-1] // 4
         half = tf.constant(0.5, preactivations.dtype)
-        # Per column (GATE_ORDER i, f, c, o): 1/2 for the sigmoid gates, 1 for the candidate's tanh.
+        # Per column (GATE_ORDER i, f, g, o): 1/2 for the sigmoid gates, 1 for the candidate's tanh.
         scale = tf.concat(
             [tf.fill([2 * units], half), tf.ones([units], preactivations.dtype), tf.fill([units], half)], 0)
         activations = tf.tanh(preactivations * scale) * scale + (1.0 - scale)  # [batch, 4 * units]

@@ -13,7 +13,7 @@ reads the state where the state has gone further (e.g. a count far beyond any tr
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -41,16 +41,21 @@ def readout_sources(model: LSTMModel, inputs: tf.Tensor) -> tf.Tensor:
     return tf.transpose(source, [1, 0, 2])
 
 
+def source_function(model: LSTMModel) -> Callable[[tf.Tensor], tf.Tensor]:
+    """`readout_sources` of `model` as one traced function, for fits made again and again."""
+    return tf.function(lambda batch: readout_sources(model, batch), reduce_retracing=True, autograph=False)
+
+
 def fit_readout(model: LSTMModel, inputs: np.ndarray, targets: np.ndarray, lengths: np.ndarray,
-                batch_size: int = 50) -> ReadoutFit:
+                batch_size: int = 256, sources: Callable[[tf.Tensor], tf.Tensor] | None = None) -> ReadoutFit:
     """Least-squares `(W_out, b_out)` for `inputs` `[batch, time, features]` and `targets`
     `[batch, time, output_size]`, over the real steps (`lengths` `[batch]`); the model is unchanged
-    (`assign_readout` puts the fit in)."""
+    (`assign_readout` puts the fit in). `sources`: `source_function(model)`, if one is at hand."""
     steps = int(np.sum(lengths))
     if steps * (model.config.units + 1) > MAX_FIT_VALUES:
         raise ValueError(f"a readout fit over {steps:,} steps would hold more than {MAX_FIT_VALUES:,} values; "
                          "fit on fewer or shorter sequences")
-    sources = tf.function(lambda batch: readout_sources(model, batch), reduce_retracing=True)
+    sources = sources or source_function(model)
     rows, wanted = [], []
     for start in range(0, len(inputs), batch_size):
         batch = tf.constant(inputs[start:start + batch_size], model.dtype)

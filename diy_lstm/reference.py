@@ -79,7 +79,7 @@ def layer_forward(
 ) -> dict[str, np.ndarray]:
     """One layer over `inputs` `[batch, time, features]`, from `initial_state` `(h_0, c_0)` (zeros if None).
 
-    `noise`, if given, `[batch, time, 4 * units]` with columns for i, f, c, o in that order (the
+    `noise`, if given, `[batch, time, 4 * units]` with columns for i, f, g, o in that order (the
     model's `GATE_ORDER`), is added to the gate preactivations.
 
     Returns `i, f, g, o, c, h`, each `[batch, time, units]` (`g` is the candidate).

@@ -29,6 +29,9 @@ from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}  # the level commands set (quiet.py)
+# train.py's runs in the tests train a notebook-sized counter in seconds, not the default recipe's minute;
+# flags after it win. The default itself: test_readout.py.
+SMALL_COUNTER = f"--flagfile={os.path.join(ROOT, 'tests', 'small_counter.flags')}"
 
 
 def run_python(args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict | None = None,
@@ -42,7 +45,7 @@ def run_python(args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict
 
 
 def run_train(flags: list[str], logdir: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return run_python([os.path.join(ROOT, "train.py"), f"--logdir={logdir}", *flags], timeout=timeout)
+    return run_python([os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={logdir}", *flags], timeout=timeout)
 
 
 def counter_settings(logdir: str, run_name: str, units: int = 8, data: CounterData = CounterData(),

@@ -5,6 +5,7 @@ the flags before anything is allocated. A resumed run refuses data that changed 
 
 import json
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -60,6 +61,46 @@ def test_texts_flag_files_and_models_are_read_only_as_regular_files(tmp_path, fi
         load_serving_signature(str(model), "serving_default", ["sequences"])
 
 
+def sparse_file(path, size: int) -> None:
+    """A file of `size` bytes that takes no room on disk: every cap is checked before a byte is read."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def test_texts_saved_models_and_checkpoints_are_read_only_up_to_their_caps(tmp_path, small_export):
+    big = tmp_path / "big.txt"
+    sparse_file(big, 200_000_001)
+    with pytest.raises(text_data.TextError, match=f"^--text_file={big} is 200,000,001 bytes; at most 200,000,000 are "
+                                                  "read$"):
+        text_data.read_text_file(str(big))
+    model = tmp_path / "model"
+    shutil.copytree(small_export, model)
+    sparse_file(model / "variables" / "a", 2_000_000_001)
+    sparse_file(model / "variables" / "b", 2_000_000_001)
+    total = sum(os.path.getsize(os.path.join(parent, name)) for parent, _, names in os.walk(model) for name in names)
+    with pytest.raises(LoadError, match=f"^--model_dir={model} holds {total:,} bytes; at most 4,000,000,000 are read$"):
+        load_serving_signature(str(model), "serving_default", ["sequences"])
+
+
+def test_a_run_reads_its_checkpoints_and_config_json_only_up_to_their_caps(tmp_path):
+    settings = counter_settings(str(tmp_path), "r", units=2, epochs=1)
+    assert run.train(settings, CounterTask(settings.data)).outcome == run.COMPLETED
+    again = counter_settings(str(tmp_path), "r", units=2, epochs=2)
+    checkpoints = tmp_path / "r" / "checkpoints"
+    sparse_file(checkpoints / "big", 40_000_000_001)
+    with pytest.raises(ResumeError, match=f"^cannot restore checkpoint: the checkpoints {checkpoints}: "
+                                          f"{checkpoints}/big is 40,000,000,001 bytes; at most 40,000,000,000 "
+                                          "are read$"):
+        run.train(again, CounterTask(again.data))
+    (checkpoints / "big").unlink()
+    config = tmp_path / "r" / "config.json"
+    config.write_text(config.read_text().ljust(10_000_001))  # still JSON, one byte over
+    with pytest.raises(ResumeError, match=f"^cannot read the run's config.json {config}: {config} is 10,000,001 bytes; "
+                                          "at most 10,000,000 are read$"):
+        run.train(again, CounterTask(again.data))
+    assert exit_code(ResumeError("x")) == 1
+
+
 def test_an_empty_text_file_flag_and_a_huge_vocabulary_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="^--text_file is empty"):
         TextData(text_file="")
@@ -69,21 +110,41 @@ def test_an_empty_text_file_flag_and_a_huge_vocabulary_are_refused(tmp_path):
         TextTask(TextData(text_file=str(many)))
 
 
-def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused_before_writing(tmp_path):
+def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused_before_writing(tmp_path,
+                                                                                                 monkeypatch):
+    monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(16 * 2**30))  # whatever this machine has free
     model = ModelConfig(input_size=3, units=4096, num_layers=16)
     # 16 layers of 4 x 8193 x 4096 weights, each with its gradient and two Adam moments: about 34 GB.
     assert memory.parameters(model) == 4 * (3 + 4096 + 1) * 4096 + 15 * 4 * (2 * 4096 + 1) * 4096 + 4097
     assert memory.training_bytes(model, 128, 6) > 34e9
     settings = counter_settings(str(tmp_path), "huge", units=4096, epochs=1)
     settings = RunSettings(settings.task_name, model, settings.data, settings.training, settings.run)
-    with pytest.raises(memory.MemoryLimitError, match=r"needs about \d+\.\d GB of memory and this machine has .* free; "
-                                                      "lower --lstm_size, --num_layers or --batch_size"):
+    with pytest.raises(memory.MemoryLimitError, match=r"needs about \d+\.\d GB of memory and this machine has 16\.0 GB "
+                                                      "free; lower --lstm_size, --num_layers or --batch_size"):
         run.train(settings, CounterTask(settings.data))
     assert os.listdir(tmp_path) == []
     assert exit_code(memory.MemoryLimitError("x")) == 2
     with pytest.raises(memory.MemoryLimitError):
         memory.check_fits(10 * 2**30, "this", "less", available=8 * 2**30)
     memory.check_fits(1 * 2**30, "this", "less", available=8 * 2**30)
+
+
+def test_the_free_memory_figure_can_be_set_instead_of_read_from_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(3 * 2**30))
+    assert memory.available_bytes() == 3 * 2**30
+    with pytest.raises(memory.MemoryLimitError, match=r"this machine has 3\.0 GB free"):
+        memory.check_fits(3 * 2**30, "this", "less")
+    monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", "1000")  # not even a 2-unit counter fits
+    settings = counter_settings(str(tmp_path), "r", units=2, epochs=1)
+    with pytest.raises(memory.MemoryLimitError, match=r"^training lstm_size 2 x 1 layer\(s\) .* this machine has "
+                                                      r"0\.0 GB free; lower --lstm_size"):
+        run.train(settings, CounterTask(settings.data))
+    assert os.listdir(tmp_path) == []
+    for setting in ("lots", "-5", "1.5e9", ""):
+        monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", setting)
+        with pytest.raises(memory.MemoryLimitError, match=f"^DIY_LSTM_AVAILABLE_MEMORY_BYTES='{setting}' must be a "
+                                                          "whole number of bytes"):
+            memory.available_bytes()
 
 
 def text_settings(tmp_path, text_file, epochs):
@@ -98,7 +159,8 @@ def text_settings(tmp_path, text_file, epochs):
 
 @pytest.mark.parametrize("edit, changed", [
     (lambda text: text[::-1], "sha256"),  # the same characters, another order: the same vocabulary
-    (lambda text: text.replace("a", "Z"), "vocabulary_sha256"),  # every id now means another character
+    pytest.param(lambda text: text.replace("a", "Z"), "vocabulary_sha256",  # every id now means another character
+                 marks=pytest.mark.slow),
 ])
 def test_a_text_run_refuses_to_resume_on_a_text_that_changed(tmp_path, edit, changed):
     text_file = tmp_path / "my.txt"
@@ -137,8 +199,6 @@ def test_gate_heat_maps_of_any_characters_warn_nothing():
 
 
 def test_a_model_with_damaged_metadata_still_loads(small_export, tmp_path):
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(small_export, copy)
     (copy / METADATA_FILE).write_text("{not json")
@@ -159,6 +219,22 @@ def test_the_text_signatures_take_empty_batches_and_empty_prompts(small_text_exp
     assert scored["bits_per_char"].shape == (0,)
 
 
+def test_the_more_signature_refuses_a_state_of_another_shape(small_text_export):
+    """8 units, 1 layer: the state is [1, 2, batch, 8]; a loaded signature passes any shape on."""
+    from diy_lstm.cli.errors import graph_error_message
+
+    more = tf.saved_model.load(small_text_export).signatures["more"]
+    sampling = {"num_chars": tf.constant(2), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64),
+                "first_step": tf.constant(0, tf.int64)}
+    for shape, shown in (([1, 2, 2, 7], "1 2 2 7"), ([2, 2, 2, 8], "2 2 2 8"), ([2, 8], "2 8"),
+                         ([1, 2, 2, 8, 1], "1 2 2 8...")):
+        with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+            more(state=tf.zeros(shape), **sampling)
+        assert graph_error_message(refused.value) == ("state must be [1, 2, batch, 8] (from start or more), got "
+                                                      f"shape {shown}")
+    assert more(state=tf.zeros([1, 2, 3, 8]), **sampling)["text"].shape == (3,)
+
+
 @pytest.mark.slow
 def test_long_texts_score_in_windows_as_one_pass_would(small_text_export):
     """The score signature reads long texts window by window with the state carried: the same
@@ -175,3 +251,92 @@ def test_long_texts_score_in_windows_as_one_pass_would(small_text_export):
     whole = tf.nn.log_softmax(model(one_hot))[0].numpy()  # the exported model's weights: the same seed
     expected = whole[np.arange(len(text) - 1), [characters.index(c) for c in text[1:]]]
     np.testing.assert_allclose(log_probs, expected, atol=1e-4)
+
+
+SCORE_CAP = "one sequence may have at most 1,000,000"
+
+
+def test_the_counter_scorer_refuses_one_sequence_over_its_cap_in_one_line(small_export, monkeypatch):
+    from test_fuzz import run_score
+
+    model = f"--model_dir={small_export}"
+    too_long = "+" * 1_000_001
+    assert run_score([model, "+-", too_long]) == (
+        2, "", f"error: sequence 2 has more than 1,000,000 characters; {SCORE_CAP}\n")
+    for data, line in ((f"+-\n++\n{too_long}\n".encode(), 3),
+                       (("é" * 1_000_001 + "\n").encode(), 1),  # 2,000,002 bytes: read whole, then counted
+                       (b"+" * 4_000_003, 1)):  # no newline: not read past 4 bytes a character
+        assert run_score([model], data) == (2, "", f"error: line {line} has more than 1,000,000 characters; "
+                                                   f"{SCORE_CAP}\n")
+    from tasks.counter import score
+
+    monkeypatch.setattr(score, "MAX_SEQUENCE_CHARACTERS", 10)  # the cap itself is allowed, one more is not
+    code, stdout, stderr = run_score([model], b"+" * 10 + b"\n")
+    assert (code, stderr, stdout.splitlines()[1].split()[0]) == (0, "", "+" * 10)
+    assert run_score([model, "+" * 10])[0] == 0
+    assert run_score([model], b"+" * 11 + b"\n")[0] == run_score([model, "+" * 11])[0] == 2
+
+
+def test_the_counter_signature_refuses_a_call_over_its_padded_budget(small_export):
+    """4 units: 100,000,000 / 4 = 25,000,000 padded characters a call; 2,501 sequences padded to
+    10,000 are 25,010,000 (while holding only 12,500 characters)."""
+    from diy_lstm.cli.errors import graph_error_message
+    from tasks.counter.serving import about
+
+    loaded = tf.saved_model.load(small_export)
+    assert about(loaded)["max_padded_characters"] == 25_000_000
+    signature = loaded.signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        signature(sequences=tf.constant(["+"] * 2500 + ["+-" * 5000]))
+    assert graph_error_message(refused.value) == ("2501 sequences of up to 10000 characters are 25010000 padded "
+                                                  "characters; at most 25000000")
+    assert signature(sequences=tf.constant(["++-"]))["final_prediction_rounded"].shape == (1,)  # still serving
+
+
+def test_the_text_score_signature_refuses_a_call_over_its_cap(small_text_export):
+    from diy_lstm.cli.errors import graph_error_message
+
+    score = tf.saved_model.load(small_text_export).signatures["score"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        score(text=tf.constant(["One"] * 2000 + ["the fox " * 1250]))
+    assert graph_error_message(refused.value) == ("2001 text of up to 10000 characters are 20010000 padded "
+                                                  "characters; at most 20000000")
+    assert score(text=tf.constant(["the fox"]))["bits_per_char"].shape == (1,)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_score_batch_size_over_its_cap_in_one_line(small_export):
+    from conftest import run_python
+
+    result = run_python(["evaluate.py", f"--model_dir={small_export}", "--score_batch_size=1000000000"])
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("error: flag --score_batch_size=1000000000: 1000000000 is not an integer in the range "
+                             "[1, 100000]\n")
+
+
+def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_export):
+    """Prompts × the longest may be at most 200,000,000 one-hot values over the vocabulary."""
+    from diy_lstm.cli.errors import graph_error_message
+
+    cap = 200_000_000 // len(set(text_data.FOX_AND_CROW))
+    prompts = ["One"] * (cap // 7_500) + ["the fox " * 937 + "the "]  # one of 7,500 characters
+    padded = len(prompts) * 7_500
+    assert padded > cap
+    loaded = tf.saved_model.load(small_text_export)
+    sampling = {"num_chars": tf.constant(1), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64)}
+    for name, extra in (("generate", sampling), ("start", {})):
+        with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+            loaded.signatures[name](prompt=tf.constant(prompts), **extra)
+        assert graph_error_message(refused.value) == (f"{len(prompts)} prompt of up to 7500 characters are {padded} "
+                                                      f"padded characters; at most {cap}")
+
+
+@pytest.mark.slow
+def test_generate_refuses_a_prompt_over_its_cap_in_one_line(small_text_export):
+    """A prompt this long cannot come through a command line's arguments (Linux takes at most 128 KB
+    an argument), so it goes through the command's own parsing and main in one process."""
+    from test_fuzz import run_many
+
+    results = run_many("text", "generate", "command.main",
+                       [[f"--model_dir={small_text_export}", "--prompt=" + "x" * 1_000_001]])
+    assert results == [(2, "", "error: --prompt has 1,000,001 characters; at most 1,000,000\n")]

@@ -143,13 +143,13 @@ def settings_from(argv):
      ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
      ("--forget_bias=inf", "--forget_bias"), ("--preactivation_noise=-1", "preactivation_noise"),
      ("--preactivation_noise=1e9", "preactivation_noise"),
-     ("--train_fraction=1e-9", "leaves 0 training and 4096 validation sequences"),
-     ("--train_fraction=0.9999999", "leaves 4096 training and 0 validation sequences"),
+     ("--train_fraction=1e-9", "leaves 0 training and 16384 validation sequences"),
+     ("--train_fraction=0.9999999", "leaves 16384 training and 0 validation sequences"),
      ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be in \\[0, epochs\\]"),
      ("--epochs=100 --restart_epoch=100", "--restart_epoch must be less than --epochs"),
      ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts"),
      ("--restart_epoch=5 --restart_mse=0", "--restart_mse must be > 0"),
-     ("--restart_mse=0.003", "--restart_mse acts at --restart_epoch"), ("--clip_norm=0", "--clip_norm must be > 0"),
+     ("--restart_epoch=0 --restart_mse=0.003", "--restart_mse acts at --restart_epoch"), ("--clip_norm=0", "--clip_norm must be > 0"),
      ("--readout_fit_length=100000 --readout_fit_sequences=1000", "the readout fit would hold 2,500,000,000 values")],
 )
 def test_every_bad_flag_is_named_before_anything_runs(flag, fragment):

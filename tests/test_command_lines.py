@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import QUIET_TF, ROOT, counter_settings, run_python, train_counter
+from conftest import QUIET_TF, ROOT, SMALL_COUNTER, counter_settings, run_python, train_counter
 from test_fuzz import run_score
 
 
@@ -20,7 +20,7 @@ def closed_stdout(args, cwd=ROOT):
 
 @pytest.mark.slow
 def test_a_closed_standard_output_is_one_line_or_no_trouble(tmp_path, small_export):
-    trained = closed_stdout(["train.py", "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"])
+    trained = closed_stdout(["train.py", SMALL_COUNTER, "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"])
     assert trained.returncode == 0 and trained.stderr == "", trained.stderr  # progress goes nowhere, the run is whole
     assert (tmp_path / "r" / "saved_model" / "saved_model.pb").exists()
     scored = closed_stdout(["-m", "tasks.counter.score", f"--model_dir={small_export}", "+-"])
@@ -65,6 +65,29 @@ def test_the_scorer_names_characters_beyond_u_ffff_and_user_code_that_fails(smal
         assert (code, stdout, stderr) == (2, "", f"error: {message}\n")
 
 
+def test_a_reference_that_returns_no_integer_is_one_line(small_export, tmp_path, monkeypatch):
+    (tmp_path / "reference_values.py").write_text("import numpy\n"
+                                        "def none(s):\n    return None\n"
+                                        "def half(s):\n    return 2.5\n"
+                                        "def text(s):\n    return '2'\n"
+                                        "def truth(s):\n    return True\n"
+                                        "def many(s):\n    return [s] * 100\n"
+                                        "class Lines:\n    def __repr__(self):\n        return 'a\\nb'\n"
+                                        "def lines(s):\n    return Lines()\n"
+                                        "def numpy_int(s):\n    return numpy.int64(len(s))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = f"--model_dir={small_export}"
+    for function, shown in (("none", "None (NoneType)"), ("half", "2.5 (float)"), ("text", "'2' (str)"),
+                            ("truth", "True (bool)"), ("many", "['+-', '+-', '+-', '+-', '+-', '+-', ... (list)"),
+                            ("lines", "a b (Lines)")):
+        reference = f"--reference=reference_values:{function}"
+        assert run_score([model, reference, "+-"]) == (
+            2, "", f"error: {reference} returned {shown} on '+-'; it must return an integer\n")
+    code, stdout, stderr = run_score([model, "--reference=reference_values:numpy_int", "+-", "I"])
+    assert code == 0 and stderr == ""
+    assert [row.split()[3] for row in stdout.splitlines()[1:]] == ["2", "1"]  # the true values: the lengths
+
+
 def test_the_scorer_notes_a_sequence_longer_than_the_model_was_checked_on(short_run):
     from tasks.counter.serving import about
 
@@ -81,10 +104,10 @@ def test_the_scorer_notes_a_sequence_longer_than_the_model_was_checked_on(short_
 
 @pytest.mark.slow
 def test_a_garbage_checkpoint_index_is_exactly_one_line(tmp_path):
-    first = run_python(["train.py", "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"])
+    first = run_python(["train.py", SMALL_COUNTER, "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"])
     assert first.returncode == 0
     (tmp_path / "r" / "checkpoints" / "checkpoint").write_text("garbage{{{")
-    again = run_python(["train.py", "--lstm_size=2", "--epochs=2", f"--logdir={tmp_path}", "--run_name=r"])
+    again = run_python(["train.py", SMALL_COUNTER, "--lstm_size=2", "--epochs=2", f"--logdir={tmp_path}", "--run_name=r"])
     assert again.returncode == 1 and again.stdout == ""
     assert again.stderr.startswith("error: cannot restore checkpoint: ") and len(again.stderr.splitlines()) == 1
 

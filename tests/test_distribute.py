@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from tasks.counter import data_generator
-from conftest import QUIET_TF, ROOT, InterruptingTask, counter_settings, run_train, train_counter
+from conftest import QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter
 from tasks.counter.task import CounterData, CounterTask
 from diy_lstm.training import distribute, run
 from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
@@ -187,7 +187,7 @@ def workers(flags: list[str], count: int = 2):
     try:
         for tf_config in distribute.loopback_tf_configs(count):
             processes.append(subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, "train.py"), "--strategy=multi_worker", *flags],
+                [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", *flags],
                 cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config}, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, start_new_session=True))
         yield processes
@@ -299,7 +299,7 @@ def test_a_worker_whose_address_is_taken_is_one_line(tmp_path):
         tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
                                 "task": {"type": "worker", "index": 0}})
         finished = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "train.py"), "--strategy=multi_worker", f"--logdir={tmp_path}"],
+            [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}"],
             cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config}, capture_output=True, text=True,
             timeout=120)
     assert finished.returncode == 2 and finished.stdout == ""
@@ -328,7 +328,7 @@ def test_workers_started_with_different_settings_refuse_naming_them_before_writi
     configs = distribute.loopback_tf_configs(2)
     per_worker = [[], ["--seed=1", "--learning_rate=0.01"]]
     processes = [subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), "--strategy=multi_worker", f"--logdir={tmp_path}",
+        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}",
          "--run_name=r", "--lstm_size=4", "--epochs=2", *extra], cwd=ROOT,
         env={**os.environ, **QUIET_TF, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for config, extra in zip(configs, per_worker)]
@@ -351,7 +351,7 @@ def test_a_chief_whose_peer_never_starts_says_what_it_waits_for_and_gives_up(tmp
     peer = chief_config["cluster"]["worker"][1]
     started = time.monotonic()
     finished = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), "--strategy=multi_worker", f"--logdir={tmp_path}",
+        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}",
          "--worker_start_timeout=8"], cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": json.dumps(chief_config)},
         capture_output=True, text=True, timeout=120)
     assert time.monotonic() - started < 60

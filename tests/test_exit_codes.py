@@ -12,6 +12,7 @@ import pytest
 from conftest import QUIET_TF, ROOT
 
 DOC = os.path.join(ROOT, "docs", "reliability.md")
+MEMORY = {"DIY_LSTM_AVAILABLE_MEMORY_BYTES": str(16 * 2**30)}  # the free memory the examples see, on any machine
 
 
 def documented_examples() -> list[tuple[int, str]]:
@@ -46,7 +47,7 @@ def test_every_documented_example_exits_with_its_code(tmp_path, small_export, sm
         stdout = None
         if words[-1] == ">/dev/full":
             words, stdout = words[:-1], open("/dev/full", "w")
-        result = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env={**os.environ, **QUIET_TF},
+        result = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env={**os.environ, **QUIET_TF, **MEMORY},
                                 stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
         assert result.returncode == code, (command, result.stderr)
         assert len(result.stderr.splitlines()) == (code != 0), (command, result.stderr)

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import numpy as np
@@ -143,19 +144,53 @@ def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o755)  # readable by others, not 0700
 
 
-@pytest.mark.slow
-def test_saved_model_cli_lists_and_runs_both_signatures(exported):
-    _, path = exported
-    # Beside this interpreter (a virtual environment's python need not be activated, so not on PATH).
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    assert os.path.isfile(cli), "saved_model_cli comes with tensorflow"
+SAVED_MODEL_CLI_MODULE = "tensorflow.python.tools.saved_model_cli"
+
+
+def saved_model_cli(beside: str = os.path.dirname(sys.executable), scripts: str | None = sysconfig.get_path("scripts"),
+                    path: str | None = None) -> list[str]:
+    """The command that runs TensorFlow's `saved_model_cli`: the script beside this interpreter (a
+    virtual environment's python need not be activated, so not on PATH), in its scripts directory, on
+    `path` (PATH if None), or else its module run by this interpreter."""
+    for directory in (beside, scripts):
+        script = os.path.join(directory, "saved_model_cli") if directory else ""
+        if os.path.isfile(script) and os.access(script, os.X_OK):
+            return [script]
+    found = shutil.which("saved_model_cli", path=path)
+    return [found] if found else [sys.executable, "-m", SAVED_MODEL_CLI_MODULE]
+
+
+def test_saved_model_cli_is_found_where_no_script_is_beside_the_interpreter(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "saved_model_cli").write_text("#!/bin/sh\n")
+    (scripts / "saved_model_cli").chmod(0o755)
+    on_path = tmp_path / "on_path"
+    shutil.copytree(scripts, on_path)
+    empty = str(tmp_path / "empty")
+    assert saved_model_cli(beside=empty, scripts=str(scripts), path="") == [str(scripts / "saved_model_cli")]
+    assert saved_model_cli(beside=empty, scripts=None, path=str(on_path)) == [str(on_path / "saved_model_cli")]
+    assert saved_model_cli(beside=empty, scripts=empty, path=empty) == [sys.executable, "-m", SAVED_MODEL_CLI_MODULE]
+
+
+def run_saved_model_cli(command: list[str], path: str) -> tuple[str, subprocess.CompletedProcess]:
+    """`show --all` and a `run` of serving_default through `command`: (what show printed, the run)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, env=env)
-    assert "signature_def['serving_default']" in shown.stdout and "signature_def['score_encoded']" in shown.stdout
-    assert "signature_def['about']" in shown.stdout
+    shown = subprocess.run([*command, "show", "--dir", path, "--all"], capture_output=True, text=True, env=env)
     ran = subprocess.run(
-        [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+        [*command, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
          "--input_exprs", 'sequences=["++-0","I+"]'], capture_output=True, text=True, env=env)
+    return shown.stdout, ran
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("found", ["first found", "the module"])
+def test_saved_model_cli_lists_and_runs_both_signatures(exported, tmp_path, found):
+    _, path = exported
+    command = saved_model_cli() if found == "first found" else saved_model_cli(str(tmp_path), None, str(tmp_path))
+    shown, ran = run_saved_model_cli(command, path)
+    assert "signature_def['serving_default']" in shown and "signature_def['score_encoded']" in shown
+    assert "signature_def['about']" in shown
     assert ran.returncode == 0, ran.stderr
     assert "final_prediction_rounded" in ran.stdout
 
@@ -228,3 +263,44 @@ def test_export_replaces_only_an_export_of_ours_or_an_empty_directory(exported, 
     shutil.copytree(ours, tmp_path / "copy")
     export(scorer, str(tmp_path / "copy"), scorer.signatures(), {"version": 3})  # an export of ours is replaced
     assert load_metadata(str(tmp_path / "copy"))["version"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [None, {}, {"task": ""}, {"task": 3}, "counter"])
+def test_a_run_does_not_replace_an_export_of_ours_that_names_no_task(exported, tmp_path, config):
+    """Every run's export names its task; one that names none was written some other way, so a run
+    cannot tell it is its own: refused, untouched. An export that names no task may replace it."""
+    from conftest import counter_settings, train_counter
+
+    model, ours = exported
+    scorer = SequenceScorer(model, dg.ENCODING)
+    target = tmp_path / "no_task"
+    shutil.copytree(ours, target)
+    metadata = {"format": export_lib.METADATA_FORMAT, **({} if config is None else {"config": config})}
+    (target / export_lib.METADATA_FILE).write_text(json.dumps(metadata))
+    before = snapshot(target)
+    refusal = f"^--export_dir={target} holds a diy_lstm SavedModel that names no task; a counter run does not"
+    with pytest.raises(export_lib.ExportDirError, match=refusal):
+        export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}}, task="counter")
+    logdir = tmp_path / "logs"
+    with pytest.raises(export_lib.ExportDirError, match=refusal):
+        train_counter(counter_settings(str(logdir), "r", units=2, epochs=1, run_options={"export_dir": str(target)}))
+    assert snapshot(target) == before and not logdir.exists()
+    os.rename(target, f"{target}.previous")  # an interrupted swap would move it back, then replace it
+    with pytest.raises(export_lib.ExportDirError, match=f"^--export_dir={target}.previous holds a diy_lstm "
+                                                        "SavedModel that names no task"):
+        export_lib.check_export_dir(str(target), task="counter")
+    os.rename(f"{target}.previous", target)
+    export(scorer, str(target), scorer.signatures(), {"version": 2})
+    assert load_metadata(str(target)) == {"format": export_lib.METADATA_FORMAT, "version": 2}
+
+
+def test_a_run_replaces_an_export_of_its_own_task_only(exported, tmp_path):
+    model, _ = exported
+    scorer = SequenceScorer(model, dg.ENCODING)
+    target = str(tmp_path / "counter_model")
+    export(scorer, target, scorer.signatures(), {"config": {"task": "counter"}, "version": 1}, task="counter")
+    export(scorer, target, scorer.signatures(), {"config": {"task": "counter"}, "version": 2}, task="counter")
+    assert load_metadata(target)["version"] == 2
+    with pytest.raises(export_lib.ExportDirError, match="holds a counter model; a text run does not replace it"):
+        export_lib.check_export_dir(target, task="text")

@@ -296,11 +296,18 @@ def test_train_text_flags_fuzzed_fail_as_one_line_before_anything_is_written(tmp
 PROMPT_PIECES = ["One", " bright", "x", "\x01", "\u00a0", "😀", "\udcff", "\n", "=", "--", "'", "\\", "é", ""]
 
 
+def file_bytes(directory: str) -> dict[str, bytes]:
+    return {os.path.join(parent, name): open(os.path.join(parent, name), "rb").read()
+            for parent, _, names in os.walk(directory) for name in names}
+
+
 @pytest.mark.slow
 def test_generate_command_line_fuzzed(small_text_export, tmp_path):
+    """All cases in one process: the command loads a model once per process, as the scorer does."""
+    model_files = file_bytes(small_text_export)
     rng = np.random.default_rng(6)
     cases = []
-    for _ in range(CASES // 3):  # each good case loads the model and compiles its sampling loop
+    for _ in range(CASES):
         pieces = PROMPT_PIECES if rng.random() < 0.6 else ["One", " bright", " the"]
         prompt = "".join(rng.choice(pieces, size=int(rng.integers(0, 5))))
         argv = [f"--model_dir={rng.choice([small_text_export] * 6 + [str(tmp_path), '/nonexistent'])}",
@@ -318,8 +325,8 @@ def test_generate_command_line_fuzzed(small_text_export, tmp_path):
         else:
             assert code in (2, 3) and stdout == "", (argv, stdout)
             assert len(stderr.splitlines()) == 1 and stderr.startswith("error: "), (argv, stderr)
-    assert sorted(os.listdir(tmp_path)) == []
-    assert outcomes.get(0, 0) > 10 and outcomes.get(2, 0) > 30 and outcomes.get(3, 0) > 3, outcomes
+    assert sorted(os.listdir(tmp_path)) == [] and file_bytes(small_text_export) == model_files
+    assert outcomes.get(0, 0) > 30 and outcomes.get(2, 0) > 100 and outcomes.get(3, 0) > 10, outcomes
 
 
 def random_bytes_text(rng) -> bytes:
@@ -328,30 +335,86 @@ def random_bytes_text(rng) -> bytes:
     return b"".join(rng.choice(valid if rng.random() < 0.5 else pieces, size=int(rng.integers(0, 6))))
 
 
+UNITS, LAYERS = 8, 1  # small_text_export's model
+
+
+def random_state(rng, batch: int) -> np.ndarray:
+    """A `more` state: mostly `[layers, 2, batch, units]` of any values, sometimes of another shape."""
+    shapes = [[LAYERS, 2, batch, UNITS], [LAYERS + 1, 2, batch, UNITS], [LAYERS, 2, batch, UNITS - 1],
+              [LAYERS, 3, batch, UNITS], [2, UNITS], [LAYERS, 2, batch, UNITS, 1], []]
+    shape = shapes[int(rng.integers(1, len(shapes)))] if rng.random() < 0.15 else shapes[0]
+    state = np.asarray(rng.normal(size=shape) * rng.choice([0.0, 1.0, 1.0, 1e30]))
+    if state.size and rng.random() < 0.1:
+        state.flat[int(rng.integers(0, state.size))] = rng.choice([np.nan, np.inf])
+    return state.astype(np.float32)
+
+
+def check_generated(result, prompts: list[bytes], num_chars: int, vocabulary: set[str]) -> None:
+    texts = [text.decode("utf-8") for text in result["text"].numpy()]
+    assert len(texts) == len(prompts)
+    for prompt, text in zip(prompts, texts):
+        assert text.startswith(prompt.decode("utf-8")) and len(text) == len(prompt.decode("utf-8")) + num_chars
+        assert set(text[len(prompt.decode("utf-8")):]) <= vocabulary
+
+
+def check_scored(result, texts: list[bytes]) -> None:
+    lengths = [len(text.decode("utf-8")) for text in texts]
+    bits, log_probs = result["bits_per_char"].numpy(), result["log_probs"].numpy()
+    assert bits.shape == (len(texts),) and log_probs.shape[0] == len(texts)
+    for row, length in enumerate(lengths):  # ln p of each next character: finite and <= 0, then 0 past the end
+        assert np.all(np.isfinite(log_probs[row, :length - 1])) and np.all(log_probs[row, :length - 1] <= 0)
+        assert np.all(log_probs[row, length - 1:] == 0) and bits[row] >= 0
+
+
+def check_started(result, prompts: list[bytes]) -> None:
+    state = result["state"].numpy()
+    assert state.shape == (LAYERS, 2, len(prompts), UNITS)
+    for row, prompt in enumerate(prompts):
+        assert np.all(np.isfinite(state[:, :, row])) and (prompt or not np.any(state[:, :, row]))  # "": zeros
+
+
+def check_continued(result, state: np.ndarray, num_chars: int, vocabulary: set[str]) -> None:
+    texts = [text.decode("utf-8") for text in result["text"].numpy()]
+    assert len(texts) == state.shape[2] and result["state"].shape == state.shape
+    assert all(len(text) == num_chars and set(text) <= vocabulary for text in texts)
+
+
 @pytest.mark.slow
 def test_the_text_signatures_fuzzed(small_text_export):
-    """Random bytes (invalid UTF-8, surrogates, unknown characters), sizes and settings into both
-    signatures of the text SavedModel, with nothing of this project: every call returns or fails
-    with a message of its in-graph checks."""
+    """Random bytes (invalid UTF-8, surrogates, unknown characters), sizes, states and settings into
+    the four signatures of the text SavedModel, with nothing of this project: every call returns
+    what it promises or fails with a message of its in-graph checks."""
     from diy_lstm.cli.errors import graph_error_message
+    from tasks.text import text_data
 
     loaded = tf.saved_model.load(small_text_export)
-    generate, score = loaded.signatures["generate"], loaded.signatures["score"]
+    vocabulary = set(text_data.FOX_AND_CROW)
     rng = np.random.default_rng(7)
-    outcomes = {"generate": [0, 0], "score": [0, 0]}
+    outcomes = {name: [0, 0] for name in ("generate", "score", "start", "more")}
     for _ in range(CASES):
         texts = [random_bytes_text(rng) for _ in range(int(rng.choice([0, 1, 1, 2, 3])))]
         num_chars = int(rng.choice([-1, 0, 3, 3, 3, 10**7]))
-        temperature = float(rng.choice([-1.0, 0.0, 0.7, 0.7, 0.7, float("nan"), float("inf")]))
-        for name, call in (("generate", lambda: generate(
-                prompt=tf.constant(texts, tf.string), num_chars=tf.constant(num_chars),
-                temperature=tf.constant(temperature), seed=tf.constant(int(rng.integers(0, 2**62)), tf.int64))),
-                           ("score", lambda: score(text=tf.constant(texts, tf.string)))):
+        sampling = {"temperature": tf.constant(float(rng.choice([-1.0, 0.0, 0.7, 0.7, 0.7, np.nan, np.inf]))),
+                    "seed": tf.constant(int(rng.integers(0, 2**62)), tf.int64), "num_chars": tf.constant(num_chars)}
+        state = random_state(rng, len(texts))
+        first_step = tf.constant(int(rng.choice([0, 64, 5, -1, 2**62])), tf.int64)
+        calls = {
+            "generate": (lambda: loaded.signatures["generate"](prompt=tf.constant(texts, tf.string), **sampling),
+                         lambda result: check_generated(result, texts, num_chars, vocabulary)),
+            "score": (lambda: loaded.signatures["score"](text=tf.constant(texts, tf.string)),
+                      lambda result: check_scored(result, texts)),
+            "start": (lambda: loaded.signatures["start"](prompt=tf.constant(texts, tf.string)),
+                      lambda result: check_started(result, texts)),
+            "more": (lambda: loaded.signatures["more"](state=tf.constant(state), first_step=first_step, **sampling),
+                     lambda result: check_continued(result, state, num_chars, vocabulary)),
+        }
+        for name, (call, check) in calls.items():
             try:
                 result = call()
-                assert next(iter(result.values())).shape[0] == len(texts)
-                outcomes[name][0] += 1
             except tf.errors.InvalidArgumentError as error:
-                assert graph_error_message(error) is not None, error.message[:300]
+                assert graph_error_message(error) is not None, (name, error.message[:300])
                 outcomes[name][1] += 1
+                continue
+            check(result)
+            outcomes[name][0] += 1
     assert all(ok > 30 and refused > 30 for ok, refused in outcomes.values()), outcomes

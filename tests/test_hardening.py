@@ -12,7 +12,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from conftest import QUIET_TF, ROOT, counter_settings, run_python, train_counter
+from conftest import QUIET_TF, ROOT, SMALL_COUNTER, counter_settings, run_python, train_counter
 from diy_lstm import files
 
 
@@ -87,7 +87,7 @@ def test_score_output_trouble_and_a_closed_stdin(small_export):
 def test_train_file_system_and_flag_trouble_is_one_line(tmp_path, setup, flags, starts):
     setup(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    result = run_python([os.path.join(ROOT, "train.py"), "--epochs=2", "--lstm_size=4",
+    result = run_python([os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--epochs=2", "--lstm_size=4",
                          *[flag.format(d=tmp_path) for flag in flags]])
     assert result.returncode in (1, 2) and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(starts), result.stderr
@@ -124,7 +124,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(
 @pytest.mark.slow
 def test_sigterm_stops_at_the_end_of_the_epoch_with_a_checkpoint(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4",
+        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4",
          "--epochs=100000", "--eval_every=1", "--image_every=0", "--histogram_every=0", "--jit_compile=false"],
         cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (process.stdout.readline() or "epoch").startswith("epoch"):
@@ -158,7 +158,7 @@ def test_a_run_directory_that_is_a_file_is_one_error(tmp_path):
 @pytest.mark.parametrize("delay", [0.3, 1.5])
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay):
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4"],
+        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4"],
         cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import counter_settings, run_train, train_counter
+from conftest import ROOT, counter_settings, run_python, train_counter
 from diy_lstm import reference
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.readout import assign_readout, fit_readout
@@ -93,17 +95,20 @@ def running_sum_by_hand(sequence: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_count_far_preset_counts_fresh_sequences_to_2000_exactly(tmp_path):
-    """`train.py --flagfile=experiments/count_far.flags` as a user runs it, then its SavedModel on
-    fresh sequences up to 100x the training length, against sums counted here."""
-    result = run_train(["--flagfile=experiments/count_far.flags", "--run_name=far"], str(tmp_path), timeout=900)
+def test_the_default_command_counts_fresh_sequences_to_2000_exactly(tmp_path):
+    """`python train.py --lstm_size=24` as a user runs it (no other flag but where it writes), then its
+    SavedModel on fresh sequences up to 100x the training length, uniform and with long runs of one
+    character, against running sums counted here."""
+    result = run_python([os.path.join(ROOT, "train.py"), "--lstm_size=24", f"--logdir={tmp_path}", "--run_name=default"],
+                        timeout=900)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "readout refitted on 207 sequences of length 1000" in result.stdout
-    loaded = tf.saved_model.load(str(tmp_path / "far" / "saved_model"))
+    loaded = tf.saved_model.load(str(tmp_path / "default" / "saved_model"))
     about = {name: value.numpy().tolist() for name, value in loaded.signatures["about"]().items()}
     assert about["trained_lengths"] == [20, 20] and about["readout_fit_length"] == 1000
+    assert about["validated_exact_up_to"] == 10_000
     rng = np.random.default_rng(2026)
-    for length in (1, 7, 100, 1000, 2000):
+    for length in (1, 6, 7, 100, 1000, 2000):
         sequences = dg.sample_sequences(length, 50, rng, "uniform") + dg.sample_sequences(length, 50, rng, "varied")
         predictions = loaded.signatures["serving_default"](sequences=tf.constant(sequences))["step_predictions"]
         sums = np.array([running_sum_by_hand(sequence) for sequence in sequences])

@@ -7,7 +7,7 @@ import tensorflow as tf
 from diy_lstm import reference
 from diy_lstm.cell import RECURRENT_ACTIVATIONS, fused_tanh_gating
 from diy_lstm.model import LSTMModel, ModelConfig
-from diy_lstm.training.trainer import gaussian_gate_noise
+from diy_lstm.training.trainer import gaussian_gate_noise, noise_table
 
 
 def relative_difference(ours, expected):
@@ -200,13 +200,27 @@ def test_gate_noise_statistics_and_streams():
         assert abs(np.corrcoef(noise.ravel(), other.ravel())[0, 1]) < 0.02
 
 
-def test_irwin_hall_noise_has_the_gaussian_mean_spread_and_its_own_bounded_shape():
+def test_table_noise_is_a_run_of_one_gaussian_table_at_a_random_offset_wrapping_around():
+    full = noise_table(seed=3, dtype=tf.float32).numpy().astype(np.float64)  # 4,194,304 values
+    assert abs(full.mean()) < 0.002 and abs(full.std() - 1.0) < 0.002  # standard errors 0.0005 and 0.0004
+    assert abs(((full - full.mean()) ** 4).mean() / full.var() ** 2 - 3.0) < 0.02  # a Gaussian's kurtosis
+    table = noise_table(seed=3, dtype=tf.float32, size=10_000)
+    values = table.numpy()
     seed = tf.constant([0, 5], tf.int64)
-    noise = gaussian_gate_noise(2.0, seed, distribution="irwin_hall")(0, tf.constant([50, 64, 32]), tf.float32).numpy()
-    assert abs(noise.std() - 2.0) < 0.05 and abs(noise.mean()) < 0.05  # 102,400 draws
-    assert np.abs(noise).max() <= 2.0 * np.sqrt(12.0)  # a sum of 4 bytes: within ±sqrt(12) standard deviations
-    # Its excess kurtosis is -6/(5·4) = -0.3 (a Gaussian's is 0): hand-computed for the sum of 4 uniforms.
-    standardized = (noise - noise.mean()) / noise.std()
-    assert abs((standardized**4).mean() - 3.0 - (-0.3)) < 0.05
-    np.testing.assert_array_equal(
-        noise, gaussian_gate_noise(2.0, seed, distribution="irwin_hall")(0, tf.constant([50, 64, 32]), tf.float32))
+
+    def drawn(shape, stddev=2.0, seed=seed, layer_index=0):
+        noise = gaussian_gate_noise(stddev, seed, distribution="table", table=table)
+        return noise(layer_index, tf.constant(shape), tf.float32).numpy().ravel() / stddev
+
+    def offset(flat):
+        (start,) = np.flatnonzero(values == flat[0])
+        return start
+
+    small = drawn([5, 4, 8])
+    np.testing.assert_array_equal(small, np.take(values, offset(small) + np.arange(small.size), mode="wrap"))
+    wrapped = drawn([3, 10, 400])  # 12,000 values from a table of 10,000: around and on
+    np.testing.assert_array_equal(wrapped, np.take(values, offset(wrapped) + np.arange(12_000), mode="wrap"))
+    np.testing.assert_array_equal(drawn([5, 4, 8]), small)  # stateless: the same seed, the same values
+    others = {offset(drawn([5, 4, 8], seed=seed + tf.constant([0, step], tf.int64))) for step in range(1, 6)}
+    others.add(offset(drawn([5, 4, 8], layer_index=1)))
+    assert offset(small) not in others and len(others) == 6  # each step and layer starts elsewhere

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import QUIET_TF, ROOT, InterruptingTask, counter_settings, run_train, train_counter
+from conftest import QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter
 from tasks.counter.task import CounterData, CounterTask
 from diy_lstm.training import machine, run
 from diy_lstm.training.checkpoints import ResumeError
@@ -201,6 +201,7 @@ def restart_settings(logdir, name, above=(("error", 0.0),), max_restarts=1, **tr
     return dataclasses.replace(base, run=dataclasses.replace(base.run, restart=restart))
 
 
+@pytest.mark.slow
 def test_a_run_not_learned_by_the_restart_epoch_starts_over_as_the_next_seed(tmp_path, capsys):
     direct = train_counter(counter_settings(str(tmp_path), "direct", seed=1, **RESTART))
     restarted = train_counter(restart_settings(tmp_path, "r"))
@@ -241,7 +242,7 @@ CLI_FLAGS = ["--lstm_size=8", "--epochs=100", "--batch_size=256", "--eval_every=
 
 def start_train(logdir, run_name):
     return subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={logdir}", f"--run_name={run_name}", *CLI_FLAGS],
+        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={logdir}", f"--run_name={run_name}", *CLI_FLAGS],
         cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -341,7 +342,7 @@ def test_killed_at_random_moments_and_resumed_every_step_shows_once(tmp_path):
     rng = np.random.default_rng(7)
     for attempt in range(4):
         process = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "train.py"), f"--logdir={tmp_path}", "--run_name=killed", *flags],
+            [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={tmp_path}", "--run_name=killed", *flags],
             cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(float(rng.uniform(2.5, 7.0)))
         if attempt % 2:

@@ -60,7 +60,8 @@ def test_mixed_length_run_end_to_end(tmp_path, capsys):
     assert abs(misses - round(misses)) < 1e-3
 
 
-def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in_noise_free_steps():
+@pytest.mark.parametrize("distribution", ["normal", "table"])
+def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in_noise_free_steps(distribution):
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(16, 7, 3)).astype(np.float32)
     targets = np.cumsum(rng.integers(-1, 2, size=(16, 7)), axis=1).astype(np.float32)
@@ -71,7 +72,7 @@ def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in
     def losses(noise, seed, steps=3):
         model = LSTMModel(ModelConfig(input_size=3, units=6, seed=1))
         trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=0.0), task.loss,
-                          preactivation_noise=noise, seed=seed)
+                          preactivation_noise=noise, seed=seed, noise_distribution=distribution)
         return [float(trainer.train_step(inputs, targets, lengths)) for _ in range(steps)], trainer
 
     clean, _ = losses(0.0, 0)

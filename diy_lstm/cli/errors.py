@@ -17,6 +17,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from diy_lstm.errors import first_line  # noqa: F401 (the command lines' name for it)
 from diy_lstm.files import FileLimitError, NotOursError
 from diy_lstm.serving.export import ExportDirError, LoadError
 from diy_lstm.serving.strings import ERROR_PREFIX
@@ -56,13 +57,6 @@ EXIT_CODES: dict[type[BaseException], int] = {
 def exit_code(error: BaseException) -> int | None:
     """The exit code of an expected failure (by the nearest class in `EXIT_CODES`), or None for a bug."""
     return next((EXIT_CODES[kind] for kind in type(error).__mro__ if kind in EXIT_CODES), None)
-
-
-def first_line(error: BaseException | str) -> str:
-    """The first line of an error's message (a TensorFlow error's own message, not its traceback)."""
-    text = error if isinstance(error, str) else error.message if isinstance(error, tf.errors.OpError) else str(error)
-    text = text.strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 _ASSERTION = re.compile(r"assertion failed: \[(.*?)\]((?: \[.*?\])*)\s*(?:\n|$)", re.DOTALL)

@@ -38,6 +38,8 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
     files of at most `flagfiles.MAX_FLAGFILE_BYTES`)."""
     try:
         flagfiles.check(argv[1:])
+        if (too_long := _too_long_for_suggestions(argv[1:])) is not None:
+            fail(unknown_flag([too_long]))
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(first_line(error))
@@ -45,6 +47,20 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
         fail(str(error))
     except RecursionError:  # absl's suggestions for a very long unknown flag
         fail(unknown_flag(argv[1:]))
+
+
+MAX_SUGGESTED_NAME = 100  # absl's suggestions for an unknown flag cost its name's length squared per flag
+
+
+def _too_long_for_suggestions(arguments: list[str]) -> str | None:
+    """The first flag argument (before any `--`) whose name is too long to be a flag's, if any."""
+    for argument in arguments:
+        if argument == "--":
+            return None
+        name = argument.lstrip("-").split("=", 1)[0]
+        if argument.startswith("-") and len(name) > MAX_SUGGESTED_NAME and name not in flags.FLAGS:
+            return argument
+    return None
 
 
 def unknown_flag(arguments: list[str]) -> str:

@@ -6,7 +6,8 @@
 Writing is atomic: the SavedModel is built in a staging directory beside the target (marked as ours,
 `diy_lstm.files`) and then moved into place, so a failed export leaves the previous one loadable. It
 replaces only an empty directory or an earlier export of ours of the same task (recognised by the
-`format` and `config.task` of its metadata, `assets.extra/diy_lstm.json`): anything else is refused
+`format` and `config.task` of its metadata, `assets.extra/diy_lstm.json`; an export of ours that
+names no task is replaced only by an export that names none either): anything else is refused
 before training starts. What a model holds (its signatures, tables, constants) is the task's; this
 module knows nothing of it.
 """
@@ -21,6 +22,7 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from diy_lstm import files
+from diy_lstm.errors import first_line
 
 METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
 METADATA_FORMAT = "diy_lstm SavedModel"  # marks an export of ours: the only kind `export` replaces
@@ -61,16 +63,22 @@ def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | No
 
 
 def _check_replaceable(path: str, task: str | None) -> None:
-    """Raises `ExportDirError` unless `path` holds an export of ours of `task` (any task if None)."""
+    """Raises `ExportDirError` unless `path` holds an export of ours of `task`. With `task` None (an
+    export that names no task) any export of ours is replaced; a run's export, which names its task,
+    replaces only one that names the same task (every run's export has named it)."""
     metadata = _our_metadata(path)
     if metadata is None:
         raise ExportDirError(f"--export_dir={path} holds files that are not a diy_lstm SavedModel; "
                              "refusing to replace them: choose a new or empty directory")
     config = metadata.get("config")
     made_by = config.get("task") if isinstance(config, dict) else None
-    if task is not None and made_by is not None and made_by != task:
-        raise ExportDirError(f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: "
-                             "choose another directory")
+    if task is None or made_by == task:
+        return
+    if not isinstance(made_by, str) or not made_by:
+        raise ExportDirError(f"--export_dir={path} holds a diy_lstm SavedModel that names no task; a {task} run "
+                             "does not replace it: choose another directory")
+    raise ExportDirError(f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: "
+                         "choose another directory")
 
 
 def _check_writable_parent(export_dir: str) -> None:
@@ -186,8 +194,7 @@ def load_serving_signature(export_dir: str, signature_name: str, expected_inputs
     try:
         loaded = tf.saved_model.load(export_dir)
     except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LoadError(f"--model_dir={export_dir}: cannot load the SavedModel: {first_line}") from None
+        raise LoadError(f"--model_dir={export_dir}: cannot load the SavedModel: {first_line(error)}") from None
     if signature_name not in loaded.signatures:
         raise LoadError(f"--model_dir={export_dir}: this SavedModel has no {signature_name!r} signature (it has "
                         f"{sorted(loaded.signatures) or 'none'}); is it a model of the right kind?")

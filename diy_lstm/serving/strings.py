@@ -25,6 +25,12 @@ INVALID_UTF8 = 0xD800  # a surrogate: never the code point of valid UTF-8, so it
 _HEX_DIGITS = "0123456789ABCDEF"
 
 
+def describe_character(character: str) -> str:
+    """`'x' (U+0078)`: a character and its code point, readable even for spaces, newlines and controls
+    (the command lines' twin of `code_point_label`)."""
+    return f"{character!r} (U+{ord(character):04X})"
+
+
 def code_point_label(code_point: tf.Tensor) -> tf.Tensor:
     """`U+XXXX` (4 to 6 hex digits, as Unicode writes them) for a scalar int32 code point."""
     digits = tf.strings.join([tf.strings.substr(_HEX_DIGITS, (code_point // 16**power) % 16, 1)

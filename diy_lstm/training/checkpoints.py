@@ -15,6 +15,7 @@ from typing import Mapping
 import tensorflow as tf
 
 from diy_lstm import files
+from diy_lstm.errors import first_line
 
 CHECKPOINT_DIR = "checkpoints"
 MAX_JSON_BYTES = 10_000_000  # config.json, results.json, restarts.json
@@ -59,7 +60,7 @@ class RunCheckpoint:
         try:
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
         except Exception as error:  # the index file is text protobuf; damage shows as a parse error
-            raise ResumeError(f"cannot restore checkpoint: {index} is damaged ({_first_line(error)})") from None
+            raise ResumeError(f"cannot restore checkpoint: {index} is damaged ({first_line(error)})") from None
         saved = [name for name in os.listdir(self.directory) if name.startswith("ckpt-")] if os.path.isdir(
             self.directory) else []
         if self.manager.latest_checkpoint is None and saved:
@@ -77,7 +78,7 @@ class RunCheckpoint:
         try:
             self.checkpoint.restore(self.latest).assert_existing_objects_matched()
         except Exception as error:  # a damaged file fails in many ways (OpError, IndexError, ...)
-            raise ResumeError(f"cannot restore checkpoint {self.latest}: {_first_line(error)}") from None
+            raise ResumeError(f"cannot restore checkpoint {self.latest}: {first_line(error)}") from None
         return int(self.epoch.numpy())
 
     def save(self, completed_epochs: int, reached_goal: bool = False) -> str | None:
@@ -90,11 +91,6 @@ class RunCheckpoint:
         self.checkpoint.write(os.path.join(self.scratch_dir, f"ckpt-{completed_epochs}"))
         files.remove_staging(self.scratch_dir)
         return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_json(path: str, what: str | None = None) -> dict | None:

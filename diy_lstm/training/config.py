@@ -58,8 +58,8 @@ class TrainingConfig:
     preactivation_noise: standard deviation of Gaussian noise added to every gate preactivation in
       training steps (never when evaluating or serving); 0 for none.
     noise_free_epochs: the last this many epochs train without that noise.
-    noise_distribution: "normal" (Gaussian) or "irwin_hall" (the sum of four uniform bytes: the same
-      mean and spread, nearly the same shape, a third of the cost to draw).
+    noise_distribution: "normal" (each value drawn) or "table" (the same Gaussian values, read from a
+      table drawn once at a random offset per step: a tenth of the cost; `trainer.table_noise`).
     stop_at_goal: stop (checkpoint and export) at the first evaluation at which the task's goal holds
       (`Task.goal_reached`), instead of training all `epochs`.
     seed: fixes the data order, the initial weights and the noise.
@@ -96,8 +96,8 @@ class TrainingConfig:
         _check(0 <= self.noise_free_epochs <= self.epochs, "noise_free_epochs", self.noise_free_epochs,
                "in [0, epochs]")
         _check(0 <= self.seed < 2**31, "seed", self.seed, "in [0, 2^31)")
-        _check(self.noise_distribution in ("normal", "irwin_hall"), "noise_distribution", self.noise_distribution,
-               "normal or irwin_hall")
+        _check(self.noise_distribution in ("normal", "table"), "noise_distribution", self.noise_distribution,
+               "normal or table")
         _check(self.backprop in BACKPROP_MODES, "backprop", self.backprop, f"one of {BACKPROP_MODES}")
         _check(self.jit_compile in JIT_COMPILE_MODES, "jit_compile", self.jit_compile, f"one of {JIT_COMPILE_MODES}")
 

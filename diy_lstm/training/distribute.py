@@ -34,6 +34,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from diy_lstm.errors import first_line
 from diy_lstm.training.config import STRATEGIES, ConfigError
 
 TASK_TYPES = ("chief", "worker")
@@ -218,10 +219,8 @@ def placement(name: str, cpu_devices: int = 0, worker_start_timeout: float = 300
         try:  # every worker has started: the strategy connects them
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (tf.errors.OpError, RuntimeError) as error:
-            message = error.message if isinstance(error, tf.errors.OpError) else str(error)
             raise ConfigError(f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
-                              f"{message.strip().splitlines()[0]}; is its port free, and is this the task's "
-                              "machine?") from None
+                              f"{first_line(error)}; is its port free, and is this the task's machine?") from None
         _PLACEMENT = Placement(name, strategy, cluster=cluster)
     return _PLACEMENT
 

@@ -29,6 +29,8 @@ import os
 import time
 from typing import Callable, Iterator, NamedTuple
 
+import tensorflow as tf
+
 from diy_lstm.model import LSTMModel
 from diy_lstm.training import distribute, machine
 from diy_lstm.training.checkpoints import ResumeError, RunCheckpoint
@@ -56,24 +58,25 @@ class EpochEnd:
 
 @dataclasses.dataclass(frozen=True)
 class Cadence:
-    """Due at every `every`-th epoch (0: never), at the epochs in `at`, and when stopping or at the
-    goal if `stopping`."""
+    """Due at every `every`-th epoch (0: never), at the epochs in `at`, when stopping if `stopping`,
+    and when the try ends at its goal if `at_goal`."""
 
     every: int = 1
     at: tuple[int, ...] = ()
     stopping: bool = False
+    at_goal: bool = False
 
     def due(self, end: EpochEnd) -> bool:
         return (self.every > 0 and end.epoch % self.every == 0) or end.epoch in self.at or (
-            self.stopping and (end.stopping or end.at_goal))
+            self.stopping and end.stopping) or (self.at_goal and end.at_goal)
 
 
 NEVER = Cadence(every=0)
 
 
 def every_and_last(every: int, last: int) -> Cadence:
-    """Every `every` epochs and at the last one; never if `every` is 0."""
-    return Cadence(every, (last,)) if every else NEVER
+    """Every `every` epochs and at the last one (the goal's, when the try stops there); never if `every` is 0."""
+    return Cadence(every, (last,), at_goal=True) if every else NEVER
 
 
 class Action(NamedTuple):
@@ -200,7 +203,7 @@ class TrainingLoop:
         return actions + [
             Action("stop agreement", Cadence(), self._agree_to_stop),
             Action("histograms", every_and_last(run.histogram_every, epochs), self._write_histograms),
-            Action("checkpoint", Cadence(run.checkpoint_every, (epochs,), stopping=True), self._save),
+            Action("checkpoint", Cadence(run.checkpoint_every, (epochs,), stopping=True, at_goal=True), self._save),
             Action("stop", Cadence(0, stopping=True), self._interrupted),
         ]
 
@@ -233,7 +236,7 @@ class TrainingLoop:
         """At the restart epoch, a try that has not learned is checkpointed and given up."""
         if VALIDATION not in end.metrics:
             raise RunError("the restart check reads validation metrics, and this run has no validation split")
-        if self.stop.requested or (because := self._not_learned_because(end.metrics[VALIDATION])) is None:
+        if self.stop.requested or (because := self._not_learned_because(end.metrics)) is None:
             return None
         measured, reason = because
         if not self.may_restart:
@@ -248,13 +251,15 @@ class TrainingLoop:
         self.sink.results(stopped)
         return stopped
 
-    def _not_learned_because(self, validation: dict[str, float]) -> tuple[str, str] | None:
-        """(measure, reason) if a validation metric is above its restart bound, else None."""
+    def _not_learned_because(self, metrics: Metrics) -> tuple[str, str] | None:
+        """(measure, reason) if a validation metric is above its restart bound, or the task finds
+        the try has not learned (`Task.not_learned`), else None."""
+        validation = metrics[VALIDATION]
         for name, bound in self.settings.run.restart.above:
             if validation[name] > bound:
                 measured = f"{name} {validation[name]:.3g}"
                 return measured, f"validation {measured} is above {bound:g}"
-        return None
+        return self.task.not_learned(metrics)
 
     def _agree_to_stop(self, end: EpochEnd) -> None:
         asked = distribute.lists_from_every_worker(self.place, [int(self.stop.requested), int(end.at_goal)])
@@ -275,19 +280,40 @@ class TrainingLoop:
         return self._result(INTERRUPTED, metrics={})
 
     def _finish(self) -> RunResult:
-        """The task's finishing change, the export and results.json (the chief), once every epoch has trained."""
+        """The task's finishing steps (every worker), then its finishing change, the export and
+        results.json (the chief), once every epoch has trained."""
+        self._finishing_steps()
         seconds = self._seconds()
         if not self.place.is_chief:
             return dataclasses.replace(self._result(COMPLETED, metrics={}), seconds=seconds)
         if (changed := self.task.finish(self.model)) is not None:
             self.sink.say(changed)
-        module, signatures = self.task.serving_module(self.model)
+        metrics = self.task.evaluate(self.model)
+        module, signatures = self.task.serving_module(self.model, metrics)
         metadata = {"model_config": dataclasses.asdict(self.settings.model), "config": self.settings.to_json()}
         self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)
-        done = dataclasses.replace(self._result(COMPLETED, metrics=self.task.evaluate(self.model),
-                                                export_dir=self.export_dir), seconds=seconds)
+        done = dataclasses.replace(self._result(COMPLETED, metrics=metrics, export_dir=self.export_dir),
+                                   seconds=seconds)
         self.sink.results(done)
         return done
+
+    def _finishing_steps(self) -> None:
+        """`Task.finishing_steps` on the model the epochs left (from the last checkpoint, on a rerun)."""
+        finishing = self.task.finishing_steps()
+        if finishing is None or not finishing.steps:
+            return
+        started, trained = time.perf_counter(), self.optimizer.learning_rate.numpy()
+        self.optimizer.learning_rate.assign(finishing.learning_rate)
+        losses = []
+        for _, batch in zip(range(finishing.steps), finishing.batches()):
+            loss = self.trainer.train_step(*distribute.split_batch(self.place, tuple(map(tf.constant, batch))))
+            losses.append(float(distribute.first_local(self.place, loss)))
+        self.optimizer.learning_rate.assign(trained)
+        if not all(map(math.isfinite, losses)):
+            raise RunError(f"the finishing steps ({finishing.description}) diverged; the checkpoints are untouched")
+        self.sink.say(f"finishing steps: {finishing.steps} on {finishing.description} at learning rate "
+                      f"{finishing.learning_rate:g}, loss {losses[0]:.3g} -> {losses[-1]:.3g} "
+                      f"({time.perf_counter() - started:.1f}s)")
 
     def _seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)

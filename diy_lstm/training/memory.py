@@ -10,15 +10,20 @@ The estimate counts float32 tensors of the step (docs/reliability.md, "Caps"):
     outputs       predictions, the loss's gradient and the task's working copies: 4 × time × batch × outputs
 
 and scoring keeps, per layer, the states of every step: 3 × time × batch × units. It is meant to be
-within a factor of two of the peak; a refusal says the estimate and the flag to change.
+within a factor of two of the peak; a refusal says the estimate and the flag to change. The free
+memory is the system's (`MemAvailable`) unless `DIY_LSTM_AVAILABLE_MEMORY_BYTES` names a figure (a
+container that reports the host's memory; tests that must not depend on the machine).
 """
 
 from __future__ import annotations
+
+import os
 
 from diy_lstm.model import ModelConfig
 
 BYTES_PER_FLOAT = 4
 HEADROOM = 0.8  # the share of free memory a run may plan to use
+AVAILABLE_MEMORY_VARIABLE = "DIY_LSTM_AVAILABLE_MEMORY_BYTES"  # the free memory to assume instead of the machine's
 
 
 class MemoryLimitError(ValueError):
@@ -49,7 +54,10 @@ def inference_bytes(model: ModelConfig, batch: int, time: int) -> int:
 
 
 def available_bytes(meminfo_path: str = "/proc/meminfo") -> int | None:
-    """Memory free for a new allocation (Linux `MemAvailable`), or None where the system does not say."""
+    """Memory free for a new allocation: `AVAILABLE_MEMORY_VARIABLE` if set, else Linux `MemAvailable`,
+    or None where the system does not say."""
+    if (setting := os.environ.get(AVAILABLE_MEMORY_VARIABLE)) is not None:
+        return _bytes_setting(setting)
     try:
         with open(meminfo_path) as meminfo:
             for line in meminfo:
@@ -58,6 +66,15 @@ def available_bytes(meminfo_path: str = "/proc/meminfo") -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _bytes_setting(setting: str) -> int:
+    """The byte count `AVAILABLE_MEMORY_VARIABLE` was set to, or `MemoryLimitError` saying why it is not one."""
+    text = setting.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise MemoryLimitError(f"{AVAILABLE_MEMORY_VARIABLE}={setting!r} must be a whole number of bytes, "
+                               "e.g. 17179869184 for 16 GB")
+    return int(text)
 
 
 def gigabytes(count: int) -> str:

@@ -19,12 +19,14 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     evaluate(model)              metrics per split: {"train": {...}, "validation": {...}}
     progress(metrics)            the few numbers the progress line shows
     goal_reached(metrics)        when the run has done what it set out to (its first epoch is reported)
+    not_learned(metrics)         why a try is given up at the restart epoch, beyond the validation bounds
     gate_examples()              tag -> (one label per step, encoded `[time, features]`) drawn as heat maps
     samples(model)               tag -> text, written as text summaries every `sample_every` epochs
     histogram_batch()            a batch whose gradients are drawn as histograms
+    finishing_steps()            updates on other batches once training ends, before `finish` (optional)
     finish(model)                last changes to the trained model before its final evaluation and
                                  export (e.g. refitting the readout); one line saying what changed
-    serving_module(model, ...)   the `tf.Module` and signatures the SavedModel holds (tables passed in)
+    serving_module(model, metrics)  the `tf.Module` and signatures the SavedModel holds (tables passed in)
 
 A batch is a tuple of tensors; the run passes it to `loss` unchanged, so its layout is the task's,
 with one rule for data-parallel training (`distribute.py`): the first axis of every tensor that has
@@ -34,7 +36,7 @@ one is the example axis, which is split among replicas; scalars go to every repl
 from __future__ import annotations
 
 import abc
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -51,6 +53,17 @@ class BatchLoss(NamedTuple):
 
     mean: tf.Tensor
     count: tf.Tensor
+
+
+class FinishingSteps(NamedTuple):
+    """Updates a task asks for once training ends (at the goal or the last epoch), before `finish`:
+    `steps` batches of `batches()` (as `loss` takes them; the same ones every time, from the seed)
+    at `learning_rate`. The checkpoints keep the weights from before them."""
+
+    steps: int
+    learning_rate: float
+    batches: Callable[[], Iterator[tuple[np.ndarray, ...]]]
+    description: str
 
 
 class BatchShapes(NamedTuple):
@@ -129,6 +142,11 @@ class Task(abc.ABC):
         """Whether the run has reached its goal (the first epoch it does is reported); never by default."""
         return False
 
+    def not_learned(self, metrics: Metrics) -> tuple[str, str] | None:
+        """At the restart epoch, after the bounds on validation metrics: `(measure, reason)` if the
+        try has not learned what the task asks beyond them (e.g. a split of its own), else None."""
+        return None
+
     def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
         """Tag -> (a label of one character per step, encoded inputs `[time, features]`), drawn as heat maps."""
         return {}
@@ -141,6 +159,11 @@ class Task(abc.ABC):
     def histogram_batch(self) -> tuple[tf.Tensor, ...]:
         """A batch (as `loss` takes it) whose gradients the histograms show."""
 
+    def finishing_steps(self) -> FinishingSteps | None:
+        """Training on other batches once the epochs end (e.g. longer sequences than the epochs
+        train on), on every worker, before `finish`; none by default."""
+        return None
+
     def finish(self, model: LSTMModel) -> str | None:
         """Changes the trained model once every epoch has trained, before the final evaluation and
         the export (on the chief; the checkpoints keep the trained weights, so it must give the same
@@ -148,5 +171,7 @@ class Task(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:
-        """The module to save and its signatures by name."""
+    def serving_module(self, model: LSTMModel, metrics: Metrics
+                       ) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:
+        """The module to save and its signatures by name; `metrics` are the final model's (`evaluate`),
+        for what the export records of how it was checked."""

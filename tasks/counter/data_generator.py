@@ -20,6 +20,8 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
+from diy_lstm.serving.strings import describe_character
+
 ALPHABET = "0+-I"
 ENCODING = {
     "0": (0.0, 0.0, 0.0),
@@ -34,11 +36,6 @@ MAX_SEQUENCES_PER_LENGTH = 4**8
 
 class SequenceError(ValueError):
     """A sequence that is not a non-empty string over the alphabet; the message says where."""
-
-
-def describe_character(character: str) -> str:
-    """`'x' (U+0078)`: the character and its code point, readable even for spaces and controls."""
-    return f"{character!r} (U+{ord(character):04X})"
 
 
 def check_sequence(sequence: str) -> None:
@@ -168,6 +165,18 @@ def split(sequences: list[str], train_fraction: float) -> tuple[list[str], list[
     return sequences[:cut], sequences[cut:]
 
 
+_CODES = np.array([ENCODING[character] for character in ALPHABET], np.float32)  # [4, 3], rows in ALPHABET order
+_ALPHABET_INDEX = np.full(256, len(ALPHABET), np.int64)  # byte -> row of _CODES (len(ALPHABET): not a character)
+_ALPHABET_INDEX[np.frombuffer(ALPHABET.encode("ascii"), np.uint8)] = np.arange(len(ALPHABET))
+
+
+def _valid_ascii(sequences: list[str]) -> bool:
+    """Every character is one of `ALPHABET` (so the vectorised encoding applies)."""
+    joined = "".join(sequences)
+    return joined.isascii() and bool(np.all(_ALPHABET_INDEX[np.frombuffer(joined.encode("ascii"), np.uint8)]
+                                            < len(ALPHABET)))
+
+
 @dataclasses.dataclass
 class Examples:
     """Encoded sequences with their targets, padded to the longest.
@@ -183,11 +192,21 @@ class Examples:
 
     @classmethod
     def from_sequences(cls, sequences: list[str]) -> "Examples":
+        if sequences and len({len(sequence) for sequence in sequences}) == 1 and _valid_ascii(sequences):
+            return cls._of_one_length(sequences)
         inputs, lengths = encode_batch(sequences)
         sums = np.zeros(inputs.shape[:2], dtype=np.float32)
         for index, sequence in enumerate(sequences):
             sums[index, : len(sequence)] = running_sum(sequence)
         return cls(list(sequences), inputs, lengths, sums)
+
+    @classmethod
+    def _of_one_length(cls, sequences: list[str]) -> "Examples":
+        """The same as `from_sequences` for sequences of one length, vectorised."""
+        characters = np.frombuffer("".join(sequences).encode("ascii"), np.uint8).reshape(len(sequences), -1)
+        inputs = _CODES[_ALPHABET_INDEX[characters]]  # [batch, time, 3]
+        lengths = np.full(len(sequences), characters.shape[1], np.int32)
+        return cls(list(sequences), inputs, lengths, running_sums(sequences).astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.sequences)

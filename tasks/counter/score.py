@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import numbers
 import re
 import sys
 from typing import Callable, Iterator
@@ -93,6 +94,7 @@ class Scorer:
 
     def __init__(self, model_dir: str, reference_spec: str | None = None):
         self.reference = resolve_reference(reference_spec)
+        self.reference_spec = reference_spec
         self.signature, self.checked = _load(model_dir)
         self.budget = self.checked.get("max_padded_characters", max_padded_characters(64))
         self.noted = False
@@ -144,13 +146,27 @@ class Scorer:
 
     def _true_value(self, sequence: str) -> int:
         try:
-            return self.reference(sequence)
+            value = self.reference(sequence)
         except Exception as error:  # the user's code: its failure is named, not a traceback
             raise UsageError(f"--reference raised {type(error).__name__} on {sequence[:60]!r}: "
                              f"{cli.first_line(error)}") from None
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise UsageError(f"--reference={self.reference_spec} returned {shown_value(value)} "
+                             f"({type(value).__name__}) on {sequence[:60]!r}; it must return an integer")
+        return int(value)
 
     def header(self, width: int) -> str:
         return f"{'sequence':<{width}}  prediction  rounded" + ("  true  ok" if self.reference else "")
+
+
+def shown_value(value: object) -> str:
+    """A value the user's code returned, in one short line (its repr may be long or span lines)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return "(no repr)"
+    text = " ".join(text.splitlines())
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_arguments(sequences: list[str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +27,8 @@ from diy_lstm import readout
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
-from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, BatchShapes, Metrics, RunModel, Task
+from diy_lstm.training.task import (TRAIN, VALIDATION, BatchLoss, BatchShapes, FinishingSteps, Metrics, RunModel,
+                                    Task)
 from tasks.counter import data_generator
 from tasks.counter.serving import SequenceScorer
 
@@ -36,7 +38,8 @@ DEFAULT_GATE_EXAMPLES = ("++I--0+", "+I-0I+-")
 CHECK = "check"
 
 
-CHECK_STREAM, READOUT_FIT_STREAM = 1_000_003, 2_000_003  # independent draws of fresh sequences per seed
+# Independent draws of fresh sequences per seed: the check split, the readout fit, the finishing steps.
+CHECK_STREAM, READOUT_FIT_STREAM, FINISHING_STREAM = 1_000_003, 2_000_003, 3_000_017
 RUNS = ("0", "+", "-", "I", "I+", "I-", "I0")
 
 
@@ -74,8 +77,12 @@ class CounterData:
       length as the one it was checked exact at.
     readout_fit_length: if > 0, once training ends the readout is refitted by least squares
       (`diy_lstm.readout`) to the running sums of `readout_fit_examples`: `readout_fit_sequences`
-      fresh sequences of this length and runs of one character, every LSTM weight held fixed; the
-      check split is then scored only after the fit.
+      fresh sequences of this length and runs of one character, every LSTM weight held fixed; each
+      evaluation scores the check split with the readout such a fit gives at that epoch.
+    finishing_steps: if > 0, once training ends (at the goal or the last epoch) this many updates
+      at `finishing_learning_rate`, each on `finishing_batch_size` fresh sequences of
+      `finishing_length` (half uniform, half "varied"): counts far beyond the training lengths, where
+      a gate that leaks a little costs a lot (docs/experiments.md, "The default counts to 10,000").
     gate_examples: sequences whose gates are drawn as heat maps.
     """
 
@@ -89,6 +96,10 @@ class CounterData:
     check_sequences: int = 100
     readout_fit_length: int = 0
     readout_fit_sequences: int = 200
+    finishing_steps: int = 0
+    finishing_length: int = 200
+    finishing_batch_size: int = 64
+    finishing_learning_rate: float = 0.005
     gate_examples: tuple[str, ...] = dataclasses.field(
         default=DEFAULT_GATE_EXAMPLES, metadata={"may_change_on_resume": True})
 
@@ -105,6 +116,11 @@ class CounterData:
         if not 0 <= self.check_length <= 100_000 or not 2 <= self.check_sequences <= 10_000:
             raise ValueError(f"check_length must be in [0, 100000] and check_sequences in [2, 10000], got "
                              f"{self.check_length} and {self.check_sequences}")
+        if not (0 <= self.finishing_steps <= 100_000 and 1 <= self.finishing_length <= 10_000
+                and 1 <= self.finishing_batch_size <= 10_000 and 0.0 < self.finishing_learning_rate < 1.0):
+            raise ValueError(f"finishing_steps must be in [0, 100000], finishing_length and finishing_batch_size in "
+                             f"[1, 10000], finishing_learning_rate in (0, 1), got {self.finishing_steps}, "
+                             f"{self.finishing_length}, {self.finishing_batch_size}, {self.finishing_learning_rate}")
         if not 0 <= self.readout_fit_length <= 100_000 or not 2 <= self.readout_fit_sequences <= 10_000:
             raise ValueError(f"readout_fit_length must be in [0, 100000] and readout_fit_sequences in [2, 10000], "
                              f"got {self.readout_fit_length} and {self.readout_fit_sequences}")
@@ -166,6 +182,8 @@ class CounterTask(Task):
         self.readout_fitted_on = 0  # the length `finish` refitted the readout on (0: not refitted)
         self.finished = False
         self._evaluate = self._evaluate_model = None
+        self._fit_examples: data_generator.Examples | None = None
+        self._readout_sources = self._readout_sources_model = None
 
     def prepare(self, training: TrainingConfig) -> None:
         """The splits of `training.seed`, and batches of `training.batch_size` (0: the whole set)."""
@@ -178,6 +196,7 @@ class CounterTask(Task):
         self._tensors = {split: (tf.constant(examples.inputs), tf.constant(examples.running_sums),
                                  tf.constant(examples.lengths)) for split, examples in self.splits.items()}
         self.seed, self.batch_size = training.seed, training.batch_size
+        self._fit_examples = None
         # With the final-sum loss and batches of one length, only the last step is read out.
         one_length_batches = self.data.min_length == self.data.max_length or training.batch_size > 0
         self.last_step_only = self.data.target == "final" and one_length_batches
@@ -206,8 +225,12 @@ class CounterTask(Task):
 
     def largest_batches(self) -> BatchShapes:
         training = len(self.splits[TRAIN]) if self.batch_size == 0 else min(self.batch_size, len(self.splits[TRAIN]))
+        trained = [(training, self.data.max_length)]
+        if self.data.finishing_steps:
+            trained.append((self.data.finishing_batch_size, self.data.finishing_length))
         evaluated = [(len(split), int(split.lengths.max())) for split in self.splits.values()]
-        return BatchShapes((training, self.data.max_length), max(evaluated, key=lambda shape: shape[0] * shape[1]))
+        largest = lambda shape: shape[0] * shape[1]  # noqa: E731
+        return BatchShapes(max(trained, key=largest), max(evaluated, key=largest))
 
     def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, running_sums, lengths = batch
@@ -218,6 +241,16 @@ class CounterTask(Task):
         return loss_fn(output.predictions[..., 0], targets, lengths, self.data.target)
 
     def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
+        """Metrics per split. The check split is scored only once every validation step is right
+        (before that the goal cannot hold, and its 10,000-step loop is the evaluation's largest cost);
+        with a readout fit, as `finish` would leave the model: with the refitted readout if it would
+        be kept, the trained one put back after."""
+        metrics = {split: self._metrics(model, tensors) for split, tensors in self._tensors.items() if split != CHECK}
+        if CHECK in self._tensors and metrics[VALIDATION]["error_per_step"] == 0.0:
+            metrics[CHECK] = self._check_metrics(model)
+        return metrics
+
+    def _metrics(self, model: LSTMModel, tensors: tuple[tf.Tensor, ...]) -> dict[str, float]:
         if self._evaluate is None or self._evaluate_model is not model:
             signature = [tf.TensorSpec([None, None, data_generator.NUM_FEATURES], model.dtype),
                          tf.TensorSpec([None, None], model.dtype), tf.TensorSpec([None], tf.int32)]
@@ -225,14 +258,36 @@ class CounterTask(Task):
                 lambda inputs, targets, lengths: metrics_fn(model(inputs)[..., 0], targets, lengths),
                 input_signature=signature, autograph=False)
             self._evaluate_model = model
-        return {split: {name: float(value) for name, value in self._evaluate(*tensors).items()}
-                for split, tensors in self._tensors.items() if split != CHECK or self._check_now}
+        return {name: float(value) for name, value in self._evaluate(*tensors).items()}
 
-    @property
-    def _check_now(self) -> bool:
-        """The check split is scored at every evaluation, or with a readout fit only after it (the
-        readout being trained is not the one exported)."""
-        return not self.data.readout_fit_length or self.finished
+    def _check_metrics(self, model: LSTMModel) -> dict[str, float]:
+        if self.finished or not self.data.readout_fit_length:
+            return self._metrics(model, self._tensors[CHECK])
+        trained = model.W_out.numpy(), model.b_out.numpy()
+        self._fit_readout(model, validation_error_per_step=0.0)
+        checked = self._metrics(model, self._tensors[CHECK])
+        readout.assign_readout(model, *trained)
+        return checked
+
+    def _fit_readout(self, model: LSTMModel, validation_error_per_step: float) -> tuple[readout.ReadoutFit, float]:
+        """Puts the least-squares readout on `readout_fit_examples` into the model unless it leaves
+        more wrong validation steps than `validation_error_per_step` (the trained readout's); the fit
+        and its validation per-step error."""
+        if self._fit_examples is None:
+            self._fit_examples = readout_fit_examples(self.data.readout_fit_length, self.data.readout_fit_sequences,
+                                                      self.seed)
+        if self._readout_sources is None or self._readout_sources_model is not model:
+            self._readout_sources = readout.source_function(model)
+            self._readout_sources_model = model
+        examples = self._fit_examples
+        fit = readout.fit_readout(model, examples.inputs, examples.running_sums[..., None], examples.lengths,
+                                  sources=self._readout_sources)
+        trained = model.W_out.numpy(), model.b_out.numpy()
+        readout.assign_readout(model, fit.W_out, fit.b_out)
+        after = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]
+        if after > validation_error_per_step:
+            readout.assign_readout(model, *trained)
+        return fit, after
 
     @property
     def evaluated_splits(self) -> tuple[str, ...]:
@@ -242,14 +297,24 @@ class CounterTask(Task):
         values = {"train_mse": metrics[TRAIN]["mean_square_error"],
                   "validation_error": f"{100 * metrics[VALIDATION]['error']:.2f}%",
                   "validation_mse": metrics[VALIDATION]["mean_square_error"]}
-        if CHECK in metrics:
-            values[f"check_{self.data.check_length}_error_per_step"] = f"{100 * metrics[CHECK]['error_per_step']:.3f}%"
+        if self.data.check_length:
+            checked = f"{100 * metrics[CHECK]['error_per_step']:.3f}%" if CHECK in metrics else "-"
+            values[f"check_{self.data.check_length}_error_per_step"] = checked
         return values
 
     def goal_reached(self, metrics: Metrics) -> bool:
         """0.00% validation error; with a check split, not one wrong step in it either."""
-        checked = CHECK not in metrics or metrics[CHECK]["error_per_step"] == 0.0
+        checked = not self.data.check_length or (CHECK in metrics and metrics[CHECK]["error_per_step"] == 0.0)
         return metrics[VALIDATION]["error"] == 0.0 and checked
+
+    def not_learned(self, metrics: Metrics) -> tuple[str, str] | None:
+        """With a check split: not every step of it right (or not scored, validation not being exact)."""
+        if not self.data.check_length or self.goal_reached(metrics):
+            return None
+        if CHECK not in metrics:
+            return "check not scored", "the check split is not scored until every validation step is right"
+        measured = f"check error_per_step {metrics[CHECK]['error_per_step']:.3g}"
+        return measured, f"{100 * metrics[CHECK]['error_per_step']:.3f}% of the steps of length {self.data.check_length} are wrong"
 
     def validated_exact_up_to(self, metrics: Metrics) -> int:
         """The longest length at which every step of fresh sequences was right (0: none checked)."""
@@ -257,23 +322,33 @@ class CounterTask(Task):
             return self.data.check_length
         return self.data.max_length if metrics[VALIDATION]["error_per_step"] == 0.0 else 0
 
+    def finishing_steps(self) -> FinishingSteps | None:
+        """`finishing_steps` batches of fresh sequences of `finishing_length` (CounterData)."""
+        data = self.data
+        if not data.finishing_steps:
+            return None
+
+        def batches() -> Iterator[tuple[np.ndarray, ...]]:
+            for step in range(data.finishing_steps):
+                examples = check_examples(data.finishing_length, data.finishing_batch_size, self.seed,
+                                          stream=FINISHING_STREAM + step)
+                yield examples.inputs, examples.running_sums, examples.lengths
+
+        return FinishingSteps(data.finishing_steps, data.finishing_learning_rate, batches,
+                              f"{data.finishing_batch_size} fresh sequences of length {data.finishing_length}")
+
     def finish(self, model: LSTMModel) -> str | None:
         """With `readout_fit_length`, the readout refitted on fresh sequences of that length; kept
         only if it leaves no more wrong validation steps than the trained readout."""
-        length, count = self.data.readout_fit_length, self.data.readout_fit_sequences
+        length = self.data.readout_fit_length
         if not length:
             return None
-        examples = readout_fit_examples(length, count, self.seed)
-        fit = readout.fit_readout(model, examples.inputs, examples.running_sums[..., None], examples.lengths)
-        trained = model.W_out.numpy(), model.b_out.numpy()
-        before = self.evaluate(model)[VALIDATION]["error_per_step"]
-        readout.assign_readout(model, fit.W_out, fit.b_out)
-        after = self.evaluate(model)[VALIDATION]["error_per_step"]
+        before = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]
+        fit, after = self._fit_readout(model, before)
         self.finished = True
-        fitted = (f"readout refitted on {len(examples)} sequences of length {length} ({fit.steps:,} steps; largest "
-                  f"error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})")
+        fitted = (f"readout refitted on {len(self._fit_examples)} sequences of length {length} ({fit.steps:,} steps; "
+                  f"largest error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})")
         if after > before:
-            readout.assign_readout(model, *trained)
             return f"{fitted} not kept: validation per-step error {100 * before:.2f}% -> {100 * after:.2f}%"
         self.readout_fitted_on = length
         return fitted
@@ -284,7 +359,7 @@ class CounterTask(Task):
     def histogram_batch(self) -> tuple[tf.Tensor, ...]:
         return self._tensors[TRAIN]
 
-    def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
+    def serving_module(self, model: LSTMModel, metrics: Metrics) -> tuple[tf.Module, dict]:
         scorer = SequenceScorer(model, data_generator.ENCODING, (self.data.min_length, self.data.max_length),
-                                self.validated_exact_up_to(self.evaluate(model)), self.readout_fitted_on)
+                                self.validated_exact_up_to(metrics), self.readout_fitted_on)
         return scorer, scorer.signatures()

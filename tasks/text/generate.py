@@ -12,6 +12,7 @@ model) is one line on stderr, with the exit code of `diy_lstm.cli.errors`.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from typing import Callable
@@ -43,6 +44,16 @@ def check_prompt(prompt: str) -> None:
         raise UsageError(f"--prompt has {len(prompt):,} characters; at most {MAX_PROMPT_CHARACTERS:,}")
 
 
+@functools.lru_cache(maxsize=4)
+def _load(model_dir: str):
+    """The SavedModel at `model_dir` and its `generate` signature, loaded once per process."""
+    try:
+        loaded, generate, _ = load_serving_signature(model_dir, "generate", SIGNATURE_INPUTS["generate"])
+    except LoadError as error:
+        raise ModelError(str(error)) from None
+    return loaded, generate
+
+
 STREAM_CHARACTERS = 512  # characters per `more` call: whole chunks, so the text is what `generate` writes
 
 
@@ -55,10 +66,7 @@ def stream(model_dir: str, prompt: str, num_chars: int, temperature: float, seed
     if not (math.isfinite(temperature) and temperature >= 0.0):
         raise UsageError(f"--temperature must be a finite number >= 0, got {temperature}")
     check_prompt(prompt)
-    try:
-        loaded, generate, _ = load_serving_signature(model_dir, "generate", SIGNATURE_INPUTS["generate"])
-    except LoadError as error:
-        raise ModelError(str(error)) from None
+    loaded, generate = _load(model_dir)
     sampling = {"temperature": tf.constant(temperature, tf.float32), "seed": tf.constant(seed, tf.int64)}
     if not {"start", "more"} <= set(loaded.signatures):
         write(call(generate, prompt=tf.constant([prompt]), num_chars=tf.constant(num_chars), **sampling)["text"])

@@ -22,8 +22,9 @@ the chunk's first step)`: the same seed gives the same text at the same batch si
 its texts in windows (at most `SCORE_WINDOW` characters, fewer for a large batch), carrying the
 state, so its memory grows with the texts' length, not with length × vocabulary. Bad input fails with an `InvalidArgumentError`
 whose message starts with `ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at
-position 3 of prompt[0]`); one call takes at most `MAX_SCORED_CHARACTERS` (texts × the longest) to
-score, and prompts of at most `ONE_HOT_VALUES // vocabulary` characters (prompts × the longest).
+position 3 of prompt[0]`; a `state` not shaped as `start` gives it); one call takes at most
+`MAX_SCORED_CHARACTERS` (texts × the longest) to score, and prompts of at most
+`ONE_HOT_VALUES // vocabulary` characters (prompts × the longest).
 """
 
 from __future__ import annotations
@@ -76,9 +77,8 @@ class TextGenerator(tf.Module):
         self.max_prompt_characters = ONE_HOT_VALUES // size
 
     def signatures(self) -> dict:
-        config = self.model.config
-        more = self.more.get_concrete_function(
-            tf.TensorSpec([config.num_layers, 2, None, config.units], self.model.dtype, name="state"),
+        more = self.more.get_concrete_function(  # the state's shape is checked in the graph (`_checked_state`)
+            tf.TensorSpec(None, self.model.dtype, name="state"),
             tf.TensorSpec([], tf.int32, name="num_chars"), tf.TensorSpec([], tf.float32, name="temperature"),
             tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.int64, name="first_step"))
         return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function(),
@@ -122,8 +122,24 @@ class TextGenerator(tf.Module):
         """`num_chars` more characters after `state` (from `start` or the last `more`) and the state
         after them. Calls of whole chunks (`first_step` a multiple of `GENERATE_CHUNK`) write what
         one `generate` call with the same seed writes."""
-        continuation, states = self._continue(unpack(state), num_chars, temperature, seed, first_step)
+        continuation, states = self._continue(unpack(self._checked_state(state)), num_chars, temperature, seed,
+                                              first_step)
         return {"text": continuation, "state": pack(states)}
+
+    def _checked_state(self, state: tf.Tensor) -> tf.Tensor:
+        """`state` once it is `[layers, 2, batch, units]`. The signature declares no shape: a loaded
+        signature takes a tensor of any shape, and a declared one would let the graph's optimizer
+        take this check as passed."""
+        config = self.model.config
+        shape = tf.shape(state)
+        padded_shape = tf.concat([shape, [0, 0, 0, 0]], axis=0)  # indexable whatever the rank
+        well_formed = ((tf.size(shape) == 4) & (padded_shape[0] == config.num_layers) & (padded_shape[1] == 2)
+                       & (padded_shape[3] == config.units))
+        check = tf.debugging.Assert(well_formed, [
+            f"{ERROR_PREFIX}state must be [{config.num_layers}, 2, batch, {config.units}] (from start or more), "
+            "got shape", shape], summarize=4)
+        with tf.control_dependencies([check]):
+            return tf.ensure_shape(state, [config.num_layers, 2, None, config.units])
 
     def _continue(self, states: tuple[LSTMState, ...], num_chars: tf.Tensor, temperature: tf.Tensor,
                   seed: tf.Tensor, first_step: tf.Tensor) -> tuple[tf.Tensor, tuple[LSTMState, ...]]:

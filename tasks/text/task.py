@@ -277,6 +277,6 @@ class TextTask(Task):
         return (tf.constant(self.train_streams[:, start:stop], tf.int32),
                 tf.constant(self.train_streams[:, start + 1:stop + 1], tf.int32), tf.constant(True))
 
-    def serving_module(self, model: LSTMModel) -> tuple[tf.Module, dict]:
+    def serving_module(self, model: LSTMModel, metrics: Metrics) -> tuple[tf.Module, dict]:
         generator = TextGenerator(model, self.vocabulary.characters)
         return generator, generator.signatures()

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from diy_lstm import files
+from diy_lstm.serving.strings import describe_character
 
 FOX_AND_CROW = ("One bright morning as the Fox was following his sharp nose through the wood in search of a bite "
                 "to eat, he saw a Crow on the limb of a tree overhead.")
@@ -51,11 +52,6 @@ MAX_VOCABULARY = 10_000  # distinct characters: the one-hot inputs and the reado
 
 class TextError(ValueError):
     """A text that cannot be trained on or a character the vocabulary lacks; the message says where."""
-
-
-def describe_character(character: str) -> str:
-    """`'x' (U+0078)`: the character and its code point, readable even for newlines and controls."""
-    return f"{character!r} (U+{ord(character):04X})"
 
 
 def corpus_text(name: str) -> str:
