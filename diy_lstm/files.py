@@ -26,6 +26,7 @@ import tempfile
 
 RUN_MARKER = ".diy_lstm-run"
 STAGING_MARKER = ".diy_lstm-staging"
+MAX_MARKER_BYTES = 4096
 
 
 class FileLimitError(ValueError):
@@ -69,6 +70,19 @@ def check_regular_tree(directory: str, what: str, max_bytes: int) -> None:
         raise FileLimitError(f"{what} holds {total:,} bytes; at most {max_bytes:,} are read")
 
 
+def unwritable_because(directory: str) -> str | None:
+    """Why `directory` cannot be made or written in (a file where it or a parent should be, or no
+    permission to write in the nearest one that exists), or None if it can."""
+    ancestor = os.path.abspath(directory)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"{ancestor} is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable"
+    return None
+
+
 class NotOursError(ValueError):
     """A directory the run would write in or replace holds something it did not make; nothing was touched."""
 
@@ -79,9 +93,9 @@ def is_run_dir(path: str) -> bool:
     return os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(marker) and not os.path.islink(marker)
 
 
-def check_run_dir(run_dir: str, flag: str = "--run_name") -> None:
-    """Raises `NotOursError` unless `run_dir` is new, empty, or a run of ours, in a place that can
-    hold a directory (writes nothing)."""
+def check_run_dir(run_dir: str, flag: str = "--run_name", task_name: str | None = None) -> None:
+    """Raises `NotOursError` unless `run_dir` is new, empty, or a run of ours (of `task_name`, if
+    given and the run names its task), in a place that can hold a directory (writes nothing)."""
     ancestor = os.path.dirname(os.path.abspath(run_dir))
     while not os.path.lexists(ancestor):
         ancestor = os.path.dirname(ancestor)
@@ -92,11 +106,29 @@ def check_run_dir(run_dir: str, flag: str = "--run_name") -> None:
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not is_run_dir(run_dir):
         raise NotOursError(f"{run_dir} is not empty and is not a diy_lstm run directory (it has no {RUN_MARKER}); "
                            f"refusing to write in it: choose another {flag} or --logdir")
+    made_by = run_task(run_dir) if task_name is not None else None
+    if made_by is not None and made_by != task_name:
+        raise NotOursError(f"{run_dir} is a {made_by} run; a {task_name} run does not train in it: choose another "
+                           f"{flag} or --logdir")
+
+
+def run_task(run_dir: str) -> str | None:
+    """The task a run directory of ours was made for, as its marker says (None if it does not say)."""
+    if not is_run_dir(run_dir):
+        return None
+    marker = os.path.join(run_dir, RUN_MARKER)
+    try:
+        content = json.loads(read_regular_file(marker, marker, MAX_MARKER_BYTES))
+    except (OSError, ValueError):
+        return None
+    task = content.get("task") if isinstance(content, dict) else None
+    return task if isinstance(task, str) and task else None
 
 
 def claim_run_dir(run_dir: str, task_name: str) -> None:
-    """Makes `run_dir` a run of ours (creating it, or marking an empty one), or checks that it is one."""
-    check_run_dir(run_dir)
+    """Makes `run_dir` a run of ours (creating it, or marking an empty one), or checks that it is one
+    (of `task_name`)."""
+    check_run_dir(run_dir, task_name=task_name)
     if is_run_dir(run_dir):
         return
     os.makedirs(run_dir, exist_ok=True)
@@ -105,7 +137,9 @@ def claim_run_dir(run_dir: str, task_name: str) -> None:
 
 
 def _write_marker(path: str, content: dict) -> None:
-    with open(path, "w") as f:
+    """A new file (never through a link, never over anything already there) holding `content`."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(descriptor, "w") as f:
         json.dump(content, f)
 
 
@@ -133,10 +167,9 @@ def staging_owner(path: str) -> int | None:
     if os.path.islink(path) or not os.path.isdir(path) or os.path.islink(marker) or not os.path.isfile(marker):
         return None
     try:
-        with open(marker) as f:
-            content = json.load(f)
+        content = json.loads(read_regular_file(marker, marker, MAX_MARKER_BYTES))
         pid = content["pid"] if isinstance(content, dict) and content.get("kind") == "staging" else None
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 

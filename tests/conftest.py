@@ -94,13 +94,18 @@ def short_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_export(tmp_path_factory):
-    """An untrained counter SavedModel (4 units, seed 1): for what the scorer does with any model."""
+    """An untrained counter SavedModel (4 units, seed 1): for what the scorer does with any model. Its
+    `about` says it was checked up to the scorer's cap, so the scorer adds no note (the note's own
+    tests make models that say otherwise)."""
     from tasks.counter import data_generator
     from diy_lstm.serving.export import export
     from tasks.counter.serving import SequenceScorer
 
     path = str(tmp_path_factory.mktemp("small_export") / "saved_model")
-    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING)
+    from tasks.counter.score import MAX_SEQUENCE_CHARACTERS
+
+    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING,
+                            (1, MAX_SEQUENCE_CHARACTERS), MAX_SEQUENCE_CHARACTERS)
     export(scorer, path, scorer.signatures())
     return path
 

@@ -3,14 +3,20 @@
 Regular files only, up to a cap: texts, flag files, SavedModels, checkpoints. Memory estimated from
 the flags before anything is allocated. A resumed run refuses data that changed under it."""
 
+import dataclasses
+import io
 import json
 import os
 import shutil
+import tempfile
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
+from hypothesis import given, settings, strategies as st
 
 from conftest import counter_settings
 from diy_lstm import files
@@ -32,6 +38,66 @@ def fifo(tmp_path):
     path = tmp_path / "fifo"
     os.mkfifo(path)
     return str(path)
+
+
+def absl_opens(content: bytes | None = None, arguments: list[str] = ()) -> tuple[list[str], bool]:
+    """The files absl's own flag-file reading opens, past the one holding `content` (or from
+    `arguments`), each recorded and read as empty; and whether absl then refused what it read."""
+    from absl.flags import _flagvalues
+
+    opened, real_open = [], open
+    with tempfile.NamedTemporaryFile(suffix=".flags") as top:
+        top.write(content or b"")
+        top.flush()
+
+        def recording_open(path, *args, **kwargs):
+            if path == top.name:
+                return real_open(path, *args, **kwargs)
+            opened.append(path)
+            return io.StringIO("")
+
+        with mock.patch.object(_flagvalues, "open", recording_open, create=True):
+            values = _flagvalues.FlagValues()
+            try:
+                if content is None:
+                    values.read_flags_from_files(list(arguments))
+                else:
+                    values._get_flag_file_lines(top.name)
+            except flags.Error:  # e.g. `--flagfile` with nothing after it
+                return opened, True
+    return opened, False
+
+
+FLAGFILE_PIECES = ["--flagfile=", "-flagfile=", "--flagfile", "a", "~/b", " ", "\t", "\f", "\v", "\r", "\n", "\r\n",
+                   "#", "//", "\x1c", "\x85", "\u2028", "=", "--"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(FLAGFILE_PIECES), max_size=30))
+def test_the_flag_files_a_flag_file_names_are_the_ones_absl_opens(pieces):
+    content = "".join(pieces)
+    opened, refused = absl_opens(content.encode("utf-8"))
+    ours = flagfiles.nested_files(content)
+    assert (ours[:len(opened)] if refused else ours) == opened  # where absl stops, it has opened no more
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["--flagfile", "-flagfile", "--flagfile=x ", "--flagfile= y\t", "-flagfile=~/q",
+                                 "--flagfile=", "--", "--run_name", "z", "--flagfile=a\fb"]), max_size=8))
+def test_the_flag_files_a_command_line_names_are_the_ones_absl_opens(arguments):
+    opened, refused = absl_opens(arguments=arguments)
+    ours = flagfiles.named_files(arguments)
+    assert (ours[:len(opened)] if refused else ours) == opened
+
+
+def test_a_fifo_behind_a_form_feed_or_a_trailing_space_is_refused_not_opened(tmp_path, fifo):
+    for line in (f"--flagfile={fifo}\f\n", f"--flagfile={fifo} \n", f"--flagfile= {fifo}\t"):
+        outer = tmp_path / "outer.flags"
+        outer.write_text(f"--epochs=3\n{line}")
+        with pytest.raises(flagfiles.FlagfileError, match="is a FIFO"):
+            flagfiles.check([f"--flagfile={outer}"])
+    with pytest.raises(flagfiles.FlagfileError, match="is a FIFO"):
+        flagfiles.check([f"--flagfile={fifo} "])
 
 
 def test_texts_flag_files_and_models_are_read_only_as_regular_files(tmp_path, fifo):
@@ -172,6 +238,16 @@ def test_a_text_run_refuses_to_resume_on_a_text_that_changed(tmp_path, edit, cha
         run.train(*text_settings(tmp_path, text_file, 2))
     assert {name: (tmp_path / "r" / name).read_bytes() for name in before} == before
     assert exit_code(ResumeError("x")) == 1  # a refused resume is a failed run, as documented
+
+
+def test_a_text_run_resumes_on_the_same_text_however_it_is_named(tmp_path):
+    text_file = tmp_path / "my.txt"
+    text_file.write_text(text_data.FOX_AND_CROW)
+    assert run.train(*text_settings(tmp_path, text_file, 1)).outcome == run.COMPLETED
+    settings, task = text_settings(tmp_path, f"{tmp_path}/./my.txt", 2)
+    settings = dataclasses.replace(settings, data=dataclasses.replace(settings.data, corpus="hamlet_soliloquy"))
+    resumed = run.train(settings, task)
+    assert (resumed.outcome, resumed.resumed_from_epoch, resumed.completed_epochs) == (run.COMPLETED, 1, 2)
 
 
 def test_the_data_fingerprint_is_recorded_in_config_json(tmp_path):

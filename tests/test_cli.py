@@ -133,6 +133,8 @@ def settings_from(argv):
     "flag, fragment",
     [("--lstm_size=abc", "--lstm_size must be integers"), ("--lstm_size=100000", "--lstm_size must be integers"),
      ("--lstm_size=8,0", "--lstm_size must be integers"), ("--lstm_size=²", "--lstm_size must be integers"),
+     ("--lstm_size=4,4", "--lstm_size names a size more than once"),
+     ("--lstm_size=8,16,008", "--lstm_size names a size more than once"),
      ("--epochs=ten", "epochs"), ("--epochs=100000000", "epochs"), ("--batch_size=-5", "batch_size"),
      ("--learning_rate=0", "--learning_rate must be > 0"), ("--learning_rate=nan", "--learning_rate must be > 0"),
      ("--weight_decay=nan", "--weight_decay must be in \\[0, 1\\]"),

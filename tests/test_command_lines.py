@@ -94,12 +94,32 @@ def test_the_scorer_notes_a_sequence_longer_than_the_model_was_checked_on(short_
     checked = about(tf.saved_model.load(short_run["export_dir"]))
     assert checked["trained_lengths"] == [6, 6]
     limit = checked["validated_exact_up_to"]
-    code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", "+" * 6])
-    assert code == 0 and stderr == ""
-    if limit:  # a model checked on long sequences says how far
-        code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", "+" * (limit + 1)])
-        assert code == 0 and stderr.startswith(f"note: a sequence has {limit + 1:,} characters; this model was trained "
-                                               f"on lengths 6..6 and checked exact up to {limit:,}")
+    assert limit in (0, 6)  # the training length, if every validation step was right
+    code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", "+" * (limit + 1)])
+    assert code == 0 and stderr.startswith(f"note: a sequence has {limit + 1:,} characters; this model was trained "
+                                           "on lengths 6..6 and ")
+
+
+@pytest.mark.parametrize("validated", [0, 6, 10_000])
+def test_the_note_comes_for_the_first_sequence_longer_than_the_about_signature_says_and_only_then(tmp_path, validated):
+    from diy_lstm.model import LSTMModel, ModelConfig
+    from diy_lstm.serving.export import export
+    from tasks.counter import data_generator
+    from tasks.counter.serving import SequenceScorer
+
+    model_dir = str(tmp_path / "saved_model")
+    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING,
+                            (6, 20), validated)
+    export(scorer, model_dir, scorer.signatures())
+    if validated:  # nothing to say at the checked length
+        code, stdout, stderr = run_score([f"--model_dir={model_dir}", "-", "+" * validated])
+        assert (code, stderr) == (0, "") and len(stdout.splitlines()) == 3
+    checked = (f"checked exact up to {validated:,}: longer answers are unchecked" if validated else
+               "never checked exact at any length: its answers are unchecked")
+    code, stdout, stderr = run_score([f"--model_dir={model_dir}", "-", "I" * (validated + 1), "0" * (validated + 2)])
+    assert code == 0 and len(stdout.splitlines()) == 4
+    assert stderr == (f"note: a sequence has {validated + 2:,} characters; this model was trained on lengths 6..20 "
+                      f"and {checked}\n")
 
 
 @pytest.mark.slow

@@ -324,12 +324,13 @@ def test_train_py_mirrored_on_two_cpu_devices_reaches_the_one_device_held_out_er
 
 @pytest.mark.slow
 def test_workers_started_with_different_settings_refuse_naming_them_before_writing(tmp_path):
-    """Each worker's flags: the same but for --seed and --learning_rate on worker 1."""
+    """Each worker's flags: the same but for --seed, --learning_rate, --epochs and --eval_every on worker 1
+    (the last two may change on resume, but the workers meet at every epoch and evaluation)."""
     configs = distribute.loopback_tf_configs(2)
-    per_worker = [[], ["--seed=1", "--learning_rate=0.01"]]
+    per_worker = [["--epochs=2"], ["--seed=1", "--learning_rate=0.01", "--epochs=3", "--eval_every=2"]]
     processes = [subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}",
-         "--run_name=r", "--lstm_size=4", "--epochs=2", *extra], cwd=ROOT,
+         "--run_name=r", "--lstm_size=4", *extra], cwd=ROOT,
         env={**os.environ, **QUIET_TF, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for config, extra in zip(configs, per_worker)]
     try:
@@ -341,6 +342,7 @@ def test_workers_started_with_different_settings_refuse_naming_them_before_writi
         assert code == 1 and len(err.splitlines()) == 1, err
         assert err.startswith("error: the workers were started with different settings or data: ") and \
             "training.learning_rate" in err and "training.seed" in err and "model.seed" in err, err
+        assert "training.epochs" in err and "run.eval_every" in err, err
     assert "training.seed=1" in results[1][2] and "training.seed=0" in results[0][2]
     assert os.listdir(tmp_path) == []  # refused before the run directory was made
 

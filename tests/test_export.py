@@ -140,7 +140,11 @@ def test_empty_batch_gives_empty_outputs(exported):
 
 def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
     _, path = exported
-    assert load_metadata(path) == {"format": export_lib.METADATA_FORMAT, "note": "test export"}
+    metadata = load_metadata(path)
+    assert metadata.pop(export_lib.MANIFEST_KEY) == ["fingerprint.pb", "saved_model.pb",
+                                                     "variables/variables.data-00000-of-00001",
+                                                     "variables/variables.index"]
+    assert metadata == {"format": export_lib.METADATA_FORMAT, "note": "test export"}
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o755)  # readable by others, not 0700
 
 
@@ -292,7 +296,8 @@ def test_a_run_does_not_replace_an_export_of_ours_that_names_no_task(exported, t
         export_lib.check_export_dir(str(target), task="counter")
     os.rename(f"{target}.previous", target)
     export(scorer, str(target), scorer.signatures(), {"version": 2})
-    assert load_metadata(str(target)) == {"format": export_lib.METADATA_FORMAT, "version": 2}
+    assert {key: value for key, value in load_metadata(str(target)).items() if key != export_lib.MANIFEST_KEY} == {
+        "format": export_lib.METADATA_FORMAT, "version": 2}
 
 
 def test_a_run_replaces_an_export_of_its_own_task_only(exported, tmp_path):
@@ -304,3 +309,35 @@ def test_a_run_replaces_an_export_of_its_own_task_only(exported, tmp_path):
     assert load_metadata(target)["version"] == 2
     with pytest.raises(export_lib.ExportDirError, match="holds a counter model; a text run does not replace it"):
         export_lib.check_export_dir(target, task="text")
+
+
+def test_an_export_with_a_file_it_did_not_write_is_not_replaced_and_the_file_is_kept(exported, tmp_path):
+    model, _ = exported
+    scorer = SequenceScorer(model, dg.ENCODING)
+    target = tmp_path / "saved_model"
+    export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}}, task="counter")
+    manifest = load_metadata(str(target))[export_lib.MANIFEST_KEY]
+    on_disk = sorted(os.path.relpath(os.path.join(parent, name), target)
+                     for parent, _, names in os.walk(target) for name in names)
+    assert sorted([*manifest, export_lib.METADATA_FILE]) == on_disk and "saved_model.pb" in manifest
+    (target / "NOTES.txt").write_text("my notes\n")
+    (target / "variables" / "mine").mkdir()
+    (target / "variables" / "mine" / "a.txt").write_text("a")
+    for attempt in (lambda: export_lib.check_export_dir(str(target), task="counter"),  # before training
+                    lambda: export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}},
+                                   task="counter")):  # and at the swap
+        with pytest.raises(export_lib.ExportDirError) as raised:
+            attempt()
+        assert str(raised.value) == (f"--export_dir={target} holds files the export did not write (NOTES.txt, "
+                                     "variables/mine/a.txt); refusing to replace it: move them elsewhere or choose "
+                                     "another directory")
+    assert (target / "NOTES.txt").read_text() == "my notes\n" and sorted(os.listdir(tmp_path)) == ["saved_model"]
+    (target / "NOTES.txt").unlink()
+    shutil.rmtree(target / "variables" / "mine")
+    metadata = load_metadata(str(target))  # an export older than the manifest: a SavedModel's own files only
+    del metadata[export_lib.MANIFEST_KEY]
+    (target / export_lib.METADATA_FILE).write_text(json.dumps(metadata))
+    export_lib.check_export_dir(str(target), task="counter")
+    (target / "notes.pb").write_text("x")
+    with pytest.raises(export_lib.ExportDirError, match=r"did not write \(notes.pb\)"):
+        export_lib.check_export_dir(str(target), task="counter")

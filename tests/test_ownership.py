@@ -136,3 +136,61 @@ def test_resuming_keeps_events_that_are_not_the_runs_own(tmp_path):
     before = {p: p.read_bytes() for p in (tmp_path / "r" / "generalization").iterdir()}
     train_counter(dataclasses.replace(settings_, training=dataclasses.replace(settings_.training, epochs=3)))
     assert {p: p.read_bytes() for p in (tmp_path / "r" / "generalization").iterdir()} == before
+
+
+@pytest.mark.parametrize("kind, found", [("link", "is a symbolic link, not a file"),
+                                         ("directory", "is a directory, not a file"),
+                                         ("fifo", "is not a regular file (a FIFO or a device)")])
+def test_a_lock_file_that_is_not_a_file_is_refused_naming_it_and_nothing_it_points_to_is_touched(tmp_path, kind,
+                                                                                               found):
+    from diy_lstm.training.lock import LOCK_FILE, RunLock, RunLockedError
+
+    run_dir, target = tmp_path / "r", tmp_path / "precious.txt"
+    run_dir.mkdir()
+    target.write_text("keep me\n")
+    lock = run_dir / LOCK_FILE
+    {"link": lambda: lock.symlink_to(target), "directory": lock.mkdir, "fifo": lambda: os.mkfifo(lock)}[kind]()
+    with pytest.raises(RunLockedError) as raised:
+        with RunLock(str(run_dir)):
+            pass
+    assert str(raised.value) == f"the run's lock file {lock} {found}; remove it and rerun"
+    assert target.read_text() == "keep me\n"
+
+
+def test_markers_and_json_files_are_never_written_through_a_link(tmp_path):
+    from diy_lstm.training.checkpoints import write_json_atomically
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / files.RUN_MARKER).symlink_to(target)  # an empty directory but for a link where the marker goes
+    with pytest.raises(OSError):
+        files._write_marker(str(run_dir / files.RUN_MARKER), {"kind": "run"})
+    (run_dir / "config.json.tmp").symlink_to(target)  # where the temporary file once went
+    (run_dir / "results.json").symlink_to(target)
+    write_json_atomically(str(run_dir / "config.json"), {"a": 1})
+    write_json_atomically(str(run_dir / "results.json"), {"b": 2})
+    assert target.read_text() == "keep me\n"
+    assert json.loads((run_dir / "config.json").read_text()) == {"a": 1}
+    assert not (run_dir / "results.json").is_symlink() and json.loads((run_dir / "results.json").read_text()) == {"b": 2}
+    assert sorted(os.listdir(run_dir)) == sorted([files.RUN_MARKER, "config.json.tmp", "config.json", "results.json"])
+
+
+def test_a_run_of_another_task_is_named_as_such_and_left_alone(tmp_path):
+    from tasks.text.task import TextData, TextTask
+    from diy_lstm.model import ModelConfig
+    from diy_lstm.training.config import RunConfig, RunSettings, TrainingConfig
+
+    files.claim_run_dir(str(tmp_path / "r"), "counter")
+    (tmp_path / "r" / "saved_model").mkdir()
+    before = sorted(os.listdir(tmp_path / "r"))
+    task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=10))
+    size = len(task.vocabulary)
+    settings_ = RunSettings(TextTask.name, ModelConfig(input_size=size, units=4, output_size=size), task.data,
+                            TrainingConfig(epochs=1, batch_size=2), RunConfig(logdir=str(tmp_path), run_name="r"))
+    with pytest.raises(files.NotOursError) as raised:
+        run.train(settings_, task)
+    assert str(raised.value) == (f"{tmp_path}/r is a counter run; a text run does not train in it: choose another "
+                                 "--run_name or --logdir")
+    assert sorted(os.listdir(tmp_path / "r")) == before

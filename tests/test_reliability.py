@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter
+from conftest import (QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter,
+                      with_training)
 from tasks.counter.task import CounterData, CounterTask
 from diy_lstm.training import machine, run
 from diy_lstm.training.checkpoints import ResumeError
@@ -358,3 +359,33 @@ def test_killed_at_random_moments_and_resumed_every_step_shows_once(tmp_path):
     for split in ("train", "validation"):
         assert event_steps(str(tmp_path / "killed"), split, "error") == steps
     assert validation_series(str(tmp_path / "killed")) == validation_series(str(tmp_path / "whole"))
+
+
+def test_a_config_json_section_that_is_not_an_object_and_a_changed_seed_are_each_named_once(tmp_path):
+    settings_ = counter_settings(str(tmp_path), "r", **SMALL)
+    saved = json.loads(json.dumps(settings_.to_json()))
+    for damaged in ([1, 2], "text", None, 3):
+        assert settings_.resume_conflicts({**saved, "training": damaged}) == [
+            "config.json whose training is not a JSON object (damaged); start over with --fresh"]
+    reseeded = with_training(settings_, seed=1)
+    reseeded = dataclasses.replace(reseeded, model=dataclasses.replace(reseeded.model, seed=1))
+    assert reseeded.resume_conflicts(saved) == ["seed=0 (now 1)"]
+
+
+@pytest.mark.parametrize("recorded, fault", [
+    ([1, 2], "not a JSON object"),
+    ({"first_seed": 0, "given_up": {"seed": 0}}, "given_up is not a list"),
+    ({"first_seed": 0, "given_up": [None]}, "a given-up try must be an object with exactly seed, epoch"),
+    ({"first_seed": 0, "given_up": [{"seed": 0}]}, "a given-up try must be an object with exactly seed, epoch"),
+    ({"first_seed": 0, "given_up": [{"seed": "0", "epoch": 2, "measured": "error 1", "reason": "r",
+                                     "validation": {"error": "x"}, "seconds": 1.5, "run_dir": "d"}]},
+     "a given-up try's seed, validation is not what a run writes"),
+])
+def test_a_damaged_restarts_json_is_one_line_naming_it(tmp_path, recorded, fault):
+    (tmp_path / "restarts.json").write_text(json.dumps(recorded))
+    with pytest.raises(ResumeError, match=f"^cannot read the run's restarts.json .*: {fault}"):
+        run._restarts_in_progress(str(tmp_path), 0, 3)
+    good = {"seed": 0, "epoch": 2, "measured": "error 1", "reason": "r", "validation": {"error": 1.0},
+            "seconds": 1.5, "run_dir": "d"}
+    (tmp_path / "restarts.json").write_text(json.dumps({"first_seed": 0, "given_up": [good]}))
+    assert run._restarts_in_progress(str(tmp_path), 0, 3)[0].validation == {"error": 1.0}

@@ -404,12 +404,15 @@ def test_generate_streams_what_the_generate_signature_writes_and_stops_on_ctrl_c
     streamed = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", "--prompt=One", "--num_chars=1300",
                            "--temperature=0.9", "--seed=11"])
     assert streamed.returncode == 0 and streamed.stdout == whole + "\n"  # three `more` calls, the last one short
-    # A million characters: the first ones arrive long before the end; Ctrl-C then stops it with 130.
-    process = subprocess.Popen([sys.executable, "-m", "tasks.text.generate", f"--model_dir={model_dir}",
-                                "--num_chars=1000000", "--temperature=1"], cwd=ROOT, env={**os.environ, **QUIET_TF},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    first = process.stdout.read(2000)
-    process.send_signal(signal.SIGINT)
-    rest, errors = process.communicate(timeout=60)
-    assert len(first) == 2000 and process.returncode == 130, errors
-    assert errors.decode() == "error: interrupted\n" and len(first + rest) < 1_000_000
+    # A million characters: the first ones arrive long before the end; Ctrl-C or SIGTERM then stops it
+    # with 130, the line it was writing ended.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        process = subprocess.Popen([sys.executable, "-m", "tasks.text.generate", f"--model_dir={model_dir}",
+                                    "--num_chars=1000000", "--temperature=1"], cwd=ROOT,
+                                   env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = process.stdout.read(2000)
+        process.send_signal(stop)
+        rest, errors = process.communicate(timeout=60)
+        assert len(first) == 2000 and process.returncode == 130, (stop, errors)
+        assert errors.decode() == "error: interrupted\n" and len(first + rest) < 1_000_000
+        assert (first + rest).endswith(b"\n"), stop

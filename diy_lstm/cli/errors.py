@@ -62,6 +62,7 @@ def exit_code(error: BaseException) -> int | None:
 _ASSERTION = re.compile(r"assertion failed: \[(.*?)\]((?: \[.*?\])*)\s*(?:\n|$)", re.DOTALL)
 _UNKNOWN_CHARACTER = re.compile(r"unknown character U\+([0-9A-F]{4,6})")
 _INPUT_INDEX = re.compile(r"\b([a-z_]+)\[(\d+)\]")
+_ESCAPED = re.compile(r"\\(['\"\\])")  # how an assertion prints a string tensor: ' " and \ behind a backslash
 
 
 def graph_error_message(error: tf.errors.InvalidArgumentError,
@@ -74,6 +75,7 @@ def graph_error_message(error: tf.errors.InvalidArgumentError,
     if not found or not found.group(1).startswith(ERROR_PREFIX):
         return None
     line = found.group(1).removeprefix(ERROR_PREFIX) + found.group(2).replace("] [", " ").replace(" [", " ").rstrip("]")
+    line = _ESCAPED.sub(r"\1", line)
     line = _UNKNOWN_CHARACTER.sub(lambda match: f"unknown character {chr(int(match.group(1), 16))!r} "
                                                 f"(U+{match.group(1)})", line)
     if name is not None:

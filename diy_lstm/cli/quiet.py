@@ -8,6 +8,9 @@ to a temporary file for the import only, and what was captured is replayed if th
 dies, say) stay quiet, since every error a command expects also reaches it as an exception, printed
 as its one line; set the variable lower to see them. Python warnings still show.
 
+Ctrl-C and SIGTERM are one: each ends a command with "error: interrupted" and exit 130 (a training
+run turns either into a stop at the end of its epoch, `diy_lstm.training.run.StopRequest`).
+
 This module imports nothing heavy, so an entry point can import it first.
 """
 
@@ -18,6 +21,8 @@ import signal
 import sys
 import tempfile
 from types import ModuleType
+
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)  # both mean "stop": exit 130
 
 
 def import_tensorflow() -> ModuleType:
@@ -30,7 +35,8 @@ def import_tensorflow() -> ModuleType:
     saved_stderr = os.dup(2)
     interrupted = []
     # Ctrl-C inside TensorFlow's C extensions can surface as an ImportError: note it, finish the import.
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    previous = {signum: signal.signal(signum, lambda signum, frame: interrupted.append(signum))
+                for signum in INTERRUPTS}
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
@@ -44,11 +50,13 @@ def import_tensorflow() -> ModuleType:
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     if interrupted:  # Ctrl-C during the few seconds of start-up: one line, not a traceback
         _exit_interrupted()
     # Until a command installs its own (the training run's stop request), Ctrl-C ends it in one line.
-    signal.signal(signal.SIGINT, lambda signum, frame: _exit_interrupted())
+    for signum in INTERRUPTS:
+        signal.signal(signum, lambda signum, frame: _exit_interrupted())
     return tensorflow
 
 

@@ -7,8 +7,10 @@ Writing is atomic: the SavedModel is built in a staging directory beside the tar
 `diy_lstm.files`) and then moved into place, so a failed export leaves the previous one loadable. It
 replaces only an empty directory or an earlier export of ours of the same task (recognised by the
 `format` and `config.task` of its metadata, `assets.extra/diy_lstm.json`; an export of ours that
-names no task is replaced only by an export that names none either): anything else is refused
-before training starts. What a model holds (its signatures, tables, constants) is the task's; this
+names no task is replaced only by an export that names none either), and only if it holds nothing
+but the files it was written with (the metadata's `files`, its manifest; for an export older than
+the manifest, the files of a SavedModel): anything else is refused before training starts, and
+again just before the swap. What a model holds (its signatures, tables, constants) is the task's; this
 module knows nothing of it.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from typing import Mapping, Sequence
 
@@ -34,6 +37,10 @@ class ExportDirError(ValueError):
     """An export directory that holds something other than an export of ours; nothing was touched."""
 
 
+MANIFEST_KEY = "files"  # the metadata's list of every file the export wrote, relative to it
+# What an export without a manifest may hold: a SavedModel's own files and our metadata.
+_SAVED_MODEL_FILES = re.compile(r"saved_model\.pb|fingerprint\.pb|variables/variables\.(index|data-\d+-of-\d+)|"
+                                r"assets\.extra/diy_lstm\.json")
 STAGING_SUFFIX = ".tmp-"  # staging of `<export_dir>` is `<export_dir>.tmp-<random>`, marked (files.py)
 
 
@@ -73,6 +80,7 @@ def _check_replaceable(path: str, task: str | None) -> None:
     config = metadata.get("config")
     made_by = config.get("task") if isinstance(config, dict) else None
     if task is None or made_by == task:
+        _check_only_its_own_files(path, metadata)
         return
     if not isinstance(made_by, str) or not made_by:
         raise ExportDirError(f"--export_dir={path} holds a diy_lstm SavedModel that names no task; a {task} run "
@@ -81,15 +89,32 @@ def _check_replaceable(path: str, task: str | None) -> None:
                          "choose another directory")
 
 
+def _check_only_its_own_files(path: str, metadata: dict) -> None:
+    """Raises `ExportDirError` if `path` holds a file its export did not write (a user's notes, say)."""
+    manifest = metadata.get(MANIFEST_KEY)
+    if isinstance(manifest, list):
+        foreign = [name for name in _files_under(path) if name not in set(manifest) and name != METADATA_FILE]
+    else:
+        foreign = [name for name in _files_under(path) if not _SAVED_MODEL_FILES.fullmatch(name)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ExportDirError(f"--export_dir={path} holds files the export did not write ({shown}); refusing to "
+                             "replace it: move them elsewhere or choose another directory")
+
+
+def _files_under(directory: str) -> list[str]:
+    """Every file and link under `directory`, relative to it, sorted (links are not followed)."""
+    found = []
+    for parent, directories, names in os.walk(directory):
+        links = [name for name in directories if os.path.islink(os.path.join(parent, name))]
+        found += [os.path.relpath(os.path.join(parent, name), directory) for name in names + links]
+    return sorted(found)
+
+
 def _check_writable_parent(export_dir: str) -> None:
     """The nearest existing ancestor of `export_dir`'s parent must be a directory this process can write."""
-    ancestor = os.path.dirname(export_dir)
-    while not os.path.lexists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):
-        raise ExportDirError(f"--export_dir={export_dir}: {ancestor} is a file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ExportDirError(f"--export_dir={export_dir}: {ancestor} is not writable")
+    if (because := files.unwritable_because(os.path.dirname(export_dir))) is not None:
+        raise ExportDirError(f"--export_dir={export_dir}: {because}")
 
 
 def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None,
@@ -106,8 +131,10 @@ def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Ma
     try:
         tf.saved_model.save(module, staging, signatures=dict(signatures))
         os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
+        written = [name for name in _files_under(staging) if name != files.STAGING_MARKER]
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump({"format": METADATA_FORMAT, **dict(metadata or {})}, f, indent=2, sort_keys=True)
+            json.dump({"format": METADATA_FORMAT, **dict(metadata or {}), MANIFEST_KEY: written}, f, indent=2,
+                      sort_keys=True)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
         files.unmark_staging(staging)
         _move_into_place(staging, export_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Mapping
 
 import tensorflow as tf
@@ -111,8 +112,16 @@ def read_json(path: str, what: str | None = None) -> dict | None:
 
 def write_json_atomically(path: str, data: Mapping) -> None:
     """Writes `data` as JSON to `path` through a temporary file beside it, so that `path` holds
-    either its old content or the whole new one, never a part."""
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(dict(data), f, indent=2, sort_keys=True)
-    os.replace(temporary, path)
+    either its old content or the whole new one, never a part. The temporary file is new (nothing
+    there, a link included, is written through); a link at `path` is replaced, not followed."""
+    descriptor, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                             dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(descriptor, "w") as f:
+            json.dump(dict(data), f, indent=2, sort_keys=True)
+        os.chmod(temporary, 0o644)  # mkstemp makes it 0600; the run's files are for others to read too
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

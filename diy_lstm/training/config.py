@@ -212,6 +212,10 @@ class RunSettings:
         if saved.get("version") != CONFIG_VERSION or saved.get("task") != self.task_name:
             return [f"config.json (written by another version or task: {saved.get('task')!r} "
                     f"version {saved.get('version')}); start over with --fresh"]
+        not_objects = [name for name in self.sections() if not isinstance(saved.get(name, {}), dict)]
+        if not_objects:
+            return [f"config.json whose {', '.join(not_objects)} is not a JSON object (damaged); start over with "
+                    "--fresh"]
         conflicts = []
         for name, config in self.sections().items():
             saved_section = saved.get(name, {})
@@ -221,7 +225,7 @@ class RunSettings:
                 now = _plain(getattr(config, field.name))
                 if field.name not in saved_section or _plain(saved_section[field.name]) != now:
                     conflicts.append(f"{field.name}={saved_section.get(field.name)} (now {now})")
-        return conflicts
+        return list(dict.fromkeys(conflicts))  # a setting two sections hold (the seed) is named once
 
 
 def _plain(value: Any) -> Any:

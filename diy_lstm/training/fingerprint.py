@@ -2,9 +2,10 @@
 
     data         the task's `fingerprint()` (a text's SHA-256, size and vocabulary; the counter's
                  generated examples), recorded in config.json: a resume on other data is refused
-    settings     every setting that shapes what is learned (`RunSettings.resume_conflicts`'s fields)
-                 and the data: workers of one multi-worker run exchange one hash per entry before
-                 training and refuse, naming the entries that differ, to train on different ones
+    settings     every setting (but how long each waits for the others) and the data: workers of one
+                 multi-worker run exchange one hash per entry before training and refuse, naming the
+                 entries that differ, to train with different ones (epochs and cadences included: the
+                 workers meet at every epoch, checkpoint and evaluation)
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ def digest(value: object) -> int:
     return int.from_bytes(hashlib.sha256(encoded).digest()[:8], "big") >> 1
 
 
+# Each worker's own: how long it waits for the others to start; --fresh (only the chief acts on it).
+PER_WORKER = ("run.worker_start_timeout", "run.fresh")
+
+
 def checked_entries(settings: RunSettings, task: Task) -> dict[str, object]:
-    """`section.field -> value` for every setting that must match, and `data.<key>` for the data."""
+    """`section.field -> value` for every setting the workers of one run must share, and `data.<key>`
+    for the data."""
     entries = {}
     for name, section in settings.sections().items():
         for field in dataclasses.fields(section):
-            if not field.metadata.get("may_change_on_resume"):
+            if f"{name}.{field.name}" not in PER_WORKER:
                 entries[f"{name}.{field.name}"] = getattr(section, field.name)
     entries.update({f"data.{key}": value for key, value in task.fingerprint().items()})
     return dict(sorted(entries.items()))

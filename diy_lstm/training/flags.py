@@ -88,6 +88,9 @@ flags.register_validator(
     "lstm_size", lambda values: bool(values) and all(
         v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= MAX_LSTM_SIZE for v in values),
     message=f"--lstm_size must be integers in [1, {MAX_LSTM_SIZE}], e.g. 24 or 8,16,24")
+flags.register_validator(  # each size trains in its own directory: a size given twice would train it twice
+    "lstm_size", lambda values: len({int(v) for v in values}) == len(values),
+    message="--lstm_size names a size more than once; each size trains one run")
 flags.register_validator(
     "run_name", lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
     message="--run_name must be a non-empty relative name without '..'")

@@ -23,6 +23,28 @@ class GivenUp:
     seconds: float
     run_dir: str
 
+    @classmethod
+    def from_json(cls, entry: object) -> "GivenUp":
+        """The try `dataclasses.asdict` wrote as `entry` (restarts.json), or `ValueError` saying what
+        in it does not fit."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        if not isinstance(entry, dict) or sorted(entry) != sorted(names):
+            raise ValueError(f"a given-up try must be an object with exactly {', '.join(names)}")
+        numbers, texts = ("seed", "epoch", "seconds"), ("measured", "reason", "run_dir")
+        wrong = [name for name in numbers if not _is_number(entry[name], whole=name != "seconds")]
+        wrong += [name for name in texts if not isinstance(entry[name], str)]
+        validation = entry["validation"]
+        if not (isinstance(validation, dict) and all(_is_number(v) for v in validation.values())):
+            wrong.append("validation")
+        if wrong:
+            raise ValueError(f"a given-up try's {', '.join(wrong)} is not what a run writes")
+        return cls(**entry)
+
+
+def _is_number(value: object, whole: bool = False) -> bool:
+    kinds = int if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
 
 @dataclasses.dataclass(frozen=True)
 class GoalReached:

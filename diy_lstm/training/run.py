@@ -121,10 +121,18 @@ def _with_seed(settings: RunSettings, seed: int) -> RunSettings:
 
 def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> tuple[GivenUp, ...]:
     """The tries a rerun of the same command already gave up (from the run directory's restarts.json)."""
-    recorded = read_json(os.path.join(run_dir, RESTARTS_FILE)) or {}
+    path = os.path.join(run_dir, RESTARTS_FILE)
+    recorded = read_json(path, what="the run's restarts.json") or {}
     if recorded.get("first_seed") != first_seed:
         return ()
-    given_up = tuple(GivenUp(**entry) for entry in recorded.get("given_up", []))
+    entries = recorded.get("given_up", [])
+    try:
+        if not isinstance(entries, list):
+            raise ValueError("given_up is not a list")
+        given_up = tuple(GivenUp.from_json(entry) for entry in entries)
+    except ValueError as error:
+        raise ResumeError(f"cannot read the run's restarts.json {path}: {error}; rerun with --fresh to start "
+                          "over") from None
     return given_up if len(given_up) <= max_restarts else ()
 
 
@@ -141,7 +149,7 @@ def check_before_writing(settings: RunSettings, task: Task, place: distribute.Pl
                       f"of {shapes.training[0]:,} x {shapes.training[1]:,} steps",
                       "lower --lstm_size, --num_layers or --batch_size")
     if place.is_chief:
-        files.check_run_dir(run_dir_of(settings))
+        files.check_run_dir(run_dir_of(settings), task_name=settings.task_name)
         check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)
 
 

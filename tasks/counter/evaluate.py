@@ -20,16 +20,16 @@ one character, so a counter can be right on them and still drift on such runs.
 
 from __future__ import annotations
 
-import os
 
 from diy_lstm.cli import quiet
 
-quiet.import_tensorflow()
+tf = quiet.import_tensorflow()
 
 from absl import flags  # noqa: E402
 
 from diy_lstm.cli import main as cli  # noqa: E402
-from diy_lstm.cli.errors import ModelError, UsageError  # noqa: E402
+from diy_lstm import files  # noqa: E402
+from diy_lstm.cli.errors import ModelError, OutputError, UsageError  # noqa: E402
 from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E402
 from tasks.counter import data_generator  # noqa: E402
 from tasks.counter.generalization import (evaluate, evaluate_patterns, format_patterns, format_table,  # noqa: E402
@@ -76,8 +76,8 @@ def main(argv: list[str]) -> int:
     if held > MAX_CHARACTERS_HELD:
         raise UsageError(f"--sequences={_SEQUENCES.value} of length {max(lengths)} would hold {held:,} characters in "
                          f"memory; at most {MAX_CHARACTERS_HELD:,}: lower --sequences or --lengths")
-    if _TENSORBOARD_DIR.value and os.path.exists(_TENSORBOARD_DIR.value) and not os.path.isdir(_TENSORBOARD_DIR.value):
-        raise UsageError(f"--tensorboard_dir={_TENSORBOARD_DIR.value} is a file, not a directory")
+    if _TENSORBOARD_DIR.value and (because := files.unwritable_because(_TENSORBOARD_DIR.value)) is not None:
+        raise UsageError(f"--tensorboard_dir={_TENSORBOARD_DIR.value}: {because}")  # before the evaluation
     try:
         loaded, signature, _ = load_serving_signature(_MODEL_DIR.value, "serving_default",
                                                       SIGNATURE_INPUTS["serving_default"])
@@ -96,7 +96,10 @@ def main(argv: list[str]) -> int:
         print(pattern_table)
     if _TENSORBOARD_DIR.value:
         run_dir = tensorboard_run(_TENSORBOARD_DIR.value, _SAMPLING.value)
-        write_tensorboard(run_dir, results, table, pattern_table)
+        try:
+            write_tensorboard(run_dir, results, table, pattern_table)
+        except (OSError, tf.errors.OpError) as error:  # e.g. a full disk
+            raise OutputError(f"--tensorboard_dir={_TENSORBOARD_DIR.value}: cannot write: {cli.first_line(error)}") from None
         print(f"written to {run_dir}")
     return 0
 

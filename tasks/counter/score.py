@@ -125,14 +125,17 @@ class Scorer:
         return predictions, rounded
 
     def _note_lengths(self, longest: int) -> None:
-        """One note on stderr, the first time a sequence is longer than the model was checked on."""
-        validated = self.checked.get("validated_exact_up_to")
-        if self.noted or not validated or longest <= validated:
+        """One note on stderr, the first time a sequence is longer than the model was checked exact at
+        (any sequence, for a model never checked exact or that does not say)."""
+        validated = self.checked.get("validated_exact_up_to") or 0
+        if self.noted or longest <= validated:
             return
         self.noted = True
         trained = self.checked.get("trained_lengths") or ["?", "?"]
+        checked = (f"checked exact up to {validated:,}: longer answers are unchecked" if validated else
+                   "never checked exact at any length: its answers are unchecked")
         print(f"note: a sequence has {longest:,} characters; this model was trained on lengths {trained[0]}.."
-              f"{trained[1]} and checked exact up to {validated:,}: longer answers are unchecked", file=sys.stderr)
+              f"{trained[1]} and {checked}", file=sys.stderr)
 
     def lines(self, sequences: list[str], width: int, first_number: int = 1) -> list[str]:
         """One formatted line per sequence (see `header`)."""

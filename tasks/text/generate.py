@@ -3,8 +3,8 @@
     python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300 \\
         --temperature=0.8 [--seed=N]
 
-Prints the prompt and the characters generated after it, as they are made (Ctrl-C stops it, exit
-130): the same text the `generate` signature writes. `--temperature=0` always takes the most likely
+Prints the prompt and the characters generated after it, as they are made (Ctrl-C or SIGTERM stops it,
+the line ended, exit 130): the same text the `generate` signature writes. `--temperature=0` always takes the most likely
 character; the same seed gives the same text; an empty prompt (the default) starts from the model's
 zero state. Any error (a prompt character the model does not know, a bad flag, a missing
 model) is one line on stderr, with the exit code of `diy_lstm.cli.errors`.
@@ -103,9 +103,28 @@ def write_out(text: str) -> None:
 def main(argv: list[str]) -> int:
     if _MODEL_DIR.value is None:
         raise UsageError("--model_dir is required: the directory of a SavedModel written by train_text.py")
-    stream(_MODEL_DIR.value, _PROMPT.value, _NUM_CHARS.value, _TEMPERATURE.value, _SEED.value, write_out)
+    written = []
+
+    def write(text: str) -> None:
+        write_out(text)
+        written.append(text)
+
+    try:
+        stream(_MODEL_DIR.value, _PROMPT.value, _NUM_CHARS.value, _TEMPERATURE.value, _SEED.value, write)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM: the text written so far ends its line
+        if any(written):
+            _end_line_quietly()
+        raise
     write_out("\n")
     return 0
+
+
+def _end_line_quietly() -> None:
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except OSError:
+        pass  # the output's own trouble was, or will be, reported
 
 
 if __name__ == "__main__":

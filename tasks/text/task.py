@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from diy_lstm.cell import LSTMState
 from diy_lstm.model import LSTMModel, ModelConfig
-from diy_lstm.training.config import ConfigError, TrainingConfig
+from diy_lstm.training.config import ConfigError, TrainingConfig, may_change
 from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, BatchShapes, Metrics, RunModel, Task
 from tasks.text import text_data
 from tasks.text.serving import TextGenerator
@@ -51,13 +51,14 @@ class TextData:
     sample_length: characters generated for each text sample.
     """
 
-    corpus: str = "shakespeare"
-    text_file: str | None = None
+    # How the text is named may change on resume: the fingerprint of what it holds may not.
+    corpus: str = may_change("shakespeare")
+    text_file: str | None = may_change(None)
     validation_fraction: float = 0.1
     validation_split: str = "interleaved"
     validation_block: int = text_data.DEFAULT_BLOCK
     unroll_length: int = 100
-    sample_length: int = dataclasses.field(default=300, metadata={"may_change_on_resume": True})
+    sample_length: int = may_change(300)
 
     def __post_init__(self):
         if self.text_file is not None and not self.text_file.strip():
