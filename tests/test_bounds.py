@@ -28,7 +28,7 @@ from diy_lstm.training import memory, run
 from diy_lstm.training.checkpoints import ResumeError
 from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
 from diy_lstm.training.summaries import drawable, gate_heatmap
-from tasks.counter.task import CounterTask
+from tasks.counter.task import CounterData, CounterTask
 from tasks.text import text_data
 from tasks.text.task import TextData, TextTask
 
@@ -195,6 +195,23 @@ def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused
     memory.check_fits(1 * 2**30, "this", "less", available=8 * 2**30)
 
 
+def test_a_check_split_that_cannot_fit_is_refused_naming_its_flags_before_it_is_built(tmp_path, monkeypatch):
+    from tasks.counter import task as counter_task
+
+    monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(16 * 2**30))
+    monkeypatch.setattr(counter_task, "check_examples", lambda *args, **kwargs: pytest.fail("the check split was built"))
+    settings = counter_settings(str(tmp_path), "r", units=64, epochs=1,
+                                data=CounterData(check_length=100_000, check_sequences=1_000))
+    needed = memory.inference_bytes(settings.model, 1_000, 100_000)  # 3 x 10^8 steps x 64 units of states
+    with pytest.raises(memory.MemoryLimitError) as raised:
+        run.train(settings, CounterTask(settings.data))
+    assert str(raised.value) == (
+        f"scoring the check split (lstm_size 64 x 1 layer(s), batches of 1,000 x 100,000 steps) needs about "
+        f"{memory.gigabytes(needed)} of memory and this machine has 16.0 GB free; lower --lstm_size, --num_layers, "
+        "--check_length or --check_sequences")
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_free_memory_figure_can_be_set_instead_of_read_from_the_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(3 * 2**30))
     assert memory.available_bytes() == 3 * 2**30
@@ -202,8 +219,9 @@ def test_the_free_memory_figure_can_be_set_instead_of_read_from_the_machine(tmp_
         memory.check_fits(3 * 2**30, "this", "less")
     monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", "1000")  # not even a 2-unit counter fits
     settings = counter_settings(str(tmp_path), "r", units=2, epochs=1)
-    with pytest.raises(memory.MemoryLimitError, match=r"^training lstm_size 2 x 1 layer\(s\) .* this machine has "
-                                                      r"0\.0 GB free; lower --lstm_size"):
+    with pytest.raises(memory.MemoryLimitError, match=r"^training \(lstm_size 2 x 1 layer\(s\), batches of 128 x 6 "
+                                                      r"steps\) needs .* this machine has 0\.0 GB free; lower "
+                                                      r"--lstm_size, --num_layers or --batch_size$"):
         run.train(settings, CounterTask(settings.data))
     assert os.listdir(tmp_path) == []
     for setting in ("lots", "-5", "1.5e9", ""):
@@ -354,19 +372,34 @@ def test_the_counter_scorer_refuses_one_sequence_over_its_cap_in_one_line(small_
 
 
 def test_the_counter_signature_refuses_a_call_over_its_padded_budget(small_export):
-    """4 units: 100,000,000 / 4 = 25,000,000 padded characters a call; 2,501 sequences padded to
-    10,000 are 25,010,000 (while holding only 12,500 characters)."""
+    """4 units: 500,000,000 / (64 + 40 x 4) = 2,232,142 padded characters a call; 224 sequences
+    padded to 10,000 are 2,240,000 (while holding only 10,223 characters)."""
     from diy_lstm.cli.errors import graph_error_message
     from tasks.counter.serving import about
 
     loaded = tf.saved_model.load(small_export)
-    assert about(loaded)["max_padded_characters"] == 25_000_000
+    assert about(loaded)["max_padded_characters"] == 500_000_000 // (64 + 40 * 4) == 2_232_142
     signature = loaded.signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-        signature(sequences=tf.constant(["+"] * 2500 + ["+-" * 5000]))
-    assert graph_error_message(refused.value) == ("2501 sequences of up to 10000 characters are 25010000 padded "
-                                                  "characters; at most 25000000")
+        signature(sequences=tf.constant(["+"] * 223 + ["+-" * 5000]))
+    assert graph_error_message(refused.value) == ("224 sequences of up to 10000 characters are 2240000 padded "
+                                                  "characters; at most 2232142")
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        loaded.signatures["score_encoded"](inputs=tf.zeros([224, 10_000, 3]))
+    assert graph_error_message(refused.value) == ("224 inputs of up to 10000 characters are 2240000 padded "
+                                                  "characters; at most 2232142")
     assert signature(sequences=tf.constant(["++-"]))["final_prediction_rounded"].shape == (1,)  # still serving
+
+
+def test_a_call_is_held_to_the_budget_of_the_model_s_size_whatever_its_export_advertises():
+    from tasks.counter.serving import call_budget, scoring_budget
+
+    four_units = {"model_config": {"units": 4, "num_layers": 1}}
+    assert call_budget({"max_padded_characters": 25_000_000}, four_units) == scoring_budget(4) == 2_232_142
+    assert call_budget({"max_padded_characters": 1_000}, four_units) == 1_000
+    assert call_budget({}, {"model_config": {"units": 24, "num_layers": 2}}) == 500_000_000 // (64 + 40 * 24 + 8 * 24)
+    assert call_budget({"max_padded_characters": 10**12}, {}) == call_budget({}, {"model_config": "?"}) == \
+        scoring_budget(64) == 500_000_000 // (64 + 40 * 64)
 
 
 def test_the_text_score_signature_refuses_a_call_over_its_cap(small_text_export):
@@ -407,6 +440,28 @@ def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_expo
                                                       f"padded characters; at most {cap}")
 
 
+def test_the_text_generating_signatures_refuse_more_output_than_their_cap(small_text_export):
+    """2,000 texts × 100,000 characters would be 200,000,000 generated characters; a call may write
+    10,000,000 (about 400 MB: 39 bytes each measured). Refused before a character is sampled."""
+    from diy_lstm.cli.errors import graph_error_message
+
+    loaded = tf.saved_model.load(small_text_export)
+    sampling = {"num_chars": tf.constant(100_000), "temperature": tf.constant(1.0), "seed": tf.constant(0, tf.int64)}
+    expected = ("2000 texts of 100000 generated characters are 200000000 characters; at most 10000000 a call")
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        loaded.signatures["generate"](prompt=tf.constant(["One"] * 2000), **sampling)
+    assert graph_error_message(refused.value) == expected
+    state = loaded.signatures["start"](prompt=tf.constant(["One"] * 2000))["state"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        loaded.signatures["more"](state=state, first_step=tf.constant(0, tf.int64), **sampling)
+    assert graph_error_message(refused.value) == expected
+    with pytest.raises(tf.errors.InvalidArgumentError, match="are 10002000 characters; at most 10000000"):
+        loaded.signatures["generate"](prompt=tf.constant(["One"] * 2000), **{**sampling, "num_chars": tf.constant(5001)})
+    few = {**sampling, "num_chars": tf.constant(2)}
+    assert [len(text) for text in loaded.signatures["generate"](prompt=tf.constant(["One"] * 2000), **few)[
+        "text"].numpy()] == [5] * 2000
+
+
 @pytest.mark.slow
 def test_generate_refuses_a_prompt_over_its_cap_in_one_line(small_text_export):
     """A prompt this long cannot come through a command line's arguments (Linux takes at most 128 KB
@@ -416,3 +471,13 @@ def test_generate_refuses_a_prompt_over_its_cap_in_one_line(small_text_export):
     results = run_many("text", "generate", "command.main",
                        [[f"--model_dir={small_text_export}", "--prompt=" + "x" * 1_000_001]])
     assert results == [(2, "", "error: --prompt has 1,000,001 characters; at most 1,000,000\n")]
+
+
+def test_stdin_is_read_in_chunks_bounded_by_characters_as_well_as_lines():
+    from tasks.counter.score import read_chunks
+
+    lines = [b"+" * length for length in (10, 10, 4, 30, 1, 1, 1, 50)]
+    chunks = list(read_chunks(io.BytesIO(b"\n".join(lines) + b"\n"), size=3, characters=20))
+    assert [[len(line) for line in chunk] for chunk in chunks] == [[10, 10], [4, 30], [1, 1, 1], [50]]
+    held = [sum(map(len, chunk)) for chunk in chunks]
+    assert all(total - len(chunk[-1]) < 20 for total, chunk in zip(held, chunks))  # under the cap but its last line

@@ -152,7 +152,10 @@ def settings_from(argv):
      ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts"),
      ("--restart_epoch=5 --restart_mse=0", "--restart_mse must be > 0"),
      ("--restart_epoch=0 --restart_mse=0.003", "--restart_mse acts at --restart_epoch"), ("--clip_norm=0", "--clip_norm must be > 0"),
-     ("--readout_fit_length=100000 --readout_fit_sequences=1000", "the readout fit would hold 2,500,000,000 values")],
+     ("--readout_fit_length=100000 --readout_fit_sequences=1000", "the readout fit would hold 2,517,500,000 values"),
+     ("--readout_fit_length=10000 --readout_fit_sequences=9 --lstm_size=511",  # 9 sequences and 7 runs
+      r"the readout fit would hold 81,920,000 values \(16 sequences \(--readout_fit_sequences and 7 runs\) x 10,000 "
+      r"steps \(--readout_fit_length\) x \(lstm_size + 1\)\), more than 50,000,000")],
 )
 def test_every_bad_flag_is_named_before_anything_runs(flag, fragment):
     with pytest.raises((flags.Error, ConfigError), match=fragment.replace("+", "\\+")):

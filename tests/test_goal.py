@@ -217,3 +217,26 @@ def test_finishing_steps_change_the_export_not_the_checkpoint_and_a_rerun_export
     rerun = run.train(settings, CounterTask(data))  # nothing left to train: the same finish, the same export
     assert rerun.resumed_from_epoch == 3
     np.testing.assert_array_equal(tf.saved_model.load(rerun.export_dir).model.layers[0].W_f.numpy(), exported)
+
+
+def test_a_text_run_stops_at_its_goal_exports_and_records_it(tmp_path, capsys):
+    from diy_lstm.model import ModelConfig
+    from diy_lstm.training.config import RunConfig, RunSettings, TrainingConfig
+    from tasks.text.task import TextData, TextTask
+
+    data = TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=20, goal_bits_per_char=100.0)
+    task = TextTask(data)
+    size = len(task.vocabulary)
+    settings = RunSettings(TextTask.name, ModelConfig(input_size=size, units=4, output_size=size), data,
+                           TrainingConfig(epochs=40, batch_size=2, stop_at_goal=True, jit_compile="false"),
+                           RunConfig(logdir=str(tmp_path), run_name="r", eval_every=2, checkpoint_every=100,
+                                     image_every=0, histogram_every=0, sample_every=0))
+    result = run.train(settings, task)  # any model is under 100 bits a character: the goal at the first evaluation
+    assert result.outcome == run.COMPLETED and result.stopped_at_goal and result.completed_epochs == 2
+    assert os.path.exists(os.path.join(result.export_dir, "saved_model.pb"))
+    saved = json.load(open(os.path.join(result.run_dir, "results.json")))
+    assert saved["stopped_at_goal"] and saved["goal_reached"]["epoch"] == 2 and saved["metrics"]["train"]
+    assert "interrupted" not in capsys.readouterr().out
+    unreachable = dataclasses.replace(data, goal_bits_per_char=1e-9)
+    assert not TextTask(unreachable).goal_reached({"train": {"bits_per_char": 0.5}})
+    assert not TextTask(dataclasses.replace(data, goal_bits_per_char=0.0)).goal_reached({"train": {"bits_per_char": 0}})

@@ -371,6 +371,8 @@ def test_a_text_too_short_for_its_windows_is_one_clear_error():
     (["--corpus=fox_and_crow", "--unroll_length=500", "--batch_size=1"], "error: --unroll_length=500 is longer"),
     (["--validation_fraction=0.9"], "error: --validation_fraction must be in [0, 0.5], got 0.9"),
     (["--corpus=nope"], "error: flag --corpus=nope: value should be one of"),
+    (["--stop_at_goal"], "error: --stop_at_goal needs a goal: give --goal_bits_per_char"),
+    (["--goal_bits_per_char=nan"], "error: --goal_bits_per_char must be a number >= 0 (0: no goal), got nan"),
 ])
 def test_train_text_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
     result = run_python(["train_text.py", f"--logdir={tmp_path}", "--run_name=r", *flags])

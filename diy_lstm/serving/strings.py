@@ -73,7 +73,7 @@ class CharacterTable(tf.Module):
         lengths = tf.cast(code_points.row_lengths(), tf.int32)
         checks = [self._length_check(lengths, what, minimum_length), self._character_check(code_points, ids, what)]
         if max_padded_characters is not None:
-            checks.append(self._size_check(lengths, what, max_padded_characters))
+            checks.append(padded_size_check(lengths, what, max_padded_characters))
         return ids, lengths, checks
 
     @staticmethod
@@ -106,17 +106,19 @@ class CharacterTable(tf.Module):
 
         return _assert_none(unknown, message)
 
-    @staticmethod
-    def _size_check(lengths: tf.Tensor, what: str, max_padded_characters: int) -> tf.Operation:
-        longest = tf.cast(tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.int64)
-        padded = tf.cast(tf.size(lengths), tf.int64) * longest
-        return tf.debugging.Assert(padded <= max_padded_characters, [tf.strings.join([
-            ERROR_PREFIX, tf.strings.as_string(tf.size(lengths)), f" {what} of up to ", tf.strings.as_string(longest),
-            " characters are ", tf.strings.as_string(padded), f" padded characters; at most {max_padded_characters}"])])
-
     def text(self, ids: tf.Tensor) -> tf.Tensor:
         """The characters of `ids` `[..., time]` joined: `[...]` strings."""
         return tf.strings.reduce_join(tf.gather(self.characters, ids), axis=-1)
+
+
+def padded_size_check(lengths: tf.Tensor, what: str, max_padded_characters: int) -> tf.Operation:
+    """An assertion that a batch of `lengths` `[batch]`, padded to the longest, holds at most
+    `max_padded_characters` steps: what one call may hold."""
+    longest = tf.cast(tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.int64)
+    padded = tf.cast(tf.size(lengths), tf.int64) * longest
+    return tf.debugging.Assert(padded <= max_padded_characters, [tf.strings.join([
+        ERROR_PREFIX, tf.strings.as_string(tf.size(lengths)), f" {what} of up to ", tf.strings.as_string(longest),
+        " characters are ", tf.strings.as_string(padded), f" padded characters; at most {max_padded_characters}"])])
 
 
 def _assert_none(found: tf.Tensor, message) -> tf.Operation:

@@ -137,17 +137,20 @@ def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> t
 
 
 def check_before_writing(settings: RunSettings, task: Task, place: distribute.Placement) -> None:
-    """Everything that can refuse a run before a byte of it is written: the task's data for these
-    settings, its carried variables, the memory a step needs, and the run and export directories."""
+    """Everything that can refuse a run before a byte of it is written: the memory each kind of batch
+    needs (before anything large is built), the task's data for these settings, its carried
+    variables, and the run and export directories."""
+    model = settings.model
+    for batch in task.planned_batches(settings.training):
+        needed = (memory.training_bytes if batch.trained else memory.inference_bytes)(model, batch.examples,
+                                                                                       batch.steps)
+        flags = ("--lstm_size", "--num_layers", *batch.flags)
+        memory.check_fits(needed, f"{batch.what} (lstm_size {model.units} x {model.num_layers} layer(s), batches of "
+                                  f"{batch.examples:,} x {batch.steps:,} steps)",
+                          f"lower {', '.join(flags[:-1])} or {flags[-1]}")
     task.prepare(settings.training)
     with place.strategy.scope():  # a task that cannot split its batches says so here
         task.make_variables(settings.model, place.replicas)
-    shapes = task.largest_batches()
-    memory.check_fits(max(memory.training_bytes(settings.model, *shapes.training),
-                          memory.inference_bytes(settings.model, *shapes.evaluation)),
-                      f"training lstm_size {settings.model.units} x {settings.model.num_layers} layer(s) on batches "
-                      f"of {shapes.training[0]:,} x {shapes.training[1]:,} steps",
-                      "lower --lstm_size, --num_layers or --batch_size")
     if place.is_chief:
         files.check_run_dir(run_dir_of(settings), task_name=settings.task_name)
         check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)

@@ -13,7 +13,8 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     fixed_length                 every batch has one number of steps (then one XLA compile serves all)
     steps_per_epoch              training steps in one epoch
     training_batches(epochs)     a dataset of batches, `steps_per_epoch` per epoch of `epochs`, in order
-    largest_batches()            `(examples, steps)` of the largest training and evaluation batch (memory)
+    planned_batches(training)    every kind of batch the run will train or evaluate, from the settings
+                                 alone: the memory estimate runs on them before `prepare` builds anything
     make_variables(model, reps)  the variables `loss` keeps between steps (e.g. a carried state), if any
     loss(run_model, batch)       the training loss of one batch: its mean and how many terms it averages
     evaluate(model)              metrics per split: {"train": {...}, "validation": {...}}
@@ -66,11 +67,15 @@ class FinishingSteps(NamedTuple):
     description: str
 
 
-class BatchShapes(NamedTuple):
-    """`(examples, steps)` of the largest batch a run trains on and the largest it evaluates."""
+class PlannedBatch(NamedTuple):
+    """A kind of batch a run will hold: `examples` × `steps`, trained on (a backward pass) or only
+    run forward; `what` names it and `flags` are what make it smaller (both for a refusal's line)."""
 
-    training: tuple[int, int]
-    evaluation: tuple[int, int]
+    what: str
+    examples: int
+    steps: int
+    trained: bool
+    flags: tuple[str, ...]
 
 
 # `run_model(inputs, initial_states=None, *, keep_states=False, last_step_only=False) -> ModelOutput`:
@@ -119,8 +124,9 @@ class Task(abc.ABC):
         seed and the epoch, so a resumed run sees the same batches."""
 
     @abc.abstractmethod
-    def largest_batches(self) -> BatchShapes:
-        """The largest training and evaluation batches, for the memory estimate made before a run."""
+    def planned_batches(self, training: TrainingConfig) -> list[PlannedBatch]:
+        """Every kind of batch the run will train or evaluate with these settings, found before
+        `prepare` (the memory estimate runs on them before anything large is built)."""
 
     def make_variables(self, model: ModelConfig, replicas: int) -> None:
         """Makes the variables `loss` keeps from one step to the next, one copy per replica (called

@@ -34,7 +34,7 @@ from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E
 from tasks.counter import data_generator  # noqa: E402
 from tasks.counter.generalization import (evaluate, evaluate_patterns, format_patterns, format_table,  # noqa: E402
                                           tensorboard_run, write_tensorboard)
-from tasks.counter.serving import SIGNATURE_INPUTS, about, max_padded_characters  # noqa: E402
+from tasks.counter.serving import SIGNATURE_INPUTS, about, call_budget  # noqa: E402
 
 MAX_CHARACTERS_HELD = 200_000_000
 DEFAULT_LENGTHS = ["6", "20", "50", "100", "200", "500", "1000", "2000", "5000", "10000"]
@@ -79,11 +79,11 @@ def main(argv: list[str]) -> int:
     if _TENSORBOARD_DIR.value and (because := files.unwritable_because(_TENSORBOARD_DIR.value)) is not None:
         raise UsageError(f"--tensorboard_dir={_TENSORBOARD_DIR.value}: {because}")  # before the evaluation
     try:
-        loaded, signature, _ = load_serving_signature(_MODEL_DIR.value, "serving_default",
-                                                      SIGNATURE_INPUTS["serving_default"])
+        loaded, signature, metadata = load_serving_signature(_MODEL_DIR.value, "serving_default",
+                                                             SIGNATURE_INPUTS["serving_default"])
     except LoadError as error:
         raise ModelError(str(error)) from None
-    budget = about(loaded).get("max_padded_characters", max_padded_characters(64))
+    budget = call_budget(about(loaded), metadata)
     results = evaluate(signature, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
                        _SAMPLING.value, budget)
     table = format_table(results, _SEQUENCES.value)

@@ -33,14 +33,16 @@ tf = quiet.import_tensorflow()
 from diy_lstm.cli import main as cli  # noqa: E402
 from diy_lstm.cli.errors import ModelError, OutputError, UsageError, graph_error_message  # noqa: E402
 from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E402
-from tasks.counter.serving import SIGNATURE_INPUTS, about, max_padded_characters  # noqa: E402
+from tasks.counter.serving import SIGNATURE_INPUTS, about, call_budget  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a SavedModel written by train.py.")
 _REFERENCE = flags.DEFINE_string(
     "reference", None, "'module:function' giving the true value of a sequence, e.g. data_generator:final_sum.")
 
 _FLAG = re.compile(r"^--[A-Za-z_]\w*(=|$)")
-CHUNK_LINES = 20_000  # stdin is read and scored this many lines at a time
+# stdin is read and scored this many lines, or this many characters (and one more line), at a time:
+# the chunk, its output lines and its calls' inputs hold about 3 bytes a character (docs/reliability.md)
+CHUNK_LINES, CHUNK_CHARACTERS = 20_000, 20_000_000
 MAX_SEQUENCE_CHARACTERS = 1_000_000  # one sequence; longer ones are refused (docs/reliability.md)
 
 
@@ -74,10 +76,11 @@ def resolve_reference(spec: str | None) -> Callable[[str], int] | None:
 def _load(model_dir: str):
     """The serving signature of `model_dir` and what its `about` signature says, loaded once per process."""
     try:
-        loaded, signature, _ = load_serving_signature(model_dir, "serving_default", SIGNATURE_INPUTS["serving_default"])
+        loaded, signature, metadata = load_serving_signature(model_dir, "serving_default",
+                                                             SIGNATURE_INPUTS["serving_default"])
     except LoadError as error:
         raise ModelError(str(error)) from None
-    return signature, about(loaded)
+    return signature, about(loaded), metadata
 
 
 def shown_sequence(number: int, text: str) -> str:
@@ -95,8 +98,8 @@ class Scorer:
     def __init__(self, model_dir: str, reference_spec: str | None = None):
         self.reference = resolve_reference(reference_spec)
         self.reference_spec = reference_spec
-        self.signature, self.checked = _load(model_dir)
-        self.budget = self.checked.get("max_padded_characters", max_padded_characters(64))
+        self.signature, self.checked, self.metadata = _load(model_dir)
+        self.budget = call_budget(self.checked, self.metadata)
         self.noted = False
 
     def predictions(self, sequences: list[str], first_number: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -189,10 +192,11 @@ def check_length(characters: int, what: str) -> None:
                          f"most {MAX_SEQUENCE_CHARACTERS:,}")
 
 
-def read_chunks(stream, size: int = CHUNK_LINES) -> Iterator[list[str]]:
-    """The lines of a binary stream as text, `size` at a time; invalid UTF-8 or a line longer than
-    `MAX_SEQUENCE_CHARACTERS` is a `UsageError` naming the line (no line is read past the cap)."""
-    chunk, number = [], 0
+def read_chunks(stream, size: int = CHUNK_LINES, characters: int = CHUNK_CHARACTERS) -> Iterator[list[str]]:
+    """The lines of a binary stream as text, `size` at a time or fewer once they hold `characters`;
+    invalid UTF-8 or a line longer than `MAX_SEQUENCE_CHARACTERS` is a `UsageError` naming the line
+    (no line is read past the cap)."""
+    chunk, number, held = [], 0, 0
     while raw := stream.readline(4 * MAX_SEQUENCE_CHARACTERS + 2):  # UTF-8: at most 4 bytes a character
         number += 1
         if not raw.endswith(b"\n") and len(raw) > 4 * MAX_SEQUENCE_CHARACTERS:
@@ -204,9 +208,10 @@ def read_chunks(stream, size: int = CHUNK_LINES) -> Iterator[list[str]]:
             raise UsageError(f"invalid UTF-8 byte 0x{raw[error.start]:02X} at byte {error.start + 1} of line "
                              f"{number}") from None
         check_length(len(chunk[-1]), f"line {number}")
-        if len(chunk) == size:
+        held += len(chunk[-1])
+        if len(chunk) == size or held >= characters:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 

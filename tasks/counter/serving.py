@@ -15,7 +15,8 @@ Signatures (the first two return the same dict of dense tensors):
                                         no wrong step (0: not checked beyond training)
       readout_fit_length     int32 []   the length of the fresh sequences its readout was refitted on
                                         after training (0: not refitted)
-      max_padded_characters  int64 []   what one call may score: sequences × the longest of them
+      max_padded_characters  int64 []   what one call of either scoring signature may score: sequences
+                                        × the longest of them (`scoring_budget`)
 
   step_predictions          float32 [batch, max_time]  prediction after every step, 0 past the end
   lengths                   int32   [batch]
@@ -25,8 +26,8 @@ Signatures (the first two return the same dict of dense tensors):
 Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
 the sequence, the character's code point and its position from 1, e.g. `unknown character U+0078 at
 position 2 of sequences[0]`. One call scores at most `max_padded_characters` (sequences × the
-longest; `STATE_VALUES_PER_CALL` over the model's units, so a call's memory is bounded whatever its
-size); the command line splits larger inputs into calls of that size.
+longest, `scoring_budget`: a call then holds at most about `CALL_BYTES` whatever its size); the
+command line splits larger inputs into calls of that size.
 """
 
 from __future__ import annotations
@@ -37,15 +38,31 @@ import tensorflow as tf
 
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
-from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
+from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, padded_size_check
 
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
-STATE_VALUES_PER_CALL = 100_000_000  # characters × units of one call: about 1.6 GB of float32 states
+# What one scoring call may hold at its peak, and what it holds per padded character: measured by
+# `python -m benchmarks.scoring_memory` as about 22 + 39 bytes per unit for one layer, and a few bytes
+# per unit more for each further layer (docs/reliability.md, "Caps"); rounded up here.
+CALL_BYTES = 500_000_000
+BYTES_PER_PADDED_CHARACTER = (64, 40, 8)  # fixed, per unit, per unit of each layer past the first
 
 
-def max_padded_characters(units: int) -> int:
-    """What one call may score (sequences × the longest) for a model of `units` per layer."""
-    return STATE_VALUES_PER_CALL // units
+def scoring_budget(units: int, num_layers: int = 1) -> int:
+    """What one call may score (sequences × the longest) for a model of `units` × `num_layers`."""
+    fixed, per_unit, per_unit_of_a_further_layer = BYTES_PER_PADDED_CHARACTER
+    return CALL_BYTES // (fixed + per_unit * units + per_unit_of_a_further_layer * units * (num_layers - 1))
+
+
+def call_budget(checked: Mapping[str, object], metadata: Mapping[str, object]) -> int:
+    """The padded characters one call of a loaded model may score: its `about` budget (`checked`),
+    no more than `scoring_budget` of its `model_config` (metadata) gives, for a model exported with
+    a larger one; a model that says neither gets a 64-unit model's."""
+    config = metadata.get("model_config")
+    sizes = (config.get("units"), config.get("num_layers", 1)) if isinstance(config, dict) else (None, None)
+    ours = scoring_budget(*sizes) if all(isinstance(v, int) and v > 0 for v in sizes) else scoring_budget(64)
+    advertised = checked.get("max_padded_characters")
+    return min(advertised, ours) if isinstance(advertised, int) and advertised > 0 else ours
 
 
 class SequenceScorer(tf.Module):
@@ -58,7 +75,7 @@ class SequenceScorer(tf.Module):
 
     def __init__(self, model: LSTMModel, encoding: Mapping[str, Sequence[float]],
                  trained_lengths: tuple[int, int] = (0, 0), validated_exact_up_to: int = 0,
-                 readout_fit_length: int = 0, name: str | None = None):
+                 readout_fit_length: int = 0, max_padded_characters: int | None = None, name: str | None = None):
         super().__init__(name=name)
         features = model.config.input_size
         for character, vector in encoding.items():
@@ -74,7 +91,8 @@ class SequenceScorer(tf.Module):
         self.trained_lengths = tf.constant(list(trained_lengths), tf.int32)
         self.validated_exact_up_to = tf.constant(validated_exact_up_to, tf.int32)
         self.readout_fit_length = tf.constant(readout_fit_length, tf.int32)
-        self.max_padded_characters = max_padded_characters(model.config.units * model.config.num_layers)
+        self.max_padded_characters = max_padded_characters or scoring_budget(model.config.units,
+                                                                             model.config.num_layers)
 
     @tf.function(input_signature=[], autograph=False)
     def about(self) -> dict[str, tf.Tensor]:
@@ -109,6 +127,8 @@ class SequenceScorer(tf.Module):
         with tf.control_dependencies(checks):
             inputs = tf.ensure_shape(inputs, [None, None, features])
         lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
+        with tf.control_dependencies([padded_size_check(lengths, "inputs", self.max_padded_characters)]):
+            inputs = tf.identity(inputs)
         return self._score(inputs, lengths)
 
     def _score(self, inputs: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:

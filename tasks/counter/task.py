@@ -27,7 +27,7 @@ from diy_lstm import readout
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
-from diy_lstm.training.task import (TRAIN, VALIDATION, BatchLoss, BatchShapes, FinishingSteps, Metrics, RunModel,
+from diy_lstm.training.task import (TRAIN, VALIDATION, BatchLoss, FinishingSteps, PlannedBatch, Metrics, RunModel,
                                     Task)
 from tasks.counter import data_generator
 from tasks.counter.serving import SequenceScorer
@@ -41,6 +41,7 @@ CHECK = "check"
 # Independent draws of fresh sequences per seed: the check split, the readout fit, the finishing steps.
 CHECK_STREAM, READOUT_FIT_STREAM, FINISHING_STREAM = 1_000_003, 2_000_003, 3_000_017
 RUNS = ("0", "+", "-", "I", "I+", "I-", "I0")
+FIT_BATCH = 256  # sequences run forward at once for the readout fit
 
 
 def check_examples(length: int, count: int, seed: int, stream: int = CHECK_STREAM) -> data_generator.Examples:
@@ -124,6 +125,15 @@ class CounterData:
         if not 0 <= self.readout_fit_length <= 100_000 or not 2 <= self.readout_fit_sequences <= 10_000:
             raise ValueError(f"readout_fit_length must be in [0, 100000] and readout_fit_sequences in [2, 10000], "
                              f"got {self.readout_fit_length} and {self.readout_fit_sequences}")
+
+    def readout_fit_batch(self) -> tuple[int, int]:
+        """`(sequences, length)` the readout is refitted on (`readout_fit_examples`), runs included."""
+        return self.readout_fit_sequences + len(RUNS), self.readout_fit_length
+
+    def readout_fit_values(self, units: int) -> int:
+        """The float64 values one readout fit holds (`diy_lstm.readout`): its steps × (units + 1)."""
+        sequences, length = self.readout_fit_batch()
+        return sequences * length * (units + 1)
 
     def split_sizes(self) -> tuple[int, int]:
         """(training, validation) sequences, summed over the lengths, without building them."""
@@ -223,14 +233,24 @@ class CounterTask(Task):
     def training_batches(self, epochs: range) -> tf.data.Dataset:
         return data_generator.training_batches(self.splits[TRAIN], self.batch_size, self.seed, epochs)
 
-    def largest_batches(self) -> BatchShapes:
-        training = len(self.splits[TRAIN]) if self.batch_size == 0 else min(self.batch_size, len(self.splits[TRAIN]))
-        trained = [(training, self.data.max_length)]
-        if self.data.finishing_steps:
-            trained.append((self.data.finishing_batch_size, self.data.finishing_length))
-        evaluated = [(len(split), int(split.lengths.max())) for split in self.splits.values()]
-        largest = lambda shape: shape[0] * shape[1]  # noqa: E731
-        return BatchShapes(max(trained, key=largest), max(evaluated, key=largest))
+    def planned_batches(self, training: TrainingConfig) -> list[PlannedBatch]:
+        data, (train_size, validation_size) = self.data, self.data.split_sizes()
+        per_update = train_size if training.batch_size == 0 else min(training.batch_size, train_size)
+        planned = [PlannedBatch("training", per_update, data.max_length, True, ("--batch_size",)),
+                   PlannedBatch("evaluating the training split", train_size, data.max_length, False,
+                                ("--max_sequences_per_length", "--train_fraction")),
+                   PlannedBatch("evaluating the validation split", validation_size, data.max_length, False,
+                                ("--max_sequences_per_length", "--train_fraction"))]
+        if data.check_length:
+            planned.append(PlannedBatch("scoring the check split", data.check_sequences, data.check_length, False,
+                                        ("--check_length", "--check_sequences")))
+        if data.finishing_steps:
+            planned.append(PlannedBatch("the finishing steps", data.finishing_batch_size, data.finishing_length, True,
+                                        ("--finishing_batch_size", "--finishing_length")))
+        if data.readout_fit_length:
+            planned.append(PlannedBatch("the readout fit", min(FIT_BATCH, data.readout_fit_batch()[0]),
+                                        data.readout_fit_length, False, ("--readout_fit_length",)))
+        return planned
 
     def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
         inputs, running_sums, lengths = batch
@@ -281,7 +301,7 @@ class CounterTask(Task):
             self._readout_sources_model = model
         examples = self._fit_examples
         fit = readout.fit_readout(model, examples.inputs, examples.running_sums[..., None], examples.lengths,
-                                  sources=self._readout_sources)
+                                  batch_size=FIT_BATCH, sources=self._readout_sources)
         trained = model.W_out.numpy(), model.b_out.numpy()
         readout.assign_readout(model, fit.W_out, fit.b_out)
         after = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]

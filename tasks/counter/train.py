@@ -23,7 +23,7 @@ from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.counter import data_generator
-from tasks.counter.task import CHECK, DEFAULT_GATE_EXAMPLES, TARGETS, CounterData, CounterTask
+from tasks.counter.task import CHECK, DEFAULT_GATE_EXAMPLES, RUNS, TARGETS, CounterData, CounterTask
 
 MAX_SEQUENCE_LENGTH = 100_000
 MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
@@ -140,11 +140,12 @@ def settings_per_size() -> list[RunSettings]:
     """One `RunSettings` per `--lstm_size`, all checked before the first run starts."""
     data, training = data_from_flags(), training_flags.training_config()
     runs = list(training_flags.sweep(training_flags.run_config(restart_bounds())))
-    fit_values = data.readout_fit_length * data.readout_fit_sequences * (max(units for units, _ in runs) + 1)
+    fit_values = data.readout_fit_values(max(units for units, _ in runs))
     if fit_values > readout.MAX_FIT_VALUES:
-        raise ConfigError(f"the readout fit would hold {fit_values:,} values (--readout_fit_length x "
-                          f"--readout_fit_sequences x (lstm_size + 1)), more than {readout.MAX_FIT_VALUES:,}; "
-                          "lower one of them")
+        sequences, length = data.readout_fit_batch()
+        raise ConfigError(f"the readout fit would hold {fit_values:,} values ({sequences:,} sequences (--readout_fit_"
+                          f"sequences and {len(RUNS)} runs) x {length:,} steps (--readout_fit_length) x (lstm_size "
+                          f"+ 1)), more than {readout.MAX_FIT_VALUES:,}; lower one of them")
     return [RunSettings(CounterTask.name, training_flags.model_config(units, data_generator.NUM_FEATURES), data,
                         training, run_config) for units, run_config in runs]
 

@@ -23,8 +23,9 @@ its texts in windows (at most `SCORE_WINDOW` characters, fewer for a large batch
 state, so its memory grows with the texts' length, not with length × vocabulary. Bad input fails with an `InvalidArgumentError`
 whose message starts with `ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at
 position 3 of prompt[0]`; a `state` not shaped as `start` gives it); one call takes at most
-`MAX_SCORED_CHARACTERS` (texts × the longest) to score, and prompts of at most
-`ONE_HOT_VALUES // vocabulary` characters (prompts × the longest).
+`MAX_SCORED_CHARACTERS` (texts × the longest) to score, prompts of at most `ONE_HOT_VALUES //
+vocabulary` characters (prompts × the longest), and writes at most `MAX_OUTPUT_CHARACTERS` (texts ×
+`num_chars`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
                     "start": ("prompt",), "more": ("first_step", "num_chars", "seed", "state", "temperature")}
-MAX_GENERATED_CHARACTERS = 1_000_000
+MAX_GENERATED_CHARACTERS = 1_000_000  # num_chars, per text
+# Texts × num_chars of one `generate` or `more` call: each generated character is held as an id
+# (through the chunks, their concatenation and transpose), a string element while the text is joined
+# and its UTF-8 bytes: 39 bytes measured (`python -m benchmarks.scoring_memory --generate=100,100000`:
+# 393 MB), so at most about 400 MB a call (docs/reliability.md).
+MAX_OUTPUT_CHARACTERS = 10_000_000
 MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
 MAX_SCORED_CHARACTERS = 20_000_000  # texts × the longest of them, in one call
 ONE_HOT_VALUES = 200_000_000  # characters × vocabulary read at once (prompts, a window of scored text)
@@ -145,9 +151,15 @@ class TextGenerator(tf.Module):
                   seed: tf.Tensor, first_step: tf.Tensor) -> tuple[tf.Tensor, tuple[LSTMState, ...]]:
         """`num_chars` characters sampled after `states`, string `[batch]`, and the states after them:
         chunk after chunk of one compiled loop (`_sample_chunk`)."""
+        batch = tf.shape(states[0].hidden)[:1]
+        output = tf.cast(batch[0], tf.int64) * tf.cast(num_chars, tf.int64)
         checks = [
             tf.debugging.Assert(tf.logical_and(num_chars >= 0, num_chars <= MAX_GENERATED_CHARACTERS), [
                 f"{ERROR_PREFIX}num_chars must be in [0, {MAX_GENERATED_CHARACTERS}], got", num_chars]),
+            tf.debugging.Assert(output <= MAX_OUTPUT_CHARACTERS, [tf.strings.join([
+                ERROR_PREFIX, tf.strings.as_string(batch[0]), " texts of ", tf.strings.as_string(num_chars),
+                " generated characters are ", tf.strings.as_string(output),
+                f" characters; at most {MAX_OUTPUT_CHARACTERS} a call"])]),
             tf.debugging.Assert(tf.logical_and(temperature >= 0.0, tf.math.is_finite(temperature)), [
                 f"{ERROR_PREFIX}temperature must be a finite number >= 0, got", temperature]),
         ]
@@ -169,7 +181,6 @@ class TextGenerator(tf.Module):
         def joined():
             return self.characters.text(tf.transpose(written.concat()[:num_chars]))  # [batch]
 
-        batch = tf.shape(states[0].hidden)[:1]
         return tf.cond(num_chars > 0, joined, lambda: tf.fill(batch, "")), states
 
     @tf.function(jit_compile=True, autograph=False)

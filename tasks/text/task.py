@@ -27,7 +27,7 @@ import tensorflow as tf
 from diy_lstm.cell import LSTMState
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.config import ConfigError, TrainingConfig, may_change
-from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, BatchShapes, Metrics, RunModel, Task
+from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, Metrics, PlannedBatch, RunModel, Task
 from tasks.text import text_data
 from tasks.text.serving import TextGenerator
 
@@ -49,6 +49,8 @@ class TextData:
       it carries over to text it has not seen); see `text_data.split`.
     unroll_length: characters per truncated-BPTT window.
     sample_length: characters generated for each text sample.
+    goal_bits_per_char: if > 0, the run's goal: validation bits per character at most this (the
+      training split's, without a validation split); with `stop_at_goal` the run ends there.
     """
 
     # How the text is named may change on resume: the fingerprint of what it holds may not.
@@ -59,6 +61,7 @@ class TextData:
     validation_block: int = text_data.DEFAULT_BLOCK
     unroll_length: int = 100
     sample_length: int = may_change(300)
+    goal_bits_per_char: float = 0.0
 
     def __post_init__(self):
         if self.text_file is not None and not self.text_file.strip():
@@ -74,6 +77,8 @@ class TextData:
             raise ConfigError(f"--validation_block must be in [1, 10000000], got {self.validation_block}")
         if not 1 <= self.unroll_length <= 10_000:
             raise ConfigError(f"--unroll_length must be in [1, 10000], got {self.unroll_length}")
+        if not 0.0 <= self.goal_bits_per_char < math.inf:
+            raise ConfigError(f"--goal_bits_per_char must be a number >= 0 (0: no goal), got {self.goal_bits_per_char}")
 
     def read(self) -> str:
         return text_data.read_text_file(self.text_file) if self.text_file else text_data.corpus_text(self.corpus)
@@ -191,9 +196,11 @@ class TextTask(Task):
         options.autotune.enabled = False
         return plan.map(window).prefetch(2).with_options(options)
 
-    def largest_batches(self) -> BatchShapes:
+    def planned_batches(self, training: TrainingConfig) -> list[PlannedBatch]:
+        window = self.data.unroll_length
         streams = max((s.shape[0] for s in self.evaluation_streams.values()), default=1)
-        return BatchShapes((self.batch_size, self.data.unroll_length), (streams, self.data.unroll_length))
+        return [PlannedBatch("training", training.batch_size or 1, window, True, ("--batch_size", "--unroll_length")),
+                PlannedBatch("evaluating", streams, window, False, ("--unroll_length",))]
 
     def _initial_states(self, reset: tf.Tensor) -> tuple[LSTMState, ...]:
         keep = 1.0 - tf.cast(reset, tf.float32)  # 0 at an epoch's first window: the state starts at zero
@@ -254,6 +261,11 @@ class TextTask(Task):
             values.update(validation_bpc=metrics[VALIDATION]["bits_per_char"],
                           validation_accuracy=f"{100 * metrics[VALIDATION]['accuracy']:.1f}%")
         return values
+
+    def goal_reached(self, metrics: Metrics) -> bool:
+        """Bits per character at most `goal_bits_per_char` on validation (else training), if set."""
+        split = VALIDATION if VALIDATION in metrics else TRAIN
+        return 0.0 < self.data.goal_bits_per_char and metrics[split]["bits_per_char"] <= self.data.goal_bits_per_char
 
     def _showcase_text(self) -> str:
         return self.split_texts.get(VALIDATION) or self.split_texts[TRAIN]

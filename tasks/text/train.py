@@ -16,7 +16,7 @@ from absl import flags
 
 from diy_lstm.cli import main as cli
 from diy_lstm.training import flags as training_flags
-from diy_lstm.training.config import RunSettings
+from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.text import text_data
@@ -41,6 +41,9 @@ _SAMPLE_EVERY = flags.DEFINE_integer(
     lower_bound=0)
 _SAMPLE_LENGTH = flags.DEFINE_integer(
     "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000)
+_GOAL_BITS_PER_CHAR = flags.DEFINE_float(
+    "goal_bits_per_char", 0.0, "If > 0: the run's goal, validation bits per character at most this (training's "
+    "without validation); --stop_at_goal ends the run there.")
 # The language model's defaults for the shared flags; each corpus's recipe then sets its own (presets.py).
 for name, value in {**TEXT_DEFAULTS, **PRESETS["shakespeare"]}.items():
     flags.FLAGS.set_default(name, value)
@@ -73,8 +76,11 @@ def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
     fit_streams(text)
     data = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value, validation_fraction=_VALIDATION_FRACTION.value,
                     validation_split=_VALIDATION_SPLIT.value, validation_block=_VALIDATION_BLOCK.value,
-                    unroll_length=_UNROLL_LENGTH.value, sample_length=_SAMPLE_LENGTH.value)
+                    unroll_length=_UNROLL_LENGTH.value, sample_length=_SAMPLE_LENGTH.value,
+                    goal_bits_per_char=_GOAL_BITS_PER_CHAR.value)
     training = training_flags.training_config()
+    if training.stop_at_goal and not data.goal_bits_per_char:
+        raise ConfigError("--stop_at_goal needs a goal: give --goal_bits_per_char")
     runs = training_flags.sweep(dataclasses.replace(training_flags.run_config(), sample_every=_SAMPLE_EVERY.value))
     planned = []
     for units, run_config in runs:
