@@ -104,9 +104,10 @@ def small_export(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("small_export") / "saved_model")
     from tasks.counter.score import MAX_SEQUENCE_CHARACTERS
 
-    scorer = SequenceScorer(LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING,
-                            (1, MAX_SEQUENCE_CHARACTERS), MAX_SEQUENCE_CHARACTERS)
-    export(scorer, path, scorer.signatures())
+    config = ModelConfig(input_size=3, units=4, seed=1)
+    scorer = SequenceScorer(LSTMModel(config), data_generator.ENCODING, (1, MAX_SEQUENCE_CHARACTERS),
+                            MAX_SEQUENCE_CHARACTERS)
+    export(scorer, path, scorer.signatures(), {"model_config": dataclasses.asdict(config)})  # as a run records it
     return path
 
 

@@ -57,7 +57,10 @@ def score(short_run, *arguments, **kwargs):
 @pytest.mark.slow
 def test_score_cli_prints_prediction_and_the_truth_it_is_told_to_compute(short_run):
     result = score(short_run, "--reference=data_generator:final_sum", "++0", "I+++-0", "+", "-I--")
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    # 40 epochs of 8 units may leave a wrong validation step: then its about says it was never checked exact
+    assert result.returncode == 0 and result.stderr in ("", "note: a sequence has 6 characters; this model was "
+                                                        "trained on lengths 6..6 and never checked exact at any "
+                                                        "length: its answers are unchecked\n"), result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == ["++0", "I+++-0", "+", "-I--"]  # -I-- is a sequence, not a flag
     assert [int(row[3]) for row in rows] == [2, -2, 1, 1]  # true sums, worked by hand

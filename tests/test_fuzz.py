@@ -98,6 +98,26 @@ def test_score_at_load_streams_and_keeps_padding_bounded(small_export):
     assert [row.split()[0] for row in rows] == sequences
 
 
+@pytest.mark.slow
+def test_score_takes_sequences_as_large_as_allowed_in_calls_within_the_model_s_budget(small_export, monkeypatch):
+    """Eight sequences of 300,000 characters: the 4-unit model's budget (2,232,142 padded characters a
+    call) takes seven at a time; every row is scored, in input order, and no call is refused."""
+    from tasks.counter import score
+
+    calls, (signature, checked, metadata) = [], score._load(small_export)
+
+    def counted(**inputs):
+        calls.append(int(inputs["sequences"].shape[0]))
+        return signature(**inputs)
+
+    monkeypatch.setattr(score, "_load", lambda model_dir: (counted, checked, metadata))
+    rng = np.random.default_rng(5)
+    sequences = ["".join(rng.choice(list("+-0I"), size=300_000)) for _ in range(8)]
+    code, stdout, stderr = run_score([f"--model_dir={small_export}"], ("\n".join(sequences) + "\n").encode())
+    assert (code, stderr) == (0, "") and calls == [7, 1]
+    assert [row.split()[0] for row in stdout.splitlines()[1:]] == sequences
+
+
 TRAIN_FLAGS = {
     "lstm_size": ["0", "-1", "abc", "8,0", "²", "", "4096", "4097", "1e3"],
     "epochs": ["0", "-1", "1e9", "nan", "", "5"],
@@ -418,3 +438,70 @@ def test_the_text_signatures_fuzzed(small_text_export):
             check(result)
             outcomes[name][0] += 1
     assert all(ok > 30 and refused > 30 for ok, refused in outcomes.values()), outcomes
+
+
+def damage_run(rng, run_dir, target) -> str:
+    """One random change to a finished run's own files, of the shapes a careless hand or a hostile one
+    leaves: links to `target`, directories and FIFOs where files go, JSON of other shapes."""
+    import json
+
+    values = [None, 3, "text", [1, 2], {}, {"first_seed": 0, "given_up": "x"}, {"first_seed": 0, "given_up": [{}]},
+              {"training": [1]}, {"format": "diy_lstm SavedModel", "files": 7}]
+    place = str(rng.choice(["config.json", "restarts.json", ".lock", ".diy_lstm-run", "saved_model/NOTES.txt",
+                            "saved_model/assets.extra/diy_lstm.json", "results.json"]))
+    path = os.path.join(run_dir, place)
+    kind = str(rng.choice(["json", "link", "directory", "fifo", "garbage"]))
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.rmdir(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+    if kind == "json":
+        with open(path, "w") as f:
+            json.dump(values[int(rng.integers(len(values)))], f)
+    elif kind == "link":
+        os.symlink(target, path)
+    elif kind == "directory":
+        os.mkdir(path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(bytes(rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8)))
+    return f"{place} as {kind}"
+
+
+@pytest.mark.slow
+def test_a_run_s_own_files_damaged_at_random_are_one_line_or_a_run_and_nothing_outside_changes(tmp_path):
+    """A finished run, one of its files replaced by a link, a directory, a FIFO, JSON of another shape
+    or garbage, then the same run again: it completes, or refuses with one line of a documented kind;
+    what a link points to is never written."""
+    import shutil
+
+    from conftest import counter_settings, train_counter
+    from diy_lstm.cli.errors import exit_code
+    from diy_lstm.files import NotOursError
+    from diy_lstm.serving.export import ExportDirError
+    from diy_lstm.training import run
+    from diy_lstm.training.checkpoints import ResumeError
+    from diy_lstm.training.lock import RunLockedError
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    pristine = tmp_path / "pristine"
+    settings = counter_settings(str(pristine), "r", units=2, epochs=1)
+    assert train_counter(settings).outcome == run.COMPLETED
+    rng = np.random.default_rng(11)
+    outcomes = {}
+    for case in range(40):
+        logdir = tmp_path / f"case{case}"
+        shutil.copytree(pristine, logdir, symlinks=True)
+        shape = damage_run(rng, str(logdir / "r"), str(target))
+        try:
+            result = train_counter(counter_settings(str(logdir), "r", units=2, epochs=2))
+            outcome = result.outcome
+        except (ResumeError, NotOursError, ExportDirError, RunLockedError) as error:  # each one line, exit 1 or 2
+            assert exit_code(error) in (1, 2) and str(error) and "\n" not in str(error).strip(), (shape, repr(error))
+            outcome = type(error).__name__
+        outcomes.setdefault(outcome, []).append(shape)
+        assert target.read_text() == "keep me\n", shape
+    assert {run.COMPLETED, "ResumeError", "ExportDirError"} <= set(outcomes), outcomes

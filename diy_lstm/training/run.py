@@ -38,7 +38,7 @@ from diy_lstm.training.lock import RunLock
 from diy_lstm.training.loop import TrainingLoop
 from diy_lstm.training.results import (COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError,  # noqa: F401
                                        RunResult)
-from diy_lstm.training.sink import CONFIG_FILE, RESTARTS_FILE
+from diy_lstm.training.sink import CONFIG_FILE, RESTARTS_FILE, RESULTS_FILE
 from diy_lstm.training.task import Task
 
 
@@ -205,8 +205,12 @@ def run_config_json(settings: RunSettings, task: Task) -> dict:
 
 
 def _check_resume(settings: RunSettings, task: Task) -> None:
-    """Refuses, naming them, settings or data that differ from those a run directory was started with."""
+    """Refuses, naming them, settings or data that differ from those a run directory was started with,
+    and a directory where the run keeps one of its files (it could not write it at the end)."""
     run_dir = run_dir_of(settings)
+    for name in (CONFIG_FILE, RESULTS_FILE, RESTARTS_FILE):
+        if os.path.isdir(path := os.path.join(run_dir, name)):
+            raise ResumeError(f"{path} is a directory where the run keeps its {name}; move it away and rerun")
     saved = read_json(os.path.join(run_dir, CONFIG_FILE), what="the run's config.json")
     if saved is None:
         return
