@@ -27,6 +27,8 @@ _CHARACTERS = flags.DEFINE_integer("characters", 1_000_000, "P: the smaller call
 _ONE = flags.DEFINE_string("one", None, "Internal: measure one 'units,layers' in this process.")
 _GENERATE = flags.DEFINE_string("generate", None, "'texts,num_chars': instead, one call of a text model's generate "
                                 "(76 characters, 256 units) with that many empty prompts.")
+_TEXT_SCORE = flags.DEFINE_string("text_score", None, "'texts,length,units': instead, one call of a text model's score "
+                                  "(76 characters) on that many random texts.")
 
 SEQUENCE_LENGTH = 10_000
 
@@ -68,19 +70,38 @@ def measure_one(units: int, layers: int, characters: int) -> int:
     return _peak_above_resident(lambda: signature(sequences=tf.constant(texts)))
 
 
-def measure_generate(texts: int, num_chars: int) -> int:
-    """Bytes one `generate` call of `texts` × `num_chars` holds at its peak beyond what was resident."""
+def _text_signatures(units: int):
+    """The signatures of a saved text model of `units` over 76 characters (untrained weights)."""
     import tensorflow as tf
 
     from diy_lstm.model import LSTMModel, ModelConfig
     from tasks.text.serving import TextGenerator
 
     characters = [chr(c) for c in range(32, 108)]
-    model = LSTMModel(ModelConfig(input_size=76, units=256, output_size=76, seed=0))
-    generator = TextGenerator(model, characters)
+    generator = TextGenerator(LSTMModel(ModelConfig(input_size=76, units=units, output_size=76, seed=0)), characters)
     with tempfile.TemporaryDirectory() as directory:
         tf.saved_model.save(generator, directory, signatures=generator.signatures())
-        generate = tf.saved_model.load(directory).signatures["generate"]
+        return tf.saved_model.load(directory).signatures, characters
+
+
+def measure_text_score(texts: int, length: int, units: int) -> int:
+    """Bytes one `score` call of `texts` random texts of `length` holds at its peak beyond what was resident."""
+    import numpy as np
+    import tensorflow as tf
+
+    signatures, characters = _text_signatures(units)
+    rng = np.random.default_rng(0)
+    batch = tf.constant(["".join(rng.choice(characters, length)) for _ in range(texts)])
+    signatures["score"](text=batch[:1])  # traced and allocated once
+    return _peak_above_resident(lambda: signatures["score"](text=batch))
+
+
+def measure_generate(texts: int, num_chars: int) -> int:
+    """Bytes one `generate` call of `texts` × `num_chars` holds at its peak beyond what was resident."""
+    import tensorflow as tf
+
+    signatures, _ = _text_signatures(256)
+    generate = signatures["generate"]
     sampling = {"temperature": tf.constant(1.0), "seed": tf.constant(0, tf.int64)}
     generate(prompt=tf.constant([""] * texts), num_chars=tf.constant(64), **sampling)  # compiled once
     return _peak_above_resident(lambda: generate(prompt=tf.constant([""] * texts), num_chars=tf.constant(num_chars),
@@ -95,6 +116,12 @@ def _measured(units: int, layers: int, characters: int) -> int:
 
 
 def main(argv: list[str]) -> None:
+    if _TEXT_SCORE.value:
+        texts, length, units = (int(v) for v in _TEXT_SCORE.value.split(","))
+        peak = measure_text_score(texts, length, units)
+        print(f"text score: {texts} texts x {length:,} characters, {units} units: {peak / 1e6:.1f} MB, "
+              f"{peak / (texts * length):.1f} bytes a character")
+        return
     if _GENERATE.value:
         texts, num_chars = (int(v) for v in _GENERATE.value.split(","))
         peak = measure_generate(texts, num_chars)

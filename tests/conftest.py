@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}  # the level commands set (quiet.py)
 # train.py's runs in the tests train a notebook-sized counter in seconds, not the default recipe's minute;
 # flags after it win. The default itself: test_readout.py.
-SMALL_COUNTER = f"--flagfile={os.path.join(ROOT, 'tests', 'small_counter.flags')}"
+SMALL_COUNTER = f"--flagfile={os.path.join(ROOT, 'experiments', 'reference_notebook.flags')}"
 
 
 def run_python(args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict | None = None,

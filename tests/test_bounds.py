@@ -407,59 +407,58 @@ def test_the_text_score_signature_refuses_a_call_over_its_cap(small_text_export)
 
     score = tf.saved_model.load(small_text_export).signatures["score"]
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-        score(text=tf.constant(["One"] * 2000 + ["the fox " * 1250]))
-    assert graph_error_message(refused.value) == ("2001 text of up to 10000 characters are 20010000 padded "
-                                                  "characters; at most 20000000")
+        score(text=tf.constant(["One"] * 200 + ["the fox " * 1250]))
+    assert graph_error_message(refused.value) == ("201 text of up to 10000 characters are 2010000 padded "
+                                                  "characters; at most 2000000")
     assert score(text=tf.constant(["the fox"]))["bits_per_char"].shape == (1,)
 
 
-@pytest.mark.slow
-def test_evaluate_refuses_a_score_batch_size_over_its_cap_in_one_line(small_export):
-    from conftest import run_python
-
-    result = run_python(["evaluate.py", f"--model_dir={small_export}", "--score_batch_size=1000000000"])
-    assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == ("error: flag --score_batch_size=1000000000: 1000000000 is not an integer in the range "
-                             "[1, 100000]\n")
-
-
 def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_export):
-    """Prompts × the longest may be at most 200,000,000 one-hot values over the vocabulary."""
+    """Prompts × the longest may be at most 2,000,000 characters, and prompts at most as many as one
+    window takes a step of (`window_steps`: 125,000,000 bytes over what a step of them holds)."""
     from diy_lstm.cli.errors import graph_error_message
+    from diy_lstm.serving import budget
+    from tasks.text.serving import BYTES_PER_STEP_AND_CHARACTER, WINDOW_BYTES
 
-    cap = 200_000_000 // len(set(text_data.FOX_AND_CROW))
-    prompts = ["One"] * (cap // 7_500) + ["the fox " * 937 + "the "]  # one of 7,500 characters
-    padded = len(prompts) * 7_500
-    assert padded > cap
     loaded = tf.saved_model.load(small_text_export)
     sampling = {"num_chars": tf.constant(1), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64)}
+    window_steps = WINDOW_BYTES // (budget.bytes_per_step(8, 1, keep_states=True)
+                                    + BYTES_PER_STEP_AND_CHARACTER * len(set(text_data.FOX_AND_CROW)))
     for name, extra in (("generate", sampling), ("start", {})):
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-            loaded.signatures[name](prompt=tf.constant(prompts), **extra)
-        assert graph_error_message(refused.value) == (f"{len(prompts)} prompt of up to 7500 characters are {padded} "
-                                                      f"padded characters; at most {cap}")
-
-
-def test_the_text_generating_signatures_refuse_more_output_than_their_cap(small_text_export):
-    """2,000 texts × 100,000 characters would be 200,000,000 generated characters; a call may write
-    10,000,000 (about 400 MB: 39 bytes each measured). Refused before a character is sampled."""
-    from diy_lstm.cli.errors import graph_error_message
-
-    loaded = tf.saved_model.load(small_text_export)
-    sampling = {"num_chars": tf.constant(100_000), "temperature": tf.constant(1.0), "seed": tf.constant(0, tf.int64)}
-    expected = ("2000 texts of 100000 generated characters are 200000000 characters; at most 10000000 a call")
+            loaded.signatures[name](prompt=tf.constant(["One"] * 200 + ["the fox " * 1250]), **extra)
+        assert graph_error_message(refused.value) == ("201 prompt of up to 10000 characters are 2010000 padded "
+                                                      "characters; at most 2000000")
+        with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+            loaded.signatures[name](prompt=tf.constant(["O"] * (window_steps + 1)), **extra)
+        assert graph_error_message(refused.value) == (f"{window_steps + 1} prompts; at most {window_steps} a call "
+                                                      "for this model")
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-        loaded.signatures["generate"](prompt=tf.constant(["One"] * 2000), **sampling)
-    assert graph_error_message(refused.value) == expected
-    state = loaded.signatures["start"](prompt=tf.constant(["One"] * 2000))["state"]
-    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-        loaded.signatures["more"](state=state, first_step=tf.constant(0, tf.int64), **sampling)
-    assert graph_error_message(refused.value) == expected
-    with pytest.raises(tf.errors.InvalidArgumentError, match="are 10002000 characters; at most 10000000"):
-        loaded.signatures["generate"](prompt=tf.constant(["One"] * 2000), **{**sampling, "num_chars": tf.constant(5001)})
-    few = {**sampling, "num_chars": tf.constant(2)}
-    assert [len(text) for text in loaded.signatures["generate"](prompt=tf.constant(["One"] * 2000), **few)[
-        "text"].numpy()] == [5] * 2000
+        loaded.signatures["score"](text=tf.constant(["On"] * (window_steps + 1)))
+    assert graph_error_message(refused.value) == f"{window_steps + 1} texts; at most {window_steps} a call for this model"
+
+
+def test_prompts_run_in_windows_end_in_the_state_one_pass_gives(monkeypatch):
+    """Prompts of 0 to 9,000 characters in windows of 1,000 (as a large batch would get): each ends in
+    the state the whole prompt run at once gives."""
+    from tasks.text import serving
+    from tasks.text.serving import TextGenerator
+
+    characters = sorted(set(text_data.FOX_AND_CROW))
+    model = LSTMModel(ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=3,
+                                  num_layers=2))
+    monkeypatch.setattr(serving, "SCORE_WINDOW", 1_000)
+    generator = TextGenerator(model, characters)
+    prompts = [(text_data.FOX_AND_CROW * 20)[:length] for length in (0, 1, 999, 1_000, 1_001, 9_000)]
+    state = generator.start(tf.constant(prompts))["state"].numpy()  # [layers, 2, batch, units]
+    index = {character: i for i, character in enumerate(characters)}
+    for number, prompt in enumerate(prompts):
+        if not prompt:
+            assert not state[:, :, number].any()
+            continue
+        whole = model.run(tf.constant([[index[c] for c in prompt]]), keep_states=True)
+        expected = np.stack([[layer.hidden[-1, 0], layer.cell[-1, 0]] for layer in whole.layers])
+        np.testing.assert_allclose(state[:, :, number], expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ Signatures (the first two return the same dict of dense tensors):
 Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
 the sequence, the character's code point and its position from 1, e.g. `unknown character U+0078 at
 position 2 of sequences[0]`. One call scores at most `max_padded_characters` (sequences × the
-longest, `scoring_budget`: a call then holds at most about `CALL_BYTES` whatever its size); the
+longest, `scoring_budget`: a call then holds at most about 500 MB whatever its size); the
 command line splits larger inputs into calls of that size.
 """
 
@@ -38,20 +38,14 @@ import tensorflow as tf
 
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
+from diy_lstm.serving import budget
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, padded_size_check
 
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
-# What one scoring call may hold at its peak, and what it holds per padded character: measured by
-# `python -m benchmarks.scoring_memory` as about 22 + 39 bytes per unit for one layer, and a few bytes
-# per unit more for each further layer (docs/reliability.md, "Caps"); rounded up here.
-CALL_BYTES = 500_000_000
-BYTES_PER_PADDED_CHARACTER = (64, 40, 8)  # fixed, per unit, per unit of each layer past the first
-
-
 def scoring_budget(units: int, num_layers: int = 1) -> int:
-    """What one call may score (sequences × the longest) for a model of `units` × `num_layers`."""
-    fixed, per_unit, per_unit_of_a_further_layer = BYTES_PER_PADDED_CHARACTER
-    return CALL_BYTES // (fixed + per_unit * units + per_unit_of_a_further_layer * units * (num_layers - 1))
+    """What one call may score (sequences × the longest) for a model of `units` × `num_layers`: at
+    most about `budget.CALL_BYTES` held (`diy_lstm/serving/budget.py`)."""
+    return budget.steps_per_call(units, num_layers)
 
 
 def call_budget(checked: Mapping[str, object], metadata: Mapping[str, object]) -> int:

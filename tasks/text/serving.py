@@ -18,14 +18,15 @@ itself), then samples one character at a time from softmax(logits / temperature)
 in chunks of `GENERATE_CHUNK` characters, each one XLA-compiled loop; temperature 0 takes the most
 likely character. `start` and `more` are the same in pieces, for a caller that prints characters as
 they come (`python -m diy_lstm.generate`). Sampling (Gumbel-max) is stateless, seeded by `(seed,
-the chunk's first step)`: the same seed gives the same text at the same batch size. `score` reads
-its texts in windows (at most `SCORE_WINDOW` characters, fewer for a large batch), carrying the
-state, so its memory grows with the texts' length, not with length × vocabulary. Bad input fails with an `InvalidArgumentError`
+the chunk's first step)`: the same seed gives the same text at the same batch size. `score`, and
+the prompts of `generate` and `start`, run in windows (at most `SCORE_WINDOW` characters, fewer for a
+large batch or model), carrying the state, so memory grows with the texts' length, not with length ×
+units or vocabulary. Bad input fails with an `InvalidArgumentError`
 whose message starts with `ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at
 position 3 of prompt[0]`; a `state` not shaped as `start` gives it); one call takes at most
-`MAX_SCORED_CHARACTERS` (texts × the longest) to score, prompts of at most `ONE_HOT_VALUES //
-vocabulary` characters (prompts × the longest), and writes at most `MAX_OUTPUT_CHARACTERS` (texts ×
-`num_chars`).
+`MAX_PADDED_CHARACTERS` (texts or prompts × the longest) and `window_steps` texts or prompts (a
+step of each fits in one window), and writes at most `MAX_OUTPUT_CHARACTERS` (texts × `num_chars`):
+each holds about 500 MB at most.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import tensorflow as tf
 from diy_lstm.cell import LSTMState, lstm_step, project_input
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
+from diy_lstm.serving import budget
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
@@ -48,9 +50,14 @@ MAX_GENERATED_CHARACTERS = 1_000_000  # num_chars, per text
 # 393 MB), so at most about 400 MB a call (docs/reliability.md).
 MAX_OUTPUT_CHARACTERS = 10_000_000
 MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
-MAX_SCORED_CHARACTERS = 20_000_000  # texts × the longest of them, in one call
-ONE_HOT_VALUES = 200_000_000  # characters × vocabulary read at once (prompts, a window of scored text)
-SCORE_WINDOW = 4096
+# `score`, `generate`, `start`: texts or prompts × the longest of them in one call, and each window
+# of them run forward at once within WINDOW_BYTES as `budget.bytes_per_step` and the logits' 12 bytes
+# per step and character of the vocabulary count it; one window at a time. Measured at these caps
+# (`python -m benchmarks.scoring_memory --text_score=TEXTS,LENGTH,UNITS`, docs/reliability.md): 41 to
+# 280 MB a call, the most for many short texts.
+MAX_PADDED_CHARACTERS = 2_000_000
+WINDOW_BYTES, BYTES_PER_STEP_AND_CHARACTER = 125_000_000, 12
+SCORE_WINDOW = 4096  # at most, whatever the batch
 
 
 def pack(states: Sequence[LSTMState]) -> tf.Tensor:
@@ -80,7 +87,9 @@ class TextGenerator(tf.Module):
         self.model = model
         self.vocabulary_size = size
         self.characters = CharacterTable(characters)
-        self.max_prompt_characters = ONE_HOT_VALUES // size
+        config = model.config
+        self.window_steps = WINDOW_BYTES // (budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
+                                             + BYTES_PER_STEP_AND_CHARACTER * size)  # texts × window
 
     def signatures(self) -> dict:
         more = self.more.get_concrete_function(  # the state's shape is checked in the graph (`_checked_state`)
@@ -96,18 +105,41 @@ class TextGenerator(tf.Module):
 
     def _prompt_states(self, prompt: tf.Tensor) -> tuple[LSTMState, ...]:
         """Each layer's state after each prompt's last character (the zero state for an empty prompt),
-        once the prompts pass the vocabulary's checks."""
+        once the prompts pass the vocabulary's checks: the prompts run window by window, the state
+        carried, and each keeps the state of the window its last character is in."""
         ids, lengths, checks = self.characters.ids(prompt, "prompt", minimum_length=0,
-                                                   max_padded_characters=self.max_prompt_characters)
+                                                   max_padded_characters=MAX_PADDED_CHARACTERS)
+        checks.append(self._batch_check(tf.size(prompt), "prompts"))
         with tf.control_dependencies(checks):  # nothing below runs before the checks pass
             dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
-        dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense)[1])]])  # at least one step
-        output = self.model.run(dense, keep_states=True)  # ids: one-hot inputs, read as rows of W_x
-        last = tf.maximum(lengths, 1)
-        started = tf.cast(lengths > 0, self.model.dtype)[:, tf.newaxis]  # [batch, 1]: 0 for an empty prompt
-        return tuple(LSTMState(final_step(tf.transpose(layer.hidden, [1, 0, 2]), last) * started,
-                               final_step(tf.transpose(layer.cell, [1, 0, 2]), last) * started)
-                     for layer in output.layers)
+        steps, batch = tf.shape(dense)[1], tf.shape(dense)[0]
+        window = self._window(batch)
+        zeros = tf.zeros(tf.stack([batch, self.model.config.units]), self.model.dtype)
+        empty = tuple(LSTMState(zeros, zeros) for _ in self.model.layers)
+        last = lengths - 1  # [batch]: the step whose state each prompt ends with (-1: an empty prompt)
+
+        def body(start, states, kept):
+            stop = tf.minimum(start + window, steps)
+            output = self.model.run(dense[:, start:stop], initial_states=states, keep_states=True)  # ids: rows of W_x
+            here = ((last >= start) & (last < stop))[:, tf.newaxis]  # [batch, 1]
+            at = tf.clip_by_value(last - start, 0, stop - start - 1)
+            kept = tuple(LSTMState(*(tf.where(here, final_step(tf.transpose(values, [1, 0, 2]), at + 1), old)
+                                     for values, old in ((layer.hidden, was.hidden), (layer.cell, was.cell))))
+                         for layer, was in zip(output.layers, kept))
+            return stop, output.final_states(), kept
+
+        _, _, kept = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), empty, empty),
+                                   parallel_iterations=1)  # one window in memory at a time
+        return kept
+
+    def _window(self, batch: tf.Tensor) -> tf.Tensor:
+        """Steps of `batch` sequences run forward at once: within `WINDOW_BYTES`, at most `SCORE_WINDOW`."""
+        return tf.clip_by_value(self.window_steps // tf.maximum(batch, 1), 1, SCORE_WINDOW)
+
+    def _batch_check(self, batch: tf.Tensor, what: str) -> tf.Operation:
+        """At most `window_steps` sequences a call: one step of each must fit in a window."""
+        return tf.debugging.Assert(batch <= self.window_steps, [tf.strings.join([
+            ERROR_PREFIX, tf.strings.as_string(batch), f" {what}; at most {self.window_steps} a call for this model"])])
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="prompt"), tf.TensorSpec([], tf.int32, name="num_chars"),
@@ -219,7 +251,8 @@ class TextGenerator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
     def score(self, text):
         ids, lengths, checks = self.characters.ids(text, "text", minimum_length=2,
-                                                   max_padded_characters=MAX_SCORED_CHARACTERS)
+                                                   max_padded_characters=MAX_PADDED_CHARACTERS)
+        checks.append(self._batch_check(tf.size(text), "texts"))
         with tf.control_dependencies(checks):
             dense = ids.to_tensor(default_value=0)  # [batch, longest]
         dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 2 - tf.shape(dense)[1])]])  # an empty batch too
@@ -233,7 +266,7 @@ class TextGenerator(tf.Module):
         """ln p(targets[:, t] | inputs[:, ..t]) `[batch, time]`, window by window with the state carried."""
         steps = tf.shape(inputs)[1]
         units, batch = self.model.config.units, tf.shape(inputs)[0]
-        window = tf.clip_by_value(ONE_HOT_VALUES // (tf.maximum(batch, 1) * self.vocabulary_size), 1, SCORE_WINDOW)
+        window = self._window(batch)
         zeros = tf.zeros(tf.stack([batch, units]), self.model.dtype)
         states = tuple(LSTMState(zeros, zeros) for _ in self.model.layers)
 
@@ -245,5 +278,6 @@ class TextGenerator(tf.Module):
             return stop, output.final_states(), written.write(start // window, tf.transpose(picked))
 
         written = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, None])
-        _, _, written = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), states, written))
+        _, _, written = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), states, written),
+                                      parallel_iterations=1)  # one window in memory at a time
         return tf.transpose(written.concat())  # [batch, time]
