@@ -24,6 +24,7 @@ from absl import app, flags
 _UNITS = flags.DEFINE_list("units", ["1", "4", "24", "128", "512"], "Units per layer to measure.")
 _LAYERS = flags.DEFINE_list("layers", ["1", "2"], "Layer counts to measure.")
 _CHARACTERS = flags.DEFINE_integer("characters", 1_000_000, "P: the smaller call's padded characters.")
+_LENGTH = flags.DEFINE_integer("sequence_length", 10_000, "Characters of each scored sequence.")
 _ONE = flags.DEFINE_string("one", None, "Internal: measure one 'units,layers' in this process.")
 _GENERATE = flags.DEFINE_string("generate", None, "'texts,num_chars': instead, one call of a text model's generate "
                                 "(76 characters, 256 units) with that many empty prompts.")
@@ -65,7 +66,8 @@ def measure_one(units: int, layers: int, characters: int) -> int:
         signature = tf.saved_model.load(directory).signatures["serving_default"]
     rng = np.random.default_rng(0)
     alphabet = np.array(list(data_generator.ALPHABET))
-    texts = ["".join(rng.choice(alphabet, SEQUENCE_LENGTH)) for _ in range(characters // SEQUENCE_LENGTH)]
+    length = _LENGTH.value
+    texts = ["".join(rng.choice(alphabet, length)) for _ in range(characters // length)]
     signature(sequences=tf.constant(texts[:1]))  # traced and allocated once
     return _peak_above_resident(lambda: signature(sequences=tf.constant(texts)))
 

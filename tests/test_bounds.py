@@ -333,7 +333,7 @@ def test_the_more_signature_refuses_a_state_of_another_shape(small_text_export):
 def test_long_texts_score_in_windows_as_one_pass_would(small_text_export):
     """The score signature reads long texts window by window with the state carried: the same
     log-probabilities as the model run over the whole text at once."""
-    from tasks.text.serving import SCORE_WINDOW
+    from diy_lstm.serving.windows import MAX_WINDOW as SCORE_WINDOW
 
     loaded = tf.saved_model.load(small_text_export)
     rng = np.random.default_rng(0)
@@ -371,35 +371,63 @@ def test_the_counter_scorer_refuses_one_sequence_over_its_cap_in_one_line(small_
     assert run_score([model], b"+" * 11 + b"\n")[0] == run_score([model, "+" * 11])[0] == 2
 
 
-def test_the_counter_signature_refuses_a_call_over_its_padded_budget(small_export):
-    """4 units: 500,000,000 / (64 + 40 x 4) = 2,232,142 padded characters a call; 224 sequences
-    padded to 10,000 are 2,240,000 (while holding only 10,223 characters)."""
+def test_the_counter_signature_refuses_a_call_over_its_budget(small_export):
+    """4,000,000 padded characters a call: 401 sequences padded to 10,000 are 4,010,000 (while holding
+    only 10,400 characters); and for 4 units at most 125,000,000 / (64 + 48 x 4) = 488,281 sequences,
+    so that one step of each fits in a window."""
     from diy_lstm.cli.errors import graph_error_message
     from tasks.counter.serving import about
 
     loaded = tf.saved_model.load(small_export)
-    assert about(loaded)["max_padded_characters"] == 500_000_000 // (64 + 40 * 4) == 2_232_142
+    checked = about(loaded)
+    assert (checked["max_padded_characters"], checked["max_sequences"]) == (4_000_000, 488_281)
     signature = loaded.signatures["serving_default"]
+    for call, what in ((lambda: signature(sequences=tf.constant(["+"] * 400 + ["+-" * 5000])), "sequences"),
+                       (lambda: loaded.signatures["score_encoded"](inputs=tf.zeros([401, 10_000, 3])), "inputs")):
+        with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+            call()
+        assert graph_error_message(refused.value) == (f"401 {what} of up to 10000 characters are 4010000 padded "
+                                                      "characters; at most 4000000")
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-        signature(sequences=tf.constant(["+"] * 223 + ["+-" * 5000]))
-    assert graph_error_message(refused.value) == ("224 sequences of up to 10000 characters are 2240000 padded "
-                                                  "characters; at most 2232142")
-    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-        loaded.signatures["score_encoded"](inputs=tf.zeros([224, 10_000, 3]))
-    assert graph_error_message(refused.value) == ("224 inputs of up to 10000 characters are 2240000 padded "
-                                                  "characters; at most 2232142")
+        signature(sequences=tf.constant(["+"] * 488_282))
+    assert graph_error_message(refused.value) == "488282 sequences; at most 488281 a call for this model"
     assert signature(sequences=tf.constant(["++-"]))["final_prediction_rounded"].shape == (1,)  # still serving
 
 
-def test_a_call_is_held_to_the_budget_of_the_model_s_size_whatever_its_export_advertises():
-    from tasks.counter.serving import call_budget, scoring_budget
+def test_a_model_exported_before_windows_is_held_to_a_whole_call_s_budget():
+    from diy_lstm.serving import budget
+    from tasks.counter.serving import CallBudget, call_budget
 
     four_units = {"model_config": {"units": 4, "num_layers": 1}}
-    assert call_budget({"max_padded_characters": 25_000_000}, four_units) == scoring_budget(4) == 2_232_142
-    assert call_budget({"max_padded_characters": 1_000}, four_units) == 1_000
-    assert call_budget({}, {"model_config": {"units": 24, "num_layers": 2}}) == 500_000_000 // (64 + 40 * 24 + 8 * 24)
+    assert call_budget({"max_padded_characters": 4_000_000, "max_sequences": 10}, four_units) == (4_000_000, 10)
+    whole = 500_000_000 // (64 + 40 * 4)  # 2,232,142: run whole, every step of it held at once
+    assert budget.steps_per_call(4) == whole
+    assert call_budget({"max_padded_characters": 25_000_000}, four_units) == CallBudget(whole, whole)
+    assert call_budget({"max_padded_characters": 1_000}, four_units) == (1_000, 1_000)
+    two_layers = 500_000_000 // (64 + 40 * 24 + 8 * 24)
+    assert call_budget({}, {"model_config": {"units": 24, "num_layers": 2}}) == (two_layers, two_layers)
     assert call_budget({"max_padded_characters": 10**12}, {}) == call_budget({}, {"model_config": "?"}) == \
-        scoring_budget(64) == 500_000_000 // (64 + 40 * 64)
+        (budget.steps_per_call(64),) * 2
+
+
+def test_sequences_scored_in_windows_get_the_predictions_of_one_pass(monkeypatch):
+    """Sequences of 1 to 9,000 characters scored in windows of 1,000 steps, the state carried: every
+    step's prediction is the one the whole sequence run at once gives."""
+    from diy_lstm.serving import windows
+    from tasks.counter import data_generator
+    from tasks.counter.serving import SequenceScorer
+
+    monkeypatch.setattr(windows, "MAX_WINDOW", 1_000)
+    model = LSTMModel(ModelConfig(input_size=3, units=6, num_layers=2, seed=4))
+    scorer = SequenceScorer(model, data_generator.ENCODING)
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("+-0I"), size=length)) for length in (1, 999, 1_000, 1_001, 9_000)]
+    scored = scorer.score_strings(tf.constant(sequences))
+    for number, sequence in enumerate(sequences):
+        whole = model(tf.constant(data_generator.encode_sequence(sequence)[None], tf.float32))[0, :, 0].numpy()
+        steps = scored["step_predictions"][number, :len(sequence)].numpy()
+        np.testing.assert_allclose(steps, whole, rtol=1e-5, atol=1e-5)
+        assert not scored["step_predictions"][number, len(sequence):].numpy().any()
 
 
 def test_the_text_score_signature_refuses_a_call_over_its_cap(small_text_export):
@@ -441,13 +469,13 @@ def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_expo
 def test_prompts_run_in_windows_end_in_the_state_one_pass_gives(monkeypatch):
     """Prompts of 0 to 9,000 characters in windows of 1,000 (as a large batch would get): each ends in
     the state the whole prompt run at once gives."""
-    from tasks.text import serving
+    from diy_lstm.serving import windows
     from tasks.text.serving import TextGenerator
 
     characters = sorted(set(text_data.FOX_AND_CROW))
     model = LSTMModel(ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=3,
                                   num_layers=2))
-    monkeypatch.setattr(serving, "SCORE_WINDOW", 1_000)
+    monkeypatch.setattr(windows, "MAX_WINDOW", 1_000)
     generator = TextGenerator(model, characters)
     prompts = [(text_data.FOX_AND_CROW * 20)[:length] for length in (0, 1, 999, 1_000, 1_001, 9_000)]
     state = generator.start(tf.constant(prompts))["state"].numpy()  # [layers, 2, batch, units]

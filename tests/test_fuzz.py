@@ -100,8 +100,8 @@ def test_score_at_load_streams_and_keeps_padding_bounded(small_export):
 
 @pytest.mark.slow
 def test_score_takes_sequences_as_large_as_allowed_in_calls_within_the_model_s_budget(small_export, monkeypatch):
-    """Eight sequences of 300,000 characters: the 4-unit model's budget (2,232,142 padded characters a
-    call) takes seven at a time; every row is scored, in input order, and no call is refused."""
+    """Eight sequences of 600,000 characters: the model's budget (4,000,000 padded characters a call)
+    takes six at a time; every row is scored, in input order, and no call is refused."""
     from tasks.counter import score
 
     calls, (signature, checked, metadata) = [], score._load(small_export)
@@ -112,9 +112,9 @@ def test_score_takes_sequences_as_large_as_allowed_in_calls_within_the_model_s_b
 
     monkeypatch.setattr(score, "_load", lambda model_dir: (counted, checked, metadata))
     rng = np.random.default_rng(5)
-    sequences = ["".join(rng.choice(list("+-0I"), size=300_000)) for _ in range(8)]
+    sequences = ["".join(rng.choice(list("+-0I"), size=600_000)) for _ in range(8)]
     code, stdout, stderr = run_score([f"--model_dir={small_export}"], ("\n".join(sequences) + "\n").encode())
-    assert (code, stderr) == (0, "") and calls == [7, 1]
+    assert (code, stderr) == (0, "") and calls == [6, 2]
     assert [row.split()[0] for row in stdout.splitlines()[1:]] == sequences
 
 

@@ -1,5 +1,5 @@
-"""How much one call of a SavedModel may run through the LSTM, so that it holds at most about
-`CALL_BYTES` whatever the model and the input.
+"""How much a SavedModel may run through the LSTM at once (a whole call, or one window of it:
+`windows.py`), so that it holds at most about `CALL_BYTES` whatever the model and the input.
 
 Running `[batch, time]` steps forward holds, per step, the input projection `[4 × units]` and what the
 loop records, for every layer in turn. `python -m benchmarks.scoring_memory` measures it (one counter

@@ -140,20 +140,24 @@ def check_before_writing(settings: RunSettings, task: Task, place: distribute.Pl
     """Everything that can refuse a run before a byte of it is written: the memory each kind of batch
     needs (before anything large is built), the task's data for these settings, its carried
     variables, and the run and export directories."""
-    model = settings.model
-    for batch in task.planned_batches(settings.training):
-        needed = (memory.training_bytes if batch.trained else memory.inference_bytes)(model, batch.examples,
-                                                                                       batch.steps)
-        flags = ("--lstm_size", "--num_layers", *batch.flags)
-        memory.check_fits(needed, f"{batch.what} (lstm_size {model.units} x {model.num_layers} layer(s), batches of "
-                                  f"{batch.examples:,} x {batch.steps:,} steps)",
-                          f"lower {', '.join(flags[:-1])} or {flags[-1]}")
+    _check_memory(settings, task)
     task.prepare(settings.training)
     with place.strategy.scope():  # a task that cannot split its batches says so here
         task.make_variables(settings.model, place.replicas)
     if place.is_chief:
         files.check_run_dir(run_dir_of(settings), task_name=settings.task_name)
         check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)
+
+
+def _check_memory(settings: RunSettings, task: Task) -> None:
+    """Refuses, naming what drives it, a kind of batch the task plans whose estimate cannot fit."""
+    model = settings.model
+    for batch in task.planned_batches(settings.training):
+        estimate = memory.training_bytes if batch.trained else memory.inference_bytes
+        flags = ("--lstm_size", "--num_layers", *batch.flags)
+        memory.check_fits(estimate(model, batch.examples, batch.steps),
+                          f"{batch.what} (lstm_size {model.units} x {model.num_layers} layer(s), batches of "
+                          f"{batch.examples:,} x {batch.steps:,} steps)", f"lower {', '.join(flags[:-1])} or {flags[-1]}")
 
 
 def train_once(settings: RunSettings, task: Task, may_restart: bool = False,

@@ -83,9 +83,9 @@ def main(argv: list[str]) -> int:
                                                              SIGNATURE_INPUTS["serving_default"])
     except LoadError as error:
         raise ModelError(str(error)) from None
-    budget = call_budget(about(loaded), metadata)
-    results = evaluate(signature, lengths, _SEQUENCES.value, _SAMPLE_SEED.value, _SCORE_BATCH_SIZE.value,
-                       _SAMPLING.value, budget)
+    limit = call_budget(about(loaded), metadata)
+    results = evaluate(signature, lengths, _SEQUENCES.value, _SAMPLE_SEED.value,
+                       min(_SCORE_BATCH_SIZE.value, limit.sequences), _SAMPLING.value, limit.padded_characters)
     table = format_table(results, _SEQUENCES.value)
     print(table)
     pattern_table = None

@@ -90,9 +90,9 @@ def shown_sequence(number: int, text: str) -> str:
 class Scorer:
     """The serving signature of a SavedModel, called on batches whose padding stays bounded.
 
-    Sequences are sorted by length and cut into batches of at most the model's
-    `max_padded_characters` (sequences × the longest), so one long sequence among many short ones costs its own length, not
-    the batch's size times it.
+    Sequences are sorted by length and cut into batches of at most the model's `max_padded_characters`
+    (sequences × the longest) and `max_sequences` (`call_budget`), so one long sequence among many
+    short ones costs its own length, not the batch's size times it.
     """
 
     def __init__(self, model_dir: str, reference_spec: str | None = None):
@@ -111,7 +111,8 @@ class Scorer:
         start = 0
         while start < len(order):
             stop = start + 1  # grow the batch while its padded size stays within the budget
-            while stop < len(order) and (stop + 1 - start) * lengths[order[stop]] <= self.budget:
+            while (stop < len(order) and stop + 1 - start <= self.budget.sequences
+                   and (stop + 1 - start) * lengths[order[stop]] <= self.budget.padded_characters):
                 stop += 1
             batch = order[start:stop]
             texts = [sequences[i] for i in batch]

@@ -16,7 +16,8 @@ Signatures (the first two return the same dict of dense tensors):
       readout_fit_length     int32 []   the length of the fresh sequences its readout was refitted on
                                         after training (0: not refitted)
       max_padded_characters  int64 []   what one call of either scoring signature may score: sequences
-                                        × the longest of them (`scoring_budget`)
+                                        × the longest of them
+      max_sequences          int64 []   and how many sequences (it runs them in windows of time)
 
   step_predictions          float32 [batch, max_time]  prediction after every step, 0 past the end
   lengths                   int32   [batch]
@@ -26,13 +27,14 @@ Signatures (the first two return the same dict of dense tensors):
 Bad strings fail with an `InvalidArgumentError` whose message starts with `ERROR_PREFIX` and names
 the sequence, the character's code point and its position from 1, e.g. `unknown character U+0078 at
 position 2 of sequences[0]`. One call scores at most `max_padded_characters` (sequences × the
-longest, `scoring_budget`: a call then holds at most about 500 MB whatever its size); the
-command line splits larger inputs into calls of that size.
+longest) and `max_sequences`, in windows of time with the state carried (`diy_lstm/serving/windows.py`),
+so that it holds at most about 500 MB whatever the model; the command line splits larger inputs into
+calls of that size.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import tensorflow as tf
 
@@ -40,23 +42,41 @@ from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, padded_size_check
+from diy_lstm.serving.windows import run_in_windows, window_length
 
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
-def scoring_budget(units: int, num_layers: int = 1) -> int:
-    """What one call may score (sequences × the longest) for a model of `units` × `num_layers`: at
-    most about `budget.CALL_BYTES` held (`diy_lstm/serving/budget.py`)."""
-    return budget.steps_per_call(units, num_layers)
+# One call scores at most MAX_PADDED_CHARACTERS (sequences × the longest; each held through the call as
+# ids, inputs and predictions) and runs them in windows of `window_steps` (sequences × steps) within
+# WINDOW_BYTES (`diy_lstm/serving/budget.py`), so that it holds about 500 MB at most whatever the model
+# (docs/reliability.md, "Caps").
+MAX_PADDED_CHARACTERS, WINDOW_BYTES = 4_000_000, 125_000_000
 
 
-def call_budget(checked: Mapping[str, object], metadata: Mapping[str, object]) -> int:
-    """The padded characters one call of a loaded model may score: its `about` budget (`checked`),
-    no more than `scoring_budget` of its `model_config` (metadata) gives, for a model exported with
-    a larger one; a model that says neither gets a 64-unit model's."""
+class CallBudget(NamedTuple):
+    """What one call of a loaded model may score: sequences × the longest, and sequences."""
+
+    padded_characters: int
+    sequences: int
+
+
+def window_steps(units: int, num_layers: int = 1) -> int:
+    """Sequences × steps one window runs at once (every layer's state kept for the next window)."""
+    return budget.steps_per_call(units, num_layers, keep_states=True, call_bytes=WINDOW_BYTES)
+
+
+def call_budget(checked: Mapping[str, object], metadata: Mapping[str, object]) -> CallBudget:
+    """The budget a loaded model's `about` (`checked`) states. A model exported before windows (no
+    `max_sequences`) runs a call whole: no more than `budget.steps_per_call` of its `model_config`
+    (metadata; a 64-unit model's if it does not say) then."""
+    advertised, sequences = checked.get("max_padded_characters"), checked.get("max_sequences")
+    if isinstance(sequences, int) and sequences > 0 and isinstance(advertised, int) and advertised > 0:
+        return CallBudget(advertised, sequences)
     config = metadata.get("model_config")
     sizes = (config.get("units"), config.get("num_layers", 1)) if isinstance(config, dict) else (None, None)
-    ours = scoring_budget(*sizes) if all(isinstance(v, int) and v > 0 for v in sizes) else scoring_budget(64)
-    advertised = checked.get("max_padded_characters")
-    return min(advertised, ours) if isinstance(advertised, int) and advertised > 0 else ours
+    whole = budget.steps_per_call(*sizes) if all(isinstance(v, int) and v > 0 for v in sizes) else \
+        budget.steps_per_call(64)
+    padded = min(advertised, whole) if isinstance(advertised, int) and advertised > 0 else whole
+    return CallBudget(padded, padded)
 
 
 class SequenceScorer(tf.Module):
@@ -85,8 +105,8 @@ class SequenceScorer(tf.Module):
         self.trained_lengths = tf.constant(list(trained_lengths), tf.int32)
         self.validated_exact_up_to = tf.constant(validated_exact_up_to, tf.int32)
         self.readout_fit_length = tf.constant(readout_fit_length, tf.int32)
-        self.max_padded_characters = max_padded_characters or scoring_budget(model.config.units,
-                                                                             model.config.num_layers)
+        self.max_padded_characters = max_padded_characters or MAX_PADDED_CHARACTERS
+        self.window_steps = window_steps(model.config.units, model.config.num_layers)
 
     @tf.function(input_signature=[], autograph=False)
     def about(self) -> dict[str, tf.Tensor]:
@@ -94,13 +114,15 @@ class SequenceScorer(tf.Module):
         return {"trained_lengths": tf.identity(self.trained_lengths),
                 "validated_exact_up_to": tf.identity(self.validated_exact_up_to),
                 "readout_fit_length": tf.identity(self.readout_fit_length),
-                "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64)}
+                "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64),
+                "max_sequences": tf.constant(self.window_steps, tf.int64)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)
     def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores raw strings, `[batch]`, of any lengths."""
         ids, lengths, checks = self.characters.ids(sequences, "sequences",
                                                    max_padded_characters=self.max_padded_characters)
+        checks.append(self._count_check(tf.size(sequences), "sequences"))
         with tf.control_dependencies(checks):
             dense_ids = ids.to_tensor(default_value=self.characters.size)  # [batch, max_time]; padding row
         # An empty batch still gets one (padding) step, so the time loop has something to run.
@@ -121,12 +143,20 @@ class SequenceScorer(tf.Module):
         with tf.control_dependencies(checks):
             inputs = tf.ensure_shape(inputs, [None, None, features])
         lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
-        with tf.control_dependencies([padded_size_check(lengths, "inputs", self.max_padded_characters)]):
+        with tf.control_dependencies([padded_size_check(lengths, "inputs", self.max_padded_characters),
+                                      self._count_check(tf.shape(inputs)[0], "inputs")]):
             inputs = tf.identity(inputs)
         return self._score(inputs, lengths)
 
+    def _count_check(self, count: tf.Tensor, what: str) -> tf.Operation:
+        """At most `window_steps` sequences a call: one step of each must fit in a window."""
+        return tf.debugging.Assert(count <= self.window_steps, [tf.strings.join([
+            ERROR_PREFIX, tf.strings.as_string(count), f" {what}; at most {self.window_steps} a call for this model"])])
+
     def _score(self, inputs: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
-        predictions = tf.cast(self.model(inputs)[..., 0], tf.float32)  # [batch, time]
+        window = window_length(self.window_steps, tf.shape(inputs)[0])
+        predictions = run_in_windows(self.model, inputs, window,  # [batch, time]
+                                     lambda output, start, stop: tf.cast(output.predictions[..., 0], tf.float32))
         predictions *= tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=tf.float32)
         final = final_step(predictions, lengths)
         return {

@@ -19,7 +19,7 @@ in chunks of `GENERATE_CHUNK` characters, each one XLA-compiled loop; temperatur
 likely character. `start` and `more` are the same in pieces, for a caller that prints characters as
 they come (`python -m diy_lstm.generate`). Sampling (Gumbel-max) is stateless, seeded by `(seed,
 the chunk's first step)`: the same seed gives the same text at the same batch size. `score`, and
-the prompts of `generate` and `start`, run in windows (at most `SCORE_WINDOW` characters, fewer for a
+the prompts of `generate` and `start`, run in windows (at most `windows.MAX_WINDOW` characters, fewer for a
 large batch or model), carrying the state, so memory grows with the texts' length, not with length ×
 units or vocabulary. Bad input fails with an `InvalidArgumentError`
 whose message starts with `ERROR_PREFIX` and names what is wrong (`unknown character U+0078 at
@@ -39,6 +39,7 @@ from diy_lstm.cell import LSTMState, lstm_step, project_input
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
+from diy_lstm.serving.windows import run_in_windows, window_length
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
@@ -57,7 +58,6 @@ MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
 # 280 MB a call, the most for many short texts.
 MAX_PADDED_CHARACTERS = 2_000_000
 WINDOW_BYTES, BYTES_PER_STEP_AND_CHARACTER = 125_000_000, 12
-SCORE_WINDOW = 4096  # at most, whatever the batch
 
 
 def pack(states: Sequence[LSTMState]) -> tf.Tensor:
@@ -129,12 +129,12 @@ class TextGenerator(tf.Module):
             return stop, output.final_states(), kept
 
         _, _, kept = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), empty, empty),
-                                   parallel_iterations=1)  # one window in memory at a time
+                                   parallel_iterations=1)  # one window in memory at a time (windows.py)
         return kept
 
     def _window(self, batch: tf.Tensor) -> tf.Tensor:
-        """Steps of `batch` sequences run forward at once: within `WINDOW_BYTES`, at most `SCORE_WINDOW`."""
-        return tf.clip_by_value(self.window_steps // tf.maximum(batch, 1), 1, SCORE_WINDOW)
+        """Steps of `batch` sequences run forward at once, within `WINDOW_BYTES`."""
+        return window_length(self.window_steps, batch)
 
     def _batch_check(self, batch: tf.Tensor, what: str) -> tf.Operation:
         """At most `window_steps` sequences a call: one step of each must fit in a window."""
@@ -264,20 +264,9 @@ class TextGenerator(tf.Module):
 
     def _log_probs(self, inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """ln p(targets[:, t] | inputs[:, ..t]) `[batch, time]`, window by window with the state carried."""
-        steps = tf.shape(inputs)[1]
-        units, batch = self.model.config.units, tf.shape(inputs)[0]
-        window = self._window(batch)
-        zeros = tf.zeros(tf.stack([batch, units]), self.model.dtype)
-        states = tuple(LSTMState(zeros, zeros) for _ in self.model.layers)
 
-        def body(start, states, written):
-            stop = tf.minimum(start + window, steps)
-            output = self.model.run(inputs[:, start:stop], initial_states=states, keep_states=True)
+        def picked(output, start, stop):
             log_probs = tf.nn.log_softmax(tf.cast(output.predictions, tf.float32))  # [batch, window, vocabulary]
-            picked = tf.gather(log_probs, targets[:, start:stop], batch_dims=2)  # [batch, window]
-            return stop, output.final_states(), written.write(start // window, tf.transpose(picked))
+            return tf.gather(log_probs, targets[:, start:stop], batch_dims=2)  # [batch, window]
 
-        written = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, None])
-        _, _, written = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), states, written),
-                                      parallel_iterations=1)  # one window in memory at a time
-        return tf.transpose(written.concat())  # [batch, time]
+        return run_in_windows(self.model, inputs, self._window(tf.shape(inputs)[0]), picked)
