@@ -446,11 +446,11 @@ def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_expo
     window takes a step of (`window_steps`: 125,000,000 bytes over what a step of them holds)."""
     from diy_lstm.cli.errors import graph_error_message
     from diy_lstm.serving import budget
-    from tasks.text.serving import BYTES_PER_STEP_AND_CHARACTER, WINDOW_BYTES
+    from tasks.text.serving import BYTES_PER_STEP_AND_CHARACTER
 
     loaded = tf.saved_model.load(small_text_export)
     sampling = {"num_chars": tf.constant(1), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64)}
-    window_steps = WINDOW_BYTES // (budget.bytes_per_step(8, 1, keep_states=True)
+    window_steps = budget.WINDOW_BYTES // (budget.bytes_per_step(8, 1, keep_states=True)
                                     + BYTES_PER_STEP_AND_CHARACTER * len(set(text_data.FOX_AND_CROW)))
     for name, extra in (("generate", sampling), ("start", {})):
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:

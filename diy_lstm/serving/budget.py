@@ -14,6 +14,7 @@ scoring call, each size in a fresh process; docs/reliability.md, "Caps"): about 
 from __future__ import annotations
 
 CALL_BYTES = 500_000_000
+WINDOW_BYTES = 125_000_000  # what one window of a call (`windows.py`) runs forward at once
 FIXED, PER_UNIT, PER_UNIT_OF_A_FURTHER_LAYER, PER_UNIT_KEPT = 64, 40, 8, 8
 
 

@@ -47,9 +47,9 @@ from diy_lstm.serving.windows import run_in_windows, window_length
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
 # One call scores at most MAX_PADDED_CHARACTERS (sequences × the longest; each held through the call as
 # ids, inputs and predictions) and runs them in windows of `window_steps` (sequences × steps) within
-# WINDOW_BYTES (`diy_lstm/serving/budget.py`), so that it holds about 500 MB at most whatever the model
-# (docs/reliability.md, "Caps").
-MAX_PADDED_CHARACTERS, WINDOW_BYTES = 4_000_000, 125_000_000
+# `budget.WINDOW_BYTES`, so that it holds about 500 MB at most whatever the model (docs/reliability.md,
+# "Caps").
+MAX_PADDED_CHARACTERS = 4_000_000
 
 
 class CallBudget(NamedTuple):
@@ -61,7 +61,7 @@ class CallBudget(NamedTuple):
 
 def window_steps(units: int, num_layers: int = 1) -> int:
     """Sequences × steps one window runs at once (every layer's state kept for the next window)."""
-    return budget.steps_per_call(units, num_layers, keep_states=True, call_bytes=WINDOW_BYTES)
+    return budget.steps_per_call(units, num_layers, keep_states=True, call_bytes=budget.WINDOW_BYTES)
 
 
 def call_budget(checked: Mapping[str, object], metadata: Mapping[str, object]) -> CallBudget:

@@ -51,13 +51,13 @@ MAX_GENERATED_CHARACTERS = 1_000_000  # num_chars, per text
 # 393 MB), so at most about 400 MB a call (docs/reliability.md).
 MAX_OUTPUT_CHARACTERS = 10_000_000
 MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
-# `score`, `generate`, `start`: texts or prompts × the longest of them in one call, and each window
-# of them run forward at once within WINDOW_BYTES as `budget.bytes_per_step` and the logits' 12 bytes
-# per step and character of the vocabulary count it; one window at a time. Measured at these caps
+# `score`, `generate`, `start`: texts or prompts × the longest of them in one call, and each window of
+# them run forward at once within `budget.WINDOW_BYTES` as `budget.bytes_per_step` and the logits' 12
+# bytes per step and character of the vocabulary count it; one window at a time. Measured at these caps
 # (`python -m benchmarks.scoring_memory --text_score=TEXTS,LENGTH,UNITS`, docs/reliability.md): 41 to
 # 280 MB a call, the most for many short texts.
 MAX_PADDED_CHARACTERS = 2_000_000
-WINDOW_BYTES, BYTES_PER_STEP_AND_CHARACTER = 125_000_000, 12
+BYTES_PER_STEP_AND_CHARACTER = 12
 
 
 def pack(states: Sequence[LSTMState]) -> tf.Tensor:
@@ -88,7 +88,7 @@ class TextGenerator(tf.Module):
         self.vocabulary_size = size
         self.characters = CharacterTable(characters)
         config = model.config
-        self.window_steps = WINDOW_BYTES // (budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
+        self.window_steps = budget.WINDOW_BYTES // (budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
                                              + BYTES_PER_STEP_AND_CHARACTER * size)  # texts × window
 
     def signatures(self) -> dict:
@@ -133,7 +133,7 @@ class TextGenerator(tf.Module):
         return kept
 
     def _window(self, batch: tf.Tensor) -> tf.Tensor:
-        """Steps of `batch` sequences run forward at once, within `WINDOW_BYTES`."""
+        """Steps of `batch` sequences run forward at once, within `budget.WINDOW_BYTES`."""
         return window_length(self.window_steps, batch)
 
     def _batch_check(self, batch: tf.Tensor, what: str) -> tf.Operation:
