@@ -42,7 +42,7 @@ from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, padded_size_check
-from diy_lstm.serving.windows import run_in_windows, window_length
+from diy_lstm.serving.windows import batch_check, run_in_windows, window_length
 
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
 # One call scores at most MAX_PADDED_CHARACTERS (sequences × the longest; each held through the call as
@@ -122,7 +122,7 @@ class SequenceScorer(tf.Module):
         """Scores raw strings, `[batch]`, of any lengths."""
         ids, lengths, checks = self.characters.ids(sequences, "sequences",
                                                    max_padded_characters=self.max_padded_characters)
-        checks.append(self._count_check(tf.size(sequences), "sequences"))
+        checks.append(batch_check(tf.size(sequences), self.window_steps, "sequences"))
         with tf.control_dependencies(checks):
             dense_ids = ids.to_tensor(default_value=self.characters.size)  # [batch, max_time]; padding row
         # An empty batch still gets one (padding) step, so the time loop has something to run.
@@ -144,14 +144,9 @@ class SequenceScorer(tf.Module):
             inputs = tf.ensure_shape(inputs, [None, None, features])
         lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
         with tf.control_dependencies([padded_size_check(lengths, "inputs", self.max_padded_characters),
-                                      self._count_check(tf.shape(inputs)[0], "inputs")]):
+                                      batch_check(tf.shape(inputs)[0], self.window_steps, "inputs")]):
             inputs = tf.identity(inputs)
         return self._score(inputs, lengths)
-
-    def _count_check(self, count: tf.Tensor, what: str) -> tf.Operation:
-        """At most `window_steps` sequences a call: one step of each must fit in a window."""
-        return tf.debugging.Assert(count <= self.window_steps, [tf.strings.join([
-            ERROR_PREFIX, tf.strings.as_string(count), f" {what}; at most {self.window_steps} a call for this model"])])
 
     def _score(self, inputs: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
         window = window_length(self.window_steps, tf.shape(inputs)[0])

@@ -39,7 +39,7 @@ from diy_lstm.cell import LSTMState, lstm_step, project_input
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
-from diy_lstm.serving.windows import run_in_windows, window_length
+from diy_lstm.serving.windows import batch_check, run_in_windows, window_length, zero_states
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
@@ -109,13 +109,12 @@ class TextGenerator(tf.Module):
         carried, and each keeps the state of the window its last character is in."""
         ids, lengths, checks = self.characters.ids(prompt, "prompt", minimum_length=0,
                                                    max_padded_characters=MAX_PADDED_CHARACTERS)
-        checks.append(self._batch_check(tf.size(prompt), "prompts"))
+        checks.append(batch_check(tf.size(prompt), self.window_steps, "prompts"))
         with tf.control_dependencies(checks):  # nothing below runs before the checks pass
             dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
         steps, batch = tf.shape(dense)[1], tf.shape(dense)[0]
         window = self._window(batch)
-        zeros = tf.zeros(tf.stack([batch, self.model.config.units]), self.model.dtype)
-        empty = tuple(LSTMState(zeros, zeros) for _ in self.model.layers)
+        empty = zero_states(self.model, batch)
         last = lengths - 1  # [batch]: the step whose state each prompt ends with (-1: an empty prompt)
 
         def body(start, states, kept):
@@ -135,11 +134,6 @@ class TextGenerator(tf.Module):
     def _window(self, batch: tf.Tensor) -> tf.Tensor:
         """Steps of `batch` sequences run forward at once, within `budget.WINDOW_BYTES`."""
         return window_length(self.window_steps, batch)
-
-    def _batch_check(self, batch: tf.Tensor, what: str) -> tf.Operation:
-        """At most `window_steps` sequences a call: one step of each must fit in a window."""
-        return tf.debugging.Assert(batch <= self.window_steps, [tf.strings.join([
-            ERROR_PREFIX, tf.strings.as_string(batch), f" {what}; at most {self.window_steps} a call for this model"])])
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="prompt"), tf.TensorSpec([], tf.int32, name="num_chars"),
@@ -252,7 +246,7 @@ class TextGenerator(tf.Module):
     def score(self, text):
         ids, lengths, checks = self.characters.ids(text, "text", minimum_length=2,
                                                    max_padded_characters=MAX_PADDED_CHARACTERS)
-        checks.append(self._batch_check(tf.size(text), "texts"))
+        checks.append(batch_check(tf.size(text), self.window_steps, "texts"))
         with tf.control_dependencies(checks):
             dense = ids.to_tensor(default_value=0)  # [batch, longest]
         dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 2 - tf.shape(dense)[1])]])  # an empty batch too
