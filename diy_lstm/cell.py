@@ -1,10 +1,10 @@
-"""The LSTM cell: its gate variables, and one step of its math.
+"""The LSTM cell: its eight variables, and one step of its math.
 
 With `x_t` the input at step t (`[batch, input_size]`) and `[x_t, h_{t-1}]` the input and the previous
 hidden state side by side (`[batch, input_size + units]`):
 
-    f_t = σ([x_t, h_{t-1}] · W_f + b_f)        forget gate      [batch, units]
-    i_t = σ([x_t, h_{t-1}] · W_i + b_i)        input gate
+    i_t = σ([x_t, h_{t-1}] · W_i + b_i)        input gate       [batch, units]
+    f_t = σ([x_t, h_{t-1}] · W_f + b_f)        forget gate
     g_t = tanh([x_t, h_{t-1}] · W_g + b_g)     candidate
     o_t = σ([x_t, h_{t-1}] · W_o + b_o)        output gate
     c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t            cell state
@@ -13,23 +13,22 @@ hidden state side by side (`[batch, input_size + units]`):
 Each `W_*` is `[input_size + units, units]`: its first `input_size` rows act on `x_t`, the rest on
 `h_{t-1}`. σ is the recurrent activation: the logistic sigmoid by default, or a hard sigmoid.
 
-For speed the four gates run as one matmul: `fused_weights` lays the gate variables side by side in
-`GATE_ORDER` (input, forget, candidate, output: the order Keras uses) and splits their rows into the
-part that acts on `x_t` (`kernel`) and the part that acts on `h_{t-1}` (`recurrent_kernel`). The
-input's part, `x_t · W_x + b`, does not depend on the previous step, so the time loop computes it
-for all steps at once and `lstm_step` adds only `h_{t-1} · W_h` (`rnn.py`).
+`lstm_step` is these equations. For speed the four gates run as one matmul: `LSTMCell.fused_weights`
+lays the variables side by side in `GATES` order and splits their rows into the part that acts on
+`x_t` (`kernel`, `W_x`) and the part that acts on `h_{t-1}` (`recurrent_kernel`, `W_h`). The input's
+part, `x_t · W_x + b`, does not depend on the previous step, so the time loop computes it for all
+steps at once (`rnn.py`) and `lstm_step` adds only `h_{t-1} · W_h`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-# The gates in the order of the equations above: the variables are made (and seeded) in this order.
-GATES = ("f", "i", "g", "o")
-# The order of the fused columns (Keras's layout): every split and concatenation of the four gates.
-GATE_ORDER = ("i", "f", "g", "o")
+# The one gate order: the equations above, the fused columns (Keras's layout), every split and concatenation.
+GATES = ("i", "f", "g", "o")
 
 
 class LSTMState(NamedTuple):
@@ -39,21 +38,8 @@ class LSTMState(NamedTuple):
     cell: tf.Tensor
 
 
-class FusedWeights(NamedTuple):
-    """The four gates side by side, columns in `GATE_ORDER`.
-
-    kernel: `[input_size, 4 * units]`, acts on `x_t`.
-    recurrent_kernel: `[units, 4 * units]`, acts on `h_{t-1}`.
-    bias: `[4 * units]`.
-    """
-
-    kernel: tf.Tensor
-    recurrent_kernel: tf.Tensor
-    bias: tf.Tensor
-
-
 class Gates(NamedTuple):
-    """Everything one step computes, each `[batch, units]`."""
+    """Everything one step computes, each `[batch, units]`: the gates, then the new state."""
 
     input_gate: tf.Tensor
     forget_gate: tf.Tensor
@@ -65,6 +51,74 @@ class Gates(NamedTuple):
     @property
     def state(self) -> LSTMState:
         return LSTMState(self.hidden, self.cell)
+
+
+class FusedWeights(NamedTuple):
+    """The four gates side by side, columns in `GATES` order.
+
+    kernel: `W_x`, `[input_size, 4 * units]`, acts on `x_t`.
+    recurrent_kernel: `W_h`, `[units, 4 * units]`, acts on `h_{t-1}`.
+    bias: `b`, `[4 * units]`.
+    """
+
+    kernel: tf.Tensor
+    recurrent_kernel: tf.Tensor
+    bias: tf.Tensor
+
+
+def lstm_step(projected_input: tf.Tensor, state: LSTMState, recurrent_kernel: tf.Tensor,
+              sigma: Callable[[tf.Tensor], tf.Tensor] = tf.sigmoid) -> Gates:
+    """One step of the equations in the module docstring: the step every path runs.
+
+    Args:
+      projected_input: the input's part of the preactivations, `x_t · W_x + b` (plus any training
+        noise), `[batch, 4 * units]` in `GATES` order: the time loop computes it for every step at
+        once (`rnn.project_inputs`), `project_input` for one.
+      state: `(h_{t-1}, c_{t-1})`, each `[batch, units]`.
+      recurrent_kernel: `W_h`, `[units, 4 * units]`.
+      sigma: the recurrent activation σ (`RecurrentActivation.function`).
+
+    Returns:
+      The gates and the new state, each `[batch, units]`; `.state` is `(h_t, c_t)`.
+    """
+    z = projected_input + tf.matmul(state.hidden, recurrent_kernel)  # [batch, 4 * units]
+    z_i, z_f, z_g, z_o = tf.split(z, 4, axis=-1)
+    i = sigma(z_i)
+    f = sigma(z_f)
+    g = tf.tanh(z_g)
+    o = sigma(z_o)
+    c = f * state.cell + i * g
+    h = o * tf.tanh(c)
+    return Gates(i, f, g, o, c, h)
+
+
+def lstm_step_one_tanh(projected_input: tf.Tensor, state: LSTMState, recurrent_kernel: tf.Tensor) -> Gates:
+    """`lstm_step` with the logistic σ, its four nonlinearities as one tanh over all columns, using
+    σ(z) = (1 + tanh(z / 2)) / 2: the same values to rounding, in one fused kernel instead of four
+    under XLA, which is faster on CPU (without XLA, four are faster; docs/performance.md)."""
+    z = projected_input + tf.matmul(state.hidden, recurrent_kernel)  # [batch, 4 * units]
+    units = z.shape[-1] // 4
+    half = tf.constant(0.5, z.dtype)
+    # Per column (GATES order i, f, g, o): 1/2 for the sigmoid gates, 1 for the candidate's tanh.
+    scale = tf.concat([tf.fill([2 * units], half), tf.ones([units], z.dtype), tf.fill([units], half)], 0)
+    i, f, g, o = tf.split(tf.tanh(z * scale) * scale + (1.0 - scale), 4, axis=-1)
+    c = f * state.cell + i * g
+    h = o * tf.tanh(c)
+    return Gates(i, f, g, o, c, h)
+
+
+def project_input(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
+    """`x_t · W_x + b`, `[batch, 4 * units]`, for `x_t` `[batch, input_size]` or integer ids `[batch]`
+    of one-hot inputs (rows of `W_x`)."""
+    if inputs.dtype.is_integer:
+        return tf.gather(weights.kernel, inputs) + weights.bias
+    return tf.matmul(inputs, weights.kernel) + weights.bias
+
+
+def zero_state(batch_size: int | tf.Tensor, units: int, dtype: tf.DType = tf.float32) -> LSTMState:
+    """`(h_0, c_0)` = zeros, each `[batch_size, units]`: the state every sequence starts from."""
+    zeros = tf.zeros(tf.stack([batch_size, units]), dtype=dtype)
+    return LSTMState(zeros, zeros)
 
 
 class RecurrentActivation(NamedTuple):
@@ -110,86 +164,15 @@ def get_recurrent_activation(name: str) -> RecurrentActivation:
         ) from None
 
 
-class Gating(NamedTuple):
-    """How one step turns its preactivations into gates and the new state, and what the hand-written
-    backward pass needs of it.
-
-    activate: `(preactivations [batch, 4 * units] in GATE_ORDER, c_{t-1} [batch, units]) -> Gates`.
-    activation: the recurrent activation σ (its `backward` is σ' from σ's output).
-    """
-
-    activate: Callable[[tf.Tensor, tf.Tensor], Gates]
-    activation: RecurrentActivation
+StepFunction = Callable[[tf.Tensor, LSTMState, tf.Tensor], Gates]
 
 
-def _state_update(input_gate, forget_gate, candidate, output_gate, previous_cell) -> Gates:
-    cell = forget_gate * previous_cell + input_gate * candidate
-    return Gates(input_gate, forget_gate, candidate, output_gate, cell, output_gate * tf.tanh(cell))
-
-
-def gating(activation: RecurrentActivation) -> Gating:
-    """The equations of the module docstring: σ on three quarters of the columns, tanh on the candidate."""
-
-    def activate(preactivations: tf.Tensor, previous_cell: tf.Tensor) -> Gates:
-        i, f, g, o = tf.split(preactivations, 4, axis=-1)  # GATE_ORDER
-        return _state_update(activation.function(i), activation.function(f), tf.tanh(g), activation.function(o),
-                             previous_cell)
-
-    return Gating(activate, activation)
-
-
-def fused_tanh_gating(activation: RecurrentActivation) -> Gating:
-    """The same values (to rounding) with one tanh over all four gates, σ(x) = (1 + tanh(x / 2)) / 2:
-    one fused kernel instead of four under XLA, which is faster on CPU (without XLA, four are faster).
-    Only for the logistic σ; any other activation keeps `gating(activation)`."""
-    if activation is not RECURRENT_ACTIVATIONS["sigmoid"]:
-        return gating(activation)
-
-    def activate(preactivations: tf.Tensor, previous_cell: tf.Tensor) -> Gates:
-        units = preactivations.shape[-1] // 4
-        half = tf.constant(0.5, preactivations.dtype)
-        # Per column (GATE_ORDER i, f, g, o): 1/2 for the sigmoid gates, 1 for the candidate's tanh.
-        scale = tf.concat(
-            [tf.fill([2 * units], half), tf.ones([units], preactivations.dtype), tf.fill([units], half)], 0)
-        activations = tf.tanh(preactivations * scale) * scale + (1.0 - scale)  # [batch, 4 * units]
-        return _state_update(*tf.split(activations, 4, axis=-1), previous_cell)
-
-    return Gating(activate, activation)
-
-
-def lstm_step(projected_input: tf.Tensor, state: LSTMState, recurrent_kernel: tf.Tensor, gates: Gating) -> Gates:
-    """One step of the equations in the module docstring: the step every path runs (`LSTMCell`,
-    the time loop of `rnn.py`, generation, the gate heat maps).
-
-    Args:
-      projected_input: the input's part of the preactivations, `x_t · W_x + b` (plus any training
-        noise), `[batch, 4 * units]` in `GATE_ORDER`: the loop computes it for every step at once
-        (`rnn.project_inputs`), `project_input` does it for one.
-      state: `(h_{t-1}, c_{t-1})`, each `[batch, units]`.
-      recurrent_kernel: `W_h`, `[units, 4 * units]`.
-      gates: how preactivations become gates (`gating(σ)`, or a faster form of the same math).
-
-    Returns:
-      The gates and the new state, each `[batch, units]`; `gates.state` is `(h_t, c_t)`.
-    """
-    preactivations = projected_input + tf.matmul(state.hidden, recurrent_kernel)  # [batch, 4 * units]
-    return gates.activate(preactivations, state.cell)
-
-
-def project_input(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
-    """`x_t · W_x + b`, `[batch, 4 * units]`, for `x_t` `[batch, input_size]` or integer ids `[batch]`
-    of one-hot inputs (rows of `W_x`)."""
-    if inputs.dtype.is_integer:
-        return tf.gather(weights.kernel, inputs) + weights.bias
-    return tf.matmul(inputs, weights.kernel) + weights.bias
-
-
-def zero_state(batch_size: int | tf.Tensor, units: int, dtype: tf.DType = tf.float32) -> LSTMState:
-    """`(h_0, c_0)` = zeros, each `[batch_size, units]`: the state every sequence starts from."""
-    zeros = tf.zeros(tf.stack([batch_size, units]), dtype=dtype)
-    return LSTMState(zeros, zeros)
-
-
+def step_function(sigma: RecurrentActivation, one_tanh: bool = False) -> StepFunction:
+    """`lstm_step` with σ; with `one_tanh` and the logistic σ, `lstm_step_one_tanh` (any other σ keeps
+    `lstm_step`): `(projected_input, state, recurrent_kernel) -> Gates`."""
+    if one_tanh and sigma is RECURRENT_ACTIVATIONS["sigmoid"]:
+        return lstm_step_one_tanh
+    return functools.partial(lstm_step, sigma=sigma.function)
 Initializer = Callable[[list, tf.Tensor, tf.DType], tf.Tensor]
 
 
@@ -227,7 +210,8 @@ def weight_seed(seed: int, *path: int) -> tf.Tensor:
 
 
 class LSTMCell(tf.Module):
-    """Owns one layer's gate variables `W_f, W_i, W_g, W_o` and `b_f, b_i, b_g, b_o`.
+    """Owns one layer's eight variables: `W_i, W_f, W_g, W_o`, each `[input_size + units, units]`, and
+    `b_i, b_f, b_g, b_o`, each `[units]`.
 
     Args:
       input_size: features of `x_t`.
@@ -257,33 +241,39 @@ class LSTMCell(tf.Module):
         self.input_size = input_size
         self.units = units
         self.recurrent_activation_name = recurrent_activation
-        self.gating = gating(get_recurrent_activation(recurrent_activation))
+        self.sigma = get_recurrent_activation(recurrent_activation)
         initializer = initializer or truncated_normal_initializer()
-        shape = [input_size + units, units]
+
+        def drawn(number: int) -> tf.Tensor:  # each W from its own seed: f 0, i 1, g 2, o 3, as ever
+            return initializer([input_size + units, units], weight_seed(seed, layer_index, number), dtype)
+
+        zeros = tf.zeros([units], dtype)
         with self.name_scope:
-            for gate_index, gate in enumerate(GATES):
-                weights = initializer(shape, weight_seed(seed, layer_index, gate_index), dtype)
-                bias_value = forget_bias if gate == "f" else 0.0
-                setattr(self, f"W_{gate}", tf.Variable(weights, name=f"W_{gate}"))
-                bias = tf.fill([units], tf.constant(bias_value, dtype=dtype))
-                setattr(self, f"b_{gate}", tf.Variable(bias, name=f"b_{gate}"))
+            self.W_i = tf.Variable(drawn(1), name="W_i")
+            self.W_f = tf.Variable(drawn(0), name="W_f")
+            self.W_g = tf.Variable(drawn(2), name="W_g")
+            self.W_o = tf.Variable(drawn(3), name="W_o")
+            self.b_i = tf.Variable(zeros, name="b_i")
+            self.b_f = tf.Variable(tf.fill([units], tf.constant(forget_bias, dtype)), name="b_f")
+            self.b_g = tf.Variable(zeros, name="b_g")
+            self.b_o = tf.Variable(zeros, name="b_o")
 
     def gate_variables(self) -> dict[str, tf.Variable]:
-        """The eight variables by name: `{"W_f": ..., "b_f": ..., ...}`."""
+        """The eight variables by name, in `GATES` order: `{"W_i": ..., "b_i": ..., "W_f": ...}`."""
         return {name: getattr(self, name) for gate in GATES for name in (f"W_{gate}", f"b_{gate}")}
 
     def fused_weights(self) -> FusedWeights:
-        """The gate variables side by side in `GATE_ORDER`, rows split into input and recurrent parts."""
-        stacked = tf.concat([getattr(self, f"W_{gate}") for gate in GATE_ORDER], axis=1)
-        bias = tf.concat([getattr(self, f"b_{gate}") for gate in GATE_ORDER], axis=0)
+        """The gate variables side by side in `GATES` order, rows split into input and recurrent parts."""
+        stacked = tf.concat([self.W_i, self.W_f, self.W_g, self.W_o], axis=1)  # [input_size + units, 4 * units]
+        bias = tf.concat([self.b_i, self.b_f, self.b_g, self.b_o], axis=0)
         return FusedWeights(stacked[: self.input_size], stacked[self.input_size :], bias)
 
     def zero_state(self, batch_size: int | tf.Tensor) -> LSTMState:
         return zero_state(batch_size, self.units, self.W_f.dtype)
 
-    def __call__(self, inputs: tf.Tensor, state: LSTMState) -> tuple[tf.Tensor, LSTMState]:
-        """One step: `inputs` `[batch, input_size]`, `state` each `[batch, units]`; returns `(h_t, (h_t, c_t))`."""
-        weights = self.fused_weights()
-        gates = lstm_step(project_input(inputs, weights), state, weights.recurrent_kernel, self.gating)
-        return gates.hidden, gates.state
-
+    def __call__(self, inputs: tf.Tensor, state: LSTMState, weights: FusedWeights | None = None) -> Gates:
+        """One step: `inputs` `[batch, input_size]` (or ids `[batch]`), `state` each `[batch, units]`;
+        returns the gates and `(h_t, c_t)`. `weights`: `fused_weights()`, when made once for many steps."""
+        if weights is None:
+            weights = self.fused_weights()
+        return lstm_step(project_input(inputs, weights), state, weights.recurrent_kernel, self.sigma.function)

@@ -4,7 +4,10 @@
     layer l:   hˡ_t, cˡ_t = LSTM(hˡ⁻¹_t,   hˡ_{t-1}, cˡ_{t-1})
     readout:   y_t = r_t · W_out + b_out,  r_t = hᴸ_t (or cᴸ_t with readout="cell")
 
-The model knows nothing of any task: inputs are `[batch, time, input_size]` floats.
+The model knows nothing of any task: inputs are `[batch, time, input_size]` floats (or integer ids
+of one-hot inputs). `run` takes whole sequences, one layer over all steps after another (the fast
+path: training, scoring); `initial_state`, `step` and `readout` take one step of every layer at a
+time (generation, the gate heat maps), and give the same values.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS, Gates, Gating, LSTMCell, LSTMState, weight_seed
-from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, dense_over_time, lstm_over_time, scan_lstm
+from diy_lstm.cell import (INITIALIZERS, RECURRENT_ACTIVATIONS, FusedWeights, Gates, LSTMCell, LSTMState, weight_seed,
+                           zero_state)
+from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, lstm_over_time, scan
 
 READOUTS = ("hidden", "cell")
 
@@ -129,7 +133,7 @@ class LSTMModel(tf.Module):
         training: bool = False,
         keep_states: bool = False,
         last_step_only: bool = False,
-        gates: Gating | None = None,
+        one_tanh: bool = False,
         gate_noise: GateNoise | None = None,
     ) -> ModelOutput:
         """All layers over `inputs` `[batch, time, input_size]` (or integer ids `[batch, time]` of
@@ -146,9 +150,9 @@ class LSTMModel(tf.Module):
         With `last_step_only`, the last layer keeps and reads out only the last step (predictions
         `[batch, 1, output_size]`): less work when only the final prediction matters and every
         sequence fills all steps.
-        `gates` replaces every layer's own `Gating` with another form of the same math (a speed
-        choice, e.g. `cell.fused_tanh_gating`); `gate_noise` adds noise to every layer's gate
-        preactivations (see `GateNoise`). Both are the trainer's to choose.
+        `one_tanh` steps with `cell.lstm_step_one_tanh` (the same math, faster under XLA);
+        `gate_noise` adds noise to every layer's gate preactivations (see `GateNoise`). Both are the
+        trainer's to choose.
         """
         layer_inputs = time_major(inputs, self.dtype)  # [time, batch, features] or [time, batch] ids
         backprop = self.backprop if training else "autodiff"
@@ -157,6 +161,7 @@ class LSTMModel(tf.Module):
             is_last = index == len(self.layers) - 1
             options = LoopOptions(
                 inline=self.inline_loops,
+                one_tanh=one_tanh,
                 keep_cell=keep_states or (is_last and self.config.readout == "cell"),
                 return_sequences=not (is_last and last_step_only),
                 input_gradient=index > 0,
@@ -165,30 +170,60 @@ class LSTMModel(tf.Module):
             if gate_noise is not None:
                 noise = gate_noise(index, tf.concat([tf.shape(layer_inputs)[:2], [4 * layer.units]], axis=0), self.dtype)
             initial_state = None if initial_states is None else LSTMState(*initial_states[index])
-            sequences = lstm_over_time(layer_inputs, layer.fused_weights(), gates or layer.gating, initial_state,
+            sequences = lstm_over_time(layer_inputs, layer.fused_weights(), layer.sigma, initial_state,
                                        backprop, options, noise)
             layers.append(sequences)
             layer_inputs = sequences.hidden
-        readout_source = layers[-1].cell if self.config.readout == "cell" else layers[-1].hidden
-        predictions = dense_over_time(readout_source, self.W_out, self.b_out)  # [time, batch, output_size]
+        predictions = self.readout(layers[-1])  # [time, batch, output_size]
         return ModelOutput(tf.transpose(predictions, [1, 0, 2]), tuple(layers))
 
     def __call__(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Per-step predictions `[batch, time, output_size]` for inputs `[batch, time, input_size]`."""
         return self.run(inputs, training=training).predictions
 
-    def gates(self, inputs: tf.Tensor) -> list[Gates]:
-        """Every layer's gate activations and states at every step, each `[batch, time, units]`."""
-        layer_inputs = time_major(inputs, self.dtype)
-        per_layer = []
-        for layer in self.layers:
-            sequences, recorded = scan_lstm(
-                layer_inputs, layer.fused_weights(), layer.zero_state(tf.shape(layer_inputs)[1]), layer.gating,
-                record=True)
-            gate_names = ("input_gate", "forget_gate", "candidate", "output_gate")
-            steps = [recorded.gates[name].stack() for name in gate_names] + [sequences.cell, sequences.hidden]
-            batch_major = [tf.transpose(t, [1, 0, 2]) for t in steps]
-            per_layer.append(Gates(*batch_major))
-            layer_inputs = sequences.hidden
-        return per_layer
+    def initial_state(self, batch_size: int | tf.Tensor) -> tuple[LSTMState, ...]:
+        """Every layer's `(h_0, c_0)` = zeros, each `[batch_size, units]`."""
+        return tuple(zero_state(batch_size, layer.units, self.dtype) for layer in self.layers)
 
+    def fused_weights(self) -> tuple[FusedWeights, ...]:
+        """Every layer's gate variables side by side (`LSTMCell.fused_weights`), for `step`."""
+        return tuple(layer.fused_weights() for layer in self.layers)
+
+    def step(self, inputs: tf.Tensor, states: tuple[LSTMState, ...],
+             weights: tuple[FusedWeights, ...] | None = None) -> tuple[Gates, ...]:
+        """One step of every layer: `inputs` `[batch, input_size]` (or ids `[batch]`), `states` one
+        `(h, c)` per layer. Returns each layer's gates and new state (`Gates`; `.state` to carry on).
+        `weights`: `fused_weights()`, made once for many steps."""
+        weights = self.fused_weights() if weights is None else weights
+        per_layer = []
+        for layer, layer_weights, state in zip(self.layers, weights, states):
+            gates = layer(inputs, LSTMState(*state), layer_weights)
+            per_layer.append(gates)
+            inputs = gates.hidden
+        return tuple(per_layer)
+
+    def readout(self, state: LSTMState | LayerSequences) -> tf.Tensor:
+        """`y = r · W_out + b_out` with `r` the last layer's `h` (or `c` for `readout="cell"`),
+        `[..., units]` -> `[..., output_size]`."""
+        source = state.cell if self.config.readout == "cell" else state.hidden
+        flat = tf.reshape(source, [-1, self.config.units])  # [..., units] as one matmul
+        shape = tf.concat([tf.shape(source)[:-1], [self.config.output_size]], axis=0)
+        return tf.reshape(tf.matmul(flat, self.W_out) + self.b_out, shape)
+
+    def gates(self, inputs: tf.Tensor) -> list[Gates]:
+        """Every layer's gates and states at every step from the zero state (by `step`), each
+        `[batch, time, units]`."""
+        layer_inputs = time_major(inputs, self.dtype)  # [time, batch, features] or [time, batch] ids
+        weights = self.fused_weights()
+        names = [f"{index}/{field}" for index in range(len(self.layers)) for field in Gates._fields]
+
+        def step(step_inputs, states):
+            per_layer = self.step(step_inputs["x"], states, weights)
+            values = {f"{index}/{field}": value for index, gates in enumerate(per_layer)
+                      for field, value in gates._asdict().items()}
+            return tuple(tuple(gates.state) for gates in per_layer), values
+
+        _, per_step = scan(step, {"x": layer_inputs}, tuple(map(tuple, self.initial_state(tf.shape(layer_inputs)[1]))),
+                           {name: self.dtype for name in names}, tf.shape(layer_inputs)[0])
+        batch_major = {name: tf.transpose(per_step[name].stack(), [1, 0, 2]) for name in names}
+        return [Gates(*(batch_major[f"{index}/{field}"] for field in Gates._fields)) for index in range(len(self.layers))]

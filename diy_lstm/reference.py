@@ -1,17 +1,10 @@
 """A plain numpy (float64) LSTM: the forward pass and backpropagation through time, by hand.
 
-The same parameters as `LSTMModel` (per layer `W_f, W_i, W_g, W_o` `[input + units, units]` acting
-on `[x_t, h_{t-1}]`, `b_f, b_i, b_g, b_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`),
-the same equations (see `cell.py`), and no automatic differentiation anywhere. Tests hold the
-TensorFlow model to this file: forward values and gradients must agree.
-
-Backward, for one layer and t = T-1 .. 0, with `dh`, `dc` the loss gradients reaching h_t, c_t:
-
-    dc  = dc + dh ⊙ o ⊙ (1 - tanh²(c_t))
-    dz_o = dh ⊙ tanh(c_t) ⊙ σ'(o)     dz_i = dc ⊙ g ⊙ σ'(i)
-    dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)       dz_g = dc ⊙ i ⊙ (1 - g²)
-    dW_k += [x_t, h_{t-1}]ᵀ dz_k       db_k += Σ_batch dz_k             (k in f, i, c, o)
-    [dx_t, dh_{t-1}] = Σ_k dz_k W_kᵀ   dc_{t-1} = dc ⊙ f
+The same parameters as `LSTMModel` (per layer `W_i, W_f, W_g, W_o` `[input + units, units]` acting
+on `[x_t, h_{t-1}]`, `b_i, b_f, b_g, b_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`),
+the same equations (`cell.py`; backward: `rnn.bptt_scan_lstm`), written here one gate at a time
+on the unfused `W_k`, with no automatic differentiation anywhere. Tests hold the TensorFlow model to
+this file: forward values and gradients must agree.
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-GATES = ("f", "i", "g", "o")
+from diy_lstm.cell import GATES
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -80,7 +73,7 @@ def layer_forward(
     """One layer over `inputs` `[batch, time, features]`, from `initial_state` `(h_0, c_0)` (zeros if None).
 
     `noise`, if given, `[batch, time, 4 * units]` with columns for i, f, g, o in that order (the
-    model's `GATE_ORDER`), is added to the gate preactivations.
+    `cell.GATES` order), is added to the gate preactivations.
 
     Returns `i, f, g, o, c, h`, each `[batch, time, units]` (`g` is the candidate).
     """

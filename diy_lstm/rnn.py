@@ -5,7 +5,7 @@ length: the number of steps is read from the input's shape at run time, never ba
 Inside `tf.function` it compiles to a single While op; per-step inputs are read from a `TensorArray`
 and per-step outputs written to one. For sequences of a length fixed at trace time and at most
 `MAX_INLINED_STEPS` the same body can instead be written out as straight-line ops (inlined, or
-"unrolled" in Keras's word; `--inline_loops`).
+"unrolled" in Keras's word; `--inline_loops`, decided once by `LoopOptions.inlined_steps`).
 
 It is shaped like a fast RNN kernel (cuDNN's; Appleyard et al., "Optimizing performance of recurrent
 neural networks on GPUs", 2016): only what must be sequential is inside the loop.
@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import FusedWeights, Gating, LSTMState, lstm_step, tanh_backward, zero_state
+from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, step_function, tanh_backward, zero_state
 
 BACKPROP_MODES = ("bptt", "autodiff")
 
@@ -73,8 +73,7 @@ def scan(
     carry,
     output_dtypes: dict[str, tf.DType],
     num_steps: tf.Tensor,
-    static_steps: int | None,
-    inline: bool = False,
+    inlined_steps: int | None = None,
     reverse: bool = False,
 ) -> tuple[object, dict[str, PerStep]]:
     """`for t in range(num_steps): carry, outputs_t = step(inputs_t, carry)`, keeping every output.
@@ -84,22 +83,22 @@ def scan(
       sequences: per-step inputs, each a `[time, ...]` tensor or a `PerStep`; step t sees entry t.
       carry: the loop state (a nest of tensors).
       output_dtypes: the names and dtypes of what `step` returns in `outputs_t`.
-      num_steps: the number of steps (a scalar tensor); `static_steps` is its value if known at
-        trace time.
-      inline: write the loop out as straight-line ops when `static_steps` is known; otherwise the
-        loop is a `tf.while_loop` reading and writing `TensorArray`s.
+      num_steps: the number of steps (a scalar tensor).
+      inlined_steps: if given (`LoopOptions.inlined_steps`), `num_steps` known at trace time: the loop
+        is written out as that many straight-line steps; otherwise it is a `tf.while_loop` reading
+        and writing `TensorArray`s.
       reverse: visit t = time-1 .. 0 (outputs still land at their own t).
 
     Returns:
       The final carry and each output as a `PerStep`.
     """
-    if inline and static_steps is not None:
+    if inlined_steps is not None:
         inputs = {
-            name: value if isinstance(value, PerStep) else PerStep(tf.unstack(value, num=static_steps))
+            name: value if isinstance(value, PerStep) else PerStep(tf.unstack(value, num=inlined_steps))
             for name, value in sequences.items()
         }
-        collected = {name: [None] * static_steps for name in output_dtypes}
-        for t in range(static_steps - 1, -1, -1) if reverse else range(static_steps):
+        collected = {name: [None] * inlined_steps for name in output_dtypes}
+        for t in range(inlined_steps - 1, -1, -1) if reverse else range(inlined_steps):
             carry, outputs = step({name: value.read(t) for name, value in inputs.items()}, carry)
             for name, value in outputs.items():
                 collected[name][t] = value
@@ -149,72 +148,53 @@ class LoopOptions:
 
     inline: write the loop out as straight-line ops when the number of steps is known at trace time
       and at most `MAX_INLINED_STEPS` (loop unrolling); otherwise a While op.
+    one_tanh: with the logistic σ, step with `cell.lstm_step_one_tanh` (faster under XLA).
     keep_cell: return `c_t` as well as `h_t` (else `cell` is None).
     return_sequences: return every step; if False only the last (a time dimension of 1).
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
     """
 
     inline: bool = False
+    one_tanh: bool = False
     keep_cell: bool = True
     return_sequences: bool = True
     input_gradient: bool = True
 
-    def inlined(self, static_steps: int | None) -> bool:
-        return self.inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS
+    def inlined_steps(self, static_steps: int | None) -> int | None:
+        """The steps to write out as straight-line ops, or None for a While op."""
+        inlined = self.inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS
+        return static_steps if inlined else None
 
 
 class Recorded(NamedTuple):
     """The forward pass of one layer as the backward pass reads it: each gate's activations and
     `tanh(c_t)` per step (`RECORDED`), and `h_t`, `c_t` at every step, `[time, batch, units]`."""
 
-    gates: dict[str, PerStep]
+    steps: dict[str, PerStep]
     hidden: tf.Tensor
     cell: tf.Tensor
-
-
-def _forward(projected: tf.Tensor, recurrent_kernel: tf.Tensor, initial_state: LSTMState, gates: Gating,
-             inline: bool, record: bool, every_step: bool) -> tuple[LSTMState, dict[str, PerStep]]:
-    """The loop over `projected` (`P`, `[time, batch, 4 * units]`): the last state and what it kept
-    of every step (the states if `every_step`, the records too if `record`)."""
-    dtype = projected.dtype
-    output_dtypes = {"hidden": dtype, "cell": dtype} if every_step else {}
-    if record:
-        output_dtypes.update({name: dtype for name in RECORDED})
-
-    def step(step_inputs, state):
-        new = lstm_step(step_inputs["projected"], LSTMState(*state), recurrent_kernel, gates)
-        outputs = {"hidden": new.hidden, "cell": new.cell, "input_gate": new.input_gate,
-                   "forget_gate": new.forget_gate, "candidate": new.candidate, "output_gate": new.output_gate}
-        if record:
-            outputs["tanh_cell"] = tf.tanh(new.cell)
-        return tuple(new.state), {name: outputs[name] for name in output_dtypes}
-
-    static_steps = projected.shape[0]
-    last, outputs = scan(step, {"projected": projected}, tuple(initial_state), output_dtypes, tf.shape(projected)[0],
-                         static_steps, inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS)
-    return LSTMState(*last), outputs
 
 
 def scan_lstm(
     inputs: tf.Tensor,
     weights: FusedWeights,
     initial_state: LSTMState,
-    gates: Gating,
+    sigma: RecurrentActivation,
     options: LoopOptions = LoopOptions(),
     record: bool = False,
     preactivation_noise: tf.Tensor | None = None,
 ) -> tuple[LayerSequences, Recorded | None]:
-    """The forward recurrence: the input projection of every step, then `lstm_step` at every step.
+    """The forward recurrence: the input projection of every step, then `cell.lstm_step` at every step.
 
     Args:
       inputs: `[time, batch, features]`, or `[time, batch]` integer ids (see `project_inputs`).
       weights: the fused gate weights.
       initial_state: `(h_0, c_0)`, each `[batch, units]`.
-      gates: how the step's preactivations become gates (`cell.Gating`).
+      sigma: the recurrent activation σ.
       options: see `LoopOptions`.
       record: also keep what the hand-written backward pass needs (`Recorded`).
       preactivation_noise: if given, `[time, batch, 4 * units]` added to the gate preactivations
-        (columns in `GATE_ORDER`) at each step before the nonlinearities: a training regulariser.
+        (columns in `GATES` order) at each step before the nonlinearities: a training regulariser.
 
     Returns:
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
@@ -224,8 +204,19 @@ def scan_lstm(
     if preactivation_noise is not None:
         projected += preactivation_noise
     every_step = options.return_sequences or record
-    last, outputs = _forward(projected, weights.recurrent_kernel, initial_state, gates, options.inline, record,
-                             every_step)
+    kept = (("hidden", "cell") if every_step else ()) + (RECORDED if record else ())
+    lstm_step = step_function(sigma, options.one_tanh)
+
+    def step(step_inputs, state):
+        new = lstm_step(step_inputs["projected"], LSTMState(*state), weights.recurrent_kernel)
+        outputs = new._asdict()
+        if record:
+            outputs["tanh_cell"] = tf.tanh(new.cell)
+        return tuple(new.state), {name: outputs[name] for name in kept}
+
+    last, outputs = scan(step, {"projected": projected}, tuple(initial_state), {name: projected.dtype for name in kept},
+                         tf.shape(projected)[0], options.inlined_steps(projected.shape[0]))
+    last = LSTMState(*last)
     if every_step:
         hidden, cell = outputs["hidden"].stack(), outputs["cell"].stack()
     if options.return_sequences:
@@ -237,7 +228,7 @@ def scan_lstm(
 
 class BackwardStep(NamedTuple):
     """One step t of the backward pass: what reaches `h_{t-1}` and `c_{t-1}` from step t, and `dz_t`
-    (the gradient of step t's four preactivations, `[batch, 4 * units]`, `GATE_ORDER`)."""
+    (the gradient of step t's four preactivations, `[batch, 4 * units]`, `GATES` order)."""
 
     d_previous_hidden: tf.Tensor
     d_previous_cell: tf.Tensor
@@ -287,23 +278,24 @@ def _gradient_sequences(d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_h
 
 
 def _backward(inputs: tf.Tensor, weights: FusedWeights, initial_state: LSTMState, recorded: Recorded,
-              gates: Gating, options: LoopOptions, d_hidden: tf.Tensor, d_cell: tf.Tensor | None) -> tuple:
+              sigma: RecurrentActivation, options: LoopOptions, d_hidden: tf.Tensor, d_cell: tf.Tensor | None
+              ) -> tuple:
     """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step; then the
     weight gradients and the input gradient are one matmul each (module docstring)."""
-    num_steps, static_steps = tf.shape(recorded.hidden)[0], recorded.hidden.shape[0]
+    num_steps = tf.shape(recorded.hidden)[0]
     per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_state.hidden, num_steps, options)
     recurrent_kernel_t = tf.transpose(weights.recurrent_kernel)  # [4 * units, units]
 
     def step(step_inputs, carry):
         dh_next, dc_next = carry
         back = bptt_step(step_inputs, dh_next + step_inputs["d_hidden"], dc_next + step_inputs["d_cell"],
-                         recurrent_kernel_t, gates.activation.backward)
+                         recurrent_kernel_t, sigma.backward)
         return (back.d_previous_hidden, back.d_previous_cell), {"dz": back.dz}
 
-    sequences = dict(recorded.gates, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
+    sequences = dict(recorded.steps, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
     (d_initial_hidden, d_initial_cell), outputs = scan(
-        step, sequences, (dh_last, dc_last), {"dz": recorded.hidden.dtype}, num_steps, static_steps,
-        options.inlined(static_steps), reverse=True)
+        step, sequences, (dh_last, dc_last), {"dz": recorded.hidden.dtype}, num_steps,
+        options.inlined_steps(recorded.hidden.shape[0]), reverse=True)
     dz = _flat(outputs["dz"].stack())  # [time * batch, 4 * units]
     previous_hidden = _flat(_shifted(recorded.hidden, initial_state.hidden))
     d_recurrent_kernel = tf.matmul(previous_hidden, dz, transpose_a=True)
@@ -322,7 +314,7 @@ def bptt_scan_lstm(
     inputs: tf.Tensor,
     weights: FusedWeights,
     initial_state: LSTMState,
-    gates: Gating,
+    sigma: RecurrentActivation,
     options: LoopOptions = LoopOptions(),
     preactivation_noise: tf.Tensor | None = None,
 ) -> LayerSequences:
@@ -349,11 +341,11 @@ def bptt_scan_lstm(
     @tf.custom_gradient
     def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
         fused, initial = FusedWeights(kernel, recurrent_kernel, bias), LSTMState(initial_hidden, initial_cell)
-        sequences, recorded = scan_lstm(inputs, fused, initial, gates, options, record=True,
+        sequences, recorded = scan_lstm(inputs, fused, initial, sigma, options, record=True,
                                         preactivation_noise=preactivation_noise)
 
         def backward(d_hidden, d_cell=None):
-            return _backward(inputs, fused, initial, recorded, gates, options, d_hidden, d_cell)
+            return _backward(inputs, fused, initial, recorded, sigma, options, d_hidden, d_cell)
 
         if options.keep_cell:
             return (sequences.hidden, sequences.cell), backward
@@ -366,7 +358,7 @@ def bptt_scan_lstm(
 def lstm_over_time(
     inputs: tf.Tensor,
     weights: FusedWeights,
-    gates: Gating,
+    sigma: RecurrentActivation,
     initial_state: LSTMState | None = None,
     backprop: str = "bptt",
     options: LoopOptions = LoopOptions(),
@@ -377,7 +369,7 @@ def lstm_over_time(
     Args:
       inputs: `[time, batch, features]`.
       weights: the layer's fused gate weights.
-      gates: how preactivations become gates (`cell.Gating`).
+      sigma: the recurrent activation σ.
       initial_state: `(h_0, c_0)`, each `[batch, units]`; zeros when None.
       backprop: "bptt" (hand-written backward pass) or "autodiff" (TensorFlow differentiates the loop).
       options: see `LoopOptions`.
@@ -391,8 +383,8 @@ def lstm_over_time(
     if initial_state is None:
         initial_state = zero_state(tf.shape(inputs)[1], weights.recurrent_kernel.shape[0], weights.kernel.dtype)
     if backprop == "bptt":
-        return bptt_scan_lstm(inputs, weights, initial_state, gates, options, preactivation_noise)
-    sequences, _ = scan_lstm(inputs, weights, initial_state, gates, options, False, preactivation_noise)
+        return bptt_scan_lstm(inputs, weights, initial_state, sigma, options, preactivation_noise)
+    sequences, _ = scan_lstm(inputs, weights, initial_state, sigma, options, False, preactivation_noise)
     return sequences
 
 

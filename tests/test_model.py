@@ -5,15 +5,14 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.cell import (LSTMCell, LSTMState, gating, get_recurrent_activation, lstm_step, project_input,
-                           zero_state)
+from diy_lstm.cell import LSTMCell, LSTMState, get_recurrent_activation, lstm_step, project_input, zero_state
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.rnn import final_step, lstm_over_time
 
 
 def loop_over(inputs, cell, lengths=None):
     """`h_t` at every step `[batch, time, units]` and each sequence's final `(h, c)`, by the While loop."""
-    sequences = lstm_over_time(tf.transpose(tf.constant(inputs), [1, 0, 2]), cell.fused_weights(), cell.gating,
+    sequences = lstm_over_time(tf.transpose(tf.constant(inputs), [1, 0, 2]), cell.fused_weights(), cell.sigma,
                                backprop="autodiff")
     hidden, cells = (tf.transpose(t, [1, 0, 2]) for t in sequences)
     return hidden, LSTMState(final_step(hidden, lengths), final_step(cells, lengths))
@@ -42,8 +41,8 @@ def test_the_cell_stepped_by_hand_matches_the_while_loop():
     state = cell.zero_state(4)
     stepped = []
     for t in range(7):
-        hidden, state = cell(inputs[:, t], state)
-        stepped.append(hidden)
+        state = cell(inputs[:, t], state).state
+        stepped.append(state.hidden)
     hidden, final = loop_over(inputs, cell)
     np.testing.assert_allclose(hidden.numpy(), tf.stack(stepped, 1).numpy(), rtol=0, atol=1e-14)
     np.testing.assert_allclose(final.cell.numpy(), state.cell.numpy(), rtol=0, atol=1e-14)
@@ -152,9 +151,47 @@ def test_one_step_by_hand():
     state = zero_state(1, 1, tf.float64)
     state = LSTMState(state.hidden, state.cell + 0.5)
     gates = lstm_step(project_input(tf.ones([1, 1], tf.float64), weights), state, weights.recurrent_kernel,
-                      gating(get_recurrent_activation("sigmoid")))
+                      get_recurrent_activation("sigmoid").function)
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     cell = sigmoid(2.0) * 0.5 + sigmoid(0.0) * np.tanh(1.0)
     np.testing.assert_allclose(gates.cell.numpy(), [[cell]], rtol=1e-15)
     np.testing.assert_allclose(gates.hidden.numpy(), [[sigmoid(0.0) * np.tanh(cell)]], rtol=1e-15)
     np.testing.assert_allclose(gates.forget_gate.numpy(), [[sigmoid(2.0)]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("readout", ["hidden", "cell"])
+def test_stepping_the_model_gives_what_run_and_numpy_give(readout):
+    """`initial_state`, `step` and `readout` one character at a time, for ids and for vectors, against
+    numpy float64 and against `run`'s whole-sequence path."""
+    model = LSTMModel(ModelConfig(input_size=4, units=6, num_layers=2, output_size=3, readout=readout, seed=7,
+                                  dtype="float64"))
+    ids = np.random.default_rng(3).integers(0, 4, size=(2, 9))
+    for inputs in (ids, np.eye(4)[ids]):
+        states, stepped = model.initial_state(2), []
+        for t in range(9):
+            per_layer = model.step(tf.constant(inputs[:, t]), states)
+            states = tuple(gates.state for gates in per_layer)
+            stepped.append(model.readout(states[-1]))
+        stepped = tf.stack(stepped, axis=1).numpy()  # [batch, time, output_size]
+        expected, _ = reference.forward(np.eye(4)[ids], reference.params_from_model(model), readout=readout)
+        np.testing.assert_allclose(stepped, expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(model.run(tf.constant(inputs)).predictions.numpy(), stepped, rtol=0, atol=1e-13)
+
+
+def test_the_one_tanh_step_is_the_step_with_the_logistic_sigma():
+    """σ(z) = (1 + tanh(z / 2)) / 2: `lstm_step_one_tanh` against `lstm_step` and the equations in numpy."""
+    from diy_lstm.cell import lstm_step_one_tanh
+
+    rng = np.random.default_rng(11)
+    projected, kernel = rng.normal(size=(3, 20)), rng.normal(size=(5, 20))
+    state = LSTMState(tf.constant(rng.normal(size=(3, 5))), tf.constant(rng.normal(size=(3, 5))))
+    one_tanh = lstm_step_one_tanh(tf.constant(projected), state, tf.constant(kernel))
+    four = lstm_step(tf.constant(projected), state, tf.constant(kernel))
+    z = projected + state.hidden.numpy() @ kernel
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    i, f, g, o = sigmoid(z[:, :5]), sigmoid(z[:, 5:10]), np.tanh(z[:, 10:15]), sigmoid(z[:, 15:])
+    c = f * state.cell.numpy() + i * g
+    expected = (i, f, g, o, c, o * np.tanh(c))
+    for ours, theirs, want in zip(one_tanh, four, expected):
+        np.testing.assert_allclose(ours.numpy(), want, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(theirs.numpy(), want, rtol=0, atol=1e-14)

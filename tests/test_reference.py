@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.cell import RECURRENT_ACTIVATIONS, fused_tanh_gating
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.trainer import gaussian_gate_noise, noise_table
 
@@ -135,8 +134,7 @@ def test_one_tanh_gates_match_numpy(jit_compile, measured):
     @tf.function(jit_compile=jit_compile)
     def gradients():
         with tf.GradientTape() as tape:
-            predictions = model.run(tf.constant(inputs), training=True,
-                                    gates=fused_tanh_gating(RECURRENT_ACTIVATIONS["sigmoid"])).predictions
+            predictions = model.run(tf.constant(inputs), training=True, one_tanh=True).predictions
             loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
         return predictions, tape.gradient(loss, model.trainable_variables)
 

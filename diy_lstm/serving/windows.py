@@ -8,7 +8,6 @@ from typing import Callable
 
 import tensorflow as tf
 
-from diy_lstm.cell import LSTMState, zero_state
 from diy_lstm.model import LSTMModel, ModelOutput
 from diy_lstm.serving.strings import ERROR_PREFIX
 
@@ -27,17 +26,12 @@ def batch_check(count: tf.Tensor, window_steps: int, what: str) -> tf.Operation:
         ERROR_PREFIX, tf.strings.as_string(count), f" {what}; at most {window_steps} a call for this model"])])
 
 
-def zero_states(model: LSTMModel, batch: tf.Tensor) -> tuple[LSTMState, ...]:
-    """Every layer's zero state for `batch` sequences."""
-    return tuple(zero_state(batch, model.config.units, model.dtype) for _ in model.layers)
-
-
 def run_in_windows(model: LSTMModel, inputs: tf.Tensor, window: tf.Tensor,
                    read: Callable[[ModelOutput, tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
     """`read(output, start, stop)`, float32 `[batch, stop - start]`, of each window `[start, stop)` of
     `inputs` (`[batch, time, features]`, or ids `[batch, time]`; time ≥ 1) run through `model` from the
     state the window before ended in; the windows joined, `[batch, time]`."""
-    steps, states = tf.shape(inputs)[1], zero_states(model, tf.shape(inputs)[0])
+    steps, states = tf.shape(inputs)[1], model.initial_state(tf.shape(inputs)[0])
 
     def body(start, states, written):
         stop = tf.minimum(start + window, steps)

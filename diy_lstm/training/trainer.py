@@ -7,7 +7,7 @@
 `run_model` is the model with the step's settings applied, both chosen here and handed to
 `LSTMModel.run` as functions: Gaussian preactivation noise (`gaussian_gate_noise`, seeded by the run
 seed and the optimizer's step counter, so a resumed run draws the same noise as an uninterrupted one)
-and, under XLA, the one-tanh form of the gates (`cell.fused_tanh_gating`).
+and, under XLA, the one-tanh form of the step (`cell.lstm_step_one_tanh`).
 
 Under a `tf.distribute` strategy with R replicas (distribute.py) each replica runs the step on its
 slice r of the global batch, and the strategy's all-reduce joins them:
@@ -27,7 +27,6 @@ from typing import Callable
 
 import tensorflow as tf
 
-from diy_lstm.cell import fused_tanh_gating, get_recurrent_activation
 from diy_lstm.model import GateNoise, LSTMModel, ModelOutput
 from diy_lstm.training.optimizer import Adam
 from diy_lstm.training.task import BatchLoss
@@ -124,9 +123,7 @@ class Trainer:
         self.seed = seed
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None
-        # One fused tanh for the four gates pays off under XLA only; without it, each layer's own gates.
-        self.gates = fused_tanh_gating(get_recurrent_activation(model.config.recurrent_activation)) \
-            if jit_compile else None
+        self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
         # AutoGraph has nothing to convert; skipping it saves seconds of tracing. XLA compiles the
         # whole step on one device; with replicas, each replica's part before the all-reduce.
@@ -149,7 +146,7 @@ class Trainer:
             seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
             noise = gaussian_gate_noise(self.preactivation_noise, seed, noise_rows, self.noise_distribution,
                                         self.noise_table)
-        return functools.partial(self.model.run, training=True, gates=self.gates, gate_noise=noise)
+        return functools.partial(self.model.run, training=True, one_tanh=self.one_tanh, gate_noise=noise)
 
     def _loss_and_gradients(self, batch: tuple, noise_rows, noisy: bool) -> tuple[BatchLoss, list[tf.Tensor]]:
         """This replica's loss terms and the gradients of its mean, in the order of `model.trainable_variables`."""

@@ -35,11 +35,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from diy_lstm.cell import LSTMState, lstm_step, project_input
+from diy_lstm.cell import LSTMState
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
-from diy_lstm.serving.windows import batch_check, run_in_windows, window_length, zero_states
+from diy_lstm.serving.windows import batch_check, run_in_windows, window_length
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
 
 SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
@@ -99,10 +99,6 @@ class TextGenerator(tf.Module):
         return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function(),
                 "start": self.start.get_concrete_function(), "more": more}
 
-    def _logits(self, state: LSTMState) -> tf.Tensor:
-        source = state.cell if self.model.config.readout == "cell" else state.hidden
-        return tf.matmul(source, self.model.W_out) + self.model.b_out  # [batch, vocabulary]
-
     def _prompt_states(self, prompt: tf.Tensor) -> tuple[LSTMState, ...]:
         """Each layer's state after each prompt's last character (the zero state for an empty prompt),
         once the prompts pass the vocabulary's checks: the prompts run window by window, the state
@@ -114,7 +110,7 @@ class TextGenerator(tf.Module):
             dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
         steps, batch = tf.shape(dense)[1], tf.shape(dense)[0]
         window = self._window(batch)
-        empty = zero_states(self.model, batch)
+        empty = self.model.initial_state(batch)
         last = lengths - 1  # [batch]: the step whose state each prompt ends with (-1: an empty prompt)
 
         def body(start, states, kept):
@@ -215,7 +211,7 @@ class TextGenerator(tf.Module):
         `[GENERATE_CHUNK, batch]` (0 past `count`), and the states after them. The chunk's draws are
         seeded by `(seed, first_step)`. One XLA program: a loop of a fixed shape compiles whole, where
         each step of a graph loop pays for every op it launches."""
-        logits = self._logits(states[-1])
+        logits = self.model.readout(states[-1])  # [batch, vocabulary]
         # Gumbel-max: argmax(logits / T + g), g = -ln(-ln u) for u uniform, is a draw from softmax(logits / T).
         # The noise of the whole chunk is drawn at once; 0 for T = 0 (argmax).
         shape = tf.concat([[GENERATE_CHUNK], tf.shape(logits)], axis=0)  # [chunk, batch, vocabulary]
@@ -224,17 +220,13 @@ class TextGenerator(tf.Module):
         sampling = temperature > 0.0
         noise = tf.where(sampling, -tf.math.log(-tf.math.log(uniform)), tf.zeros_like(uniform))
         inverse_temperature = tf.where(sampling, 1.0 / tf.maximum(temperature, 1e-30), tf.ones_like(temperature))
-        layer_weights = [layer.fused_weights() for layer in self.model.layers]  # concatenated once, not per step
+        weights = self.model.fused_weights()  # concatenated once, not per step
 
         def body(offset, logits, states, written):
             chosen = tf.argmax(logits * inverse_temperature + noise[offset], axis=-1, output_type=tf.int32)
-            inputs, new_states = chosen, []  # ids: the first layer reads its rows of W_x
-            for layer, weights, state in zip(self.model.layers, layer_weights, states):
-                gates = lstm_step(project_input(inputs, weights), state, weights.recurrent_kernel, layer.gating)
-                inputs = gates.hidden
-                new_states.append(gates.state)
+            states = tuple(gates.state for gates in self.model.step(chosen, states, weights))  # ids: rows of W_x
             written += tf.one_hot(offset, GENERATE_CHUNK, dtype=tf.int32)[:, tf.newaxis] * chosen
-            return offset + 1, self._logits(new_states[-1]), tuple(new_states), written
+            return offset + 1, self.model.readout(states[-1]), states, written
 
         written = tf.zeros(tf.stack([GENERATE_CHUNK, tf.shape(logits)[0]]), tf.int32)
         _, _, states, written = tf.while_loop(lambda offset, *_: offset < count, body,
