@@ -1,7 +1,7 @@
 """Train the hand-built LSTM as a character-level language model, then write with it.
 
     python train_text.py --corpus=shakespeare
-    python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
+    python generate.py --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
 
 The command line is `tasks/text/train.py`; the task is `tasks/text/`; the run is the library's.
 `python train_text.py --helpfull` lists every flag.

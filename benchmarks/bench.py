@@ -68,10 +68,12 @@ def ours_step(units: int, inputs: np.ndarray, final_sums: np.ndarray, **noise) -
     model = LSTMModel(ModelConfig(input_size=FEATURES, units=units), inline_loops=True)
     task = CounterTask(CounterData(target="final"))
     task.prepare(TrainingConfig(epochs=1, batch_size=len(inputs)))
-    trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=1e-3), task.loss, jit_compile=True,
-                      **noise)
-    batch = (tf.constant(inputs), tf.constant(np.repeat(final_sums[:, None], inputs.shape[1], axis=1)),
-             tf.fill([len(inputs)], inputs.shape[1]))
+    trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=1e-3), task.loss, jit_compile=True, **noise)
+    batch = (
+        tf.constant(inputs),
+        tf.constant(np.repeat(final_sums[:, None], inputs.shape[1], axis=1)),
+        tf.fill([len(inputs)], inputs.shape[1]),
+    )
     return lambda: trainer.train_step(*batch)
 
 
@@ -82,17 +84,27 @@ def training_flops(units: int, time_steps: int, batch: int) -> float:
 
 def time_config(name: str, units: int, time_steps: int, batch: int, repeats: int, rate: float) -> dict:
     inputs, final_sums = make_data(time_steps, batch)
-    steps = {"ours": ours_step(units, inputs, final_sums), "ours_noisy": ours_step(units, inputs, final_sums,
-                                                                                   **TRAIN_PY_NOISE)}
+    steps = {
+        "ours": ours_step(units, inputs, final_sums),
+        "ours_noisy": ours_step(units, inputs, final_sums, **TRAIN_PY_NOISE),
+    }
     steps.update(peers.keras_counter_steps(units, inputs, final_sums))
     if (flax := peers.flax_counter_step(units, inputs, final_sums)) is not None:
         steps["flax"] = flax
     medians = peers.interleaved_medians(steps, repeats, warmup=2 if _QUICK.value else 4)
     milliseconds = {step: 1e3 * seconds for step, seconds in medians.items()}
     peer, peer_ms = peers.fastest_peer(milliseconds)
-    return {"config": name, "units": units, "time": time_steps, "batch": batch, "ms": milliseconds,
-            "fastest_peer": peer, "speedup": peer_ms / milliseconds["ours"],
-            "gflops": training_flops(units, time_steps, batch) / medians["ours"] / 1e9, "matmul_gflops": rate / 1e9}
+    return {
+        "config": name,
+        "units": units,
+        "time": time_steps,
+        "batch": batch,
+        "ms": milliseconds,
+        "fastest_peer": peer,
+        "speedup": peer_ms / milliseconds["ours"],
+        "gflops": training_flops(units, time_steps, batch) / medians["ours"] / 1e9,
+        "matmul_gflops": rate / 1e9,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -111,22 +123,31 @@ def memory_child(units: int, time_steps: int, batch: int, steps: int = 5) -> Non
 def peak_memory(units: int, time_steps: int, batch: int) -> float:
     """Peak RSS of a fresh process doing our training steps at this size, MB."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    output = subprocess.run([sys.executable, "-m", "benchmarks.bench", f"--memory_child={units},{time_steps},{batch}"],
-                            check=True, capture_output=True, text=True, cwd=root).stdout
+    output = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", f"--memory_child={units},{time_steps},{batch}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])["peak_mb"]
 
 
 def print_table(rows: list[dict]) -> None:
     names = [name for name in rows[0]["ms"] if name not in ("ours", "ours_noisy")]
-    print("| config | H T B | ours ms | ours, noisy | " + " | ".join(names) + " | fastest peer | speedup | "
-          "GFLOP/s (machine) |")
+    print(
+        "| config | H T B | ours ms | ours, noisy | " + " | ".join(names) + " | fastest peer | speedup | "
+        "GFLOP/s (machine) |"
+    )
     print("| --- " * (7 + len(names)) + "|")
     for row in rows:
         ms = row["ms"]
         peers_ms = " | ".join(f"{ms[name]:.2f}" if name in ms else "-" for name in names)
-        print(f"| {row['config']} | {row['units']} {row['time']} {row['batch']} | {ms['ours']:.2f} | "
-              f"{ms['ours_noisy']:.2f} | {peers_ms} | {row['fastest_peer']} | {row['speedup']:.2f} | "
-              f"{row['gflops']:.1f} ({row['matmul_gflops']:.0f}) |")
+        print(
+            f"| {row['config']} | {row['units']} {row['time']} {row['batch']} | {ms['ours']:.2f} | "
+            f"{ms['ours_noisy']:.2f} | {peers_ms} | {row['fastest_peer']} | {row['speedup']:.2f} | "
+            f"{row['gflops']:.1f} ({row['matmul_gflops']:.0f}) |"
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -141,9 +162,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--configs: unknown {unknown}; choose from {list(sizes)}")
     repeats = 2 if _QUICK.value else _REPEATS.value
     measured_on = machine.describe()
-    print(f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
-          f"({measured_on['cpu']})  median of {repeats}, interleaved"
-          + ("" if peers.flax_available() else "  (Flax not installed: pip install -r requirements-bench.txt)"))
+    print(
+        f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
+        f"({measured_on['cpu']})  median of {repeats}, interleaved"
+        + ("" if peers.flax_available() else "  (Flax not installed: pip install -r requirements-bench.txt)")
+    )
     rate = peers.large_matmul_rate(256 if _QUICK.value else 1024)
     rows = [time_config(name, *sizes[name], repeats, rate) for name in _CONFIGS.value]
     print_table(rows)

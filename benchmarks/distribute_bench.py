@@ -32,9 +32,9 @@ tf = quiet.import_tensorflow()
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.training import distribute, machine  # noqa: E402
 from diy_lstm.training.config import TrainingConfig  # noqa: E402
-from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.training.optimizer import Adam  # noqa: E402
 from diy_lstm.training.trainer import Trainer  # noqa: E402
 from tasks.text.task import TextData, TextTask  # noqa: E402
@@ -65,8 +65,14 @@ def measure(strategy: str, units: int, sizes: dict, steps: int) -> dict:
         model = LSTMModel(config)
         optimizer = Adam(model.trainable_variables, learning_rate=training.learning_rate)
         task.make_variables(config, place.replicas)
-    trainer = Trainer(model, optimizer, task.loss, jit_compile=True, clip_norm=training.clip_norm,
-                      strategy=place.strategy if place.distributed else None)
+    trainer = Trainer(
+        model,
+        optimizer,
+        task.loss,
+        jit_compile=True,
+        clip_norm=training.clip_norm,
+        strategy=place.strategy if place.distributed else None,
+    )
     batches = iter(distribute.distribute_batches(place, lambda: task.training_batches(range(1))))
     times = []
     for index in range(sizes["warm_up"] + steps):
@@ -76,14 +82,25 @@ def measure(strategy: str, units: int, sizes: dict, steps: int) -> dict:
         if index >= sizes["warm_up"]:
             times.append(time.perf_counter() - started)
     gradient_bytes = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
-    return {"seconds_per_step": float(np.median(times)), "replicas": place.replicas, "gradient_bytes": gradient_bytes,
-            "characters_per_step": sizes["batch"] * sizes["time"]}
+    return {
+        "seconds_per_step": float(np.median(times)),
+        "replicas": place.replicas,
+        "gradient_bytes": gradient_bytes,
+        "characters_per_step": sizes["batch"] * sizes["time"],
+    }
 
 
 def _run_placement(placement: str, units: int) -> dict:
     """One measurement in fresh processes (two for two_workers); the chief's (process 0's) numbers."""
-    command = [sys.executable, "-m", "benchmarks.distribute_bench", f"--measure={PLACEMENTS[placement]}",
-               f"--measure_units={units}", f"--steps={_STEPS.value}", f"--quick={_QUICK.value}"]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.distribute_bench",
+        f"--measure={PLACEMENTS[placement]}",
+        f"--measure_units={units}",
+        f"--steps={_STEPS.value}",
+        f"--quick={_QUICK.value}",
+    ]
     tf_configs = distribute.loopback_tf_configs(2) if placement == "two_workers" else [None]
     processes = []
     for tf_config in tf_configs:
@@ -109,29 +126,43 @@ def main(argv: list[str]) -> None:
         for units in units_list:
             for placement in PLACEMENTS:  # interleaved
                 measured[units][placement].append(_run_placement(placement, units))
-                print(f"repeat {repeat + 1}/{repeats}, H={units}, {placement}: "
-                      f"{measured[units][placement][-1]['seconds_per_step'] * 1000:.1f} ms per step", flush=True)
+                print(
+                    f"repeat {repeat + 1}/{repeats}, H={units}, {placement}: "
+                    f"{measured[units][placement][-1]['seconds_per_step'] * 1000:.1f} ms per step",
+                    flush=True,
+                )
     rows = []
     for units in units_list:
         base = float(np.median([m["seconds_per_step"] for m in measured[units]["one_process"]]))
         for placement in PLACEMENTS:
             seconds = float(np.median([m["seconds_per_step"] for m in measured[units][placement]]))
             first = measured[units][placement][0]
-            rows.append({"units": units, "placement": placement, "replicas": first["replicas"],
-                         "ms_per_step": round(seconds * 1000, 1),
-                         "characters_per_second": round(first["characters_per_step"] / seconds),
-                         "speed_vs_one_process": round(base / seconds, 2),
-                         "gradient_bytes_per_step": first["gradient_bytes"]})
+            rows.append(
+                {
+                    "units": units,
+                    "placement": placement,
+                    "replicas": first["replicas"],
+                    "ms_per_step": round(seconds * 1000, 1),
+                    "characters_per_second": round(first["characters_per_step"] / seconds),
+                    "speed_vs_one_process": round(base / seconds, 2),
+                    "gradient_bytes_per_step": first["gradient_bytes"],
+                }
+            )
     print("| H | placement | replicas | ms per step | characters/s | vs one process | all-reduced bytes per step |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['units']} | {row['placement']} | {row['replicas']} | {row['ms_per_step']} | "
-              f"{row['characters_per_second']:,} | {row['speed_vs_one_process']} | "
-              f"{row['gradient_bytes_per_step']:,} |")
+        print(
+            f"| {row['units']} | {row['placement']} | {row['replicas']} | {row['ms_per_step']} | "
+            f"{row['characters_per_second']:,} | {row['speed_vs_one_process']} | "
+            f"{row['gradient_bytes_per_step']:,} |"
+        )
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     with open(_OUTPUT.value, "w") as f:
-        json.dump({"rows": rows, "sizes": sizes, "repeats": repeats, "steps": _STEPS.value,
-                   "machine": machine.describe()}, f, indent=2)
+        json.dump(
+            {"rows": rows, "sizes": sizes, "repeats": repeats, "steps": _STEPS.value, "machine": machine.describe()},
+            f,
+            indent=2,
+        )
     print(f"wrote {_OUTPUT.value}")
 
 

@@ -39,18 +39,34 @@ _SEEDS = flags.DEFINE_list("seeds", [str(seed) for seed in range(10)], "Seeds of
 _LENGTHS = flags.DEFINE_list("lengths", ["6", "100", "1000", "10000"], "Lengths scored.")
 _SEQUENCES = flags.DEFINE_integer("sequences", 100, "Fresh sequences per length and sampling.", lower_bound=1)
 _TRAIN_FLAGS = flags.DEFINE_list("train_flags", [], "Flags added to `train.py --lstm_size=24` (default: none).")
-_PATTERNS = flags.DEFINE_list("patterns", ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"],
-                              "Patterns repeated to the longest of --lengths: the shortest one scored wrong is reported.")
+_PATTERNS = flags.DEFINE_list(
+    "patterns",
+    ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"],
+    "Patterns repeated to the longest of --lengths: the shortest one scored wrong is reported.",
+)
 _OUTPUT = flags.DEFINE_string("output", "logs/generalize_bench.json", "Where the JSON goes.")
-_LOGDIR = flags.DEFINE_string("logdir", None, "Where the runs go (kept); default: a temporary directory, removed after.")
+_LOGDIR = flags.DEFINE_string(
+    "logdir", None, "Where the runs go (kept); default: a temporary directory, removed after."
+)
 
 
 def train(seed: int, logdir: str) -> tuple[float, dict]:
     """The default command for `seed`: its wall-clock seconds and its results.json."""
     started = time.perf_counter()
-    finished = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--lstm_size=24", f"--seed={seed}",
-                               f"--logdir={logdir}", f"--run_name=seed{seed}", *_TRAIN_FLAGS.value],
-                              cwd=ROOT, capture_output=True, text=True)
+    finished = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            "--lstm_size=24",
+            f"--seed={seed}",
+            f"--logdir={logdir}",
+            f"--run_name=seed{seed}",
+            *_TRAIN_FLAGS.value,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if finished.returncode != 0:
         raise RuntimeError(f"seed {seed}: {finished.stderr.strip()[-500:]}")
@@ -61,27 +77,38 @@ def train(seed: int, logdir: str) -> tuple[float, dict]:
 def score(export_dir: str) -> dict:
     loaded = tf.saved_model.load(export_dir)
     signature = loaded.signatures["serving_default"]
-    errors = {f"{sampling} {length}": evaluate_length(
-        signature, int(length), _SEQUENCES.value, 4321, 500, sampling,
-        about(loaded)["max_padded_characters"])["error_per_step"]
-        for length in _LENGTHS.value for sampling in ("uniform", "varied")}
+    errors = {
+        f"{sampling} {length}": evaluate_length(
+            signature, int(length), _SEQUENCES.value, 4321, 500, sampling, about(loaded)["max_padded_characters"]
+        )["error_per_step"]
+        for length in _LENGTHS.value
+        for sampling in ("uniform", "varied")
+    }
     longest = max(map(int, _LENGTHS.value))
-    wrong = [(row["first_wrong_step"], pattern) for pattern, row in evaluate_patterns(
-        signature, _PATTERNS.value, longest).items() if row["first_wrong_step"] is not None]
+    wrong = [
+        (row["first_wrong_step"], pattern)
+        for pattern, row in evaluate_patterns(signature, _PATTERNS.value, longest).items()
+        if row["first_wrong_step"] is not None
+    ]
     return {"per_step_error": errors, "about": about(loaded), "shortest_run_wrong": min(wrong, default=None)}
 
 
 def table(rows: list[dict]) -> str:
     columns = list(rows[0]["per_step_error"])
-    lines = ["| seed | command s | training s | restarts | checked exact up to | " + " | ".join(columns)
-             + " | first wrong step of a repeated pattern |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " | --- |"]
+    lines = [
+        "| seed | command s | training s | restarts | checked exact up to | "
+        + " | ".join(columns)
+        + " | first wrong step of a repeated pattern |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " | --- |",
+    ]
     for row in rows:
         errors = " | ".join(f"{100 * row['per_step_error'][c]:.2f}%" for c in columns)
         run = row["shortest_run_wrong"]
         runs = "none" if run is None else f"{run[0]:,} (`{run[1]}`)"
-        lines.append(f"| {row['seed']} | {row['command_seconds']:.1f} | {row['training_seconds']:.1f} | "
-                     f"{row['restarts']} | {row['about']['validated_exact_up_to']:,} | {errors} | {runs} |")
+        lines.append(
+            f"| {row['seed']} | {row['command_seconds']:.1f} | {row['training_seconds']:.1f} | "
+            f"{row['restarts']} | {row['about']['validated_exact_up_to']:,} | {errors} | {runs} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,11 +119,22 @@ def main(argv: list[str]) -> None:
         for seed in map(int, _SEEDS.value):
             seconds, results = train(seed, logdir)
             training = results["seconds"] + sum(given_up["seconds"] for given_up in results["restarts"])
-            rows.append({"seed": seed, "command_seconds": seconds, "training_seconds": training,
-                         "restarts": len(results["restarts"]), **score(results["export_dir"])})
+            rows.append(
+                {
+                    "seed": seed,
+                    "command_seconds": seconds,
+                    "training_seconds": training,
+                    "restarts": len(results["restarts"]),
+                    **score(results["export_dir"]),
+                }
+            )
             print(f"seed {seed}: {seconds:.1f}s, {rows[-1]['per_step_error']}", flush=True)
-    report = {"date": datetime.date.today().isoformat(), "machine": machine.describe(),
-              "command": "python train.py --lstm_size=24 " + " ".join(_TRAIN_FLAGS.value), "rows": rows}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine.describe(),
+        "command": "python train.py --lstm_size=24 " + " ".join(_TRAIN_FLAGS.value),
+        "rows": rows,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
     with open(_OUTPUT.value, "w") as f:
         json.dump(report, f, indent=2)

@@ -59,8 +59,12 @@ def large_matmul_rate(size: int = 1024, chain: int = 8, repeats: int = 5) -> flo
 
 def _keras_variants(time_steps: int | None, text: bool) -> dict[str, dict]:
     """name -> options: `cudnn` (None: Keras's choice), `unroll`, `jit` ("auto": `model.fit`'s), `embedding`."""
-    variants = {"keras": {}, "keras_no_cudnn": {"cudnn": False}, "keras_xla": {"jit": True},
-                "keras_no_cudnn_xla": {"cudnn": False, "jit": True}}
+    variants = {
+        "keras": {},
+        "keras_no_cudnn": {"cudnn": False},
+        "keras_xla": {"jit": True},
+        "keras_no_cudnn_xla": {"cudnn": False, "jit": True},
+    }
     if time_steps is not None and time_steps <= 16:
         variants.update(keras_unrolled={"unroll": True}, keras_unrolled_xla={"unroll": True, "jit": True})
     if text:
@@ -80,15 +84,23 @@ def keras_counter_steps(units: int, inputs: np.ndarray, final_sums: np.ndarray) 
 
     steps = {}
     for name, options in _keras_variants(inputs.shape[1], text=False).items():
-        model = keras.Sequential([keras.Input(inputs.shape[1:]), _lstm(keras, units, options, False),
-                                  keras.layers.Dense(1)])
+        model = keras.Sequential(
+            [keras.Input(inputs.shape[1:]), _lstm(keras, units, options, False), keras.layers.Dense(1)]
+        )
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", jit_compile=options.get("jit", "auto"))
         steps[name] = lambda model=model: model.train_on_batch(inputs, final_sums)
     return steps
 
 
-def keras_text_steps(vocabulary: int, units: int, layers: int, ids: np.ndarray, targets: np.ndarray,
-                     learning_rate: float = 2e-3, clip_norm: float = 5.0) -> dict[str, Step]:
+def keras_text_steps(
+    vocabulary: int,
+    units: int,
+    layers: int,
+    ids: np.ndarray,
+    targets: np.ndarray,
+    learning_rate: float = 2e-3,
+    clip_norm: float = 5.0,
+) -> dict[str, Step]:
     """Keras's char-LM step: one-hot (or `Embedding`) inputs, `layers` × `LSTM(units)`, `Dense(vocabulary)`,
     `SparseCategoricalCrossentropy(from_logits=True)`, `Adam(learning_rate, clipnorm)`."""
     import keras
@@ -96,13 +108,19 @@ def keras_text_steps(vocabulary: int, units: int, layers: int, ids: np.ndarray, 
     one_hot = np.eye(vocabulary, dtype=np.float32)[ids]
     steps = {}
     for name, options in _keras_variants(None, text=True).items():
-        first = [keras.Input((ids.shape[1],), dtype="int32"), keras.layers.Embedding(vocabulary, vocabulary)] \
-            if options.get("embedding") else [keras.Input((ids.shape[1], vocabulary))]
-        model = keras.Sequential([*first, *[_lstm(keras, units, options, True) for _ in range(layers)],
-                                  keras.layers.Dense(vocabulary)])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clip_norm),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      jit_compile=options.get("jit", "auto"))
+        first = (
+            [keras.Input((ids.shape[1],), dtype="int32"), keras.layers.Embedding(vocabulary, vocabulary)]
+            if options.get("embedding")
+            else [keras.Input((ids.shape[1], vocabulary))]
+        )
+        model = keras.Sequential(
+            [*first, *[_lstm(keras, units, options, True) for _ in range(layers)], keras.layers.Dense(vocabulary)]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clip_norm),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=options.get("jit", "auto"),
+        )
         given = ids if options.get("embedding") else one_hot
         steps[name] = lambda model=model, given=given: model.train_on_batch(given, targets)
     return steps
@@ -162,8 +180,15 @@ def flax_counter_step(units: int, inputs: np.ndarray, final_sums: np.ndarray) ->
     return call
 
 
-def flax_text_step(vocabulary: int, units: int, layers: int, ids: np.ndarray, targets: np.ndarray,
-                   learning_rate: float = 2e-3, clip_norm: float = 5.0) -> Step | None:
+def flax_text_step(
+    vocabulary: int,
+    units: int,
+    layers: int,
+    ids: np.ndarray,
+    targets: np.ndarray,
+    learning_rate: float = 2e-3,
+    clip_norm: float = 5.0,
+) -> Step | None:
     """Flax's char-LM step: one-hot inputs, `layers` × `nn.RNN(nn.OptimizedLSTMCell)`, `Dense`, softmax
     cross-entropy, `optax.chain(clip_by_global_norm, adam)`."""
     if not flax_available():
@@ -200,6 +225,5 @@ def flax_text_step(vocabulary: int, units: int, layers: int, ids: np.ndarray, ta
 
 def fastest_peer(milliseconds: dict[str, float], ours: str = "ours") -> tuple[str, float]:
     """The peer with the shortest step, and its time."""
-    name = min((name for name in milliseconds if name != ours and not name.startswith("ours")),
-               key=milliseconds.get)
+    name = min((name for name in milliseconds if name != ours and not name.startswith("ours")), key=milliseconds.get)
     return name, milliseconds[name]

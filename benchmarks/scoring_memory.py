@@ -26,10 +26,17 @@ _LAYERS = flags.DEFINE_list("layers", ["1", "2"], "Layer counts to measure.")
 _CHARACTERS = flags.DEFINE_integer("characters", 1_000_000, "P: the smaller call's padded characters.")
 _LENGTH = flags.DEFINE_integer("sequence_length", 10_000, "Characters of each scored sequence.")
 _ONE = flags.DEFINE_string("one", None, "Internal: measure one 'units,layers' in this process.")
-_GENERATE = flags.DEFINE_string("generate", None, "'texts,num_chars': instead, one call of a text model's generate "
-                                "(76 characters, 256 units) with that many empty prompts.")
-_TEXT_SCORE = flags.DEFINE_string("text_score", None, "'texts,length,units': instead, one call of a text model's score "
-                                  "(76 characters) on that many random texts.")
+_GENERATE = flags.DEFINE_string(
+    "generate",
+    None,
+    "'texts,num_chars': instead, one call of a text model's generate "
+    "(76 characters, 256 units) with that many empty prompts.",
+)
+_TEXT_SCORE = flags.DEFINE_string(
+    "text_score",
+    None,
+    "'texts,length,units': instead, one call of a text model's score (76 characters) on that many random texts.",
+)
 
 SEQUENCE_LENGTH = 10_000
 
@@ -106,14 +113,19 @@ def measure_generate(texts: int, num_chars: int) -> int:
     generate = signatures["generate"]
     sampling = {"temperature": tf.constant(1.0), "seed": tf.constant(0, tf.int64)}
     generate(prompt=tf.constant([""] * texts), num_chars=tf.constant(64), **sampling)  # compiled once
-    return _peak_above_resident(lambda: generate(prompt=tf.constant([""] * texts), num_chars=tf.constant(num_chars),
-                                                 **sampling))
+    return _peak_above_resident(
+        lambda: generate(prompt=tf.constant([""] * texts), num_chars=tf.constant(num_chars), **sampling)
+    )
 
 
 def _measured(units: int, layers: int, characters: int) -> int:
-    result = subprocess.run([sys.executable, "-m", "benchmarks.scoring_memory", f"--one={units},{layers}",
-                             f"--characters={characters}"], capture_output=True, text=True, check=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scoring_memory", f"--one={units},{layers}", f"--characters={characters}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     return int(result.stdout.strip().splitlines()[-1])
 
 
@@ -121,14 +133,18 @@ def main(argv: list[str]) -> None:
     if _TEXT_SCORE.value:
         texts, length, units = (int(v) for v in _TEXT_SCORE.value.split(","))
         peak = measure_text_score(texts, length, units)
-        print(f"text score: {texts} texts x {length:,} characters, {units} units: {peak / 1e6:.1f} MB, "
-              f"{peak / (texts * length):.1f} bytes a character")
+        print(
+            f"text score: {texts} texts x {length:,} characters, {units} units: {peak / 1e6:.1f} MB, "
+            f"{peak / (texts * length):.1f} bytes a character"
+        )
         return
     if _GENERATE.value:
         texts, num_chars = (int(v) for v in _GENERATE.value.split(","))
         peak = measure_generate(texts, num_chars)
-        print(f"generate: {texts} texts x {num_chars:,} characters: {peak / 1e6:.1f} MB, "
-              f"{peak / (texts * num_chars):.1f} bytes a character")
+        print(
+            f"generate: {texts} texts x {num_chars:,} characters: {peak / 1e6:.1f} MB, "
+            f"{peak / (texts * num_chars):.1f} bytes a character"
+        )
         return
     if _ONE.value:
         units, layers = (int(v) for v in _ONE.value.split(","))
@@ -141,11 +157,20 @@ def main(argv: list[str]) -> None:
             characters = min(_CHARACTERS.value, 20_000_000 // (units * layers))  # 4P: about 3 GB at most
             characters = max(SEQUENCE_LENGTH, characters - characters % SEQUENCE_LENGTH)
             small, large = _measured(units, layers, characters), _measured(units, layers, 4 * characters)
-            row = {"units": units, "layers": layers, "padded_characters": characters, "peak_bytes": small,
-                   "peak_bytes_4x": large, "bytes_per_padded_character": round((large - small) / (3 * characters), 1)}
+            row = {
+                "units": units,
+                "layers": layers,
+                "padded_characters": characters,
+                "peak_bytes": small,
+                "peak_bytes_4x": large,
+                "bytes_per_padded_character": round((large - small) / (3 * characters), 1),
+            }
             rows.append(row)
-            print(f"{units:>6} {layers:>6} {characters:>10,} {small / 1e6:>15.1f} {large / 1e6:>11.1f} "
-                  f"{row['bytes_per_padded_character']:>11.1f}", flush=True)
+            print(
+                f"{units:>6} {layers:>6} {characters:>10,} {small / 1e6:>15.1f} {large / 1e6:>11.1f} "
+                f"{row['bytes_per_padded_character']:>11.1f}",
+                flush=True,
+            )
     print(json.dumps(rows))
 
 

@@ -34,12 +34,12 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from benchmarks import peers  # noqa: E402
-from diy_lstm.training import machine  # noqa: E402
-from tasks.text.serving import TextGenerator  # noqa: E402
 from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
-from diy_lstm.training.optimizer import Adam  # noqa: E402
+from diy_lstm.training import machine  # noqa: E402
 from diy_lstm.training.config import TrainingConfig  # noqa: E402
+from diy_lstm.training.optimizer import Adam  # noqa: E402
 from diy_lstm.training.trainer import Trainer  # noqa: E402
+from tasks.text.serving import TextGenerator  # noqa: E402
 from tasks.text.task import TextData, TextTask  # noqa: E402
 
 _MODE = flags.DEFINE_enum("mode", "step", ["step", "equal_time", "generate"], "What to measure.")
@@ -49,13 +49,18 @@ _SECONDS = flags.DEFINE_float("seconds", 600.0, "equal_time: training seconds pe
 _EVALUATIONS = flags.DEFINE_integer("evaluations", 12, "equal_time: validation points per curve.", lower_bound=2)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.02, "Our Adam's learning rate (step: constant).")
 _KERAS_LEARNING_RATE = flags.DEFINE_float(
-    "keras_learning_rate", 0.002, "equal_time: the Keras peer's constant learning rate (its own Adam, clipnorm 5).")
-_VALIDATION_SPLIT = flags.DEFINE_enum("validation_split", "interleaved", ["interleaved", "tail"],
-                                      "equal_time: which validation text (tasks/text/text_data.split).")
+    "keras_learning_rate", 0.002, "equal_time: the Keras peer's constant learning rate (its own Adam, clipnorm 5)."
+)
+_VALIDATION_SPLIT = flags.DEFINE_enum(
+    "validation_split",
+    "interleaved",
+    ["interleaved", "tail"],
+    "equal_time: which validation text (tasks/text/text_data.split).",
+)
 _LEARNING_RATE_DECAY = flags.DEFINE_float(
-    "learning_rate_decay", 0.1, "equal_time: the rate decays exponentially to this fraction by --seconds.")
-_KERAS_XLA = flags.DEFINE_boolean(
-    "keras_xla", False, "equal_time: compile the Keras peer's step with XLA.")
+    "learning_rate_decay", 0.1, "equal_time: the rate decays exponentially to this fraction by --seconds."
+)
+_KERAS_XLA = flags.DEFINE_boolean("keras_xla", False, "equal_time: compile the Keras peer's step with XLA.")
 _OUTPUT = flags.DEFINE_string("output", "logs/text_bench", "Where JSON, PNG and TensorBoard events go.")
 
 SIZES = {"units": 256, "time": 100, "batch": 64}
@@ -68,8 +73,12 @@ def sizes() -> dict:
 
 
 def text_task(batch: int, time_steps: int) -> TextTask:
-    data = TextData(corpus="hamlet_soliloquy" if _QUICK.value else "shakespeare", validation_fraction=0.1,
-                    validation_split=_VALIDATION_SPLIT.value, unroll_length=time_steps)
+    data = TextData(
+        corpus="hamlet_soliloquy" if _QUICK.value else "shakespeare",
+        validation_fraction=0.1,
+        validation_split=_VALIDATION_SPLIT.value,
+        unroll_length=time_steps,
+    )
     task = TextTask(data)
     task.prepare(TrainingConfig(epochs=1, batch_size=batch))
     return task
@@ -77,13 +86,18 @@ def text_task(batch: int, time_steps: int) -> TextTask:
 
 def ours(task: TextTask, units: int, layers: int):
     size = len(task.vocabulary)
-    config = ModelConfig(input_size=size, units=units, num_layers=layers, output_size=size,
-                         initializer="glorot_uniform")
+    config = ModelConfig(
+        input_size=size, units=units, num_layers=layers, output_size=size, initializer="glorot_uniform"
+    )
     task.make_variables(config, replicas=1)
     model = LSTMModel(config, backprop="bptt", inline_loops=True)
-    trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value), task.loss,
-                      jit_compile=True,
-                      clip_norm=CLIP_NORM)
+    trainer = Trainer(
+        model,
+        Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value),
+        task.loss,
+        jit_compile=True,
+        clip_norm=CLIP_NORM,
+    )
     return model, trainer
 
 
@@ -117,8 +131,9 @@ def keras_stateful(size: int, units: int, layers: int, batch: int, xla: bool, le
 def text_step_flops(vocabulary: int, units: int, layers: int, time_steps: int, batch: int) -> float:
     """Matmul FLOPs of one training step (forward, and twice that backward): the recurrent matmul of
     every layer, the input matmul of layers above the first (the first reads ids: a gather), the readout."""
-    forward = time_steps * batch * 2.0 * (layers * units * 4 * units + (layers - 1) * units * 4 * units
-                                          + units * vocabulary)
+    forward = (
+        time_steps * batch * 2.0 * (layers * units * 4 * units + (layers - 1) * units * 4 * units + units * vocabulary)
+    )
     return 3 * forward
 
 
@@ -128,7 +143,7 @@ def measure_steps() -> list[dict]:
     task = text_task(s["batch"], s["time"])
     size = len(task.vocabulary)
     start, stop = task.windows[0]
-    ids, targets = task.train_streams[:, start:stop], task.train_streams[:, start + 1:stop + 1]
+    ids, targets = task.train_streams[:, start:stop], task.train_streams[:, start + 1 : stop + 1]
     rate = peers.large_matmul_rate(256 if _QUICK.value else 1024)
     rows = []
     for layers in (1, 2):
@@ -141,20 +156,31 @@ def measure_steps() -> list[dict]:
         medians = peers.interleaved_medians(steps, 2 if _QUICK.value else _REPEATS.value)
         ms = {name: 1e3 * seconds for name, seconds in medians.items()}
         peer, peer_ms = peers.fastest_peer(ms)
-        row = {"layers": layers, **s, "vocabulary": size, "ms": ms, "fastest_peer": peer,
-               "speedup": peer_ms / ms["ours"], "matmul_gflops": rate / 1e9,
-               "gflops": text_step_flops(size, s["units"], layers, s["time"], s["batch"]) / medians["ours"] / 1e9}
-        print(f"layers {layers}: ours {ms['ours']:.1f} ms; " + ", ".join(
-            f"{name} {value:.1f}" for name, value in ms.items() if name != "ours")
-              + f"; fastest peer {peer}: speedup {row['speedup']:.2f}; {row['gflops']:.1f} GFLOP/s "
-              f"(machine {row['matmul_gflops']:.0f})", flush=True)
+        row = {
+            "layers": layers,
+            **s,
+            "vocabulary": size,
+            "ms": ms,
+            "fastest_peer": peer,
+            "speedup": peer_ms / ms["ours"],
+            "matmul_gflops": rate / 1e9,
+            "gflops": text_step_flops(size, s["units"], layers, s["time"], s["batch"]) / medians["ours"] / 1e9,
+        }
+        print(
+            f"layers {layers}: ours {ms['ours']:.1f} ms; "
+            + ", ".join(f"{name} {value:.1f}" for name, value in ms.items() if name != "ours")
+            + f"; fastest peer {peer}: speedup {row['speedup']:.2f}; {row['gflops']:.1f} GFLOP/s "
+            f"(machine {row['matmul_gflops']:.0f})",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
 
 def bits_per_char(task: TextTask, text: str, logits_of, layers: int, units: int) -> float:
     """Bits per character over `text`, read in 16 streams with the state carried."""
-    from tasks.text.text_data import streams as cut, window_bounds
+    from tasks.text.text_data import streams as cut
+    from tasks.text.text_data import window_bounds
 
     text_ids = task.vocabulary.ids(text)
     count = 16
@@ -163,8 +189,11 @@ def bits_per_char(task: TextTask, text: str, logits_of, layers: int, units: int)
     total = 0.0
     for start, stop in window_bounds(pieces.shape[1], task.data.unroll_length):
         logits, states = logits_of(tf.constant(pieces[:, start:stop]), states)
-        total += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            tf.constant(pieces[:, start + 1:stop + 1]), logits)))
+        total += float(
+            tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(pieces[:, start + 1 : stop + 1]), logits)
+            )
+        )
     return total / (count * (pieces.shape[1] - 1)) / np.log(2)
 
 
@@ -174,10 +203,13 @@ def equal_time() -> dict:
     size, units, layers = len(task.vocabulary), s["units"], 1
     model, trainer = ours(task, units, layers)
     our_step, our_optimizer = trainer.train_step, trainer.optimizer
-    keras_model, keras_step, _ = keras_stateful(size, units, layers, s["batch"], _KERAS_XLA.value,
-                                                _KERAS_LEARNING_RATE.value)
-    texts = {"validation": task.split_texts["validation"], "train": task.split_texts["train"][:len(
-        task.split_texts["validation"])]}
+    keras_model, keras_step, _ = keras_stateful(
+        size, units, layers, s["batch"], _KERAS_XLA.value, _KERAS_LEARNING_RATE.value
+    )
+    texts = {
+        "validation": task.split_texts["validation"],
+        "train": task.split_texts["train"][: len(task.split_texts["validation"])],
+    }
     keras_eval_model, _, _ = keras_stateful(size, units, layers, 16, xla=False)
 
     @tf.function(autograph=False)
@@ -206,11 +238,12 @@ def equal_time() -> dict:
         while clock[name] < seconds:
             if name == "ours":  # train_text.py's schedule, in time: decay to --learning_rate_decay by the budget
                 our_optimizer.learning_rate.assign(
-                    _LEARNING_RATE.value * _LEARNING_RATE_DECAY.value ** min(clock[name] / budget, 1.0))
+                    _LEARNING_RATE.value * _LEARNING_RATE_DECAY.value ** min(clock[name] / budget, 1.0)
+                )
             index = position[name] % len(windows)
             start, stop = windows[index]
             inputs = tf.constant(task.train_streams[:, start:stop], tf.int32)
-            targets = tf.constant(task.train_streams[:, start + 1:stop + 1], tf.int32)
+            targets = tf.constant(task.train_streams[:, start + 1 : stop + 1], tf.int32)
             first = position[name] == 0  # its time is mostly tracing and XLA compiling: not counted
             began = time.perf_counter()
             if name == "ours":
@@ -229,19 +262,34 @@ def equal_time() -> dict:
         keras_eval_model.set_weights(keras_model.get_weights())
         logits_of = {"ours": our_logits, "keras": keras_logits}
         for name in curves:
-            curves[name].append({"seconds": round(clock[name], 1), "windows": position[name], **{
-                f"{split}_bpc": bits_per_char(task, text, logits_of[name], layers, units)
-                for split, text in texts.items()}})
+            curves[name].append(
+                {
+                    "seconds": round(clock[name], 1),
+                    "windows": position[name],
+                    **{
+                        f"{split}_bpc": bits_per_char(task, text, logits_of[name], layers, units)
+                        for split, text in texts.items()
+                    },
+                }
+            )
         ours_now, keras_now = curves["ours"][-1], curves["keras"][-1]
-        print(f"{checkpoint:7.0f}s  ours {ours_now['validation_bpc']:.3f} / {ours_now['train_bpc']:.3f} bpc "
-              f"({position['ours']} steps)  keras {keras_now['validation_bpc']:.3f} / {keras_now['train_bpc']:.3f} bpc "
-              f"({position['keras']} steps)  (validation / training text)", flush=True)
+        print(
+            f"{checkpoint:7.0f}s  ours {ours_now['validation_bpc']:.3f} / {ours_now['train_bpc']:.3f} bpc "
+            f"({position['ours']} steps)  keras {keras_now['validation_bpc']:.3f} / {keras_now['train_bpc']:.3f} bpc "
+            f"({position['keras']} steps)  (validation / training text)",
+            flush=True,
+        )
     if "unseen" in task.split_texts:  # the two plays never trained on, scored once at the end
         for name in curves:
-            curves[name][-1]["unseen_bpc"] = bits_per_char(task, task.split_texts["unseen"], logits_of[name], layers,
-                                                           units)
-        print("  unseen plays: " + ", ".join(f"{name} {points[-1]['unseen_bpc']:.3f}" for name, points in curves.items())
-              + " bpc", flush=True)
+            curves[name][-1]["unseen_bpc"] = bits_per_char(
+                task, task.split_texts["unseen"], logits_of[name], layers, units
+            )
+        print(
+            "  unseen plays: "
+            + ", ".join(f"{name} {points[-1]['unseen_bpc']:.3f}" for name, points in curves.items())
+            + " bpc",
+            flush=True,
+        )
     return curves
 
 
@@ -254,8 +302,9 @@ def plot(curves: dict, path: str, title: str) -> None:
     keras_label = f"keras.layers.LSTM{' (XLA)' if _KERAS_XLA.value else ''}, Adam {_KERAS_LEARNING_RATE.value:g}"
     for axis, split in zip(axes, ("validation", "train")):
         for name, label in (("ours", "diy_lstm (hand-written BPTT, XLA)"), ("keras", keras_label)):
-            axis.plot([p["seconds"] for p in curves[name]], [p[f"{split}_bpc"] for p in curves[name]], "o-",
-                      label=label)
+            axis.plot(
+                [p["seconds"] for p in curves[name]], [p[f"{split}_bpc"] for p in curves[name]], "o-", label=label
+            )
         axis.set_xlabel("training seconds (evaluation not counted)")
         axis.set_ylabel(f"{'validation' if split == 'validation' else 'training-text'} bits per character")
         axis.grid(alpha=0.3)
@@ -274,11 +323,16 @@ def generation_speed() -> list[dict]:
     chars = 50 if _QUICK.value else 1000
     for batch in (1, 64):
         prompts = tf.constant([task.split_texts["train"][:5]] * batch)
-        seconds = peers.interleaved_medians({"generate": lambda: generator.generate(prompts, chars, 0.8, 0)["text"].numpy()},
-                                      2 if _QUICK.value else 5, 1)["generate"]
+        seconds = peers.interleaved_medians(
+            {"generate": lambda: generator.generate(prompts, chars, 0.8, 0)["text"].numpy()},
+            2 if _QUICK.value else 5,
+            1,
+        )["generate"]
         rows.append({"batch": batch, "chars": chars, "seconds": seconds, "chars_per_second": batch * chars / seconds})
-        print(f"generate, batch {batch}: {batch * chars / seconds:,.0f} characters/s ({chars} each, "
-              f"{seconds:.2f} s)", flush=True)
+        print(
+            f"generate, batch {batch}: {batch * chars / seconds:,.0f} characters/s ({chars} each, {seconds:.2f} s)",
+            flush=True,
+        )
     return rows
 
 
@@ -286,8 +340,11 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)
     tf.get_logger().setLevel("ERROR")  # Keras's retracing warnings, one per variant
     measured_on = machine.describe()
-    print(f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
-          f"({measured_on['cpu']})  mode {_MODE.value}", flush=True)
+    print(
+        f"# {datetime.date.today()}  TensorFlow {measured_on['tensorflow']}  {measured_on['cores']} cores "
+        f"({measured_on['cpu']})  mode {_MODE.value}",
+        flush=True,
+    )
     os.makedirs(_OUTPUT.value, exist_ok=True)
     if _MODE.value == "step":
         report = {"rows": measure_steps()}
@@ -296,18 +353,21 @@ def main(argv: list[str]) -> None:
     else:
         curves = equal_time()
         report = {"curves": curves}
-        title = (f"{datetime.date.today()}, {measured_on['cpu']}, {measured_on['cores']} cores: H={sizes()['units']}, "
-                 f"T={sizes()['time']}, B={sizes()['batch']}, {_VALIDATION_SPLIT.value} validation; ours Adam "
-                 f"{_LEARNING_RATE.value} decaying to {_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, "
-                 f"Keras Adam {_KERAS_LEARNING_RATE.value} constant")
+        title = (
+            f"{datetime.date.today()}, {measured_on['cpu']}, {measured_on['cores']} cores: H={sizes()['units']}, "
+            f"T={sizes()['time']}, B={sizes()['batch']}, {_VALIDATION_SPLIT.value} validation; ours Adam "
+            f"{_LEARNING_RATE.value} decaying to {_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, "
+            f"Keras Adam {_KERAS_LEARNING_RATE.value} constant"
+        )
         plot(curves, os.path.join(_OUTPUT.value, "equal_time.png"), title)
         for name, points in curves.items():
             writer = tf.summary.create_file_writer(os.path.join(_OUTPUT.value, "equal_time", name))
             with writer.as_default():
                 for point in points:
                     for split in ("validation", "train"):
-                        tf.summary.scalar(f"{split}_bits_per_char_by_second", point[f"{split}_bpc"],
-                                          step=int(point["seconds"]))
+                        tf.summary.scalar(
+                            f"{split}_bits_per_char_by_second", point[f"{split}_bpc"], step=int(point["seconds"])
+                        )
             writer.close()
     report["machine"] = measured_on
     with open(os.path.join(_OUTPUT.value, f"{_MODE.value}.json"), "w") as f:

@@ -14,7 +14,6 @@ Around it:
     cli/               what the command lines share: a quiet import, one error path, bounded flag files
     files.py           what may be read (regular files, up to a cap) and touched (only what a run made)
     errors.py          the first line of an error, as every one-line report shows it
-    score.py, generate.py   `python -m diy_lstm.score` / `.generate`: run the tasks' command lines (by name)
 
 The library never imports a task: tasks (`tasks.counter`, `tasks.text`) import it.
 """

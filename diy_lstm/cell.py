@@ -66,8 +66,12 @@ class FusedWeights(NamedTuple):
     bias: tf.Tensor
 
 
-def lstm_step(projected_input: tf.Tensor, state: LSTMState, recurrent_kernel: tf.Tensor,
-              sigma: Callable[[tf.Tensor], tf.Tensor] = tf.sigmoid) -> Gates:
+def lstm_step(
+    projected_input: tf.Tensor,
+    state: LSTMState,
+    recurrent_kernel: tf.Tensor,
+    sigma: Callable[[tf.Tensor], tf.Tensor] = tf.sigmoid,
+) -> Gates:
     """One step of the equations in the module docstring: the step every path runs.
 
     Args:
@@ -173,6 +177,8 @@ def step_function(sigma: RecurrentActivation, one_tanh: bool = False) -> StepFun
     if one_tanh and sigma is RECURRENT_ACTIVATIONS["sigmoid"]:
         return lstm_step_one_tanh
     return functools.partial(lstm_step, sigma=sigma.function)
+
+
 Initializer = Callable[[list, tf.Tensor, tf.DType], tf.Tensor]
 
 

@@ -33,8 +33,13 @@ class FileLimitError(ValueError):
     """A file this project will not read: not a regular file, or larger than its cap."""
 
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
-          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def check_regular_file(path: str, what: str, max_bytes: int) -> int:
@@ -104,12 +109,15 @@ def check_run_dir(run_dir: str, flag: str = "--run_name", task_name: str | None 
     if os.path.islink(run_dir) or (os.path.exists(run_dir) and not os.path.isdir(run_dir)):
         raise NotOursError(f"{run_dir} is not a directory; choose another {flag} or --logdir")
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not is_run_dir(run_dir):
-        raise NotOursError(f"{run_dir} is not empty and is not a diy_lstm run directory (it has no {RUN_MARKER}); "
-                           f"refusing to write in it: choose another {flag} or --logdir")
+        raise NotOursError(
+            f"{run_dir} is not empty and is not a diy_lstm run directory (it has no {RUN_MARKER}); "
+            f"refusing to write in it: choose another {flag} or --logdir"
+        )
     made_by = run_task(run_dir) if task_name is not None else None
     if made_by is not None and made_by != task_name:
-        raise NotOursError(f"{run_dir} is a {made_by} run; a {task_name} run does not train in it: choose another "
-                           f"{flag} or --logdir")
+        raise NotOursError(
+            f"{run_dir} is a {made_by} run; a {task_name} run does not train in it: choose another {flag} or --logdir"
+        )
 
 
 def run_task(run_dir: str) -> str | None:

@@ -17,8 +17,16 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import (INITIALIZERS, RECURRENT_ACTIVATIONS, FusedWeights, Gates, LSTMCell, LSTMState, weight_seed,
-                           zero_state)
+from diy_lstm.cell import (
+    INITIALIZERS,
+    RECURRENT_ACTIVATIONS,
+    FusedWeights,
+    Gates,
+    LSTMCell,
+    LSTMState,
+    weight_seed,
+    zero_state,
+)
 from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, lstm_over_time, scan
 
 READOUTS = ("hidden", "cell")
@@ -90,8 +98,9 @@ class LSTMModel(tf.Module):
         trace time and small (`rnn.MAX_INLINED_STEPS`).
     """
 
-    def __init__(self, config: ModelConfig, backprop: str = "bptt", inline_loops: bool = False,
-                 name: str | None = None):
+    def __init__(
+        self, config: ModelConfig, backprop: str = "bptt", inline_loops: bool = False, name: str | None = None
+    ):
         super().__init__(name=name)
         if backprop not in BACKPROP_MODES:
             raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
@@ -116,9 +125,7 @@ class LSTMModel(tf.Module):
                 for index in range(config.num_layers)
             ]
             readout_seed = weight_seed(config.seed, config.num_layers, 0)
-            self.W_out = tf.Variable(
-                initializer([config.units, config.output_size], readout_seed, dtype), name="W_out"
-            )
+            self.W_out = tf.Variable(initializer([config.units, config.output_size], readout_seed, dtype), name="W_out")
             self.b_out = tf.Variable(tf.zeros([config.output_size], dtype=dtype), name="b_out")
 
     @property
@@ -168,10 +175,13 @@ class LSTMModel(tf.Module):
             )
             noise = None
             if gate_noise is not None:
-                noise = gate_noise(index, tf.concat([tf.shape(layer_inputs)[:2], [4 * layer.units]], axis=0), self.dtype)
+                noise = gate_noise(
+                    index, tf.concat([tf.shape(layer_inputs)[:2], [4 * layer.units]], axis=0), self.dtype
+                )
             initial_state = None if initial_states is None else LSTMState(*initial_states[index])
-            sequences = lstm_over_time(layer_inputs, layer.fused_weights(), layer.sigma, initial_state,
-                                       backprop, options, noise)
+            sequences = lstm_over_time(
+                layer_inputs, layer.fused_weights(), layer.sigma, initial_state, backprop, options, noise
+            )
             layers.append(sequences)
             layer_inputs = sequences.hidden
         predictions = self.readout(layers[-1])  # [time, batch, output_size]
@@ -189,8 +199,9 @@ class LSTMModel(tf.Module):
         """Every layer's gate variables side by side (`LSTMCell.fused_weights`), for `step`."""
         return tuple(layer.fused_weights() for layer in self.layers)
 
-    def step(self, inputs: tf.Tensor, states: tuple[LSTMState, ...],
-             weights: tuple[FusedWeights, ...] | None = None) -> tuple[Gates, ...]:
+    def step(
+        self, inputs: tf.Tensor, states: tuple[LSTMState, ...], weights: tuple[FusedWeights, ...] | None = None
+    ) -> tuple[Gates, ...]:
         """One step of every layer: `inputs` `[batch, input_size]` (or ids `[batch]`), `states` one
         `(h, c)` per layer. Returns each layer's gates and new state (`Gates`; `.state` to carry on).
         `weights`: `fused_weights()`, made once for many steps."""
@@ -219,11 +230,21 @@ class LSTMModel(tf.Module):
 
         def step(step_inputs, states):
             per_layer = self.step(step_inputs["x"], states, weights)
-            values = {f"{index}/{field}": value for index, gates in enumerate(per_layer)
-                      for field, value in gates._asdict().items()}
+            values = {
+                f"{index}/{field}": value
+                for index, gates in enumerate(per_layer)
+                for field, value in gates._asdict().items()
+            }
             return tuple(tuple(gates.state) for gates in per_layer), values
 
-        _, per_step = scan(step, {"x": layer_inputs}, tuple(map(tuple, self.initial_state(tf.shape(layer_inputs)[1]))),
-                           {name: self.dtype for name in names}, tf.shape(layer_inputs)[0])
+        _, per_step = scan(
+            step,
+            {"x": layer_inputs},
+            tuple(map(tuple, self.initial_state(tf.shape(layer_inputs)[1]))),
+            {name: self.dtype for name in names},
+            tf.shape(layer_inputs)[0],
+        )
         batch_major = {name: tf.transpose(per_step[name].stack(), [1, 0, 2]) for name in names}
-        return [Gates(*(batch_major[f"{index}/{field}"] for field in Gates._fields)) for index in range(len(self.layers))]
+        return [
+            Gates(*(batch_major[f"{index}/{field}"] for field in Gates._fields)) for index in range(len(self.layers))
+        ]

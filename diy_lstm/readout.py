@@ -46,28 +46,41 @@ def source_function(model: LSTMModel) -> Callable[[tf.Tensor], tf.Tensor]:
     return tf.function(lambda batch: readout_sources(model, batch), reduce_retracing=True, autograph=False)
 
 
-def fit_readout(model: LSTMModel, inputs: np.ndarray, targets: np.ndarray, lengths: np.ndarray,
-                batch_size: int = 256, sources: Callable[[tf.Tensor], tf.Tensor] | None = None) -> ReadoutFit:
+def fit_readout(
+    model: LSTMModel,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int = 256,
+    sources: Callable[[tf.Tensor], tf.Tensor] | None = None,
+) -> ReadoutFit:
     """Least-squares `(W_out, b_out)` for `inputs` `[batch, time, features]` and `targets`
     `[batch, time, output_size]`, over the real steps (`lengths` `[batch]`); the model is unchanged
     (`assign_readout` puts the fit in). `sources`: `source_function(model)`, if one is at hand."""
     steps = int(np.sum(lengths))
     if steps * (model.config.units + 1) > MAX_FIT_VALUES:
-        raise ValueError(f"a readout fit over {steps:,} steps would hold more than {MAX_FIT_VALUES:,} values; "
-                         "fit on fewer or shorter sequences")
+        raise ValueError(
+            f"a readout fit over {steps:,} steps would hold more than {MAX_FIT_VALUES:,} values; "
+            "fit on fewer or shorter sequences"
+        )
     sources = sources or source_function(model)
     rows, wanted = [], []
     for start in range(0, len(inputs), batch_size):
-        batch = tf.constant(inputs[start:start + batch_size], model.dtype)
-        real = np.arange(inputs.shape[1])[None, :] < lengths[start:start + batch_size, None]  # [batch, time]
+        batch = tf.constant(inputs[start : start + batch_size], model.dtype)
+        real = np.arange(inputs.shape[1])[None, :] < lengths[start : start + batch_size, None]  # [batch, time]
         rows.append(sources(batch).numpy().astype(np.float64)[real])  # [real steps, units]
-        wanted.append(targets[start:start + batch_size][real].astype(np.float64))
+        wanted.append(targets[start : start + batch_size][real].astype(np.float64))
     design = np.concatenate([np.concatenate(rows), np.ones([steps, 1])], axis=1)  # [steps, units + 1]
     wanted = np.concatenate(wanted)  # [steps, output_size]
     solution, *_ = np.linalg.lstsq(design, wanted, rcond=None)
     current = np.concatenate([model.W_out.numpy(), model.b_out.numpy()[None, :]]).astype(np.float64)
-    return ReadoutFit(solution[:-1], solution[-1], steps, float(np.abs(design @ current - wanted).max()),
-                      float(np.abs(design @ solution - wanted).max()))
+    return ReadoutFit(
+        solution[:-1],
+        solution[-1],
+        steps,
+        float(np.abs(design @ current - wanted).max()),
+        float(np.abs(design @ solution - wanted).max()),
+    )
 
 
 def assign_readout(model: LSTMModel, W_out: np.ndarray, b_out: np.ndarray) -> None:

@@ -67,7 +67,10 @@ def params_from_model(model) -> Params:
 
 
 def layer_forward(
-    inputs: np.ndarray, layer: LayerParams, activation: str = "sigmoid", noise: np.ndarray | None = None,
+    inputs: np.ndarray,
+    layer: LayerParams,
+    activation: str = "sigmoid",
+    noise: np.ndarray | None = None,
     initial_state: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """One layer over `inputs` `[batch, time, features]`, from `initial_state` `(h_0, c_0)` (zeros if None).
@@ -82,9 +85,12 @@ def layer_forward(
     units = layer.units
     if noise is None:
         noise = np.zeros((batch, time, 4 * units))
-    noise_of = {gate: noise[..., index * units:(index + 1) * units] for index, gate in enumerate("ifgo")}
-    hidden, cell = (np.zeros((batch, units)), np.zeros((batch, units))) if initial_state is None else (
-        np.asarray(initial_state[0], np.float64), np.asarray(initial_state[1], np.float64))
+    noise_of = {gate: noise[..., index * units : (index + 1) * units] for index, gate in enumerate("ifgo")}
+    hidden, cell = (
+        (np.zeros((batch, units)), np.zeros((batch, units)))
+        if initial_state is None
+        else (np.asarray(initial_state[0], np.float64), np.asarray(initial_state[1], np.float64))
+    )
     record = {name: np.zeros((batch, time, units)) for name in ("i", "f", "g", "o", "c", "h")}
     record["h0"], record["c0"] = hidden, cell
     for t in range(time):

@@ -105,8 +105,9 @@ def scan(
         return carry, {name: PerStep(values) for name, values in collected.items()}
 
     readers = {
-        name: value if isinstance(value, PerStep) else PerStep(
-            tf.TensorArray(value.dtype, size=num_steps).unstack(value))
+        name: value
+        if isinstance(value, PerStep)
+        else PerStep(tf.TensorArray(value.dtype, size=num_steps).unstack(value))
         for name, value in sequences.items()
     }
     writers = {name: tf.TensorArray(dtype, size=num_steps) for name, dtype in output_dtypes.items()}
@@ -214,8 +215,14 @@ def scan_lstm(
             outputs["tanh_cell"] = tf.tanh(new.cell)
         return tuple(new.state), {name: outputs[name] for name in kept}
 
-    last, outputs = scan(step, {"projected": projected}, tuple(initial_state), {name: projected.dtype for name in kept},
-                         tf.shape(projected)[0], options.inlined_steps(projected.shape[0]))
+    last, outputs = scan(
+        step,
+        {"projected": projected},
+        tuple(initial_state),
+        {name: projected.dtype for name in kept},
+        tf.shape(projected)[0],
+        options.inlined_steps(projected.shape[0]),
+    )
     last = LSTMState(*last)
     if every_step:
         hidden, cell = outputs["hidden"].stack(), outputs["cell"].stack()
@@ -235,8 +242,9 @@ class BackwardStep(NamedTuple):
     dz: tf.Tensor
 
 
-def bptt_step(step: dict[str, tf.Tensor], dh: tf.Tensor, dc: tf.Tensor, recurrent_kernel_t: tf.Tensor,
-              gate_backward) -> BackwardStep:
+def bptt_step(
+    step: dict[str, tf.Tensor], dh: tf.Tensor, dc: tf.Tensor, recurrent_kernel_t: tf.Tensor, gate_backward
+) -> BackwardStep:
     """The backward pass through one step (`bptt_scan_lstm`'s equations).
 
     Args:
@@ -248,10 +256,15 @@ def bptt_step(step: dict[str, tf.Tensor], dh: tf.Tensor, dc: tf.Tensor, recurren
     input_gate, forget_gate, candidate = step["input_gate"], step["forget_gate"], step["candidate"]
     output_gate, tanh_cell = step["output_gate"], step["tanh_cell"]
     dc = dc + tanh_backward(tanh_cell, dh * output_gate)
-    dz = tf.concat([gate_backward(input_gate, dc * candidate),
-                    gate_backward(forget_gate, dc * step["previous_cell"]),
-                    tanh_backward(candidate, dc * input_gate),
-                    gate_backward(output_gate, dh * tanh_cell)], axis=-1)  # [batch, 4 * units]
+    dz = tf.concat(
+        [
+            gate_backward(input_gate, dc * candidate),
+            gate_backward(forget_gate, dc * step["previous_cell"]),
+            tanh_backward(candidate, dc * input_gate),
+            gate_backward(output_gate, dh * tanh_cell),
+        ],
+        axis=-1,
+    )  # [batch, 4 * units]
     return BackwardStep(tf.matmul(dz, recurrent_kernel_t), dc * forget_gate, dz)
 
 
@@ -265,8 +278,9 @@ def _flat(sequence: tf.Tensor) -> tf.Tensor:
     return tf.reshape(sequence, [-1, sequence.shape[-1]])
 
 
-def _gradient_sequences(d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_hidden: tf.Tensor,
-                        num_steps: tf.Tensor, options: LoopOptions) -> tuple[dict, tf.Tensor, tf.Tensor]:
+def _gradient_sequences(
+    d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_hidden: tf.Tensor, num_steps: tf.Tensor, options: LoopOptions
+) -> tuple[dict, tf.Tensor, tf.Tensor]:
     """The loss gradients as the backward loop reads them: per-step `d_hidden` and `d_cell`
     (`[time, batch, units]`, zeros where none reach), and `(dh, dc)` entering at the last step."""
     zeros = tf.zeros_like(initial_hidden)
@@ -277,9 +291,16 @@ def _gradient_sequences(d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_h
     return {"d_hidden": none_reach, "d_cell": none_reach}, d_hidden[0], dc_last
 
 
-def _backward(inputs: tf.Tensor, weights: FusedWeights, initial_state: LSTMState, recorded: Recorded,
-              sigma: RecurrentActivation, options: LoopOptions, d_hidden: tf.Tensor, d_cell: tf.Tensor | None
-              ) -> tuple:
+def _backward(
+    inputs: tf.Tensor,
+    weights: FusedWeights,
+    initial_state: LSTMState,
+    recorded: Recorded,
+    sigma: RecurrentActivation,
+    options: LoopOptions,
+    d_hidden: tf.Tensor,
+    d_cell: tf.Tensor | None,
+) -> tuple:
     """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step; then the
     weight gradients and the input gradient are one matmul each (module docstring)."""
     num_steps = tf.shape(recorded.hidden)[0]
@@ -288,14 +309,25 @@ def _backward(inputs: tf.Tensor, weights: FusedWeights, initial_state: LSTMState
 
     def step(step_inputs, carry):
         dh_next, dc_next = carry
-        back = bptt_step(step_inputs, dh_next + step_inputs["d_hidden"], dc_next + step_inputs["d_cell"],
-                         recurrent_kernel_t, sigma.backward)
+        back = bptt_step(
+            step_inputs,
+            dh_next + step_inputs["d_hidden"],
+            dc_next + step_inputs["d_cell"],
+            recurrent_kernel_t,
+            sigma.backward,
+        )
         return (back.d_previous_hidden, back.d_previous_cell), {"dz": back.dz}
 
     sequences = dict(recorded.steps, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
     (d_initial_hidden, d_initial_cell), outputs = scan(
-        step, sequences, (dh_last, dc_last), {"dz": recorded.hidden.dtype}, num_steps,
-        options.inlined_steps(recorded.hidden.shape[0]), reverse=True)
+        step,
+        sequences,
+        (dh_last, dc_last),
+        {"dz": recorded.hidden.dtype},
+        num_steps,
+        options.inlined_steps(recorded.hidden.shape[0]),
+        reverse=True,
+    )
     dz = _flat(outputs["dz"].stack())  # [time * batch, 4 * units]
     previous_hidden = _flat(_shifted(recorded.hidden, initial_state.hidden))
     d_recurrent_kernel = tf.matmul(previous_hidden, dz, transpose_a=True)
@@ -341,8 +373,9 @@ def bptt_scan_lstm(
     @tf.custom_gradient
     def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
         fused, initial = FusedWeights(kernel, recurrent_kernel, bias), LSTMState(initial_hidden, initial_cell)
-        sequences, recorded = scan_lstm(inputs, fused, initial, sigma, options, record=True,
-                                        preactivation_noise=preactivation_noise)
+        sequences, recorded = scan_lstm(
+            inputs, fused, initial, sigma, options, record=True, preactivation_noise=preactivation_noise
+        )
 
         def backward(d_hidden, d_cell=None):
             return _backward(inputs, fused, initial, recorded, sigma, options, d_hidden, d_cell)

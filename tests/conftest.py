@@ -20,22 +20,26 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 # Two logical CPU devices for the whole test process, made before any TensorFlow work: mirrored runs
 # (`--strategy=mirrored --cpu_devices=2`) train in-process; every one-device run uses the first.
 tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
 
-from tasks.counter.task import CounterData, CounterTask  # noqa: E402
+from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
 from diy_lstm.training import run  # noqa: E402
 from diy_lstm.training.config import RunConfig, RunSettings, TrainingConfig  # noqa: E402
-from diy_lstm.model import LSTMModel, ModelConfig  # noqa: E402
+from tasks.counter.task import CounterData, CounterTask  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCORE = os.path.join(ROOT, "score.py")  # the command lines, as a user runs them
+GENERATE = os.path.join(ROOT, "generate.py")
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}  # the level commands set (quiet.py)
 # train.py's runs in the tests train a notebook-sized counter in seconds, not the default recipe's minute;
 # flags after it win. The default itself: test_readout.py.
 SMALL_COUNTER = f"--flagfile={os.path.join(ROOT, 'experiments', 'reference_notebook.flags')}"
 
 
-def run_python(args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict | None = None,
-               stdin: str | bytes | None = None) -> subprocess.CompletedProcess:
+def run_python(
+    args: list[str], cwd: str = ROOT, timeout: float = 300, env: dict | None = None, stdin: str | bytes | None = None
+) -> subprocess.CompletedProcess:
     """Runs `python ARGS` and returns the finished process (text stdout/stderr unless stdin is bytes)."""
     full_env = {**os.environ, **QUIET_TF, **(env or {})}
     text = not isinstance(stdin, bytes)
@@ -48,12 +52,20 @@ def run_train(flags: list[str], logdir: str, timeout: float = 300) -> subprocess
     return run_python([os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={logdir}", *flags], timeout=timeout)
 
 
-def counter_settings(logdir: str, run_name: str, units: int = 8, data: CounterData = CounterData(),
-                     run_options: dict | None = None, readout: str = "cell", **training) -> RunSettings:
+def counter_settings(
+    logdir: str,
+    run_name: str,
+    units: int = 8,
+    data: CounterData = CounterData(),
+    run_options: dict | None = None,
+    readout: str = "cell",
+    **training,
+) -> RunSettings:
     """Settings of an in-process counter run: train.py's defaults, small, quiet (no images or histograms)."""
     training = {"epochs": 40, "preactivation_noise": 1.0, "jit_compile": "false", **training}
-    run_config = RunConfig(**{"logdir": logdir, "run_name": run_name, "image_every": 0, "histogram_every": 0,
-                              **(run_options or {})})
+    run_config = RunConfig(
+        **{"logdir": logdir, "run_name": run_name, "image_every": 0, "histogram_every": 0, **(run_options or {})}
+    )
     model = ModelConfig(input_size=3, units=units, readout=readout, seed=training.get("seed", 0))
     return RunSettings(CounterTask.name, model, data, TrainingConfig(**training), run_config)
 
@@ -97,16 +109,17 @@ def small_export(tmp_path_factory):
     """An untrained counter SavedModel (4 units, seed 1): for what the scorer does with any model. Its
     `about` says it was checked up to the scorer's cap, so the scorer adds no note (the note's own
     tests make models that say otherwise)."""
-    from tasks.counter import data_generator
     from diy_lstm.serving.export import export
+    from tasks.counter import data_generator
     from tasks.counter.serving import SequenceScorer
 
     path = str(tmp_path_factory.mktemp("small_export") / "saved_model")
     from tasks.counter.score import MAX_SEQUENCE_CHARACTERS
 
     config = ModelConfig(input_size=3, units=4, seed=1)
-    scorer = SequenceScorer(LSTMModel(config), data_generator.ENCODING, (1, MAX_SEQUENCE_CHARACTERS),
-                            MAX_SEQUENCE_CHARACTERS)
+    scorer = SequenceScorer(
+        LSTMModel(config), data_generator.ENCODING, (1, MAX_SEQUENCE_CHARACTERS), MAX_SEQUENCE_CHARACTERS
+    )
     export(scorer, path, scorer.signatures(), {"model_config": dataclasses.asdict(config)})  # as a run records it
     return path
 

@@ -5,15 +5,17 @@ import shutil
 
 import pytest
 import tensorflow as tf
+from conftest import SCORE, run_python
 
 from tasks.counter import data_generator as dg
-from conftest import run_python
 
 
 def test_wrong_dtype_to_the_tensor_signature_names_the_dtype(small_export):
     signature = tf.saved_model.load(small_export).signatures["score_encoded"]
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError),
-                       match="expected to be a float tensor but is a int32 tensor"):
+    with pytest.raises(
+        (TypeError, ValueError, tf.errors.InvalidArgumentError),
+        match="expected to be a float tensor but is a int32 tensor",
+    ):
         signature(inputs=tf.zeros([1, 4, 3], dtype=tf.int32))
 
 
@@ -30,7 +32,7 @@ def test_corrupt_saved_model_is_one_line_and_exit_3(small_export, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(small_export, broken)
     (broken / "saved_model.pb").write_bytes(b"\x00garbage")
-    result = run_python(["-m", "tasks.counter.score", f"--model_dir={broken}", "++"])
+    result = run_python([SCORE, f"--model_dir={broken}", "++"])
     assert result.returncode == 3 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: --model_dir={broken}: cannot load the SavedModel")
@@ -38,15 +40,16 @@ def test_corrupt_saved_model_is_one_line_and_exit_3(small_export, tmp_path):
 
 @pytest.mark.slow
 def test_directory_without_saved_model(tmp_path):
-    result = run_python(["-m", "tasks.counter.score", f"--model_dir={tmp_path}", "++"])
+    result = run_python([SCORE, f"--model_dir={tmp_path}", "++"])
     assert result.returncode == 3 and "no saved_model.pb there" in result.stderr
 
 
 @pytest.mark.slow
 def test_missing_model_dir_flag():
-    result = run_python(["-m", "tasks.counter.score", "++"])
+    result = run_python([SCORE, "++"])
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "error: --model_dir is required: the directory of a SavedModel written by train.py"]
+        "error: --model_dir is required: the directory of a SavedModel written by train.py"
+    ]
 
 
 @pytest.mark.slow
@@ -58,7 +61,7 @@ def test_a_model_never_chooses_code_to_run(small_export, tmp_path):
     (hostile / "assets.extra" / "diy_lstm.json").write_text(json.dumps({"reference_function": "shutil:rmtree"}))
     victim = tmp_path / "work"
     (victim / "0").mkdir(parents=True)
-    result = run_python(["-m", "tasks.counter.score", f"--model_dir={hostile}", "0"], cwd=str(victim))
+    result = run_python([SCORE, f"--model_dir={hostile}", "0"], cwd=str(victim))
     assert result.returncode == 0, result.stderr
     assert (victim / "0").is_dir()
     assert result.stdout.splitlines()[0].split() == ["sequence", "prediction", "rounded"]  # no true values

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import run_python
 
 
@@ -28,8 +27,18 @@ def test_quick_benchmark_runs_and_ends_with_the_machine_readable_line(tmp_path):
 @pytest.mark.slow
 def test_quick_text_benchmark_runs_every_mode_and_draws_the_equal_time_plot(tmp_path):
     for mode in ("step", "generate", "equal_time"):
-        result = run_python(["-m", "benchmarks.text_bench", "--quick", f"--mode={mode}", "--seconds=3",
-                             "--evaluations=2", f"--output={tmp_path}"], timeout=600)
+        result = run_python(
+            [
+                "-m",
+                "benchmarks.text_bench",
+                "--quick",
+                f"--mode={mode}",
+                "--seconds=3",
+                "--evaluations=2",
+                f"--output={tmp_path}",
+            ],
+            timeout=600,
+        )
         assert result.returncode == 0 and result.stderr == "", result.stderr
         report = json.loads((tmp_path / f"{mode}.json").read_text())
         assert report["machine"]["cores"] > 0
@@ -44,12 +53,16 @@ def test_quick_text_benchmark_runs_every_mode_and_draws_the_equal_time_plot(tmp_
 @pytest.mark.slow
 def test_quick_distribute_benchmark_times_every_placement_in_its_own_processes(tmp_path):
     output = tmp_path / "distribute.json"
-    result = run_python(["-m", "benchmarks.distribute_bench", "--quick", "--steps=2", f"--output={output}"],
-                        timeout=600)
+    result = run_python(
+        ["-m", "benchmarks.distribute_bench", "--quick", "--steps=2", f"--output={output}"], timeout=600
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     rows = json.loads(output.read_text())["rows"]
     assert [(row["placement"], row["replicas"]) for row in rows] == [
-        ("one_process", 1), ("mirrored", 2), ("two_workers", 2)]
+        ("one_process", 1),
+        ("mirrored", 2),
+        ("two_workers", 2),
+    ]
     vocabulary, units = 76, 8  # the Shakespeare corpus; --quick's size
     expected_bytes = 4 * (4 * units * (vocabulary + units + 1) + (units + 1) * vocabulary)
     assert {row["gradient_bytes_per_step"] for row in rows} == {expected_bytes}

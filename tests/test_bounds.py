@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from hypothesis import given, settings, strategies as st
-
 from conftest import counter_settings
-from diy_lstm import files
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from diy_lstm.cli import flagfiles
 from diy_lstm.cli.errors import exit_code
 from diy_lstm.model import LSTMModel, ModelConfig
@@ -68,8 +68,27 @@ def absl_opens(content: bytes | None = None, arguments: list[str] = ()) -> tuple
     return opened, False
 
 
-FLAGFILE_PIECES = ["--flagfile=", "-flagfile=", "--flagfile", "a", "~/b", " ", "\t", "\f", "\v", "\r", "\n", "\r\n",
-                   "#", "//", "\x1c", "\x85", "\u2028", "=", "--"]
+FLAGFILE_PIECES = [
+    "--flagfile=",
+    "-flagfile=",
+    "--flagfile",
+    "a",
+    "~/b",
+    " ",
+    "\t",
+    "\f",
+    "\v",
+    "\r",
+    "\n",
+    "\r\n",
+    "#",
+    "//",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "=",
+    "--",
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -78,16 +97,33 @@ def test_the_flag_files_a_flag_file_names_are_the_ones_absl_opens(pieces):
     content = "".join(pieces)
     opened, refused = absl_opens(content.encode("utf-8"))
     ours = flagfiles.nested_files(content)
-    assert (ours[:len(opened)] if refused else ours) == opened  # where absl stops, it has opened no more
+    assert (ours[: len(opened)] if refused else ours) == opened  # where absl stops, it has opened no more
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["--flagfile", "-flagfile", "--flagfile=x ", "--flagfile= y\t", "-flagfile=~/q",
-                                 "--flagfile=", "--", "--run_name", "z", "--flagfile=a\fb"]), max_size=8))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "--flagfile",
+                "-flagfile",
+                "--flagfile=x ",
+                "--flagfile= y\t",
+                "-flagfile=~/q",
+                "--flagfile=",
+                "--",
+                "--run_name",
+                "z",
+                "--flagfile=a\fb",
+            ]
+        ),
+        max_size=8,
+    )
+)
 def test_the_flag_files_a_command_line_names_are_the_ones_absl_opens(arguments):
     opened, refused = absl_opens(arguments=arguments)
     ours = flagfiles.named_files(arguments)
-    assert (ours[:len(opened)] if refused else ours) == opened
+    assert (ours[: len(opened)] if refused else ours) == opened
 
 
 def test_a_fifo_behind_a_form_feed_or_a_trailing_space_is_refused_not_opened(tmp_path, fifo):
@@ -102,8 +138,12 @@ def test_a_fifo_behind_a_form_feed_or_a_trailing_space_is_refused_not_opened(tmp
 
 def test_texts_flag_files_and_models_are_read_only_as_regular_files(tmp_path, fifo):
     """A FIFO would hang a read forever, /dev/zero grow without end: both are refused before opening."""
-    for path, kind in ((fifo, r"a FIFO \(named pipe\)"), ("/dev/zero", "a device"), ("/dev/urandom", "a device"),
-                       (str(tmp_path), "a directory")):
+    for path, kind in (
+        (fifo, r"a FIFO \(named pipe\)"),
+        ("/dev/zero", "a device"),
+        ("/dev/urandom", "a device"),
+        (str(tmp_path), "a directory"),
+    ):
         with pytest.raises(text_data.TextError, match=f"^--text_file={path} is {kind}; only regular files are read$"):
             text_data.read_text_file(path)
         with pytest.raises(flagfiles.FlagfileError, match=f"^--flagfile={path} is {kind}"):
@@ -136,8 +176,9 @@ def sparse_file(path, size: int) -> None:
 def test_texts_saved_models_and_checkpoints_are_read_only_up_to_their_caps(tmp_path, small_export):
     big = tmp_path / "big.txt"
     sparse_file(big, 200_000_001)
-    with pytest.raises(text_data.TextError, match=f"^--text_file={big} is 200,000,001 bytes; at most 200,000,000 are "
-                                                  "read$"):
+    with pytest.raises(
+        text_data.TextError, match=f"^--text_file={big} is 200,000,001 bytes; at most 200,000,000 are read$"
+    ):
         text_data.read_text_file(str(big))
     model = tmp_path / "model"
     shutil.copytree(small_export, model)
@@ -154,15 +195,21 @@ def test_a_run_reads_its_checkpoints_and_config_json_only_up_to_their_caps(tmp_p
     again = counter_settings(str(tmp_path), "r", units=2, epochs=2)
     checkpoints = tmp_path / "r" / "checkpoints"
     sparse_file(checkpoints / "big", 40_000_000_001)
-    with pytest.raises(ResumeError, match=f"^cannot restore checkpoint: the checkpoints {checkpoints}: "
-                                          f"{checkpoints}/big is 40,000,000,001 bytes; at most 40,000,000,000 "
-                                          "are read$"):
+    with pytest.raises(
+        ResumeError,
+        match=f"^cannot restore checkpoint: the checkpoints {checkpoints}: "
+        f"{checkpoints}/big is 40,000,000,001 bytes; at most 40,000,000,000 "
+        "are read$",
+    ):
         run.train(again, CounterTask(again.data))
     (checkpoints / "big").unlink()
     config = tmp_path / "r" / "config.json"
     config.write_text(config.read_text().ljust(10_000_001))  # still JSON, one byte over
-    with pytest.raises(ResumeError, match=f"^cannot read the run's config.json {config}: {config} is 10,000,001 bytes; "
-                                          "at most 10,000,000 are read$"):
+    with pytest.raises(
+        ResumeError,
+        match=f"^cannot read the run's config.json {config}: {config} is 10,000,001 bytes; "
+        "at most 10,000,000 are read$",
+    ):
         run.train(again, CounterTask(again.data))
     assert exit_code(ResumeError("x")) == 1
 
@@ -176,8 +223,7 @@ def test_an_empty_text_file_flag_and_a_huge_vocabulary_are_refused(tmp_path):
         TextTask(TextData(text_file=str(many)))
 
 
-def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused_before_writing(tmp_path,
-                                                                                                 monkeypatch):
+def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):
     monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(16 * 2**30))  # whatever this machine has free
     model = ModelConfig(input_size=3, units=4096, num_layers=16)
     # 16 layers of 4 x 8193 x 4096 weights, each with its gradient and two Adam moments: about 34 GB.
@@ -185,8 +231,11 @@ def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused
     assert memory.training_bytes(model, 128, 6) > 34e9
     settings = counter_settings(str(tmp_path), "huge", units=4096, epochs=1)
     settings = RunSettings(settings.task_name, model, settings.data, settings.training, settings.run)
-    with pytest.raises(memory.MemoryLimitError, match=r"needs about \d+\.\d GB of memory and this machine has 16\.0 GB "
-                                                      "free; lower --lstm_size, --num_layers or --batch_size"):
+    with pytest.raises(
+        memory.MemoryLimitError,
+        match=r"needs about \d+\.\d GB of memory and this machine has 16\.0 GB "
+        "free; lower --lstm_size, --num_layers or --batch_size",
+    ):
         run.train(settings, CounterTask(settings.data))
     assert os.listdir(tmp_path) == []
     assert exit_code(memory.MemoryLimitError("x")) == 2
@@ -199,16 +248,20 @@ def test_a_check_split_that_cannot_fit_is_refused_naming_its_flags_before_it_is_
     from tasks.counter import task as counter_task
 
     monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(16 * 2**30))
-    monkeypatch.setattr(counter_task, "check_examples", lambda *args, **kwargs: pytest.fail("the check split was built"))
-    settings = counter_settings(str(tmp_path), "r", units=64, epochs=1,
-                                data=CounterData(check_length=100_000, check_sequences=1_000))
+    monkeypatch.setattr(
+        counter_task, "check_examples", lambda *args, **kwargs: pytest.fail("the check split was built")
+    )
+    settings = counter_settings(
+        str(tmp_path), "r", units=64, epochs=1, data=CounterData(check_length=100_000, check_sequences=1_000)
+    )
     needed = memory.inference_bytes(settings.model, 1_000, 100_000)  # 3 x 10^8 steps x 64 units of states
     with pytest.raises(memory.MemoryLimitError) as raised:
         run.train(settings, CounterTask(settings.data))
     assert str(raised.value) == (
         f"scoring the check split (lstm_size 64 x 1 layer(s), batches of 1,000 x 100,000 steps) needs about "
         f"{memory.gigabytes(needed)} of memory and this machine has 16.0 GB free; lower --lstm_size, --num_layers, "
-        "--check_length or --check_sequences")
+        "--check_length or --check_sequences"
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -219,15 +272,20 @@ def test_the_free_memory_figure_can_be_set_instead_of_read_from_the_machine(tmp_
         memory.check_fits(3 * 2**30, "this", "less")
     monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", "1000")  # not even a 2-unit counter fits
     settings = counter_settings(str(tmp_path), "r", units=2, epochs=1)
-    with pytest.raises(memory.MemoryLimitError, match=r"^training \(lstm_size 2 x 1 layer\(s\), batches of 128 x 6 "
-                                                      r"steps\) needs .* this machine has 0\.0 GB free; lower "
-                                                      r"--lstm_size, --num_layers or --batch_size$"):
+    with pytest.raises(
+        memory.MemoryLimitError,
+        match=r"^training \(lstm_size 2 x 1 layer\(s\), batches of 128 x 6 "
+        r"steps\) needs .* this machine has 0\.0 GB free; lower "
+        r"--lstm_size, --num_layers or --batch_size$",
+    ):
         run.train(settings, CounterTask(settings.data))
     assert os.listdir(tmp_path) == []
     for setting in ("lots", "-5", "1.5e9", ""):
         monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", setting)
-        with pytest.raises(memory.MemoryLimitError, match=f"^DIY_LSTM_AVAILABLE_MEMORY_BYTES='{setting}' must be a "
-                                                          "whole number of bytes"):
+        with pytest.raises(
+            memory.MemoryLimitError,
+            match=f"^DIY_LSTM_AVAILABLE_MEMORY_BYTES='{setting}' must be a whole number of bytes",
+        ):
             memory.available_bytes()
 
 
@@ -241,11 +299,17 @@ def text_settings(tmp_path, text_file, epochs):
     return RunSettings(TextTask.name, model, data, training, config), task
 
 
-@pytest.mark.parametrize("edit, changed", [
-    (lambda text: text[::-1], "sha256"),  # the same characters, another order: the same vocabulary
-    pytest.param(lambda text: text.replace("a", "Z"), "vocabulary_sha256",  # every id now means another character
-                 marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "edit, changed",
+    [
+        (lambda text: text[::-1], "sha256"),  # the same characters, another order: the same vocabulary
+        pytest.param(
+            lambda text: text.replace("a", "Z"),
+            "vocabulary_sha256",  # every id now means another character
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
 def test_a_text_run_refuses_to_resume_on_a_text_that_changed(tmp_path, edit, changed):
     text_file = tmp_path / "my.txt"
     text_file.write_text(text_data.FOX_AND_CROW)
@@ -276,8 +340,13 @@ def test_the_data_fingerprint_is_recorded_in_config_json(tmp_path):
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())["data_fingerprint"]
     import hashlib
 
-    assert recorded == {"sha256": hashlib.sha256(b"abcabcabc" * 10).hexdigest(), "bytes": 90, "characters": 90,
-                        "vocabulary": 3, "vocabulary_sha256": hashlib.sha256(b"abc").hexdigest()}
+    assert recorded == {
+        "sha256": hashlib.sha256(b"abcabcabc" * 10).hexdigest(),
+        "bytes": 90,
+        "characters": 90,
+        "vocabulary": 3,
+        "vocabulary_sha256": hashlib.sha256(b"abc").hexdigest(),
+    }
 
 
 def test_gate_heat_maps_of_any_characters_warn_nothing():
@@ -303,11 +372,19 @@ def test_a_model_with_damaged_metadata_still_loads(small_export, tmp_path):
 def test_the_text_signatures_take_empty_batches_and_empty_prompts(small_text_export):
     loaded = tf.saved_model.load(small_text_export)
     generate = loaded.signatures["generate"]
-    empty = generate(prompt=tf.constant([], tf.string), num_chars=tf.constant(5), temperature=tf.constant(0.0),
-                     seed=tf.constant(0, tf.int64))["text"]
+    empty = generate(
+        prompt=tf.constant([], tf.string),
+        num_chars=tf.constant(5),
+        temperature=tf.constant(0.0),
+        seed=tf.constant(0, tf.int64),
+    )["text"]
     assert empty.shape == (0,)
-    from_nothing = generate(prompt=tf.constant(["", "One"]), num_chars=tf.constant(4), temperature=tf.constant(0.0),
-                            seed=tf.constant(0, tf.int64))["text"].numpy()
+    from_nothing = generate(
+        prompt=tf.constant(["", "One"]),
+        num_chars=tf.constant(4),
+        temperature=tf.constant(0.0),
+        seed=tf.constant(0, tf.int64),
+    )["text"].numpy()
     assert len(from_nothing[0].decode()) == 4 and from_nothing[1].decode().startswith("One")
     scored = loaded.signatures["score"](text=tf.constant([], tf.string))
     assert scored["bits_per_char"].shape == (0,)
@@ -318,14 +395,23 @@ def test_the_more_signature_refuses_a_state_of_another_shape(small_text_export):
     from diy_lstm.cli.errors import graph_error_message
 
     more = tf.saved_model.load(small_text_export).signatures["more"]
-    sampling = {"num_chars": tf.constant(2), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64),
-                "first_step": tf.constant(0, tf.int64)}
-    for shape, shown in (([1, 2, 2, 7], "1 2 2 7"), ([2, 2, 2, 8], "2 2 2 8"), ([2, 8], "2 8"),
-                         ([1, 2, 2, 8, 1], "1 2 2 8...")):
+    sampling = {
+        "num_chars": tf.constant(2),
+        "temperature": tf.constant(0.0),
+        "seed": tf.constant(0, tf.int64),
+        "first_step": tf.constant(0, tf.int64),
+    }
+    for shape, shown in (
+        ([1, 2, 2, 7], "1 2 2 7"),
+        ([2, 2, 2, 8], "2 2 2 8"),
+        ([2, 8], "2 8"),
+        ([1, 2, 2, 8, 1], "1 2 2 8..."),
+    ):
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:
             more(state=tf.zeros(shape), **sampling)
-        assert graph_error_message(refused.value) == ("state must be [1, 2, batch, 8] (from start or more), got "
-                                                      f"shape {shown}")
+        assert graph_error_message(refused.value) == (
+            f"state must be [1, 2, batch, 8] (from start or more), got shape {shown}"
+        )
     assert more(state=tf.zeros([1, 2, 3, 8]), **sampling)["text"].shape == (3,)
 
 
@@ -356,12 +442,20 @@ def test_the_counter_scorer_refuses_one_sequence_over_its_cap_in_one_line(small_
     model = f"--model_dir={small_export}"
     too_long = "+" * 1_000_001
     assert run_score([model, "+-", too_long]) == (
-        2, "", f"error: sequence 2 has more than 1,000,000 characters; {SCORE_CAP}\n")
-    for data, line in ((f"+-\n++\n{too_long}\n".encode(), 3),
-                       (("é" * 1_000_001 + "\n").encode(), 1),  # 2,000,002 bytes: read whole, then counted
-                       (b"+" * 4_000_003, 1)):  # no newline: not read past 4 bytes a character
-        assert run_score([model], data) == (2, "", f"error: line {line} has more than 1,000,000 characters; "
-                                                   f"{SCORE_CAP}\n")
+        2,
+        "",
+        f"error: sequence 2 has more than 1,000,000 characters; {SCORE_CAP}\n",
+    )
+    for data, line in (
+        (f"+-\n++\n{too_long}\n".encode(), 3),
+        (("é" * 1_000_001 + "\n").encode(), 1),  # 2,000,002 bytes: read whole, then counted
+        (b"+" * 4_000_003, 1),
+    ):  # no newline: not read past 4 bytes a character
+        assert run_score([model], data) == (
+            2,
+            "",
+            f"error: line {line} has more than 1,000,000 characters; {SCORE_CAP}\n",
+        )
     from tasks.counter import score
 
     monkeypatch.setattr(score, "MAX_SEQUENCE_CHARACTERS", 10)  # the cap itself is allowed, one more is not
@@ -382,12 +476,15 @@ def test_the_counter_signature_refuses_a_call_over_its_budget(small_export):
     checked = about(loaded)
     assert (checked["max_padded_characters"], checked["max_sequences"]) == (4_000_000, 488_281)
     signature = loaded.signatures["serving_default"]
-    for call, what in ((lambda: signature(sequences=tf.constant(["+"] * 400 + ["+-" * 5000])), "sequences"),
-                       (lambda: loaded.signatures["score_encoded"](inputs=tf.zeros([401, 10_000, 3])), "inputs")):
+    for call, what in (
+        (lambda: signature(sequences=tf.constant(["+"] * 400 + ["+-" * 5000])), "sequences"),
+        (lambda: loaded.signatures["score_encoded"](inputs=tf.zeros([401, 10_000, 3])), "inputs"),
+    ):
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:
             call()
-        assert graph_error_message(refused.value) == (f"401 {what} of up to 10000 characters are 4010000 padded "
-                                                      "characters; at most 4000000")
+        assert graph_error_message(refused.value) == (
+            f"401 {what} of up to 10000 characters are 4010000 padded characters; at most 4000000"
+        )
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
         signature(sequences=tf.constant(["+"] * 488_282))
     assert graph_error_message(refused.value) == "488282 sequences; at most 488281 a call for this model"
@@ -406,8 +503,11 @@ def test_a_model_exported_before_windows_is_held_to_a_whole_call_s_budget():
     assert call_budget({"max_padded_characters": 1_000}, four_units) == (1_000, 1_000)
     two_layers = 500_000_000 // (64 + 40 * 24 + 8 * 24)
     assert call_budget({}, {"model_config": {"units": 24, "num_layers": 2}}) == (two_layers, two_layers)
-    assert call_budget({"max_padded_characters": 10**12}, {}) == call_budget({}, {"model_config": "?"}) == \
-        (budget.steps_per_call(64),) * 2
+    assert (
+        call_budget({"max_padded_characters": 10**12}, {})
+        == call_budget({}, {"model_config": "?"})
+        == (budget.steps_per_call(64),) * 2
+    )
 
 
 def test_sequences_scored_in_windows_get_the_predictions_of_one_pass(monkeypatch):
@@ -425,9 +525,9 @@ def test_sequences_scored_in_windows_get_the_predictions_of_one_pass(monkeypatch
     scored = scorer.score_strings(tf.constant(sequences))
     for number, sequence in enumerate(sequences):
         whole = model(tf.constant(data_generator.encode_sequence(sequence)[None], tf.float32))[0, :, 0].numpy()
-        steps = scored["step_predictions"][number, :len(sequence)].numpy()
+        steps = scored["step_predictions"][number, : len(sequence)].numpy()
         np.testing.assert_allclose(steps, whole, rtol=1e-5, atol=1e-5)
-        assert not scored["step_predictions"][number, len(sequence):].numpy().any()
+        assert not scored["step_predictions"][number, len(sequence) :].numpy().any()
 
 
 def test_the_text_score_signature_refuses_a_call_over_its_cap(small_text_export):
@@ -436,8 +536,9 @@ def test_the_text_score_signature_refuses_a_call_over_its_cap(small_text_export)
     score = tf.saved_model.load(small_text_export).signatures["score"]
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
         score(text=tf.constant(["One"] * 200 + ["the fox " * 1250]))
-    assert graph_error_message(refused.value) == ("201 text of up to 10000 characters are 2010000 padded "
-                                                  "characters; at most 2000000")
+    assert graph_error_message(refused.value) == (
+        "201 text of up to 10000 characters are 2010000 padded characters; at most 2000000"
+    )
     assert score(text=tf.constant(["the fox"]))["bits_per_char"].shape == (1,)
 
 
@@ -450,20 +551,25 @@ def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_expo
 
     loaded = tf.saved_model.load(small_text_export)
     sampling = {"num_chars": tf.constant(1), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64)}
-    window_steps = budget.WINDOW_BYTES // (budget.bytes_per_step(8, 1, keep_states=True)
-                                    + BYTES_PER_STEP_AND_CHARACTER * len(set(text_data.FOX_AND_CROW)))
+    window_steps = budget.WINDOW_BYTES // (
+        budget.bytes_per_step(8, 1, keep_states=True) + BYTES_PER_STEP_AND_CHARACTER * len(set(text_data.FOX_AND_CROW))
+    )
     for name, extra in (("generate", sampling), ("start", {})):
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:
             loaded.signatures[name](prompt=tf.constant(["One"] * 200 + ["the fox " * 1250]), **extra)
-        assert graph_error_message(refused.value) == ("201 prompt of up to 10000 characters are 2010000 padded "
-                                                      "characters; at most 2000000")
+        assert graph_error_message(refused.value) == (
+            "201 prompt of up to 10000 characters are 2010000 padded characters; at most 2000000"
+        )
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:
             loaded.signatures[name](prompt=tf.constant(["O"] * (window_steps + 1)), **extra)
-        assert graph_error_message(refused.value) == (f"{window_steps + 1} prompts; at most {window_steps} a call "
-                                                      "for this model")
+        assert graph_error_message(refused.value) == (
+            f"{window_steps + 1} prompts; at most {window_steps} a call for this model"
+        )
     with pytest.raises(tf.errors.InvalidArgumentError) as refused:
         loaded.signatures["score"](text=tf.constant(["On"] * (window_steps + 1)))
-    assert graph_error_message(refused.value) == f"{window_steps + 1} texts; at most {window_steps} a call for this model"
+    assert (
+        graph_error_message(refused.value) == f"{window_steps + 1} texts; at most {window_steps} a call for this model"
+    )
 
 
 def test_prompts_run_in_windows_end_in_the_state_one_pass_gives(monkeypatch):
@@ -473,8 +579,9 @@ def test_prompts_run_in_windows_end_in_the_state_one_pass_gives(monkeypatch):
     from tasks.text.serving import TextGenerator
 
     characters = sorted(set(text_data.FOX_AND_CROW))
-    model = LSTMModel(ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=3,
-                                  num_layers=2))
+    model = LSTMModel(
+        ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=3, num_layers=2)
+    )
     monkeypatch.setattr(windows, "MAX_WINDOW", 1_000)
     generator = TextGenerator(model, characters)
     prompts = [(text_data.FOX_AND_CROW * 20)[:length] for length in (0, 1, 999, 1_000, 1_001, 9_000)]
@@ -495,8 +602,9 @@ def test_generate_refuses_a_prompt_over_its_cap_in_one_line(small_text_export):
     an argument), so it goes through the command's own parsing and main in one process."""
     from test_fuzz import run_many
 
-    results = run_many("text", "generate", "command.main",
-                       [[f"--model_dir={small_text_export}", "--prompt=" + "x" * 1_000_001]])
+    results = run_many(
+        "text", "generate", "command.main", [[f"--model_dir={small_text_export}", "--prompt=" + "x" * 1_000_001]]
+    )
     assert results == [(2, "", "error: --prompt has 1,000,001 characters; at most 1,000,000\n")]
 
 

@@ -1,14 +1,14 @@
-"""train.py and `python -m tasks.counter.score` as a user runs them: output, event files, errors."""
+"""train.py and `python score.py` as a user runs them: output, event files, errors."""
 
 import glob
 import os
 
 import pytest
 from absl import flags
+from conftest import ROOT, SCORE, run_python, run_train
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from conftest import ROOT, run_python, run_train
 from diy_lstm.training.config import ConfigError
 
 
@@ -28,8 +28,9 @@ def test_train_command_prints_only_its_own_lines(tmp_path):
     result = run_train(["--lstm_size=8", "--epochs=20", "--run_name=r", "--image_every=0"], str(tmp_path))
     assert result.returncode == 0 and result.stderr == "", result.stderr  # no TensorFlow start-up lines
     lines = result.stdout.splitlines()
-    assert lines[0] == (f"run {tmp_path}/r: 1024 training / 3072 validation sequences, lengths 6..6, "
-                        "lstm_size 8, epochs 1..20")
+    assert lines[0] == (
+        f"run {tmp_path}/r: 1024 training / 3072 validation sequences, lengths 6..6, lstm_size 8, epochs 1..20"
+    )
     assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["10/20", "20/20"]
     assert lines[3] == "done: 20 epochs in " + lines[3].split(" in ")[1]
     assert lines[4].startswith("  validation: error ") and lines[5].startswith("  training: error ")
@@ -47,20 +48,24 @@ def test_event_files_hold_the_metrics_of_both_splits_and_the_graph(short_run):
         assert final == pytest.approx(short_run["result"].metrics[split]["error"], abs=1e-7)
     graph = load_events(os.path.join(short_run["run_dir"], "train")).Graph()  # the training step's graph
     assert any(node.op == "ResourceApplyAdam" for node in graph.node) or any(
-        node.op == "ResourceApplyAdam" for function in graph.library.function for node in function.node_def)
+        node.op == "ResourceApplyAdam" for function in graph.library.function for node in function.node_def
+    )
 
 
 def score(short_run, *arguments, **kwargs):
-    return run_python(["-m", "tasks.counter.score", f"--model_dir={short_run['export_dir']}", *arguments], **kwargs)
+    return run_python([SCORE, f"--model_dir={short_run['export_dir']}", *arguments], **kwargs)
 
 
 @pytest.mark.slow
 def test_score_cli_prints_prediction_and_the_truth_it_is_told_to_compute(short_run):
     result = score(short_run, "--reference=data_generator:final_sum", "++0", "I+++-0", "+", "-I--")
     # 40 epochs of 8 units may leave a wrong validation step: then its about says it was never checked exact
-    assert result.returncode == 0 and result.stderr in ("", "note: a sequence has 6 characters; this model was "
-                                                        "trained on lengths 6..6 and never checked exact at any "
-                                                        "length: its answers are unchecked\n"), result.stderr
+    assert result.returncode == 0 and result.stderr in (
+        "",
+        "note: a sequence has 6 characters; this model was "
+        "trained on lengths 6..6 and never checked exact at any "
+        "length: its answers are unchecked\n",
+    ), result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == ["++0", "I+++-0", "+", "-I--"]  # -I-- is a sequence, not a flag
     assert [int(row[3]) for row in rows] == [2, -2, 1, 1]  # true sums, worked by hand
@@ -82,14 +87,16 @@ def test_score_cli_reads_stdin_and_takes_sequences_after_double_dash(short_run):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "arguments, stdin, expected",
-    [(["++", "+x-"], None, "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
-     (["+x"], None, "unknown character 'x' (U+0078) at position 2 of sequence 1 '+x'"),
-     (["++", "+ +"], None, "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
-     (["++", "++é"], None, "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
-     (["++", ""], None, "sequence 2 '' is empty"),
-     ([], b"+\xff-\n", "invalid UTF-8 byte 0xFF at byte 2 of line 1"),
-     (["--bogus", "++"], None, "Unknown command line flag 'bogus'"),
-     (["--reference=nonexistent_module:f", "++"], None, "--reference=nonexistent_module:f: cannot import it")],
+    [
+        (["++", "+x-"], None, "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
+        (["+x"], None, "unknown character 'x' (U+0078) at position 2 of sequence 1 '+x'"),
+        (["++", "+ +"], None, "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
+        (["++", "++é"], None, "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
+        (["++", ""], None, "sequence 2 '' is empty"),
+        ([], b"+\xff-\n", "invalid UTF-8 byte 0xFF at byte 2 of line 1"),
+        (["--bogus", "++"], None, "Unknown command line flag 'bogus'"),
+        (["--reference=nonexistent_module:f", "++"], None, "--reference=nonexistent_module:f: cannot import it"),
+    ],
 )
 def test_score_cli_bad_input_is_exactly_one_line_and_exit_2(short_run, arguments, stdin, expected):
     result = score(short_run, *arguments, stdin=stdin)
@@ -101,17 +108,22 @@ def test_score_cli_bad_input_is_exactly_one_line_and_exit_2(short_run, arguments
 
 @pytest.mark.slow
 def test_score_cli_missing_model_dir(tmp_path):
-    result = run_python(["-m", "tasks.counter.score", f"--model_dir={tmp_path / 'nope'}", "++"])
+    result = run_python([SCORE, f"--model_dir={tmp_path / 'nope'}", "++"])
     assert result.returncode == 3 and result.stderr == f"error: --model_dir={tmp_path / 'nope'}: no such directory\n"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "flag, message",
-    [("--lstm_size=0", "error: flag --lstm_size=['0']: --lstm_size must be integers in [1, 4096], e.g. 24 or 8,16,24"),
-     ("--train_fraction=1.5", "error: --train_fraction must be in (0, 1), got 1.5"),
-     ("--epochs=-3", "error: flag --epochs=-3: -3 is not an integer in the range [1, 10000000]"),
-     ("--noise_free_epochs=500", "error: --noise_free_epochs must be in [0, epochs], got 500")],
+    [
+        (
+            "--lstm_size=0",
+            "error: flag --lstm_size=['0']: --lstm_size must be integers in [1, 4096], e.g. 24 or 8,16,24",
+        ),
+        ("--train_fraction=1.5", "error: --train_fraction must be in (0, 1), got 1.5"),
+        ("--epochs=-3", "error: flag --epochs=-3: -3 is not an integer in the range [1, 10000000]"),
+        ("--noise_free_epochs=500", "error: --noise_free_epochs must be in [0, epochs], got 500"),
+    ],
 )
 def test_bad_flags_are_one_line_exit_2_and_write_nothing(tmp_path, flag, message):
     result = run_train([flag, "--run_name=bad"], str(tmp_path), timeout=120)
@@ -134,39 +146,55 @@ def settings_from(argv):
 
 @pytest.mark.parametrize(
     "flag, fragment",
-    [("--lstm_size=abc", "--lstm_size must be integers"), ("--lstm_size=100000", "--lstm_size must be integers"),
-     ("--lstm_size=8,0", "--lstm_size must be integers"), ("--lstm_size=²", "--lstm_size must be integers"),
-     ("--lstm_size=4,4", "--lstm_size names a size more than once"),
-     ("--lstm_size=8,16,008", "--lstm_size names a size more than once"),
-     ("--epochs=ten", "epochs"), ("--epochs=100000000", "epochs"), ("--batch_size=-5", "batch_size"),
-     ("--learning_rate=0", "--learning_rate must be > 0"), ("--learning_rate=nan", "--learning_rate must be > 0"),
-     ("--weight_decay=nan", "--weight_decay must be in \\[0, 1\\]"),
-     ("--preactivation_noise=nan", "--preactivation_noise must be in \\[0, 100\\]"),
-     ("--min_length=5", "--min_length and --max_length go together"),
-     ("--min_length=9 --max_length=3", "--min_length <= --max_length"), ("--target=sum", "target"),
-     ("--gate_examples=++x", "--gate_examples"), ("--run_name=../elsewhere", "--run_name"),
-     ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
-     ("--forget_bias=inf", "--forget_bias"), ("--preactivation_noise=-1", "preactivation_noise"),
-     ("--preactivation_noise=1e9", "preactivation_noise"),
-     ("--train_fraction=1e-9", "leaves 0 training and 16384 validation sequences"),
-     ("--train_fraction=0.9999999", "leaves 16384 training and 0 validation sequences"),
-     ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be in \\[0, epochs\\]"),
-     ("--epochs=100 --restart_epoch=100", "--restart_epoch must be less than --epochs"),
-     ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"), ("--max_restarts=-1", "max_restarts"),
-     ("--restart_epoch=5 --restart_mse=0", "--restart_mse must be > 0"),
-     ("--restart_epoch=0 --restart_mse=0.003", "--restart_mse acts at --restart_epoch"), ("--clip_norm=0", "--clip_norm must be > 0"),
-     ("--readout_fit_length=100000 --readout_fit_sequences=1000", "the readout fit would hold 2,517,500,000 values"),
-     ("--readout_fit_length=10000 --readout_fit_sequences=9 --lstm_size=511",  # 9 sequences and 7 runs
-      r"the readout fit would hold 81,920,000 values \(16 sequences \(--readout_fit_sequences and 7 runs\) x 10,000 "
-      r"steps \(--readout_fit_length\) x \(lstm_size + 1\)\), more than 50,000,000")],
+    [
+        ("--lstm_size=abc", "--lstm_size must be integers"),
+        ("--lstm_size=100000", "--lstm_size must be integers"),
+        ("--lstm_size=8,0", "--lstm_size must be integers"),
+        ("--lstm_size=²", "--lstm_size must be integers"),
+        ("--lstm_size=4,4", "--lstm_size names a size more than once"),
+        ("--lstm_size=8,16,008", "--lstm_size names a size more than once"),
+        ("--epochs=ten", "epochs"),
+        ("--epochs=100000000", "epochs"),
+        ("--batch_size=-5", "batch_size"),
+        ("--learning_rate=0", "--learning_rate must be > 0"),
+        ("--learning_rate=nan", "--learning_rate must be > 0"),
+        ("--weight_decay=nan", "--weight_decay must be in \\[0, 1\\]"),
+        ("--preactivation_noise=nan", "--preactivation_noise must be in \\[0, 100\\]"),
+        ("--min_length=5", "--min_length and --max_length go together"),
+        ("--min_length=9 --max_length=3", "--min_length <= --max_length"),
+        ("--target=sum", "target"),
+        ("--gate_examples=++x", "--gate_examples"),
+        ("--run_name=../elsewhere", "--run_name"),
+        ("--sequence_length=100000 --max_sequences_per_length=10000", "would exceed"),
+        ("--forget_bias=inf", "--forget_bias"),
+        ("--preactivation_noise=-1", "preactivation_noise"),
+        ("--preactivation_noise=1e9", "preactivation_noise"),
+        ("--train_fraction=1e-9", "leaves 0 training and 16384 validation sequences"),
+        ("--train_fraction=0.9999999", "leaves 16384 training and 0 validation sequences"),
+        ("--epochs=10 --noise_free_epochs=11", "--noise_free_epochs must be in \\[0, epochs\\]"),
+        ("--epochs=100 --restart_epoch=100", "--restart_epoch must be less than --epochs"),
+        ("--restart_error=1", "--restart_error must be in \\[0, 1\\)"),
+        ("--max_restarts=-1", "max_restarts"),
+        ("--restart_epoch=5 --restart_mse=0", "--restart_mse must be > 0"),
+        ("--restart_epoch=0 --restart_mse=0.003", "--restart_mse acts at --restart_epoch"),
+        ("--clip_norm=0", "--clip_norm must be > 0"),
+        ("--readout_fit_length=100000 --readout_fit_sequences=1000", "the readout fit would hold 2,517,500,000 values"),
+        (
+            "--readout_fit_length=10000 --readout_fit_sequences=9 --lstm_size=511",  # 9 sequences and 7 runs
+            r"the readout fit would hold 81,920,000 values \(16 sequences \(--readout_fit_sequences and 7 runs\) "
+            r"x 10,000 steps \(--readout_fit_length\) x \(lstm_size + 1\)\), more than 50,000,000",
+        ),
+    ],
 )
 def test_every_bad_flag_is_named_before_anything_runs(flag, fragment):
     with pytest.raises((flags.Error, ConfigError), match=fragment.replace("+", "\\+")):
         settings_from(flag.split())
 
 
-@pytest.mark.parametrize("removed", ["readout_l1", "readout_l1_epochs", "noise_free_sampling",
-                                     "noise_free_learning_rate", "sample_distribution"])
+@pytest.mark.parametrize(
+    "removed",
+    ["readout_l1", "readout_l1_epochs", "noise_free_sampling", "noise_free_learning_rate", "sample_distribution"],
+)
 def test_flags_that_experiments_rejected_are_gone(removed):
     with pytest.raises(flags.Error, match=f"Unknown command line flag '{removed}'"):
         settings_from([f"--{removed}=1"])
@@ -183,4 +211,6 @@ def test_experiment_flagfiles_build_their_settings(flagfile):
 def test_a_sweep_is_one_run_per_size_in_its_own_directory():
     sweep = settings_from(["--lstm_size=4,8", "--run_name=s", "--export_dir=/tmp/e"])
     assert [(s.model.units, s.run.run_name, s.run.export_dir) for s in sweep] == [
-        (4, "s/lstm_size_4", "/tmp/e/lstm_size_4"), (8, "s/lstm_size_8", "/tmp/e/lstm_size_8")]
+        (4, "s/lstm_size_4", "/tmp/e/lstm_size_4"),
+        (8, "s/lstm_size_8", "/tmp/e/lstm_size_8"),
+    ]

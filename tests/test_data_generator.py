@@ -81,8 +81,13 @@ def test_mixed_lengths_split_every_length():
 
 @pytest.mark.parametrize(
     "bad, message",
-    [("+x-", r"'x' \(U\+0078\) at position 2"), ("", "empty"), ("+ ", r"' ' \(U\+0020\) at position 2"),
-     ("é", r"U\+00E9"), ("+\n", r"U\+000A")],
+    [
+        ("+x-", r"'x' \(U\+0078\) at position 2"),
+        ("", "empty"),
+        ("+ ", r"' ' \(U\+0020\) at position 2"),
+        ("é", r"U\+00E9"),
+        ("+\n", r"U\+000A"),
+    ],
 )
 def test_bad_sequences_name_character_and_position(bad, message):
     with pytest.raises(dg.SequenceError, match=message):
@@ -109,8 +114,13 @@ def test_training_batches_trim_padding_and_follow_each_epochs_plan():
     batches = list(dg.training_batches(examples, batch_size=2, seed=0, epochs=range(3, 5)))
     assert len(batches) == 2 * dg.steps_per_epoch(examples.lengths, 2) == 4  # lengths 2, 4: one batch each
     planned = [sorted(indices) for epoch in (3, 4) for indices in dg.batch_plan(examples.lengths, 2, 0, epoch)]
-    seen = [sorted(examples.sequences.index(dg.decode_sequence(row[:length])) for row, length in
-                   zip(inputs.numpy(), lengths.numpy())) for inputs, _, lengths in batches]
+    seen = [
+        sorted(
+            examples.sequences.index(dg.decode_sequence(row[:length]))
+            for row, length in zip(inputs.numpy(), lengths.numpy())
+        )
+        for inputs, _, lengths in batches
+    ]
     assert seen == planned
     for inputs, sums, lengths in batches:
         assert inputs.shape[1] == int(max(lengths))

@@ -18,15 +18,15 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from tasks.counter import data_generator
 from conftest import QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter
-from tasks.counter.task import CounterData, CounterTask
+
+from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training import distribute, run
 from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
-from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.optimizer import Adam
 from diy_lstm.training.trainer import Trainer
+from tasks.counter import data_generator
+from tasks.counter.task import CounterData, CounterTask
 from tasks.text.task import TextData, TextTask
 
 MIRRORED = {"strategy": "mirrored", "cpu_devices": 2}
@@ -34,8 +34,11 @@ MIRRORED = {"strategy": "mirrored", "cpu_devices": 2}
 
 def model_weights(run_dir: str) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith("model/") and "OPTIMIZER" not in name}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith("model/") and "OPTIMIZER" not in name
+    }
 
 
 def largest_difference(run_dir: str, reference_dir: str) -> float:
@@ -82,25 +85,41 @@ def test_the_replicas_joined_gradient_is_the_one_device_gradient(noise, measured
         given = distribute.split_batch(place, batch) if strategy else batch
         loss, gradients[name] = trainer.gradients(*given)
         gradients[name] = [g.numpy() for g in gradients[name]] + [loss.numpy()]
-    worst = max(float(np.max(np.abs(d - m)) / np.max(np.abs(d)))
-                for d, m in zip(gradients["default"], gradients["mirrored"]))
+    worst = max(
+        float(np.max(np.abs(d - m)) / np.max(np.abs(d))) for d, m in zip(gradients["default"], gradients["mirrored"])
+    )
     assert measured("mirrored vs one device: gradient of one uneven batch, relative", worst) <= 1e-6
     assert len(set(examples.lengths[pick])) > 1
 
 
 def text_run(logdir: str, name: str, run_options: dict, epochs: int = 3) -> run.RunResult:
     data = TextData(corpus="hamlet_soliloquy", validation_fraction=0.1, unroll_length=25)
-    training = TrainingConfig(epochs=epochs, batch_size=4, learning_rate=0.02, clip_norm=5.0,
-                              preactivation_noise=0.5, jit_compile="false")
+    training = TrainingConfig(
+        epochs=epochs, batch_size=4, learning_rate=0.02, clip_norm=5.0, preactivation_noise=0.5, jit_compile="false"
+    )
     task = TextTask(data)
-    model = ModelConfig(input_size=len(task.vocabulary), units=16, num_layers=2, output_size=len(task.vocabulary),
-                        initializer="glorot_uniform")
-    run_config = RunConfig(logdir=logdir, run_name=name, histogram_every=epochs, image_every=epochs,
-                           sample_every=epochs, eval_every=epochs, **run_options)
+    model = ModelConfig(
+        input_size=len(task.vocabulary),
+        units=16,
+        num_layers=2,
+        output_size=len(task.vocabulary),
+        initializer="glorot_uniform",
+    )
+    run_config = RunConfig(
+        logdir=logdir,
+        run_name=name,
+        histogram_every=epochs,
+        image_every=epochs,
+        sample_every=epochs,
+        eval_every=epochs,
+        **run_options,
+    )
     return run.train(RunSettings(TextTask.name, model, data, training, run_config), task)
 
 
-@pytest.mark.parametrize("task", [pytest.param("counter", marks=pytest.mark.slow), pytest.param("text", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "task", [pytest.param("counter", marks=pytest.mark.slow), pytest.param("text", marks=pytest.mark.slow)]
+)
 def test_a_mirrored_run_ends_with_the_weights_and_metrics_of_a_one_device_run(task, tmp_path, measured):
     """Same seed and global batch. The counter: 20 epochs with noise, lengths 1..3 in batches of 8
     (slices of 4 + 4, 2 + 2, and 1 + none for the one training sequence of length 1); the text: 2
@@ -109,9 +128,18 @@ def test_a_mirrored_run_ends_with_the_weights_and_metrics_of_a_one_device_run(ta
     for name, options in (("default", {}), ("mirrored", MIRRORED)):
         if task == "counter":
             data = CounterData(min_length=1, max_length=3)
-            results[name] = train_counter(counter_settings(
-                str(tmp_path), name, data=data, epochs=20, batch_size=8, clip_norm=1.0, weight_decay=0.01,
-                run_options={"eval_every": 20, **options}))
+            results[name] = train_counter(
+                counter_settings(
+                    str(tmp_path),
+                    name,
+                    data=data,
+                    epochs=20,
+                    batch_size=8,
+                    clip_norm=1.0,
+                    weight_decay=0.01,
+                    run_options={"eval_every": 20, **options},
+                )
+            )
         else:
             results[name] = text_run(str(tmp_path), name, options)
     difference = largest_difference(results["mirrored"].run_dir, results["default"].run_dir)
@@ -141,25 +169,41 @@ def test_text_streams_that_cannot_split_evenly_over_the_replicas_are_refused_bef
     data = TextData(corpus="hamlet_soliloquy", validation_fraction=0.0, unroll_length=10)
     task = TextTask(data)
     model = ModelConfig(input_size=len(task.vocabulary), units=4, output_size=len(task.vocabulary))
-    settings = RunSettings(TextTask.name, model, data, TrainingConfig(epochs=1, batch_size=3),
-                           RunConfig(logdir=str(tmp_path), run_name="odd", **MIRRORED))
+    settings = RunSettings(
+        TextTask.name,
+        model,
+        data,
+        TrainingConfig(epochs=1, batch_size=3),
+        RunConfig(logdir=str(tmp_path), run_name="odd", **MIRRORED),
+    )
     with pytest.raises(ConfigError, match=r"^--batch_size=3 streams cannot be split evenly over 2 replicas"):
         run.train(settings, task)
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("tf_config, named", [
-    (None, "needs the TF_CONFIG environment variable"),
-    ("{cluster", "TF_CONFIG is not JSON"),
-    ('{"cluster": {"worker": ["a:1"]}}', 'TF_CONFIG must be an object with "cluster" and "task"'),
-    ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
-     "TF_CONFIG cluster 'worker' address 1 is 'b'"),
-    ('{"cluster": {"worker": ["a:1", "b:70000"]}, "task": {"type": "worker", "index": 0}}', "address 1 is 'b:70000'"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', r"task index 1 is not in \[0, 1\)"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps' is not a job"),
-    ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "job 'ps' is not one of"),
-    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "tf_config, named",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{cluster", "TF_CONFIG is not JSON"),
+        ('{"cluster": {"worker": ["a:1"]}}', 'TF_CONFIG must be an object with "cluster" and "task"'),
+        (
+            '{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}',
+            "TF_CONFIG cluster 'worker' address 1 is 'b'",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:70000"]}, "task": {"type": "worker", "index": 0}}',
+            "address 1 is 'b:70000'",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+            r"task index 1 is not in \[0, 1\)",
+        ),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps' is not a job"),
+        ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "job 'ps' is not one of"),
+        ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "must be a non-empty list"),
+    ],
+)
 def test_a_malformed_tf_config_is_named(tf_config, named):
     with pytest.raises(ConfigError, match=named):
         distribute.read_tf_config(tf_config)
@@ -170,7 +214,8 @@ def test_the_chief_is_worker_0_or_the_task_called_chief():
     plain = {"cluster": {"worker": workers}}
     with_chief = {"cluster": {"chief": ["c:3"], "worker": workers}}
     read = lambda config, task_type, index: distribute.read_tf_config(  # noqa: E731
-        json.dumps({**config, "task": {"type": task_type, "index": index}}))
+        json.dumps({**config, "task": {"type": task_type, "index": index}})
+    )
     assert (read(plain, "worker", 0).is_chief, read(plain, "worker", 1).is_chief) == (True, False)
     assert read(plain, "worker", 1).num_workers == 2 and read(plain, "worker", 1).address == "b:2"
     assert read(with_chief, "chief", 0).is_chief and not read(with_chief, "worker", 0).is_chief
@@ -186,10 +231,17 @@ def workers(flags: list[str], count: int = 2):
     processes = []
     try:
         for tf_config in distribute.loopback_tf_configs(count):
-            processes.append(subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", *flags],
-                cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config}, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, start_new_session=True))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", *flags],
+                    cwd=ROOT,
+                    env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
         yield processes
     finally:
         for process in processes:
@@ -208,8 +260,9 @@ def validation_final_predictions(export_dir: str) -> tuple[np.ndarray, np.ndarra
     """The export's final predictions of train.py's default validation sequences, and their final sums."""
     _, validation = data_generator.make_splits(6, 6, 0.25, seed=0)
     score = tf.saved_model.load(export_dir).signatures["score_encoded"]
-    return score(inputs=tf.constant(validation.inputs, tf.float32))["final_prediction"].numpy(), \
-        validation.running_sums[:, -1]
+    return score(inputs=tf.constant(validation.inputs, tf.float32))[
+        "final_prediction"
+    ].numpy(), validation.running_sums[:, -1]
 
 
 @pytest.mark.slow
@@ -230,15 +283,19 @@ def test_two_workers_on_loopback_train_the_one_process_model_and_the_chief_expor
     (ours, sums), (expected, _) = (validation_final_predictions(str(path / "saved_model")) for path in (two, one))
     largest = np.max(np.abs(ours - expected))
     assert measured("2 workers vs one process: export's validation predictions", largest) <= 1e-3
-    misses = {name: float(np.mean(np.round(predictions) != sums)) for name, predictions in (("two", ours),
-                                                                                         ("one", expected))}
+    misses = {
+        name: float(np.mean(np.round(predictions) != sums)) for name, predictions in (("two", ours), ("one", expected))
+    }
     assert misses["two"] == misses["one"]
     assert misses["two"] == pytest.approx(json.load(open(two / "results.json"))["metrics"]["validation"]["error"])
 
 
 def latest_checkpoint_epoch(checkpoints) -> int:
-    saved = [int(name[len("ckpt-"):-len(".index")]) for name in (os.listdir(checkpoints) if checkpoints.is_dir()
-                                                                  else []) if name.endswith(".index")]
+    saved = [
+        int(name[len("ckpt-") : -len(".index")])
+        for name in (os.listdir(checkpoints) if checkpoints.is_dir() else [])
+        if name.endswith(".index")
+    ]
     return max(saved, default=0)
 
 
@@ -254,8 +311,16 @@ def wait_for_checkpoint_after(checkpoints, epoch: int, chief: subprocess.Popen, 
 @pytest.mark.slow
 def test_a_dead_worker_stops_the_other_in_one_line_all_resume_and_ctrl_c_on_one_stops_all(tmp_path):
     logdir = tmp_path / "logs"
-    flags = [f"--logdir={logdir}", "--run_name=run", "--lstm_size=8", "--epochs=400", "--checkpoint_every=10",
-             "--eval_every=10", "--histogram_every=0", "--image_every=0"]
+    flags = [
+        f"--logdir={logdir}",
+        "--run_name=run",
+        "--lstm_size=8",
+        "--epochs=400",
+        "--checkpoint_every=10",
+        "--eval_every=10",
+        "--histogram_every=0",
+        "--image_every=0",
+    ]
     checkpoints = logdir / "run" / "checkpoints"
     with workers(flags) as (chief, other):
         wait_for_checkpoint_after(checkpoints, 0, chief)
@@ -285,8 +350,10 @@ def test_a_chief_that_refuses_to_start_stops_the_other_worker_in_one_line(tmp_pa
     with workers([f"--logdir={tmp_path / 'logs'}", f"--export_dir={not_ours}", "--lstm_size=8"]) as processes:
         (chief_code, _, chief_err), (code, out, err) = finish(processes, timeout=120)
     assert chief_code == 2 and len(chief_err.splitlines()) == 1 and str(not_ours) in chief_err
-    assert code == 1 and err == "error: worker 0 stopped before training began (its own output says why); " \
-        "rerun every worker\n"
+    assert (
+        code == 1
+        and err == "error: worker 0 stopped before training began (its own output says why); rerun every worker\n"
+    )
     assert os.listdir(not_ours) == ["notes"]
 
 
@@ -296,15 +363,28 @@ def test_a_worker_whose_address_is_taken_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
-                                "task": {"type": "worker", "index": 0}})
+        tf_config = json.dumps(
+            {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+        )
         finished = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}"],
-            cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config}, capture_output=True, text=True,
-            timeout=120)
+            [
+                sys.executable,
+                os.path.join(ROOT, "train.py"),
+                SMALL_COUNTER,
+                "--strategy=multi_worker",
+                f"--logdir={tmp_path}",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **QUIET_TF, "TF_CONFIG": tf_config},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert finished.returncode == 2 and finished.stdout == ""
-    assert finished.stderr == (f"error: cannot start worker 0 at 127.0.0.1:{port} (TF_CONFIG's task): Address already "
-                               "in use; is its port free, and is this the task's machine?\n")
+    assert finished.stderr == (
+        f"error: cannot start worker 0 at 127.0.0.1:{port} (TF_CONFIG's task): Address already "
+        "in use; is its port free, and is this the task's machine?\n"
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -328,11 +408,26 @@ def test_workers_started_with_different_settings_refuse_naming_them_before_writi
     (the last two may change on resume, but the workers meet at every epoch and evaluation)."""
     configs = distribute.loopback_tf_configs(2)
     per_worker = [["--epochs=2"], ["--seed=1", "--learning_rate=0.01", "--epochs=3", "--eval_every=2"]]
-    processes = [subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}",
-         "--run_name=r", "--lstm_size=4", *extra], cwd=ROOT,
-        env={**os.environ, **QUIET_TF, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for config, extra in zip(configs, per_worker)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "train.py"),
+                SMALL_COUNTER,
+                "--strategy=multi_worker",
+                f"--logdir={tmp_path}",
+                "--run_name=r",
+                "--lstm_size=4",
+                *extra,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **QUIET_TF, "TF_CONFIG": config},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for config, extra in zip(configs, per_worker)
+    ]
     try:
         results = finish(processes, timeout=180)
     finally:
@@ -340,8 +435,12 @@ def test_workers_started_with_different_settings_refuse_naming_them_before_writi
             process.kill()
     for index, (code, _, err) in enumerate(results):
         assert code == 1 and len(err.splitlines()) == 1, err
-        assert err.startswith("error: the workers were started with different settings or data: ") and \
-            "training.learning_rate" in err and "training.seed" in err and "model.seed" in err, err
+        assert (
+            err.startswith("error: the workers were started with different settings or data: ")
+            and "training.learning_rate" in err
+            and "training.seed" in err
+            and "model.seed" in err
+        ), err
         assert "training.epochs" in err and "run.eval_every" in err, err
     assert "training.seed=1" in results[1][2] and "training.seed=0" in results[0][2]
     assert os.listdir(tmp_path) == []  # refused before the run directory was made
@@ -353,13 +452,28 @@ def test_a_chief_whose_peer_never_starts_says_what_it_waits_for_and_gives_up(tmp
     peer = chief_config["cluster"]["worker"][1]
     started = time.monotonic()
     finished = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--strategy=multi_worker", f"--logdir={tmp_path}",
-         "--worker_start_timeout=8"], cwd=ROOT, env={**os.environ, **QUIET_TF, "TF_CONFIG": json.dumps(chief_config)},
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            SMALL_COUNTER,
+            "--strategy=multi_worker",
+            f"--logdir={tmp_path}",
+            "--worker_start_timeout=8",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **QUIET_TF, "TF_CONFIG": json.dumps(chief_config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert time.monotonic() - started < 60
     assert finished.returncode == 1
-    assert finished.stdout == f"waiting for the other workers of TF_CONFIG (worker 1 at {peer}) to start; giving up " \
+    assert (
+        finished.stdout == f"waiting for the other workers of TF_CONFIG (worker 1 at {peer}) to start; giving up "
         "after 8s\n"
-    assert finished.stderr == f"error: worker 1 at {peer} did not start within 8s (--worker_start_timeout); start " \
+    )
+    assert (
+        finished.stderr == f"error: worker 1 at {peer} did not start within 8s (--worker_start_timeout); start "
         "every worker TF_CONFIG names, then rerun\n"
+    )
     assert os.listdir(tmp_path) == []

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_python
 
 from tasks.counter import data_generator as dg
 from tasks.counter import generalization as evaluate
-from conftest import run_python
 
 
 def signature_from(predict):
@@ -70,8 +70,17 @@ def test_repeated_patterns_find_the_first_step_a_drift_gets_wrong():
 
 @pytest.mark.slow
 def test_command_line_table_and_tensorboard(short_run, tmp_path):
-    result = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6,30",
-                         "--sequences=40", f"--tensorboard_dir={tmp_path}", "--pattern_length=50", "--patterns=0,I+"])
+    result = run_python(
+        [
+            "evaluate.py",
+            f"--model_dir={short_run['export_dir']}",
+            "--lengths=6,30",
+            "--sequences=40",
+            f"--tensorboard_dir={tmp_path}",
+            "--pattern_length=50",
+            "--patterns=0,I+",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["length", "sequences"]
@@ -79,23 +88,34 @@ def test_command_line_table_and_tensorboard(short_run, tmp_path):
     assert lines[4].split()[:3] == ["pattern", "repeated", "to"]
     assert [line.split()[:2] for line in lines[5:7]] == [["0", "50"], ["I+", "50"]]
     assert os.listdir(tmp_path / "generalization")
-    varied = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--lengths=6",
-                         "--sequences=20", "--sampling=varied", f"--tensorboard_dir={tmp_path}"])
+    varied = run_python(
+        [
+            "evaluate.py",
+            f"--model_dir={short_run['export_dir']}",
+            "--lengths=6",
+            "--sequences=20",
+            "--sampling=varied",
+            f"--tensorboard_dir={tmp_path}",
+        ]
+    )
     assert varied.returncode == 0, varied.stderr
     assert os.listdir(tmp_path / "generalization_varied")
 
 
 @pytest.mark.slow
 def test_bad_pattern_names_the_flag(short_run):
-    result = run_python(["evaluate.py", f"--model_dir={short_run['export_dir']}", "--pattern_length=10",
-                         "--patterns=0,+x"])
+    result = run_python(
+        ["evaluate.py", f"--model_dir={short_run['export_dir']}", "--pattern_length=10", "--patterns=0,+x"]
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: flag --patterns=['0', '+x']: --patterns must be non-empty sequences over '0+-I', e.g. 0,+,I+"]
+        "error: flag --patterns=['0', '+x']: --patterns must be non-empty sequences over '0+-I', e.g. 0,+,I+"
+    ]
 
 
 @pytest.mark.slow
 def test_bad_model_dir_is_one_line(tmp_path):
     result = run_python(["evaluate.py", f"--model_dir={tmp_path}"])
     assert result.returncode == 3 and result.stderr == (
-        f"error: --model_dir={tmp_path}: no saved_model.pb there; is this a SavedModel?\n")
+        f"error: --model_dir={tmp_path}: no saved_model.pb there; is this a SavedModel?\n"
+    )

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import QUIET_TF, ROOT
 
 DOC = os.path.join(ROOT, "docs", "reliability.md")
@@ -18,7 +17,7 @@ MEMORY = {"DIY_LSTM_AVAILABLE_MEMORY_BYTES": str(16 * 2**30)}  # the free memory
 def documented_examples() -> list[tuple[int, str]]:
     """`(code, command)` of each row of the "Exit codes" table whose example is a command."""
     text = open(DOC, encoding="utf-8").read()
-    table = text[text.index("## Exit codes"):].split("\n\n## ")[0]
+    table = text[text.index("## Exit codes") :].split("\n\n## ")[0]
     rows = re.findall(r"^\| (\d+) \| [^|]+ \| `(python [^`]+)` \|$", table, flags=re.M)
     return [(int(code), command) for code, command in rows]
 
@@ -40,15 +39,26 @@ def test_every_documented_example_exits_with_its_code(tmp_path, small_export, sm
     (logs / "damaged" / ".diy_lstm-run").write_text('{"kind": "run", "task": "counter"}')
     (logs / "damaged" / "config.json").write_text("{cut sho")
     for code, command in documented_examples():
-        for placeholder, value in (("TEXT_MODEL", small_text_export), ("NOT_OURS", not_ours), ("MODEL", small_export),
-                                   ("LOGS", logs)):
+        for placeholder, value in (
+            ("TEXT_MODEL", small_text_export),
+            ("NOT_OURS", not_ours),
+            ("MODEL", small_export),
+            ("LOGS", logs),
+        ):
             command = command.replace(placeholder, str(value))
         words = shlex.split(command)
         stdout = None
         if words[-1] == ">/dev/full":
             words, stdout = words[:-1], open("/dev/full", "w")
-        result = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env={**os.environ, **QUIET_TF, **MEMORY},
-                                stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, *words[1:]],
+            cwd=ROOT,
+            env={**os.environ, **QUIET_TF, **MEMORY},
+            stdout=stdout or subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == code, (command, result.stderr)
         assert len(result.stderr.splitlines()) == (code != 0), (command, result.stderr)
     assert (not_ours / "notes.txt").read_text() == "mine" and os.listdir(not_ours) == ["notes.txt"]

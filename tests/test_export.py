@@ -11,14 +11,14 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from tasks.counter import data_generator as dg
 from conftest import run_python
-from diy_lstm.serving import export as export_lib
+
 from diy_lstm import reference
-from diy_lstm.serving.export import export, load_metadata
-from tasks.counter.serving import SequenceScorer
 from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.serving import export as export_lib
+from diy_lstm.serving.export import export, load_metadata
+from tasks.counter import data_generator as dg
+from tasks.counter.serving import SequenceScorer
 
 SEQUENCES = ["+-I0", "++", "I+++-0", "-", "0I-I+I0-+"]
 
@@ -36,8 +36,9 @@ def expected_finals(model, sequences):
 def exported(tmp_path_factory):
     model = LSTMModel(ModelConfig(input_size=3, units=6, readout="cell", seed=7))
     path = str(tmp_path_factory.mktemp("export") / "saved_model")
-    scorer = SequenceScorer(model, dg.ENCODING, trained_lengths=(1, 20), validated_exact_up_to=3000,
-                            readout_fit_length=1000)
+    scorer = SequenceScorer(
+        model, dg.ENCODING, trained_lengths=(1, 20), validated_exact_up_to=3000, readout_fit_length=1000
+    )
     export(scorer, path, scorer.signatures(), {"note": "test export"})
     return model, path
 
@@ -127,8 +128,9 @@ def test_bad_strings_fail_with_a_message_naming_them(exported, batch, pattern):
 def test_encoded_signature_rejects_wrong_feature_count(exported):
     _, path = exported
     signature = tf.saved_model.load(path).signatures["score_encoded"]
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"inputs must be \[batch, time >= 1, 3\], got shape\] \[1 4 5\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"inputs must be \[batch, time >= 1, 3\], got shape\] \[1 4 5\]"
+    ):
         signature(inputs=tf.zeros([1, 4, 5]))
 
 
@@ -141,9 +143,12 @@ def test_empty_batch_gives_empty_outputs(exported):
 def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
     _, path = exported
     metadata = load_metadata(path)
-    assert metadata.pop(export_lib.MANIFEST_KEY) == ["fingerprint.pb", "saved_model.pb",
-                                                     "variables/variables.data-00000-of-00001",
-                                                     "variables/variables.index"]
+    assert metadata.pop(export_lib.MANIFEST_KEY) == [
+        "fingerprint.pb",
+        "saved_model.pb",
+        "variables/variables.data-00000-of-00001",
+        "variables/variables.index",
+    ]
     assert metadata == {"format": export_lib.METADATA_FORMAT, "note": "test export"}
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o755)  # readable by others, not 0700
 
@@ -151,8 +156,11 @@ def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
 SAVED_MODEL_CLI_MODULE = "tensorflow.python.tools.saved_model_cli"
 
 
-def saved_model_cli(beside: str = os.path.dirname(sys.executable), scripts: str | None = sysconfig.get_path("scripts"),
-                    path: str | None = None) -> list[str]:
+def saved_model_cli(
+    beside: str = os.path.dirname(sys.executable),
+    scripts: str | None = sysconfig.get_path("scripts"),
+    path: str | None = None,
+) -> list[str]:
     """The command that runs TensorFlow's `saved_model_cli`: the script beside this interpreter (a
     virtual environment's python need not be activated, so not on PATH), in its scripts directory, on
     `path` (PATH if None), or else its module run by this interpreter."""
@@ -182,8 +190,22 @@ def run_saved_model_cli(command: list[str], path: str) -> tuple[str, subprocess.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     shown = subprocess.run([*command, "show", "--dir", path, "--all"], capture_output=True, text=True, env=env)
     ran = subprocess.run(
-        [*command, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
-         "--input_exprs", 'sequences=["++-0","I+"]'], capture_output=True, text=True, env=env)
+        [
+            *command,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            'sequences=["++-0","I+"]',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     return shown.stdout, ran
 
 
@@ -249,9 +271,11 @@ def test_export_replaces_only_an_export_of_ours_or_an_empty_directory(exported, 
     tf.saved_model.save(tf.Module(), str(other_program))
     a_file = tmp_path / "a_file"
     a_file.write_text("data")
-    for target, fragment in ((precious, "holds files that are not a diy_lstm SavedModel"),
-                             (other_program, "holds files that are not a diy_lstm SavedModel"),
-                             (a_file, "is a file")):
+    for target, fragment in (
+        (precious, "holds files that are not a diy_lstm SavedModel"),
+        (other_program, "holds files that are not a diy_lstm SavedModel"),
+        (a_file, "is a file"),
+    ):
         before = snapshot(target)
         with pytest.raises(export_lib.ExportDirError, match=fragment):
             export(scorer, str(target), scorer.signatures())
@@ -291,13 +315,17 @@ def test_a_run_does_not_replace_an_export_of_ours_that_names_no_task(exported, t
         train_counter(counter_settings(str(logdir), "r", units=2, epochs=1, run_options={"export_dir": str(target)}))
     assert snapshot(target) == before and not logdir.exists()
     os.rename(target, f"{target}.previous")  # an interrupted swap would move it back, then replace it
-    with pytest.raises(export_lib.ExportDirError, match=f"^--export_dir={target}.previous holds a diy_lstm "
-                                                        "SavedModel that names no task"):
+    with pytest.raises(
+        export_lib.ExportDirError,
+        match=f"^--export_dir={target}.previous holds a diy_lstm SavedModel that names no task",
+    ):
         export_lib.check_export_dir(str(target), task="counter")
     os.rename(f"{target}.previous", target)
     export(scorer, str(target), scorer.signatures(), {"version": 2})
     assert {key: value for key, value in load_metadata(str(target)).items() if key != export_lib.MANIFEST_KEY} == {
-        "format": export_lib.METADATA_FORMAT, "version": 2}
+        "format": export_lib.METADATA_FORMAT,
+        "version": 2,
+    }
 
 
 def test_a_run_replaces_an_export_of_its_own_task_only(exported, tmp_path):
@@ -317,20 +345,24 @@ def test_an_export_with_a_file_it_did_not_write_is_not_replaced_and_the_file_is_
     target = tmp_path / "saved_model"
     export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}}, task="counter")
     manifest = load_metadata(str(target))[export_lib.MANIFEST_KEY]
-    on_disk = sorted(os.path.relpath(os.path.join(parent, name), target)
-                     for parent, _, names in os.walk(target) for name in names)
+    on_disk = sorted(
+        os.path.relpath(os.path.join(parent, name), target) for parent, _, names in os.walk(target) for name in names
+    )
     assert sorted([*manifest, export_lib.METADATA_FILE]) == on_disk and "saved_model.pb" in manifest
     (target / "NOTES.txt").write_text("my notes\n")
     (target / "variables" / "mine").mkdir()
     (target / "variables" / "mine" / "a.txt").write_text("a")
-    for attempt in (lambda: export_lib.check_export_dir(str(target), task="counter"),  # before training
-                    lambda: export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}},
-                                   task="counter")):  # and at the swap
+    for attempt in (
+        lambda: export_lib.check_export_dir(str(target), task="counter"),  # before training
+        lambda: export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}}, task="counter"),
+    ):  # and at the swap
         with pytest.raises(export_lib.ExportDirError) as raised:
             attempt()
-        assert str(raised.value) == (f"--export_dir={target} holds files the export did not write (NOTES.txt, "
-                                     "variables/mine/a.txt); refusing to replace it: move them elsewhere or choose "
-                                     "another directory")
+        assert str(raised.value) == (
+            f"--export_dir={target} holds files the export did not write (NOTES.txt, "
+            "variables/mine/a.txt); refusing to replace it: move them elsewhere or choose "
+            "another directory"
+        )
     assert (target / "NOTES.txt").read_text() == "my notes\n" and sorted(os.listdir(tmp_path)) == ["saved_model"]
     (target / "NOTES.txt").unlink()
     shutil.rmtree(target / "variables" / "mine")

@@ -10,10 +10,9 @@ import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 import pytest
+import tensorflow as tf
 from absl import flags
-
 
 CASES = 300
 JUNK = ["x", " ", "\t", "é", "€", "😀", "\x00", "\x7f", "-", "--", "=", "I", "+", "0", "\\", "'", '"', "\n"]
@@ -24,7 +23,7 @@ def random_text(rng, alphabet, longest=12):
 
 
 def run_score(argv, stdin_bytes=None):
-    """`python -m tasks.counter.score ARGV` in this process: (exit code, stdout, stderr)."""
+    """`python score.py ARGV` in this process: (exit code, stdout, stderr)."""
     from diy_lstm.cli import main as cli
     from tasks.counter import score
 
@@ -62,13 +61,22 @@ def test_score_arguments_fuzzed(small_export, tmp_path):
         sequences = [s for s in sequences if not s.startswith("--") or s == "--"] or ["+"]
         extra = []
         if rng.random() < 0.2:
-            extra.append(rng.choice(["--bogus=1", "--model_dir=/nonexistent", "--reference=nope:f", "--reference=x",
-                                     "--" + "z" * int(rng.integers(1, 1500))]))
+            extra.append(
+                rng.choice(
+                    [
+                        "--bogus=1",
+                        "--model_dir=/nonexistent",
+                        "--reference=nope:f",
+                        "--reference=x",
+                        "--" + "z" * int(rng.integers(1, 1500)),
+                    ]
+                )
+            )
         argv = [f"--model_dir={small_export}", *extra, *sequences]
         code, stdout, stderr = run_score(argv)
         # Every argument is a sequence but the flags; after the first `--`, every argument is one.
         cut = sequences.index("--") if "--" in sequences else len(sequences)
-        expected = cut + len(sequences[cut + 1:])
+        expected = cut + len(sequences[cut + 1 :])
         assert_one_line_or_result(code, stdout, stderr, expected)
         outcomes[code] += 1
     assert sorted(os.listdir(tmp_path)) == before
@@ -263,15 +271,25 @@ def run_many(module: str, command: str, main: str, cases: list[list[str]]) -> li
 
     from conftest import run_python
 
-    runner = run_python(["-c", RUNNER.format(module=module, command=command, main=main)], stdin=json.dumps(cases),
-                        timeout=900)
+    runner = run_python(
+        ["-c", RUNNER.format(module=module, command=command, main=main)], stdin=json.dumps(cases), timeout=900
+    )
     assert runner.returncode == 0, runner.stderr[-2000:]
     return [tuple(result) for result in json.loads(runner.stdout.splitlines()[-1])]
 
 
 TEXT_FLAGS = {
-    "text_file": ["", "/dev/zero", "/nonexistent", "{tmp}/fifo", "{tmp}/binary", "{tmp}/empty", "{tmp}/tiny",
-                  "{tmp}/ok", "{tmp}"],
+    "text_file": [
+        "",
+        "/dev/zero",
+        "/nonexistent",
+        "{tmp}/fifo",
+        "{tmp}/binary",
+        "{tmp}/empty",
+        "{tmp}/tiny",
+        "{tmp}/ok",
+        "{tmp}",
+    ],
     "corpus": ["fox_and_crow", "hamlet_soliloquy", "nope", ""],
     "unroll_length": ["0", "-1", "10001", "5", "x", "1e9"],
     "validation_fraction": ["-0.1", "0.6", "nan", "0.1", "0"],
@@ -302,8 +320,9 @@ def test_train_text_flags_fuzzed_fail_as_one_line_before_anything_is_written(tmp
         argv = [f"--{name}={str(rng.choice(TEXT_FLAGS[name])).format(tmp=tmp_path)}" for name in names]
         cases.append(argv + [f"--logdir={tmp_path}/logs"])
     outcomes = {}
-    for argv, (code, stdout, stderr) in zip(cases, run_many("text", "train", "lambda argv: command.settings_per_size() "
-                                                            "and 0", cases)):
+    for argv, (code, stdout, stderr) in zip(
+        cases, run_many("text", "train", "lambda argv: command.settings_per_size() and 0", cases)
+    ):
         outcomes[code] = outcomes.get(code, 0) + 1
         if code == 0:
             assert stderr == "", argv
@@ -317,8 +336,11 @@ PROMPT_PIECES = ["One", " bright", "x", "\x01", "\u00a0", "😀", "\udcff", "\n"
 
 
 def file_bytes(directory: str) -> dict[str, bytes]:
-    return {os.path.join(parent, name): open(os.path.join(parent, name), "rb").read()
-            for parent, _, names in os.walk(directory) for name in names}
+    return {
+        os.path.join(parent, name): open(os.path.join(parent, name), "rb").read()
+        for parent, _, names in os.walk(directory)
+        for name in names
+    }
 
 
 @pytest.mark.slow
@@ -330,10 +352,15 @@ def test_generate_command_line_fuzzed(small_text_export, tmp_path):
     for _ in range(CASES):
         pieces = PROMPT_PIECES if rng.random() < 0.6 else ["One", " bright", " the"]
         prompt = "".join(rng.choice(pieces, size=int(rng.integers(0, 5))))
-        argv = [f"--model_dir={rng.choice([small_text_export] * 6 + [str(tmp_path), '/nonexistent'])}",
-                f"--prompt={prompt}"]
-        for name, values in (("num_chars", ["-1", "0", "5", "1000001", "x"]),
-                             ("temperature", ["-1", "nan", "inf", "0", "0.8"]), ("seed", ["-1", "3", "x"])):
+        argv = [
+            f"--model_dir={rng.choice([small_text_export] * 6 + [str(tmp_path), '/nonexistent'])}",
+            f"--prompt={prompt}",
+        ]
+        for name, values in (
+            ("num_chars", ["-1", "0", "5", "1000001", "x"]),
+            ("temperature", ["-1", "nan", "inf", "0", "0.8"]),
+            ("seed", ["-1", "3", "x"]),
+        ):
             if rng.random() < 0.4:
                 argv.append(f"--{name}={rng.choice(values)}")
         cases.append(argv)
@@ -360,8 +387,15 @@ UNITS, LAYERS = 8, 1  # small_text_export's model
 
 def random_state(rng, batch: int) -> np.ndarray:
     """A `more` state: mostly `[layers, 2, batch, units]` of any values, sometimes of another shape."""
-    shapes = [[LAYERS, 2, batch, UNITS], [LAYERS + 1, 2, batch, UNITS], [LAYERS, 2, batch, UNITS - 1],
-              [LAYERS, 3, batch, UNITS], [2, UNITS], [LAYERS, 2, batch, UNITS, 1], []]
+    shapes = [
+        [LAYERS, 2, batch, UNITS],
+        [LAYERS + 1, 2, batch, UNITS],
+        [LAYERS, 2, batch, UNITS - 1],
+        [LAYERS, 3, batch, UNITS],
+        [2, UNITS],
+        [LAYERS, 2, batch, UNITS, 1],
+        [],
+    ]
     shape = shapes[int(rng.integers(1, len(shapes)))] if rng.random() < 0.15 else shapes[0]
     state = np.asarray(rng.normal(size=shape) * rng.choice([0.0, 1.0, 1.0, 1e30]))
     if state.size and rng.random() < 0.1:
@@ -374,7 +408,7 @@ def check_generated(result, prompts: list[bytes], num_chars: int, vocabulary: se
     assert len(texts) == len(prompts)
     for prompt, text in zip(prompts, texts):
         assert text.startswith(prompt.decode("utf-8")) and len(text) == len(prompt.decode("utf-8")) + num_chars
-        assert set(text[len(prompt.decode("utf-8")):]) <= vocabulary
+        assert set(text[len(prompt.decode("utf-8")) :]) <= vocabulary
 
 
 def check_scored(result, texts: list[bytes]) -> None:
@@ -382,8 +416,8 @@ def check_scored(result, texts: list[bytes]) -> None:
     bits, log_probs = result["bits_per_char"].numpy(), result["log_probs"].numpy()
     assert bits.shape == (len(texts),) and log_probs.shape[0] == len(texts)
     for row, length in enumerate(lengths):  # ln p of each next character: finite and <= 0, then 0 past the end
-        assert np.all(np.isfinite(log_probs[row, :length - 1])) and np.all(log_probs[row, :length - 1] <= 0)
-        assert np.all(log_probs[row, length - 1:] == 0) and bits[row] >= 0
+        assert np.all(np.isfinite(log_probs[row, : length - 1])) and np.all(log_probs[row, : length - 1] <= 0)
+        assert np.all(log_probs[row, length - 1 :] == 0) and bits[row] >= 0
 
 
 def check_started(result, prompts: list[bytes]) -> None:
@@ -414,19 +448,30 @@ def test_the_text_signatures_fuzzed(small_text_export):
     for _ in range(CASES):
         texts = [random_bytes_text(rng) for _ in range(int(rng.choice([0, 1, 1, 2, 3])))]
         num_chars = int(rng.choice([-1, 0, 3, 3, 3, 10**7]))
-        sampling = {"temperature": tf.constant(float(rng.choice([-1.0, 0.0, 0.7, 0.7, 0.7, np.nan, np.inf]))),
-                    "seed": tf.constant(int(rng.integers(0, 2**62)), tf.int64), "num_chars": tf.constant(num_chars)}
+        sampling = {
+            "temperature": tf.constant(float(rng.choice([-1.0, 0.0, 0.7, 0.7, 0.7, np.nan, np.inf]))),
+            "seed": tf.constant(int(rng.integers(0, 2**62)), tf.int64),
+            "num_chars": tf.constant(num_chars),
+        }
         state = random_state(rng, len(texts))
         first_step = tf.constant(int(rng.choice([0, 64, 5, -1, 2**62])), tf.int64)
         calls = {
-            "generate": (lambda: loaded.signatures["generate"](prompt=tf.constant(texts, tf.string), **sampling),
-                         lambda result: check_generated(result, texts, num_chars, vocabulary)),
-            "score": (lambda: loaded.signatures["score"](text=tf.constant(texts, tf.string)),
-                      lambda result: check_scored(result, texts)),
-            "start": (lambda: loaded.signatures["start"](prompt=tf.constant(texts, tf.string)),
-                      lambda result: check_started(result, texts)),
-            "more": (lambda: loaded.signatures["more"](state=tf.constant(state), first_step=first_step, **sampling),
-                     lambda result: check_continued(result, state, num_chars, vocabulary)),
+            "generate": (
+                lambda: loaded.signatures["generate"](prompt=tf.constant(texts, tf.string), **sampling),
+                lambda result: check_generated(result, texts, num_chars, vocabulary),
+            ),
+            "score": (
+                lambda: loaded.signatures["score"](text=tf.constant(texts, tf.string)),
+                lambda result: check_scored(result, texts),
+            ),
+            "start": (
+                lambda: loaded.signatures["start"](prompt=tf.constant(texts, tf.string)),
+                lambda result: check_started(result, texts),
+            ),
+            "more": (
+                lambda: loaded.signatures["more"](state=tf.constant(state), first_step=first_step, **sampling),
+                lambda result: check_continued(result, state, num_chars, vocabulary),
+            ),
         }
         for name, (call, check) in calls.items():
             try:
@@ -445,10 +490,30 @@ def damage_run(rng, run_dir, target) -> str:
     leaves: links to `target`, directories and FIFOs where files go, JSON of other shapes."""
     import json
 
-    values = [None, 3, "text", [1, 2], {}, {"first_seed": 0, "given_up": "x"}, {"first_seed": 0, "given_up": [{}]},
-              {"training": [1]}, {"format": "diy_lstm SavedModel", "files": 7}]
-    place = str(rng.choice(["config.json", "restarts.json", ".lock", ".diy_lstm-run", "saved_model/NOTES.txt",
-                            "saved_model/assets.extra/diy_lstm.json", "results.json"]))
+    values = [
+        None,
+        3,
+        "text",
+        [1, 2],
+        {},
+        {"first_seed": 0, "given_up": "x"},
+        {"first_seed": 0, "given_up": [{}]},
+        {"training": [1]},
+        {"format": "diy_lstm SavedModel", "files": 7},
+    ]
+    place = str(
+        rng.choice(
+            [
+                "config.json",
+                "restarts.json",
+                ".lock",
+                ".diy_lstm-run",
+                "saved_model/NOTES.txt",
+                "saved_model/assets.extra/diy_lstm.json",
+                "results.json",
+            ]
+        )
+    )
     path = os.path.join(run_dir, place)
     kind = str(rng.choice(["json", "link", "directory", "fifo", "garbage"]))
     if os.path.isdir(path) and not os.path.islink(path):
@@ -478,6 +543,7 @@ def test_a_run_s_own_files_damaged_at_random_are_one_line_or_a_run_and_nothing_o
     import shutil
 
     from conftest import counter_settings, train_counter
+
     from diy_lstm.cli.errors import exit_code
     from diy_lstm.files import NotOursError
     from diy_lstm.serving.export import ExportDirError

@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import counter_settings
 
-from conftest import counter_settings, train_counter
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training import run
 from diy_lstm.training.config import RestartConfig, TrainingConfig
@@ -41,8 +41,12 @@ def hand_built_counter() -> LSTMModel:
     biases["f"][:] = 9.0  # counters never forget
     weights["f"][INVERT, PARITY], biases["f"][PARITY] = -18.0, 9.0  # the parity forgets on `I`
     weights["i"][INVERT, PARITY], weights["i"][inverted, PARITY], biases["i"][PARITY] = 18.0, -per_inverted * 1.5, -9.0
-    for unit, character, when_inverted in ((PLUS_NORMAL, PLUS, False), (MINUS_INVERTED, MINUS, True),
-                                           (PLUS_INVERTED, PLUS, True), (MINUS_NORMAL, MINUS, False)):
+    for unit, character, when_inverted in (
+        (PLUS_NORMAL, PLUS, False),
+        (MINUS_INVERTED, MINUS, True),
+        (PLUS_INVERTED, PLUS, True),
+        (MINUS_NORMAL, MINUS, False),
+    ):
         weights["i"][character, unit] = 18.0
         weights["i"][inverted, unit] = per_inverted * 1.5 * (1.0 if when_inverted else -1.0)
         biases["i"][unit] = -27.0 if when_inverted else -9.0
@@ -125,8 +129,14 @@ class GoalAtEvaluation(CounterTask):
 
 
 def test_a_run_stops_at_its_goal_exports_and_a_rerun_trains_nothing_more(tmp_path, capsys):
-    settings = counter_settings(str(tmp_path), "goal", units=4, epochs=40, stop_at_goal=True,
-                                run_options={"eval_every": 2, "checkpoint_every": 100})
+    settings = counter_settings(
+        str(tmp_path),
+        "goal",
+        units=4,
+        epochs=40,
+        stop_at_goal=True,
+        run_options={"eval_every": 2, "checkpoint_every": 100},
+    )
     result = run.train(settings, GoalAtEvaluation(settings.data, at=2))
     assert result.outcome == run.COMPLETED and result.stopped_at_goal and result.completed_epochs == 4
     assert result.goal_reached.epoch == 4 and os.path.isdir(result.export_dir)
@@ -210,7 +220,8 @@ def test_finishing_steps_change_the_export_not_the_checkpoint_and_a_rerun_export
     assert "finishing steps: 4 on 8 fresh sequences of length 30 at learning rate 0.005" in capsys.readouterr().out
     checkpointed = LSTMModel(settings.model)
     tf.train.Checkpoint(model=checkpointed).restore(
-        tf.train.latest_checkpoint(os.path.join(result.run_dir, "checkpoints"))).expect_partial()
+        tf.train.latest_checkpoint(os.path.join(result.run_dir, "checkpoints"))
+    ).expect_partial()
     exported = tf.saved_model.load(result.export_dir).model.layers[0].W_f.numpy()
     assert np.abs(exported - checkpointed.layers[0].W_f.numpy()).max() > 1e-4  # the steps moved the weights
 
@@ -227,10 +238,21 @@ def test_a_text_run_stops_at_its_goal_exports_and_records_it(tmp_path, capsys):
     data = TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=20, goal_bits_per_char=100.0)
     task = TextTask(data)
     size = len(task.vocabulary)
-    settings = RunSettings(TextTask.name, ModelConfig(input_size=size, units=4, output_size=size), data,
-                           TrainingConfig(epochs=40, batch_size=2, stop_at_goal=True, jit_compile="false"),
-                           RunConfig(logdir=str(tmp_path), run_name="r", eval_every=2, checkpoint_every=100,
-                                     image_every=0, histogram_every=0, sample_every=0))
+    settings = RunSettings(
+        TextTask.name,
+        ModelConfig(input_size=size, units=4, output_size=size),
+        data,
+        TrainingConfig(epochs=40, batch_size=2, stop_at_goal=True, jit_compile="false"),
+        RunConfig(
+            logdir=str(tmp_path),
+            run_name="r",
+            eval_every=2,
+            checkpoint_every=100,
+            image_every=0,
+            histogram_every=0,
+            sample_every=0,
+        ),
+    )
     result = run.train(settings, task)  # any model is under 100 bits a character: the goal at the first evaluation
     assert result.outcome == run.COMPLETED and result.stopped_at_goal and result.completed_epochs == 2
     assert os.path.exists(os.path.join(result.export_dir, "saved_model.pb"))

@@ -11,8 +11,8 @@ import time
 
 import pytest
 import tensorflow as tf
+from conftest import GENERATE, QUIET_TF, ROOT, SCORE, SMALL_COUNTER, counter_settings, run_python, train_counter
 
-from conftest import QUIET_TF, ROOT, SMALL_COUNTER, counter_settings, run_python, train_counter
 from diy_lstm import files
 
 
@@ -34,61 +34,118 @@ def test_a_savedmodel_of_another_program_is_one_line_in_score_evaluate_and_gener
     other = tmp_path / "other"
     module = OtherSignature()
     tf.saved_model.save(module, str(other), signatures={"serving_default": module.__call__.get_concrete_function()})
-    one_line(run_python(["-m", "tasks.counter.score", f"--model_dir={plain}", "++"]), 3,
-             f"error: --model_dir={plain}: this SavedModel has no 'serving_default' signature")
-    one_line(run_python(["-m", "tasks.counter.score", f"--model_dir={other}", "++"]), 3,
-             f"error: --model_dir={other}: its 'serving_default' signature takes ['words'], not ['sequences']")
-    one_line(run_python(["evaluate.py", f"--model_dir={other}", "--lengths=6", "--sequences=5"]), 3,
-             f"error: --model_dir={other}: its 'serving_default' signature takes ['words']")
-    one_line(run_python(["-m", "tasks.text.generate", f"--model_dir={small_export}"]), 3,
-             f"error: --model_dir={small_export}: this SavedModel has no 'generate' signature")
+    one_line(
+        run_python([SCORE, f"--model_dir={plain}", "++"]),
+        3,
+        f"error: --model_dir={plain}: this SavedModel has no 'serving_default' signature",
+    )
+    one_line(
+        run_python([SCORE, f"--model_dir={other}", "++"]),
+        3,
+        f"error: --model_dir={other}: its 'serving_default' signature takes ['words'], not ['sequences']",
+    )
+    one_line(
+        run_python(["evaluate.py", f"--model_dir={other}", "--lengths=6", "--sequences=5"]),
+        3,
+        f"error: --model_dir={other}: its 'serving_default' signature takes ['words']",
+    )
+    one_line(
+        run_python([GENERATE, f"--model_dir={small_export}"]),
+        3,
+        f"error: --model_dir={small_export}: this SavedModel has no 'generate' signature",
+    )
     metadata = tmp_path / "list_metadata"
     shutil.copytree(small_export, metadata)
     (metadata / "assets.extra" / "diy_lstm.json").write_text("[1, 2]")
-    assert run_python(["-m", "tasks.counter.score", f"--model_dir={metadata}", "++"]).returncode == 0
+    assert run_python([SCORE, f"--model_dir={metadata}", "++"]).returncode == 0
 
 
 @pytest.mark.slow
 def test_score_output_trouble_and_a_closed_stdin(small_export):
     many = "\n".join(["+-I0"] * 50_000) + "\n"
-    head = subprocess.run(f"{sys.executable} -m tasks.counter.score --model_dir={small_export} | head -1", shell=True,
-                          input=many, capture_output=True, text=True, env={**os.environ, **QUIET_TF}, cwd=ROOT)
+    head = subprocess.run(
+        f"{sys.executable} {SCORE} --model_dir={small_export} | head -1",
+        shell=True,
+        input=many,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **QUIET_TF},
+        cwd=ROOT,
+    )
     assert head.stdout.split() == ["sequence", "prediction", "rounded"] and head.stderr == "", head.stderr
     with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, "-m", "tasks.counter.score", f"--model_dir={small_export}", "++"],
-                                stdout=full, stderr=subprocess.PIPE, text=True, env={**os.environ, **QUIET_TF},
-                                cwd=ROOT)
+        result = subprocess.run(
+            [sys.executable, SCORE, f"--model_dir={small_export}", "++"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **QUIET_TF},
+            cwd=ROOT,
+        )
     assert result.returncode == 1 and result.stderr == "error: cannot write the output: No space left on device\n"
-    closed = subprocess.run([sys.executable, "-m", "tasks.counter.score", f"--model_dir={small_export}"],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env={**os.environ, **QUIET_TF},
-                            cwd=ROOT)
+    closed = subprocess.run(
+        [sys.executable, SCORE, f"--model_dir={small_export}"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **QUIET_TF},
+        cwd=ROOT,
+    )
     assert closed.returncode == 0 and closed.stdout.split() == ["sequence", "prediction", "rounded"]
-    dashes = subprocess.run([sys.executable, "-m", "tasks.counter.score", f"--model_dir={small_export}", "-+" * 800],
-                            capture_output=True, text=True, env={**os.environ, **QUIET_TF}, cwd=ROOT)
+    dashes = subprocess.run(
+        [sys.executable, SCORE, f"--model_dir={small_export}", "-+" * 800],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **QUIET_TF},
+        cwd=ROOT,
+    )
     assert dashes.returncode == 0 and dashes.stdout.splitlines()[1].startswith("-+-+")  # a sequence, not a flag
-    argv_bytes = subprocess.run([sys.executable, "-m", "tasks.counter.score", f"--model_dir={small_export}".encode(),
-                                 b"+\xff-"], capture_output=True, env={**os.environ, **QUIET_TF}, cwd=ROOT)
+    argv_bytes = subprocess.run(
+        [sys.executable, SCORE, f"--model_dir={small_export}".encode(), b"+\xff-"],
+        capture_output=True,
+        env={**os.environ, **QUIET_TF},
+        cwd=ROOT,
+    )
     assert argv_bytes.returncode == 2
     assert argv_bytes.stderr == b"error: invalid UTF-8 byte 0xFF at position 2 of sequence 1\n"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setup, flags, starts", [
-    (lambda d: (d / "logs").write_text("a file"), ["--logdir={d}/logs"], "error: --logdir/--run_name "),
-    (lambda d: None, ["--logdir={d}", "--run_name=" + "r" * 300], "error: [Errno 36] File name too long"),
-    (lambda d: (d / "precious").mkdir() or (d / "precious" / "notes.txt").write_text("mine"),
-     ["--logdir={d}/logs", "--export_dir={d}/precious"], "error: --export_dir="),
-    (lambda d: None, ["--logdir={d}", "--" + "x" * 1500 + "=1"], "error: Unknown command line flag 'xxx"),
-    (lambda d: None, ["--logdir={d}", "--sequence_length=20", "--max_sequences_per_length=2"],
-     "error: --train_fraction=0.25 leaves 0 training"),
-    (lambda d: None, ["--logdir={d}", "--seed=2147483647", "--restart_epoch=5", "--epochs=10"],
-     "error: --seed=2147483647 with --max_restarts=3 could restart"),
-])
+@pytest.mark.parametrize(
+    "setup, flags, starts",
+    [
+        (lambda d: (d / "logs").write_text("a file"), ["--logdir={d}/logs"], "error: --logdir/--run_name "),
+        (lambda d: None, ["--logdir={d}", "--run_name=" + "r" * 300], "error: [Errno 36] File name too long"),
+        (
+            lambda d: (d / "precious").mkdir() or (d / "precious" / "notes.txt").write_text("mine"),
+            ["--logdir={d}/logs", "--export_dir={d}/precious"],
+            "error: --export_dir=",
+        ),
+        (lambda d: None, ["--logdir={d}", "--" + "x" * 1500 + "=1"], "error: Unknown command line flag 'xxx"),
+        (
+            lambda d: None,
+            ["--logdir={d}", "--sequence_length=20", "--max_sequences_per_length=2"],
+            "error: --train_fraction=0.25 leaves 0 training",
+        ),
+        (
+            lambda d: None,
+            ["--logdir={d}", "--seed=2147483647", "--restart_epoch=5", "--epochs=10"],
+            "error: --seed=2147483647 with --max_restarts=3 could restart",
+        ),
+    ],
+)
 def test_train_file_system_and_flag_trouble_is_one_line(tmp_path, setup, flags, starts):
     setup(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    result = run_python([os.path.join(ROOT, "train.py"), SMALL_COUNTER, "--epochs=2", "--lstm_size=4",
-                         *[flag.format(d=tmp_path) for flag in flags]])
+    result = run_python(
+        [
+            os.path.join(ROOT, "train.py"),
+            SMALL_COUNTER,
+            "--epochs=2",
+            "--lstm_size=4",
+            *[flag.format(d=tmp_path) for flag in flags],
+        ]
+    )
     assert result.returncode in (1, 2) and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(starts), result.stderr
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written, nothing deleted
@@ -110,8 +167,12 @@ def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(
     killed_export = tmp_path / "r" / "saved_model.tmp-abc123"
     killed_export.mkdir()
     (killed_export / files.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": dead_pid()}))
-    look_alikes = {"r/saved_model.tmp-notes.txt": "mine", "r/saved_model.tmp-dir/a.txt": "mine too",
-                   "r/checkpoints/my_temp_file.txt": "keep", "r/checkpoints/ckpt-9_temp.txt": "keep"}
+    look_alikes = {
+        "r/saved_model.tmp-notes.txt": "mine",
+        "r/saved_model.tmp-dir/a.txt": "mine too",
+        "r/checkpoints/my_temp_file.txt": "keep",
+        "r/checkpoints/ckpt-9_temp.txt": "keep",
+    }
     for name, text in look_alikes.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -124,9 +185,25 @@ def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(
 @pytest.mark.slow
 def test_sigterm_stops_at_the_end_of_the_epoch_with_a_checkpoint(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4",
-         "--epochs=100000", "--eval_every=1", "--image_every=0", "--histogram_every=0", "--jit_compile=false"],
-        cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            SMALL_COUNTER,
+            f"--logdir={tmp_path}",
+            "--run_name=r",
+            "--lstm_size=4",
+            "--epochs=100000",
+            "--eval_every=1",
+            "--image_every=0",
+            "--histogram_every=0",
+            "--jit_compile=false",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **QUIET_TF},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not (process.stdout.readline() or "epoch").startswith("epoch"):
         pass
     process.send_signal(signal.SIGTERM)
@@ -142,8 +219,11 @@ def test_evaluate_refuses_work_that_cannot_fit_before_starting(tmp_path, small_e
     one_line(result, 2, "error: --sequences=1000000 of length 100000 would hold 100,000,000,000 characters")
     (tmp_path / "file").write_text("x")
     for where in (tmp_path / "file", tmp_path / "file" / "under" / "it"):  # refused before the evaluation
-        one_line(run_python(["evaluate.py", f"--model_dir={small_export}", f"--tensorboard_dir={where}"]), 2,
-                 f"error: --tensorboard_dir={where}: {tmp_path / 'file'} is a file, not a directory")
+        one_line(
+            run_python(["evaluate.py", f"--model_dir={small_export}", f"--tensorboard_dir={where}"]),
+            2,
+            f"error: --tensorboard_dir={where}: {tmp_path / 'file'} is a file, not a directory",
+        )
 
 
 def test_a_run_directory_that_is_a_file_is_one_error(tmp_path):
@@ -157,8 +237,20 @@ def test_a_run_directory_that_is_a_file_is_one_error(tmp_path):
 @pytest.mark.parametrize("delay", [0.3, 1.5])
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay):
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4"],
-        cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            SMALL_COUNTER,
+            f"--logdir={tmp_path}",
+            "--run_name=r",
+            "--lstm_size=4",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **QUIET_TF},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -166,12 +258,18 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay):
     assert "Traceback" not in stderr and len(stderr.splitlines()) <= 1, stderr
 
 
-@pytest.mark.parametrize("error, code, line", [
-    (OSError(28, "No space left on device"), 1, "error: [Errno 28] No space left on device"),
-    (tf.errors.ResourceExhaustedError(None, None, "disk full while writing ckpt-100\nmore detail"), 1,
-     "error: disk full while writing ckpt-100"),
-    (KeyboardInterrupt(), 130, "error: interrupted"),
-])
+@pytest.mark.parametrize(
+    "error, code, line",
+    [
+        (OSError(28, "No space left on device"), 1, "error: [Errno 28] No space left on device"),
+        (
+            tf.errors.ResourceExhaustedError(None, None, "disk full while writing ckpt-100\nmore detail"),
+            1,
+            "error: disk full while writing ckpt-100",
+        ),
+        (KeyboardInterrupt(), 130, "error: interrupted"),
+    ],
+)
 def test_a_failure_deep_in_a_run_is_one_line_with_its_exit_code(capsys, error, code, line):
     from diy_lstm.cli import main as cli
 
@@ -188,7 +286,6 @@ def test_a_flag_too_long_for_absl_s_suggestions_is_named_not_a_neighbour():
     from absl import flags
 
     from diy_lstm.cli import main as cli
-
     from tasks.counter import train  # noqa: F401  (defines the flags)
 
     line = cli.unknown_flag(["--epochs=2", "--lstm_size=4", "--" + "x" * 1500 + "=1"])
@@ -203,8 +300,9 @@ def test_an_in_graph_message_reads_as_it_was_written_not_escaped(small_text_expo
     start = tf.saved_model.load(small_text_export).signatures["start"]
     with pytest.raises(tf.errors.InvalidArgumentError) as raised:
         start(prompt=tf.constant(["oe~"]))
-    assert graph_error_message(raised.value) == ("unknown character '~' (U+007E) at position 3 of prompt[0]; "
-                                                 "it is not in the model's vocabulary")
+    assert graph_error_message(raised.value) == (
+        "unknown character '~' (U+007E) at position 3 of prompt[0]; it is not in the model's vocabulary"
+    )
 
 
 def test_a_tensorflow_error_is_its_own_words_without_the_graph_function_or_op_it_came_from(tmp_path):

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from diy_lstm.keras_interop import (gate_weights_from_keras, keras_weights_from_gates, load_from_keras,
-                                    model_from_keras, save_to_keras)
+from diy_lstm.keras_interop import (
+    gate_weights_from_keras,
+    keras_weights_from_gates,
+    load_from_keras,
+    model_from_keras,
+    save_to_keras,
+)
 from diy_lstm.model import LSTMModel, ModelConfig
 
 
@@ -58,12 +63,14 @@ def test_keras_initial_forget_bias_lands_in_b_f(unit_forget_bias):
 @pytest.mark.parametrize(
     "keras_activation, ours",
     [("hard_sigmoid", "hard_sigmoid"), (keras2_hard_sigmoid, "hard_sigmoid_keras2"), ("sigmoid", "sigmoid")],
-    ids=["keras3-hard-sigmoid", "keras2-hard-sigmoid", "sigmoid"])
+    ids=["keras3-hard-sigmoid", "keras2-hard-sigmoid", "sigmoid"],
+)
 @pytest.mark.parametrize("unit_forget_bias", [True, False])
 def test_three_stacked_layers_of_ten_match_keras(keras_activation, ours, unit_forget_bias, measured):
     """The second walk-through: 3 x LSTM(10) with a hard sigmoid, then Dense(1)."""
     keras_model, lstms, dense = keras_stack(
-        12, 3, 10, 3, 1, recurrent_activation=keras_activation, unit_forget_bias=unit_forget_bias)
+        12, 3, 10, 3, 1, recurrent_activation=keras_activation, unit_forget_bias=unit_forget_bias
+    )
     randomize(lstms + [dense], seed=3)
     model = model_from_keras(lstms, dense, recurrent_activation=ours)
     inputs = np.random.default_rng(4).normal(size=(16, 12, 3)).astype(np.float32)

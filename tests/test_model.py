@@ -12,8 +12,9 @@ from diy_lstm.rnn import final_step, lstm_over_time
 
 def loop_over(inputs, cell, lengths=None):
     """`h_t` at every step `[batch, time, units]` and each sequence's final `(h, c)`, by the While loop."""
-    sequences = lstm_over_time(tf.transpose(tf.constant(inputs), [1, 0, 2]), cell.fused_weights(), cell.sigma,
-                               backprop="autodiff")
+    sequences = lstm_over_time(
+        tf.transpose(tf.constant(inputs), [1, 0, 2]), cell.fused_weights(), cell.sigma, backprop="autodiff"
+    )
     hidden, cells = (tf.transpose(t, [1, 0, 2]) for t in sequences)
     return hidden, LSTMState(final_step(hidden, lengths), final_step(cells, lengths))
 
@@ -111,15 +112,20 @@ def test_inlined_and_looped_agree():
     looped = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), inline_loops=False)
     unrolled = LSTMModel(ModelConfig(input_size=3, units=8, seed=2), inline_loops=True)
     np.testing.assert_allclose(
-        tf.function(looped.__call__)(inputs, training=True), tf.function(unrolled.__call__)(inputs, training=True),
-        atol=1e-6)
+        tf.function(looped.__call__)(inputs, training=True),
+        tf.function(unrolled.__call__)(inputs, training=True),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"])
 def test_recurrent_activations_match_their_formulas(name):
     x = np.linspace(-6, 6, 121)
-    expected = {"sigmoid": 1 / (1 + np.exp(-x)), "hard_sigmoid": np.clip(x / 6 + 0.5, 0, 1),
-                "hard_sigmoid_keras2": np.clip(0.2 * x + 0.5, 0, 1)}[name]
+    expected = {
+        "sigmoid": 1 / (1 + np.exp(-x)),
+        "hard_sigmoid": np.clip(x / 6 + 0.5, 0, 1),
+        "hard_sigmoid_keras2": np.clip(0.2 * x + 0.5, 0, 1),
+    }[name]
     np.testing.assert_allclose(get_recurrent_activation(name).function(tf.constant(x)).numpy(), expected, atol=1e-15)
 
 
@@ -146,12 +152,19 @@ def test_one_step_by_hand():
     from diy_lstm.cell import FusedWeights
 
     # Columns i, f, c, o. x = 1, h_0 = 0, c_0 = 0.5: preactivations are the kernel plus the bias.
-    weights = FusedWeights(tf.constant([[0.0, 2.0, 1.0, -1.0]], tf.float64), tf.zeros([1, 4], tf.float64),
-                           tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64))
+    weights = FusedWeights(
+        tf.constant([[0.0, 2.0, 1.0, -1.0]], tf.float64),
+        tf.zeros([1, 4], tf.float64),
+        tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64),
+    )
     state = zero_state(1, 1, tf.float64)
     state = LSTMState(state.hidden, state.cell + 0.5)
-    gates = lstm_step(project_input(tf.ones([1, 1], tf.float64), weights), state, weights.recurrent_kernel,
-                      get_recurrent_activation("sigmoid").function)
+    gates = lstm_step(
+        project_input(tf.ones([1, 1], tf.float64), weights),
+        state,
+        weights.recurrent_kernel,
+        get_recurrent_activation("sigmoid").function,
+    )
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     cell = sigmoid(2.0) * 0.5 + sigmoid(0.0) * np.tanh(1.0)
     np.testing.assert_allclose(gates.cell.numpy(), [[cell]], rtol=1e-15)
@@ -163,8 +176,9 @@ def test_one_step_by_hand():
 def test_stepping_the_model_gives_what_run_and_numpy_give(readout):
     """`initial_state`, `step` and `readout` one character at a time, for ids and for vectors, against
     numpy float64 and against `run`'s whole-sequence path."""
-    model = LSTMModel(ModelConfig(input_size=4, units=6, num_layers=2, output_size=3, readout=readout, seed=7,
-                                  dtype="float64"))
+    model = LSTMModel(
+        ModelConfig(input_size=4, units=6, num_layers=2, output_size=3, readout=readout, seed=7, dtype="float64")
+    )
     ids = np.random.default_rng(3).integers(0, 4, size=(2, 9))
     for inputs in (ids, np.eye(4)[ids]):
         states, stepped = model.initial_state(2), []

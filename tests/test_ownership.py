@@ -7,14 +7,15 @@ import os
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import counter_settings, train_counter
-from tasks.counter.task import CounterData
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from diy_lstm import files
+from diy_lstm.serving.export import METADATA_FILE, METADATA_FORMAT, ExportDirError
 from diy_lstm.training import run
 from diy_lstm.training.checkpoints import ResumeError
-from diy_lstm.serving.export import METADATA_FILE, METADATA_FORMAT, ExportDirError
+from tasks.counter.task import CounterData
 
 # A user's tree: look-alikes of a run directory, of export staging, of a previous export, of another
 # task's SavedModel, an empty directory and a plain file.
@@ -36,8 +37,21 @@ USER_DIRS = ("empty",)
 
 LOGDIRS = ("u", "u/D", "u/out", "u/new", "u/file.txt", "u/empty", "u/D/checkpoints")
 RUN_NAMES = (".", "D", "r", "checkpoints", "exp1.tmp-notes.txt", "out", "empty", "a/b", "other")
-EXPORT_DIRS = (None, "u/out/exp1", "u/out", "u/D", "u/out/exp1.previous", "u/empty", "u/file.txt", "u/text_model",
-               "u/out/new_export", "u/out/other", "RUN/checkpoints", "RUN/saved_model", "u/out/exp1.tmp-dir")
+EXPORT_DIRS = (
+    None,
+    "u/out/exp1",
+    "u/out",
+    "u/D",
+    "u/out/exp1.previous",
+    "u/empty",
+    "u/file.txt",
+    "u/text_model",
+    "u/out/new_export",
+    "u/out/other",
+    "RUN/checkpoints",
+    "RUN/saved_model",
+    "u/out/exp1.tmp-dir",
+)
 DATA = CounterData(min_length=2, max_length=2)
 
 
@@ -65,10 +79,17 @@ def snapshot(root: str) -> dict[str, bytes]:
 def train_in(root: str, logdir: str, run_name: str, export_dir: str | None, fresh: bool):
     run_dir = os.path.join(root, logdir, run_name)
     if export_dir is not None:
-        export_dir = export_dir.replace("RUN", run_dir) if export_dir.startswith("RUN") else os.path.join(root,
-                                                                                                        export_dir)
-    settings_ = counter_settings(os.path.join(root, logdir), run_name, units=2, data=DATA, epochs=1,
-                                 run_options={"export_dir": export_dir, "fresh": fresh, "eval_every": 1})
+        export_dir = (
+            export_dir.replace("RUN", run_dir) if export_dir.startswith("RUN") else os.path.join(root, export_dir)
+        )
+    settings_ = counter_settings(
+        os.path.join(root, logdir),
+        run_name,
+        units=2,
+        data=DATA,
+        epochs=1,
+        run_options={"export_dir": export_dir, "fresh": fresh, "eval_every": 1},
+    )
     try:
         return train_counter(settings_).outcome
     except (files.NotOursError, ExportDirError, ResumeError, OSError) as error:
@@ -77,8 +98,13 @@ def train_in(root: str, logdir: str, run_name: str, export_dir: str | None, fres
 
 @pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.sampled_from(LOGDIRS), st.sampled_from(RUN_NAMES), st.sampled_from(EXPORT_DIRS),
-                          st.booleans()), min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(LOGDIRS), st.sampled_from(RUN_NAMES), st.sampled_from(EXPORT_DIRS), st.booleans()),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_random_runs_over_a_users_tree_leave_every_user_file_byte_for_byte(runs):
     with tempfile.TemporaryDirectory() as root:
         before = make_user_tree(root)
@@ -89,16 +115,19 @@ def test_random_runs_over_a_users_tree_leave_every_user_file_byte_for_byte(runs)
             assert all(os.path.isdir(os.path.join(root, "u", name)) for name in USER_DIRS)
 
 
-@pytest.mark.parametrize("logdir, run_name, export_dir, fresh, outcome", [
-    ("u", "D", None, False, "NotOursError"),  # adopting a user's directory
-    ("u/D", ".", None, False, "NotOursError"),
-    ("u", "D", None, True, "NotOursError"),  # --fresh does not move it aside either
-    ("u", "r", "u/out/exp1", False, run.COMPLETED),  # beside exp1.tmp-notes.txt and exp1.tmp-dir/
-    ("u", "r", "u/text_model", False, "ExportDirError"),  # a counter run never replaces a text model
-    ("u", "r", "RUN/checkpoints", False, "ExportDirError"),  # inside the run directory: refused before training
-    ("u", "r", "u/out/exp1.previous", False, "ExportDirError"),
-    ("u", "empty", None, False, run.COMPLETED),  # an empty directory is taken
-])
+@pytest.mark.parametrize(
+    "logdir, run_name, export_dir, fresh, outcome",
+    [
+        ("u", "D", None, False, "NotOursError"),  # adopting a user's directory
+        ("u/D", ".", None, False, "NotOursError"),
+        ("u", "D", None, True, "NotOursError"),  # --fresh does not move it aside either
+        ("u", "r", "u/out/exp1", False, run.COMPLETED),  # beside exp1.tmp-notes.txt and exp1.tmp-dir/
+        ("u", "r", "u/text_model", False, "ExportDirError"),  # a counter run never replaces a text model
+        ("u", "r", "RUN/checkpoints", False, "ExportDirError"),  # inside the run directory: refused before training
+        ("u", "r", "u/out/exp1.previous", False, "ExportDirError"),
+        ("u", "empty", None, False, run.COMPLETED),  # an empty directory is taken
+    ],
+)
 def test_the_cases_that_lost_data_before(tmp_path, logdir, run_name, export_dir, fresh, outcome):
     before = make_user_tree(str(tmp_path))
     assert train_in(str(tmp_path), logdir, run_name, export_dir, fresh) == outcome
@@ -138,11 +167,15 @@ def test_resuming_keeps_events_that_are_not_the_runs_own(tmp_path):
     assert {p: p.read_bytes() for p in (tmp_path / "r" / "generalization").iterdir()} == before
 
 
-@pytest.mark.parametrize("kind, found", [("link", "is a symbolic link, not a file"),
-                                         ("directory", "is a directory, not a file"),
-                                         ("fifo", "is not a regular file (a FIFO or a device)")])
-def test_a_lock_file_that_is_not_a_file_is_refused_naming_it_and_nothing_it_points_to_is_touched(tmp_path, kind,
-                                                                                               found):
+@pytest.mark.parametrize(
+    "kind, found",
+    [
+        ("link", "is a symbolic link, not a file"),
+        ("directory", "is a directory, not a file"),
+        ("fifo", "is not a regular file (a FIFO or a device)"),
+    ],
+)
+def test_a_lock_file_that_is_not_a_file_is_refused_naming_it_and_nothing_it_points_to_is_touched(tmp_path, kind, found):
     from diy_lstm.training.lock import LOCK_FILE, RunLock, RunLockedError
 
     run_dir, target = tmp_path / "r", tmp_path / "precious.txt"
@@ -173,24 +206,32 @@ def test_markers_and_json_files_are_never_written_through_a_link(tmp_path):
     write_json_atomically(str(run_dir / "results.json"), {"b": 2})
     assert target.read_text() == "keep me\n"
     assert json.loads((run_dir / "config.json").read_text()) == {"a": 1}
-    assert not (run_dir / "results.json").is_symlink() and json.loads((run_dir / "results.json").read_text()) == {"b": 2}
+    assert not (run_dir / "results.json").is_symlink() and json.loads((run_dir / "results.json").read_text()) == {
+        "b": 2
+    }
     assert sorted(os.listdir(run_dir)) == sorted([files.RUN_MARKER, "config.json.tmp", "config.json", "results.json"])
 
 
 def test_a_run_of_another_task_is_named_as_such_and_left_alone(tmp_path):
-    from tasks.text.task import TextData, TextTask
     from diy_lstm.model import ModelConfig
     from diy_lstm.training.config import RunConfig, RunSettings, TrainingConfig
+    from tasks.text.task import TextData, TextTask
 
     files.claim_run_dir(str(tmp_path / "r"), "counter")
     (tmp_path / "r" / "saved_model").mkdir()
     before = sorted(os.listdir(tmp_path / "r"))
     task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=10))
     size = len(task.vocabulary)
-    settings_ = RunSettings(TextTask.name, ModelConfig(input_size=size, units=4, output_size=size), task.data,
-                            TrainingConfig(epochs=1, batch_size=2), RunConfig(logdir=str(tmp_path), run_name="r"))
+    settings_ = RunSettings(
+        TextTask.name,
+        ModelConfig(input_size=size, units=4, output_size=size),
+        task.data,
+        TrainingConfig(epochs=1, batch_size=2),
+        RunConfig(logdir=str(tmp_path), run_name="r"),
+    )
     with pytest.raises(files.NotOursError) as raised:
         run.train(settings_, task)
-    assert str(raised.value) == (f"{tmp_path}/r is a counter run; a text run does not train in it: choose another "
-                                 "--run_name or --logdir")
+    assert str(raised.value) == (
+        f"{tmp_path}/r is a counter run; a text run does not train in it: choose another --run_name or --logdir"
+    )
     assert sorted(os.listdir(tmp_path / "r")) == before

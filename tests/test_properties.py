@@ -6,10 +6,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.counter import data_generator as dg
 from diy_lstm import reference
-from tasks.counter.serving import SequenceScorer
 from diy_lstm.model import LSTMModel, ModelConfig
+from tasks.counter import data_generator as dg
+from tasks.counter.serving import SequenceScorer
 
 valid = st.text(alphabet=dg.ALPHABET, min_size=1, max_size=40)
 mixed = st.text(alphabet=dg.ALPHABET + "x 1é\t\n+-", min_size=0, max_size=12)
@@ -78,5 +78,6 @@ def test_scoring_path_scores_valid_batches_and_names_the_first_bad_character(bat
         return
     flat = [(i, p, c) for i, s in enumerate(batch) for p, c in enumerate(s, 1) if c not in dg.ENCODING]
     index, position, character = flat[0]
-    assert f"unknown character U+{ord(character):04X} at position {position} of sequences[{index}]" in \
-        error.value.message
+    assert (
+        f"unknown character U+{ord(character):04X} at position {position} of sequences[{index}]" in error.value.message
+    )

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, counter_settings, run_python, train_counter
+
 from diy_lstm import reference
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.readout import assign_readout, fit_readout
@@ -68,7 +68,9 @@ def test_counter_run_exports_the_least_squares_readout(tmp_path):
     result = train_counter(settings)
     assert result.outcome == run.COMPLETED
     trained = LSTMModel(settings.model)
-    tf.train.Checkpoint(model=trained).restore(tf.train.latest_checkpoint(f"{result.run_dir}/checkpoints")).expect_partial()
+    tf.train.Checkpoint(model=trained).restore(
+        tf.train.latest_checkpoint(f"{result.run_dir}/checkpoints")
+    ).expect_partial()
     sequences = readout_fit_examples(60, 40, settings.training.seed).sequences
     assert len(sequences) > 40 and "-" * 60 in sequences
     sources = reference_sources(trained, np.stack([dg.encode_sequence(s) for s in sequences])).reshape(-1, 8)
@@ -99,8 +101,9 @@ def test_the_default_command_counts_fresh_sequences_to_2000_exactly(tmp_path):
     """`python train.py --lstm_size=24` as a user runs it (no other flag but where it writes), then its
     SavedModel on fresh sequences up to 100x the training length, uniform and with long runs of one
     character, against running sums counted here."""
-    result = run_python([os.path.join(ROOT, "train.py"), "--lstm_size=24", f"--logdir={tmp_path}", "--run_name=default"],
-                        timeout=900)
+    result = run_python(
+        [os.path.join(ROOT, "train.py"), "--lstm_size=24", f"--logdir={tmp_path}", "--run_name=default"], timeout=900
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "readout refitted on 207 sequences of length 1000" in result.stdout
     loaded = tf.saved_model.load(str(tmp_path / "default" / "saved_model"))

@@ -16,8 +16,9 @@ def relative_difference(ours, expected):
 
 def randomized_model(seed, readout="hidden", **config):
     """A float64 model whose every variable (biases included) is drawn at random."""
-    model = LSTMModel(ModelConfig(input_size=config.pop("input_size", 3), dtype="float64", readout=readout,
-                                  seed=seed, **config))
+    model = LSTMModel(
+        ModelConfig(input_size=config.pop("input_size", 3), dtype="float64", readout=readout, seed=seed, **config)
+    )
     rng = np.random.default_rng(seed)
     for variable in model.trainable_variables:
         variable.assign(rng.normal(scale=0.5, size=variable.shape))
@@ -25,16 +26,21 @@ def randomized_model(seed, readout="hidden", **config):
 
 
 CASES = [  # (units, layers, time, activation, readout)
-    (1, 1, 1, "sigmoid", "hidden"), (5, 1, 7, "sigmoid", "cell"), (8, 2, 13, "sigmoid", "hidden"),
-    (3, 3, 20, "hard_sigmoid", "hidden"), (6, 2, 11, "hard_sigmoid_keras2", "cell"), (16, 1, 20, "sigmoid", "hidden"),
+    (1, 1, 1, "sigmoid", "hidden"),
+    (5, 1, 7, "sigmoid", "cell"),
+    (8, 2, 13, "sigmoid", "hidden"),
+    (3, 3, 20, "hard_sigmoid", "hidden"),
+    (6, 2, 11, "hard_sigmoid_keras2", "cell"),
+    (16, 1, 20, "sigmoid", "hidden"),
     (4, 1, 2, "hard_sigmoid", "cell"),
 ]
 
 
 @pytest.mark.parametrize("units, layers, time, activation, readout", CASES)
 def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout, measured):
-    model = randomized_model(units + time, readout, units=units, num_layers=layers,
-                             recurrent_activation=activation, output_size=2)
+    model = randomized_model(
+        units + time, readout, units=units, num_layers=layers, recurrent_activation=activation, output_size=2
+    )
     inputs = np.random.default_rng(time).normal(size=(5, time, 3))
     expected, records = reference.forward(inputs, reference.params_from_model(model), activation, readout)
     output = model.run(tf.constant(inputs))
@@ -43,16 +49,28 @@ def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout
         assert relative_difference(tf.transpose(layer.hidden, [1, 0, 2]), record["h"]) <= 1e-10
     gates = model.gates(tf.constant(inputs))
     for layer_gates, record in zip(gates, records):  # every gate, c and h of every layer
-        for name, key in [("input_gate", "i"), ("forget_gate", "f"), ("candidate", "g"), ("output_gate", "o"),
-                          ("cell", "c"), ("hidden", "h")]:
+        for name, key in [
+            ("input_gate", "i"),
+            ("forget_gate", "f"),
+            ("candidate", "g"),
+            ("output_gate", "o"),
+            ("cell", "c"),
+            ("hidden", "h"),
+        ]:
             assert relative_difference(getattr(layer_gates, name), record[key]) <= 1e-10
 
 
 @pytest.mark.parametrize("backprop", ["bptt", "autodiff"])
 @pytest.mark.parametrize("units, layers, time, activation, readout", CASES)
 def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activation, readout, backprop, measured):
-    model = randomized_model(units * 7 + time, readout, units=units, num_layers=layers,
-                             recurrent_activation=activation, output_size=2, )
+    model = randomized_model(
+        units * 7 + time,
+        readout,
+        units=units,
+        num_layers=layers,
+        recurrent_activation=activation,
+        output_size=2,
+    )
     model.backprop = backprop
     rng = np.random.default_rng(time)
     inputs = rng.normal(size=(4, time, 3))
@@ -61,8 +79,9 @@ def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activati
     with tf.GradientTape() as tape:
         predictions = model(tf.constant(inputs), training=True)
         loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
-    tape_gradients = dict(zip([v.name for v in model.trainable_variables],
-                              tape.gradient(loss, model.trainable_variables)))
+    tape_gradients = dict(
+        zip([v.name for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables))
+    )
 
     params = reference.params_from_model(model)
     numpy_predictions, records = reference.forward(inputs, params, activation, readout)
@@ -102,8 +121,10 @@ def test_numpy_backward_against_central_differences(measured):
             minus = loss()
             array[position] = saved
             numeric[position] = (plus - minus) / (2 * epsilon)
-        assert measured("numpy BPTT vs central differences, relative",
-                        relative_difference(analytic[name], numeric)) <= 1e-6, name
+        assert (
+            measured("numpy BPTT vs central differences, relative", relative_difference(analytic[name], numeric))
+            <= 1e-6
+        ), name
 
 
 def test_bptt_and_autodiff_agree_in_float32_training_step():
@@ -161,8 +182,9 @@ def test_gradients_with_preactivation_noise_match_numpy(backprop, measured):
     @tf.function
     def gradients():
         with tf.GradientTape() as tape:
-            predictions = model.run(tf.constant(inputs), training=True,
-                                    gate_noise=gaussian_gate_noise(1.5, seed)).predictions
+            predictions = model.run(
+                tf.constant(inputs), training=True, gate_noise=gaussian_gate_noise(1.5, seed)
+            ).predictions
             loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
         return predictions, tape.gradient(loss, model.trainable_variables)
 
@@ -176,8 +198,10 @@ def test_gradients_with_preactivation_noise_match_numpy(backprop, measured):
     numpy_gradients = reference.backward(inputs, params, records, expected - targets, "hard_sigmoid", "cell")
     by_name = dict(zip([v.name for v in model.trainable_variables], tape_gradients))
     for name, gradient in numpy_gradients.items():
-        difference = measured(f"noisy gradient vs numpy BPTT ({backprop}), relative",
-                              relative_difference(by_name[f"lstm_model/{name}:0"], gradient))
+        difference = measured(
+            f"noisy gradient vs numpy BPTT ({backprop}), relative",
+            relative_difference(by_name[f"lstm_model/{name}:0"], gradient),
+        )
         assert difference <= 1e-8, name
 
 

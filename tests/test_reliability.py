@@ -13,14 +13,22 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import (
+    QUIET_TF,
+    ROOT,
+    SMALL_COUNTER,
+    InterruptingTask,
+    counter_settings,
+    run_train,
+    train_counter,
+    with_training,
+)
 from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import (QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter,
-                      with_training)
-from tasks.counter.task import CounterData, CounterTask
 from diy_lstm.training import machine, run
 from diy_lstm.training.checkpoints import ResumeError
 from diy_lstm.training.config import RestartConfig
+from tasks.counter.task import CounterData, CounterTask
 
 TRAINING = {"epochs": 100, "batch_size": 256, "seed": 3, "preactivation_noise": 0.5, "noise_free_epochs": 30}
 RUN = {"eval_every": 10, "checkpoint_every": 20}
@@ -32,8 +40,7 @@ def settings(logdir, name, **changes):
 
 def final_weights(run_dir):
     reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith("model/")}
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if name.startswith("model/")}
 
 
 def results(run_dir):
@@ -42,8 +49,9 @@ def results(run_dir):
 
 
 def validation_series(run_dir, tag="mean_square_error"):
-    accumulator = event_accumulator.EventAccumulator(os.path.join(run_dir, "validation"),
-                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(run_dir, "validation"), size_guidance={event_accumulator.TENSORS: 0}
+    )
     accumulator.Reload()
     return [(e.step, tf.make_ndarray(e.tensor_proto).item()) for e in accumulator.Tensors(tag)]
 
@@ -99,8 +107,10 @@ def test_same_seed_gives_the_same_run_and_records_the_machine(uninterrupted, tmp
 
 def checkpoint_hashes(run_dir):
     directory = os.path.join(run_dir, "checkpoints")
-    return {name: hashlib.sha256(open(os.path.join(directory, name), "rb").read()).hexdigest()
-            for name in os.listdir(directory)}
+    return {
+        name: hashlib.sha256(open(os.path.join(directory, name), "rb").read()).hexdigest()
+        for name in os.listdir(directory)
+    }
 
 
 class PoisonedTask(CounterTask):
@@ -108,25 +118,39 @@ class PoisonedTask(CounterTask):
 
     def training_batches(self, epochs):
         steps = self.steps_per_epoch
-        return super().training_batches(epochs).enumerate().map(
-            lambda step, batch: (tf.where(epochs.start + step // steps >= 7, batch[0] * float("nan"), batch[0]),
-                                 *batch[1:]))
+        return (
+            super()
+            .training_batches(epochs)
+            .enumerate()
+            .map(
+                lambda step, batch: (
+                    tf.where(epochs.start + step // steps >= 7, batch[0] * float("nan"), batch[0]),
+                    *batch[1:],
+                )
+            )
+        )
 
 
 class PoisonedFromTheStart(CounterTask):
     """The counter task whose inputs are NaN from the first step."""
 
     def training_batches(self, epochs):
-        return super().training_batches(epochs).map(lambda inputs, sums, lengths: (inputs * float("nan"), sums, lengths))
+        return (
+            super().training_batches(epochs).map(lambda inputs, sums, lengths: (inputs * float("nan"), sums, lengths))
+        )
 
 
 def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
-    settings_ = counter_settings(str(tmp_path), "nan", units=4, epochs=10, run_options={"eval_every": 5,
-                                                                                        "checkpoint_every": 5})
+    settings_ = counter_settings(
+        str(tmp_path), "nan", units=4, epochs=10, run_options={"eval_every": 5, "checkpoint_every": 5}
+    )
     with pytest.raises(run.RunError, match=r"^training stopped: the loss became nan in epoch 8 .*ckpt-5"):
         run.train(settings_, PoisonedTask(settings_.data))
     assert sorted(os.listdir(tmp_path / "nan" / "checkpoints")) == [
-        "checkpoint", "ckpt-5.data-00000-of-00001", "ckpt-5.index"]
+        "checkpoint",
+        "ckpt-5.data-00000-of-00001",
+        "ckpt-5.index",
+    ]
     assert not os.path.exists(tmp_path / "nan" / "saved_model")  # nothing exported from a broken run
     resumed = train_counter(settings_)  # the same run, healthy data: resumes from the good checkpoint
     assert resumed.resumed_from_epoch == 5 and resumed.outcome == run.COMPLETED
@@ -135,13 +159,16 @@ def test_diverging_run_stops_naming_the_epoch_and_keeps_the_last_checkpoint(tmp_
 SMALL = {"units": 4, "epochs": 5}
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"units": 6}, "units=4 (now 6)"),
-    pytest.param({"learning_rate": 0.01}, "learning_rate=0.03 (now 0.01)", marks=pytest.mark.slow),
-    pytest.param({"batch_size": 64}, "batch_size=128 (now 64)", marks=pytest.mark.slow),
-    pytest.param({"preactivation_noise": 0.0}, "preactivation_noise=1.0 (now 0.0)", marks=pytest.mark.slow),
-    ({"data": CounterData(target="final")}, "target=running (now final)"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"units": 6}, "units=4 (now 6)"),
+        pytest.param({"learning_rate": 0.01}, "learning_rate=0.03 (now 0.01)", marks=pytest.mark.slow),
+        pytest.param({"batch_size": 64}, "batch_size=128 (now 64)", marks=pytest.mark.slow),
+        pytest.param({"preactivation_noise": 0.0}, "preactivation_noise=1.0 (now 0.0)", marks=pytest.mark.slow),
+        ({"data": CounterData(target="final")}, "target=running (now final)"),
+    ],
+)
 def test_changed_settings_on_resume_are_refused_by_name(tmp_path, change, named):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
     config_before = open(tmp_path / "r" / "config.json").read()
@@ -172,18 +199,30 @@ def test_fresh_moves_the_old_run_aside_and_says_so(tmp_path, capsys):
     assert os.path.exists(tmp_path / aside[0] / "checkpoints" / "checkpoint")
 
 
-@pytest.mark.parametrize("damage", ["index", *(pytest.param(damage, marks=pytest.mark.slow) for damage in (
-    "checkpoint_file", "empty_checkpoint_file", "data")), "config"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "index",
+        *(
+            pytest.param(damage, marks=pytest.mark.slow)
+            for damage in ("checkpoint_file", "empty_checkpoint_file", "data")
+        ),
+        "config",
+    ],
+)
 def test_a_damaged_checkpoint_or_config_is_reported_and_not_overwritten(tmp_path, damage):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))
     directory = tmp_path / "r" / "checkpoints"
     target = {
-        "index": next(directory.glob("*.index")), "checkpoint_file": directory / "checkpoint",
-        "empty_checkpoint_file": directory / "checkpoint", "data": next(directory.glob("*.data-*")),
+        "index": next(directory.glob("*.index")),
+        "checkpoint_file": directory / "checkpoint",
+        "empty_checkpoint_file": directory / "checkpoint",
+        "data": next(directory.glob("*.data-*")),
         "config": tmp_path / "r" / "config.json",
     }[damage]
     content = b"" if damage == "empty_checkpoint_file" else target.read_bytes()[:7] + b"garbage"
     target.write_bytes(content)
+
     def snapshot():  # every file of the run but the lock, which says who holds the run now
         return {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != ".lock"}
 
@@ -236,15 +275,38 @@ def test_a_run_above_any_restart_bound_starts_over_and_one_within_all_bounds_doe
 
 
 # The command line, as a user runs it: killed, interrupted, resumed.
-CLI_FLAGS = ["--lstm_size=8", "--epochs=100", "--batch_size=256", "--eval_every=10", "--checkpoint_every=20",
-             "--seed=3", "--target=running", "--preactivation_noise=0.5", "--noise_free_epochs=30",
-             "--image_every=0", "--histogram_every=0", "--jit_compile=false"]
+CLI_FLAGS = [
+    "--lstm_size=8",
+    "--epochs=100",
+    "--batch_size=256",
+    "--eval_every=10",
+    "--checkpoint_every=20",
+    "--seed=3",
+    "--target=running",
+    "--preactivation_noise=0.5",
+    "--noise_free_epochs=30",
+    "--image_every=0",
+    "--histogram_every=0",
+    "--jit_compile=false",
+]
 
 
 def start_train(logdir, run_name):
     return subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={logdir}", f"--run_name={run_name}", *CLI_FLAGS],
-        cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            SMALL_COUNTER,
+            f"--logdir={logdir}",
+            f"--run_name={run_name}",
+            *CLI_FLAGS,
+        ],
+        cwd=ROOT,
+        env={**os.environ, **QUIET_TF},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(run_dir, process, timeout=120):
@@ -283,11 +345,21 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead
     from diy_lstm.training.lock import RunLock, RunLockedError
 
     settings_ = counter_settings(str(tmp_path), "r", **SMALL)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from diy_lstm.training.lock import RunLock; from diy_lstm.files import claim_run_dir\n"
-        f"claim_run_dir({str(tmp_path / 'r')!r}, 'counter')\n"
-        f"with RunLock({str(tmp_path / 'r')!r}):\n    print('locked', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\nfrom diy_lstm.training.lock import RunLock\n"
+                "from diy_lstm.files import claim_run_dir\n"
+                f"claim_run_dir({str(tmp_path / 'r')!r}, 'counter')\n"
+                f"with RunLock({str(tmp_path / 'r')!r}):\n    print('locked', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match=f"is in use by process {holder.pid} \\(since "):
@@ -304,8 +376,9 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead
 
 
 def event_steps(run_dir, split, tag):
-    accumulator = event_accumulator.EventAccumulator(os.path.join(run_dir, split),
-                                                     size_guidance={event_accumulator.TENSORS: 0})
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(run_dir, split), size_guidance={event_accumulator.TENSORS: 0}
+    )
     accumulator.Reload()
     return [event.step for event in accumulator.Tensors(tag)]
 
@@ -316,15 +389,17 @@ def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     last checkpoint was 20) are dropped when it resumes, so every step shows once."""
     from diy_lstm.training.summaries import drop_events_after
 
-    settings_ = counter_settings(str(tmp_path), "r", units=4, epochs=30, run_options={
-        "eval_every": 5, "checkpoint_every": 10})
+    settings_ = counter_settings(
+        str(tmp_path), "r", units=4, epochs=30, run_options={"eval_every": 5, "checkpoint_every": 10}
+    )
     train_counter(settings_)
     for name in os.listdir(tmp_path / "r" / "checkpoints"):  # as if killed after epoch 30's events reached disk
         if name.startswith("ckpt-30"):
             os.remove(tmp_path / "r" / "checkpoints" / name)
     (tmp_path / "r" / "checkpoints" / "checkpoint").write_text(
         'model_checkpoint_path: "ckpt-20"\nall_model_checkpoint_paths: "ckpt-10"\n'
-        'all_model_checkpoint_paths: "ckpt-20"\n')
+        'all_model_checkpoint_paths: "ckpt-20"\n'
+    )
     assert event_steps(str(tmp_path / "r"), "validation", "error") == [5, 10, 15, 20, 25, 30]
     assert train_counter(settings_).resumed_from_epoch == 20
     assert event_steps(str(tmp_path / "r"), "validation", "error") == [5, 10, 15, 20, 25, 30]
@@ -336,15 +411,33 @@ def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
 def test_killed_at_random_moments_and_resumed_every_step_shows_once(tmp_path):
     """SIGKILL (or SIGINT twice) at random moments, rerun each time: TensorBoard's own loader reads
     each evaluation step exactly once, with the values of an uninterrupted run."""
-    flags = ["--lstm_size=4", "--epochs=60", "--eval_every=5", "--checkpoint_every=10", "--image_every=0",
-             "--histogram_every=0", "--jit_compile=false"]
+    flags = [
+        "--lstm_size=4",
+        "--epochs=60",
+        "--eval_every=5",
+        "--checkpoint_every=10",
+        "--image_every=0",
+        "--histogram_every=0",
+        "--jit_compile=false",
+    ]
     reference_run = run_train(flags + ["--run_name=whole"], str(tmp_path))
     assert reference_run.returncode == 0, reference_run.stderr
     rng = np.random.default_rng(7)
     for attempt in range(4):
         process = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={tmp_path}", "--run_name=killed", *flags],
-            cwd=ROOT, env={**os.environ, **QUIET_TF}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                os.path.join(ROOT, "train.py"),
+                SMALL_COUNTER,
+                f"--logdir={tmp_path}",
+                "--run_name=killed",
+                *flags,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **QUIET_TF},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(float(rng.uniform(2.5, 7.0)))
         if attempt % 2:
             process.send_signal(signal.SIGINT)
@@ -366,26 +459,51 @@ def test_a_config_json_section_that_is_not_an_object_and_a_changed_seed_are_each
     saved = json.loads(json.dumps(settings_.to_json()))
     for damaged in ([1, 2], "text", None, 3):
         assert settings_.resume_conflicts({**saved, "training": damaged}) == [
-            "config.json whose training is not a JSON object (damaged); start over with --fresh"]
+            "config.json whose training is not a JSON object (damaged); start over with --fresh"
+        ]
     reseeded = with_training(settings_, seed=1)
     reseeded = dataclasses.replace(reseeded, model=dataclasses.replace(reseeded.model, seed=1))
     assert reseeded.resume_conflicts(saved) == ["seed=0 (now 1)"]
 
 
-@pytest.mark.parametrize("recorded, fault", [
-    ([1, 2], "not a JSON object"),
-    ({"first_seed": 0, "given_up": {"seed": 0}}, "given_up is not a list"),
-    ({"first_seed": 0, "given_up": [None]}, "a given-up try must be an object with exactly seed, epoch"),
-    ({"first_seed": 0, "given_up": [{"seed": 0}]}, "a given-up try must be an object with exactly seed, epoch"),
-    ({"first_seed": 0, "given_up": [{"seed": "0", "epoch": 2, "measured": "error 1", "reason": "r",
-                                     "validation": {"error": "x"}, "seconds": 1.5, "run_dir": "d"}]},
-     "a given-up try's seed, validation is not what a run writes"),
-])
+@pytest.mark.parametrize(
+    "recorded, fault",
+    [
+        ([1, 2], "not a JSON object"),
+        ({"first_seed": 0, "given_up": {"seed": 0}}, "given_up is not a list"),
+        ({"first_seed": 0, "given_up": [None]}, "a given-up try must be an object with exactly seed, epoch"),
+        ({"first_seed": 0, "given_up": [{"seed": 0}]}, "a given-up try must be an object with exactly seed, epoch"),
+        (
+            {
+                "first_seed": 0,
+                "given_up": [
+                    {
+                        "seed": "0",
+                        "epoch": 2,
+                        "measured": "error 1",
+                        "reason": "r",
+                        "validation": {"error": "x"},
+                        "seconds": 1.5,
+                        "run_dir": "d",
+                    }
+                ],
+            },
+            "a given-up try's seed, validation is not what a run writes",
+        ),
+    ],
+)
 def test_a_damaged_restarts_json_is_one_line_naming_it(tmp_path, recorded, fault):
     (tmp_path / "restarts.json").write_text(json.dumps(recorded))
     with pytest.raises(ResumeError, match=f"^cannot read the run's restarts.json .*: {fault}"):
         run._restarts_in_progress(str(tmp_path), 0, 3)
-    good = {"seed": 0, "epoch": 2, "measured": "error 1", "reason": "r", "validation": {"error": 1.0},
-            "seconds": 1.5, "run_dir": "d"}
+    good = {
+        "seed": 0,
+        "epoch": 2,
+        "measured": "error 1",
+        "reason": "r",
+        "validation": {"error": 1.0},
+        "seconds": 1.5,
+        "run_dir": "d",
+    }
     (tmp_path / "restarts.json").write_text(json.dumps({"first_seed": 0, "given_up": [good]}))
     assert run._restarts_in_progress(str(tmp_path), 0, 3)[0].validation == {"error": 1.0}

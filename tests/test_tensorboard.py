@@ -10,7 +10,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from conftest import QUIET_TF, counter_settings, train_counter
 
 SIZES = (4, 8)
@@ -21,17 +20,40 @@ pytestmark = pytest.mark.slow  # a real TensorBoard server, started in its own p
 def sweep(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("tb_logs"))
     for size in SIZES:
-        train_counter(counter_settings(logdir, f"sweep/lstm_size_{size}", units=size, epochs=20, run_options={
-            "eval_every": 10, "histogram_every": 10, "image_every": 10}))
+        train_counter(
+            counter_settings(
+                logdir,
+                f"sweep/lstm_size_{size}",
+                units=size,
+                epochs=20,
+                run_options={"eval_every": 10, "histogram_every": 10, "image_every": 10},
+            )
+        )
     return logdir
 
 
 @pytest.fixture(scope="module")
 def server(sweep):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", sweep, "--host", "127.0.0.1", "--port", "0",
-         "--load_fast=false", "--reload_interval", "1"],
-        env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            sweep,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--load_fast=false",
+            "--reload_interval",
+            "1",
+        ],
+        env={**os.environ, **QUIET_TF},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = None
         deadline = time.time() + 120
@@ -96,7 +118,8 @@ def test_graph_of_the_training_step(server):
     runs = get_json(server, "/data/plugin/graphs/info")
     assert runs["sweep/lstm_size_4/train"]["run_graph"]
     address = f"{server}/data/plugin/graphs/graph?" + urllib.parse.urlencode(
-        {"run": "sweep/lstm_size_4/train", "conceptual": "false"})
+        {"run": "sweep/lstm_size_4/train", "conceptual": "false"}
+    )
     with urllib.request.urlopen(address, timeout=30) as response:
         graph = response.read().decode()
     assert "node {" in graph and "ResourceApplyAdam" in graph  # the whole step, update included
@@ -105,9 +128,16 @@ def test_graph_of_the_training_step(server):
 def test_hparams_session_groups_list_the_swept_sizes(server):
     request = urllib.request.Request(
         f"{server}/data/plugin/hparams/session_groups",
-        data=json.dumps({"allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-                         "colParams": [], "startIndex": 0, "sliceSize": 100}).encode(),
-        headers={"Content-Type": "application/json"})
+        data=json.dumps(
+            {
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                "colParams": [],
+                "startIndex": 0,
+                "sliceSize": 100,
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         groups = json.loads(response.read())["sessionGroups"]
     sizes = sorted(int(group["hparams"]["units"]) for group in groups)  # --lstm_size is ModelConfig.units

@@ -11,16 +11,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import GENERATE, QUIET_TF, ROOT, run_python
 
-from tasks.text import text_data
-from conftest import QUIET_TF, ROOT, run_python
 from diy_lstm import reference
-from diy_lstm.training import run
-from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
-from tasks.text.serving import TextGenerator
 from diy_lstm.keras_interop import load_from_keras
 from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.training import run
+from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
+from tasks.text import text_data
 from tasks.text.presets import fit_to_text
+from tasks.text.serving import TextGenerator
 from tasks.text.task import TextData, TextTask
 
 
@@ -41,8 +41,16 @@ def keras_char_model(vocabulary, units, layers, seed):
 def test_keras_char_model_copied_in_gives_the_same_probabilities_and_loss(layers, measured):
     vocabulary, units = 11, 7
     keras_model, lstms, dense = keras_char_model(vocabulary, units, layers, seed=4)
-    ours = LSTMModel(ModelConfig(input_size=vocabulary, units=units, num_layers=layers, output_size=vocabulary,
-                                 forget_bias=0.0, initializer="glorot_uniform"))
+    ours = LSTMModel(
+        ModelConfig(
+            input_size=vocabulary,
+            units=units,
+            num_layers=layers,
+            output_size=vocabulary,
+            forget_bias=0.0,
+            initializer="glorot_uniform",
+        )
+    )
     load_from_keras(ours, lstms, dense)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, vocabulary, size=(3, 9))
@@ -57,8 +65,10 @@ def test_keras_char_model_copied_in_gives_the_same_probabilities_and_loss(layers
     task = TextTask(TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=8), text="abcdefghijk" * 3)
     task.prepare(TrainingConfig(epochs=1, batch_size=3))
     task.make_variables(ours.config, replicas=1)
-    our_loss = task.loss(lambda x, **kwargs: ours.run(x, **kwargs),
-                         (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32), tf.constant(True)))
+    our_loss = task.loss(
+        lambda x, **kwargs: ours.run(x, **kwargs),
+        (tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32), tf.constant(True)),
+    )
     assert abs(float(our_loss.mean) - float(keras_loss)) <= 1e-6
 
 
@@ -66,8 +76,15 @@ def test_hand_written_bptt_with_a_carried_state_matches_numpy_float64(measured):
     """The gradient of the softmax cross-entropy over a window that starts from the state an earlier
     window left (truncated BPTT: the state is data), against numpy's BPTT written out by hand."""
     vocabulary, units, layers = 9, 6, 2
-    config = ModelConfig(input_size=vocabulary, units=units, num_layers=layers, output_size=vocabulary, seed=3,
-                         initializer="glorot_uniform", dtype="float64")
+    config = ModelConfig(
+        input_size=vocabulary,
+        units=units,
+        num_layers=layers,
+        output_size=vocabulary,
+        seed=3,
+        initializer="glorot_uniform",
+        dtype="float64",
+    )
     model = LSTMModel(config)
     rng = np.random.default_rng(1)
     for variable in model.trainable_variables:  # random biases: every gate's own column matters
@@ -80,8 +97,7 @@ def test_hand_written_bptt_with_a_carried_state_matches_numpy_float64(measured):
     with tf.GradientTape() as tape:
         output = model.run(window, training=True, initial_states=earlier)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, output.predictions))
-    gradients = dict(zip([v.name for v in model.trainable_variables],
-                         tape.gradient(loss, model.trainable_variables)))
+    gradients = dict(zip([v.name for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
 
     params = reference.params_from_model(model)
     states = [(s.hidden.numpy(), s.cell.numpy()) for s in earlier]
@@ -106,8 +122,10 @@ def test_reference_softmax_cross_entropy_gradient_matches_finite_differences():
     for index in np.ndindex(*logits.shape):
         step = np.zeros_like(logits)
         step[index] = 1e-6
-        numeric[index] = (reference.softmax_cross_entropy(logits + step, targets)[0]
-                          - reference.softmax_cross_entropy(logits - step, targets)[0]) / 2e-6
+        numeric[index] = (
+            reference.softmax_cross_entropy(logits + step, targets)[0]
+            - reference.softmax_cross_entropy(logits - step, targets)[0]
+        ) / 2e-6
     np.testing.assert_allclose(gradient, numeric, atol=1e-8)
 
 
@@ -120,8 +138,15 @@ def small_task(text, batch_size=2, unroll_length=5, validation_fraction=0.0):
 
 def test_windows_carry_the_state_so_two_windows_score_as_one_long_one():
     task = small_task(text_data.FOX_AND_CROW, batch_size=2, unroll_length=5)
-    model = LSTMModel(ModelConfig(input_size=len(task.vocabulary), units=8, output_size=len(task.vocabulary),
-                                  initializer="glorot_uniform", seed=1))
+    model = LSTMModel(
+        ModelConfig(
+            input_size=len(task.vocabulary),
+            units=8,
+            output_size=len(task.vocabulary),
+            initializer="glorot_uniform",
+            seed=1,
+        )
+    )
     task.make_variables(model.config, replicas=1)
     run_model = lambda x, **kwargs: model.run(x, **kwargs)  # noqa: E731
     batches = list(task.training_batches(range(1)))
@@ -132,7 +157,8 @@ def test_windows_carry_the_state_so_two_windows_score_as_one_long_one():
     whole_inputs = tf.concat([batches[0][0], batches[1][0]], axis=1)
     whole_targets = tf.concat([batches[0][1], batches[1][1]], axis=1)
     whole = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        whole_targets, model(tf.one_hot(whole_inputs, len(task.vocabulary))))
+        whole_targets, model(tf.one_hot(whole_inputs, len(task.vocabulary)))
+    )
     np.testing.assert_allclose((float(first.mean) + float(second.mean)) / 2, float(tf.reduce_mean(whole)), rtol=1e-6)
     # Streams are consecutive pieces of the text; targets are inputs shifted by one.
     streams = task.train_streams
@@ -150,18 +176,38 @@ def train_text(tmp_path, corpus, units, epochs, unroll_length, learning_rate, ba
     task = TextTask(data)
     size = len(task.vocabulary)
     model = ModelConfig(input_size=size, units=units, output_size=size, initializer="glorot_uniform")
-    settings = RunSettings(TextTask.name, model, data,
-                           TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                          clip_norm=5.0, jit_compile="false"),
-                           RunConfig(logdir=str(tmp_path), run_name=corpus, histogram_every=0, image_every=0,
-                                     eval_every=epochs, checkpoint_every=epochs, **run_options))
+    settings = RunSettings(
+        TextTask.name,
+        model,
+        data,
+        TrainingConfig(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, clip_norm=5.0, jit_compile="false"
+        ),
+        RunConfig(
+            logdir=str(tmp_path),
+            run_name=corpus,
+            histogram_every=0,
+            image_every=0,
+            eval_every=epochs,
+            checkpoint_every=epochs,
+            **run_options,
+        ),
+    )
     return run.train(settings, task), task
 
 
 def greedy(model_dir, prompt, num_chars):
     generate = tf.saved_model.load(model_dir).signatures["generate"]
-    return generate(prompt=tf.constant([prompt]), num_chars=tf.constant(num_chars), temperature=tf.constant(0.0),
-                    seed=tf.constant(0, tf.int64))["text"][0].numpy().decode()
+    return (
+        generate(
+            prompt=tf.constant([prompt]),
+            num_chars=tf.constant(num_chars),
+            temperature=tf.constant(0.0),
+            seed=tf.constant(0, tf.int64),
+        )["text"][0]
+        .numpy()
+        .decode()
+    )
 
 
 def bare_run(logdir, *flags, timeout=300):
@@ -180,22 +226,25 @@ def bare_fox(tmp_path_factory):
 def test_bare_fox_and_crow_preset_memorizes_and_writes_it_back_from_its_first_words(bare_fox):
     _, run_dir = bare_fox
     prompt = "One bright morning"
-    assert greedy(os.path.join(run_dir, "saved_model"), prompt,
-                  len(text_data.FOX_AND_CROW) - len(prompt)) == text_data.FOX_AND_CROW
+    assert (
+        greedy(os.path.join(run_dir, "saved_model"), prompt, len(text_data.FOX_AND_CROW) - len(prompt))
+        == text_data.FOX_AND_CROW
+    )
 
 
 @pytest.mark.slow
 def test_bare_hamlet_preset_memorizes_the_soliloquy_and_writes_it_back_from_to_be_or(tmp_path):
     _, run_dir = bare_run(str(tmp_path), "--corpus=hamlet_soliloquy")
     prompt = "to be, or"
-    assert greedy(os.path.join(run_dir, "saved_model"), prompt,
-                  len(text_data.HAMLET_SOLILOQUY) - len(prompt)) == text_data.HAMLET_SOLILOQUY
+    assert (
+        greedy(os.path.join(run_dir, "saved_model"), prompt, len(text_data.HAMLET_SOLILOQUY) - len(prompt))
+        == text_data.HAMLET_SOLILOQUY
+    )
 
 
 @pytest.mark.slow
 def test_explicit_flags_override_the_preset_and_the_rest_of_it_applies(tmp_path):
-    _, run_dir = bare_run(str(tmp_path), "--corpus=fox_and_crow", "--epochs=3", "--lstm_size=8",
-                          "--learning_rate=0.03")
+    _, run_dir = bare_run(str(tmp_path), "--corpus=fox_and_crow", "--epochs=3", "--lstm_size=8", "--learning_rate=0.03")
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     assert config["training"]["epochs"] == 3 and config["training"]["learning_rate"] == 0.03  # given
@@ -208,8 +257,9 @@ def test_explicit_flags_override_the_preset_and_the_rest_of_it_applies(tmp_path)
 def test_a_small_text_file_trains_with_streams_and_windows_that_fit_and_says_so(tmp_path):
     text_file = tmp_path / "notes.txt"
     text_file.write_text("the quick brown fox jumps over the lazy dog. " * 2)  # 90 characters
-    result, run_dir = bare_run(str(tmp_path / "logs"), f"--text_file={text_file}", "--epochs=2", "--lstm_size=8",
-                               "--sample_every=0")
+    result, run_dir = bare_run(
+        str(tmp_path / "logs"), f"--text_file={text_file}", "--epochs=2", "--lstm_size=8", "--sample_every=0"
+    )
     train, _ = text_data.split(text_file.read_text(), 0.1, "interleaved")
     assert f"chose 1 stream(s) and windows of {len(train) - 1}" in result.stdout, result.stdout
     with open(os.path.join(run_dir, "config.json")) as f:
@@ -243,8 +293,9 @@ def test_interleaved_split_holds_out_every_tenth_block_and_the_tail_split_the_en
 def generator():
     """An untrained model over a small vocabulary, exported, with the numpy reference of its weights."""
     characters = tuple("abcde .")
-    model = LSTMModel(ModelConfig(input_size=7, units=5, num_layers=2, output_size=7, seed=2,
-                                  initializer="glorot_uniform"))
+    model = LSTMModel(
+        ModelConfig(input_size=7, units=5, num_layers=2, output_size=7, seed=2, initializer="glorot_uniform")
+    )
     module = TextGenerator(model, characters)
     return module, characters, model
 
@@ -262,7 +313,7 @@ def test_score_signature_matches_numpy_log_probabilities(generator):
         expected = log_probs[np.arange(len(text) - 1), ids[1:]]
         got = outputs["log_probs"][row].numpy()
         np.testing.assert_allclose(got[: len(text) - 1], expected, atol=1e-5)
-        assert not np.any(got[len(text) - 1:])  # 0 past the end
+        assert not np.any(got[len(text) - 1 :])  # 0 past the end
         assert float(outputs["bits_per_char"][row]) == pytest.approx(-expected.mean() / math.log(2), abs=1e-5)
 
 
@@ -299,17 +350,22 @@ def test_sampled_characters_follow_the_softmax_at_the_temperature(generator, tem
     assert [row.decode() for row in shorter] == [row[:66] for row in text]
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: m.generate(tf.constant(["ax"]), 3, 0.0, 0),
-     r"unknown character U\+0078 at position 2 of prompt\[0\]"),
-    (lambda m: m.generate(tf.constant(["a\u00a0"]), 3, 0.0, 0), r"unknown character U\+00A0 at position 2"),
-    (lambda m: m.score(tf.constant(["ab😀"])), r"unknown character U\+1F600 at position 3 of text\[0\]"),
-    (lambda m: m.generate(tf.constant(["a"]), -1, 0.0, 0), "num_chars must be in"),
-    (lambda m: m.generate(tf.constant(["a"]), 10**7, 0.0, 0), "num_chars must be in"),
-    (lambda m: m.generate(tf.constant(["a"]), 3, -0.5, 0), "temperature must be a finite number >= 0"),
-    (lambda m: m.generate(tf.constant(["a"]), 3, float("nan"), 0), "temperature must be a finite number >= 0"),
-    (lambda m: m.score(tf.constant(["a"])), r"text\[0\] has 1 characters; at least 2"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda m: m.generate(tf.constant(["ax"]), 3, 0.0, 0),
+            r"unknown character U\+0078 at position 2 of prompt\[0\]",
+        ),
+        (lambda m: m.generate(tf.constant(["a\u00a0"]), 3, 0.0, 0), r"unknown character U\+00A0 at position 2"),
+        (lambda m: m.score(tf.constant(["ab😀"])), r"unknown character U\+1F600 at position 3 of text\[0\]"),
+        (lambda m: m.generate(tf.constant(["a"]), -1, 0.0, 0), "num_chars must be in"),
+        (lambda m: m.generate(tf.constant(["a"]), 10**7, 0.0, 0), "num_chars must be in"),
+        (lambda m: m.generate(tf.constant(["a"]), 3, -0.5, 0), "temperature must be a finite number >= 0"),
+        (lambda m: m.generate(tf.constant(["a"]), 3, float("nan"), 0), "temperature must be a finite number >= 0"),
+        (lambda m: m.score(tf.constant(["a"])), r"text\[0\] has 1 characters; at least 2"),
+    ],
+)
 def test_bad_input_to_the_signatures_is_named(generator, call, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call(generator[0])
@@ -318,8 +374,9 @@ def test_bad_input_to_the_signatures_is_named(generator, call, message):
 @pytest.mark.slow
 def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
     """The carried state is reset at each epoch's start, so a checkpoint at an epoch's end resumes exactly."""
-    whole, _ = train_text(tmp_path / "whole", "fox_and_crow", units=16, epochs=4, unroll_length=20,
-                          learning_rate=0.01, batch_size=2)
+    whole, _ = train_text(
+        tmp_path / "whole", "fox_and_crow", units=16, epochs=4, unroll_length=20, learning_rate=0.01, batch_size=2
+    )
 
     class Interrupting(TextTask):
         def evaluate(self, model):
@@ -330,10 +387,20 @@ def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
     task = Interrupting(data)
     size = len(task.vocabulary)
     model = ModelConfig(input_size=size, units=16, output_size=size, initializer="glorot_uniform")
-    settings = RunSettings(TextTask.name, model, data, TrainingConfig(epochs=4, batch_size=2, learning_rate=0.01,
-                                                                      clip_norm=5.0, jit_compile="false"),
-                           RunConfig(logdir=str(tmp_path / "parts"), run_name="fox_and_crow", histogram_every=0,
-                                     image_every=0, eval_every=2, checkpoint_every=4))
+    settings = RunSettings(
+        TextTask.name,
+        model,
+        data,
+        TrainingConfig(epochs=4, batch_size=2, learning_rate=0.01, clip_norm=5.0, jit_compile="false"),
+        RunConfig(
+            logdir=str(tmp_path / "parts"),
+            run_name="fox_and_crow",
+            histogram_every=0,
+            image_every=0,
+            eval_every=2,
+            checkpoint_every=4,
+        ),
+    )
     assert run.train(settings, task).outcome == run.INTERRUPTED
     fresh_task = TextTask(data)
     resumed = run.train(settings, fresh_task)
@@ -345,12 +412,15 @@ def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
             np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b""), "is empty"),
-    (lambda p: p.write_bytes(b"   \n\n"), "is empty"),
-    (lambda p: p.write_bytes(b"text\x00\x01\x02"), "is not text: a NUL byte at byte 5"),
-    (lambda p: p.write_bytes(b"caf\xe9 au lait"), "is not UTF-8 text: byte 0xE9 at byte 4"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (lambda p: p.write_bytes(b"   \n\n"), "is empty"),
+        (lambda p: p.write_bytes(b"text\x00\x01\x02"), "is not text: a NUL byte at byte 5"),
+        (lambda p: p.write_bytes(b"caf\xe9 au lait"), "is not UTF-8 text: byte 0xE9 at byte 4"),
+    ],
+)
 def test_a_text_file_that_cannot_be_trained_on_is_named(tmp_path, make, message):
     path = tmp_path / "corpus.txt"
     make(path)
@@ -366,14 +436,17 @@ def test_a_text_too_short_for_its_windows_is_one_clear_error():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags, message", [
-    (["--text_file=/nonexistent/file.txt"], "error: --text_file=/nonexistent/file.txt: cannot read it"),
-    (["--corpus=fox_and_crow", "--unroll_length=500", "--batch_size=1"], "error: --unroll_length=500 is longer"),
-    (["--validation_fraction=0.9"], "error: --validation_fraction must be in [0, 0.5], got 0.9"),
-    (["--corpus=nope"], "error: flag --corpus=nope: value should be one of"),
-    (["--stop_at_goal"], "error: --stop_at_goal needs a goal: give --goal_bits_per_char"),
-    (["--goal_bits_per_char=nan"], "error: --goal_bits_per_char must be a number >= 0 (0: no goal), got nan"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--text_file=/nonexistent/file.txt"], "error: --text_file=/nonexistent/file.txt: cannot read it"),
+        (["--corpus=fox_and_crow", "--unroll_length=500", "--batch_size=1"], "error: --unroll_length=500 is longer"),
+        (["--validation_fraction=0.9"], "error: --validation_fraction must be in [0, 0.5], got 0.9"),
+        (["--corpus=nope"], "error: flag --corpus=nope: value should be one of"),
+        (["--stop_at_goal"], "error: --stop_at_goal needs a goal: give --goal_bits_per_char"),
+        (["--goal_bits_per_char=nan"], "error: --goal_bits_per_char must be a number >= 0 (0: no goal), got nan"),
+    ],
+)
 def test_train_text_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
     result = run_python(["train_text.py", f"--logdir={tmp_path}", "--run_name=r", *flags])
     assert result.returncode == 2 and result.stdout == ""
@@ -384,15 +457,16 @@ def test_train_text_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, fl
 @pytest.mark.slow
 def test_generate_command_line(bare_fox):
     model_dir = os.path.join(bare_fox[1], "saved_model")
-    ok = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20",
-                     "--temperature=0"])
+    ok = run_python([GENERATE, f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20", "--temperature=0"])
     assert ok.returncode == 0 and ok.stderr == "" and ok.stdout == text_data.FOX_AND_CROW[:30] + "\n"
-    for flags, message in ((["--prompt=One Xright"], "error: unknown character 'X' (U+0058) at position 5 of --prompt"),
-                           (["--temperature=-1"], "error: --temperature must be a finite number >= 0, got -1.0"),
-                           (["--temperature=nan"], "error: --temperature must be a finite number >= 0, got nan"),
-                           (["--num_chars=-5"], "error: --num_chars must be in [0, 1,000,000], got -5"),
-                           (["--num_chars=99999999"], "error: --num_chars must be in [0, 1,000,000], got 99999999")):
-        bad = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", *flags])
+    for flags, message in (
+        (["--prompt=One Xright"], "error: unknown character 'X' (U+0058) at position 5 of --prompt"),
+        (["--temperature=-1"], "error: --temperature must be a finite number >= 0, got -1.0"),
+        (["--temperature=nan"], "error: --temperature must be a finite number >= 0, got nan"),
+        (["--num_chars=-5"], "error: --num_chars must be in [0, 1,000,000], got -5"),
+        (["--num_chars=99999999"], "error: --num_chars must be in [0, 1,000,000], got 99999999"),
+    ):
+        bad = run_python([GENERATE, f"--model_dir={model_dir}", *flags])
         assert bad.returncode == 2 and bad.stdout == "", bad.stderr
         assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith(message), bad.stderr
 
@@ -401,17 +475,30 @@ def test_generate_command_line(bare_fox):
 def test_generate_streams_what_the_generate_signature_writes_and_stops_on_ctrl_c(bare_fox):
     model_dir = os.path.join(bare_fox[1], "saved_model")
     signature = tf.saved_model.load(model_dir).signatures["generate"]
-    whole = signature(prompt=tf.constant(["One"]), num_chars=tf.constant(1300), temperature=tf.constant(0.9),
-                      seed=tf.constant(11, tf.int64))["text"][0].numpy().decode()
-    streamed = run_python(["-m", "tasks.text.generate", f"--model_dir={model_dir}", "--prompt=One", "--num_chars=1300",
-                           "--temperature=0.9", "--seed=11"])
+    whole = (
+        signature(
+            prompt=tf.constant(["One"]),
+            num_chars=tf.constant(1300),
+            temperature=tf.constant(0.9),
+            seed=tf.constant(11, tf.int64),
+        )["text"][0]
+        .numpy()
+        .decode()
+    )
+    streamed = run_python(
+        [GENERATE, f"--model_dir={model_dir}", "--prompt=One", "--num_chars=1300", "--temperature=0.9", "--seed=11"]
+    )
     assert streamed.returncode == 0 and streamed.stdout == whole + "\n"  # three `more` calls, the last one short
     # A million characters: the first ones arrive long before the end; Ctrl-C or SIGTERM then stops it
     # with 130, the line it was writing ended.
     for stop in (signal.SIGINT, signal.SIGTERM):
-        process = subprocess.Popen([sys.executable, "-m", "tasks.text.generate", f"--model_dir={model_dir}",
-                                    "--num_chars=1000000", "--temperature=1"], cwd=ROOT,
-                                   env={**os.environ, **QUIET_TF}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, GENERATE, f"--model_dir={model_dir}", "--num_chars=1000000", "--temperature=1"],
+            cwd=ROOT,
+            env={**os.environ, **QUIET_TF},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         first = process.stdout.read(2000)
         process.send_signal(stop)
         rest, errors = process.communicate(timeout=60)

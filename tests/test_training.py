@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import counter_settings, train_counter
-from tasks.counter.task import CounterData, CounterTask, loss_fn, metrics_fn
+
+from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training import run
 from diy_lstm.training.config import TrainingConfig
-from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.optimizer import Adam
 from diy_lstm.training.trainer import Trainer
+from tasks.counter.task import CounterData, CounterTask, loss_fn, metrics_fn
 
 PREDICTIONS = np.array([[0.4, 1.6, 2.2, 9.0], [-0.6, 0.2, 5.0, 5.0]], dtype=np.float32)
 TARGETS = np.array([[0.0, 1.0, 2.0, 0.0], [-1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
@@ -21,7 +21,7 @@ def test_losses_ignore_padding():
     final = loss_fn(PREDICTIONS, TARGETS, LENGTHS, "final")
     assert float(final.mean) == pytest.approx(((2.2 - 2.0) ** 2 + (0.2 - 0.0) ** 2) / 2) and float(final.count) == 2
     running = loss_fn(PREDICTIONS, TARGETS, LENGTHS, "running")
-    real = [0.4 ** 2, 0.6 ** 2, 0.2 ** 2, 0.4 ** 2, 0.2 ** 2]
+    real = [0.4**2, 0.6**2, 0.2**2, 0.4**2, 0.2**2]
     assert float(running.mean) == pytest.approx(sum(real) / 5) and float(running.count) == 5
     empty = loss_fn(PREDICTIONS[:0], TARGETS[:0], LENGTHS[:0], "running")  # a replica's empty slice
     assert (float(empty.mean), float(empty.count)) == (0.0, 0.0)
@@ -32,7 +32,7 @@ def test_metrics_count_rounded_misses_on_real_steps_only():
     # rounded: [0, 2, 2] vs [0, 1, 2]; [-1, 0] vs [-1, 0]
     assert metrics["error"] == 0.0
     assert metrics["error_per_step"] == pytest.approx(1 / 5)
-    assert metrics["mean_square_error"] == pytest.approx((0.2 ** 2 + 0.2 ** 2) / 2)
+    assert metrics["mean_square_error"] == pytest.approx((0.2**2 + 0.2**2) / 2)
 
 
 def test_adam_matches_the_textbook_update():
@@ -49,8 +49,11 @@ def test_adam_matches_the_textbook_update():
 
 def test_mixed_length_run_end_to_end(tmp_path, capsys):
     data = CounterData(min_length=2, max_length=5)
-    result = train_counter(counter_settings(str(tmp_path), "mixed", units=6, data=data, epochs=3, batch_size=64,
-                                            run_options={"eval_every": 1}))
+    result = train_counter(
+        counter_settings(
+            str(tmp_path), "mixed", units=6, data=data, epochs=3, batch_size=64, run_options={"eval_every": 1}
+        )
+    )
     assert result.outcome == run.COMPLETED and result.completed_epochs == 3
     printed = capsys.readouterr().out
     assert "lengths 2..5" in printed
@@ -71,8 +74,14 @@ def test_preactivation_noise_is_seeded_per_step_and_never_used_to_evaluate_or_in
 
     def losses(noise, seed, steps=3):
         model = LSTMModel(ModelConfig(input_size=3, units=6, seed=1))
-        trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=0.0), task.loss,
-                          preactivation_noise=noise, seed=seed, noise_distribution=distribution)
+        trainer = Trainer(
+            model,
+            Adam(model.trainable_variables, learning_rate=0.0),
+            task.loss,
+            preactivation_noise=noise,
+            seed=seed,
+            noise_distribution=distribution,
+        )
         return [float(trainer.train_step(inputs, targets, lengths)) for _ in range(steps)], trainer
 
     clean, _ = losses(0.0, 0)

@@ -22,8 +22,8 @@ from diy_lstm.files import FileLimitError, NotOursError
 from diy_lstm.serving.export import ExportDirError, LoadError
 from diy_lstm.serving.strings import ERROR_PREFIX
 from diy_lstm.training.checkpoints import ResumeError
-from diy_lstm.training.distribute import WorkerStartError
 from diy_lstm.training.config import ConfigError
+from diy_lstm.training.distribute import WorkerStartError
 from diy_lstm.training.lock import RunLockedError
 from diy_lstm.training.memory import MemoryLimitError
 from diy_lstm.training.results import RunError
@@ -44,13 +44,22 @@ class OutputError(Exception):
 
 
 EXIT_CODES: dict[type[BaseException], int] = {
-    UsageError: EXIT_BAD_INPUT, ConfigError: EXIT_BAD_INPUT, NotOursError: EXIT_BAD_INPUT,
-    ExportDirError: EXIT_BAD_INPUT, FileLimitError: EXIT_BAD_INPUT, MemoryLimitError: EXIT_BAD_INPUT,
+    UsageError: EXIT_BAD_INPUT,
+    ConfigError: EXIT_BAD_INPUT,
+    NotOursError: EXIT_BAD_INPUT,
+    ExportDirError: EXIT_BAD_INPUT,
+    FileLimitError: EXIT_BAD_INPUT,
+    MemoryLimitError: EXIT_BAD_INPUT,
     ValueError: EXIT_BAD_INPUT,  # a task's own input errors (an unknown character, a text too short)
-    ModelError: EXIT_BAD_MODEL, LoadError: EXIT_BAD_MODEL,
-    ResumeError: EXIT_FAILED, RunError: EXIT_FAILED, RunLockedError: EXIT_FAILED, OutputError: EXIT_FAILED,
+    ModelError: EXIT_BAD_MODEL,
+    LoadError: EXIT_BAD_MODEL,
+    ResumeError: EXIT_FAILED,
+    RunError: EXIT_FAILED,
+    RunLockedError: EXIT_FAILED,
+    OutputError: EXIT_FAILED,
     WorkerStartError: EXIT_FAILED,
-    OSError: EXIT_FAILED, tf.errors.OpError: EXIT_FAILED,
+    OSError: EXIT_FAILED,
+    tf.errors.OpError: EXIT_FAILED,
 }
 
 
@@ -65,8 +74,9 @@ _INPUT_INDEX = re.compile(r"\b([a-z_]+)\[(\d+)\]")
 _ESCAPED = re.compile(r"\\(['\"\\])")  # how an assertion prints a string tensor: ' " and \ behind a backslash
 
 
-def graph_error_message(error: tf.errors.InvalidArgumentError,
-                        name: Callable[[str, int], str] | None = None) -> str | None:
+def graph_error_message(
+    error: tf.errors.InvalidArgumentError, name: Callable[[str, int], str] | None = None
+) -> str | None:
     """The line of a failed in-graph check (`diy_lstm.serving.strings`), or None if `error` is not one.
 
     The character of `unknown character U+XXXX` is shown beside its code point, and each input
@@ -76,8 +86,9 @@ def graph_error_message(error: tf.errors.InvalidArgumentError,
         return None
     line = found.group(1).removeprefix(ERROR_PREFIX) + found.group(2).replace("] [", " ").replace(" [", " ").rstrip("]")
     line = _ESCAPED.sub(r"\1", line)
-    line = _UNKNOWN_CHARACTER.sub(lambda match: f"unknown character {chr(int(match.group(1), 16))!r} "
-                                                f"(U+{match.group(1)})", line)
+    line = _UNKNOWN_CHARACTER.sub(
+        lambda match: f"unknown character {chr(int(match.group(1), 16))!r} (U+{match.group(1)})", line
+    )
     if name is not None:
         line = _INPUT_INDEX.sub(lambda match: name(match.group(1), int(match.group(2))), line)
     return line

@@ -40,8 +40,7 @@ def nested_files(content: str) -> list[str]:
     `readlines` splits them (at newlines only: a form feed is inside a line), a directive only where
     a line starts with `--flagfile=` or `-flagfile=`, the rest of that line stripped."""
     lines = io.StringIO(content, newline=None).readlines()
-    return [path for line in lines if not line.isspace() and line.startswith(_PREFIXES)
-            if (path := _extracted(line))]
+    return [path for line in lines if not line.isspace() and line.startswith(_PREFIXES) if (path := _extracted(line))]
 
 
 def _extracted(directive: str) -> str:
@@ -68,6 +67,7 @@ def _check_files(paths: list[str], depth: int) -> None:
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise FlagfileError(f"{what} is not UTF-8 text: byte 0x{content[error.start]:02X} at byte "
-                                f"{error.start + 1}") from None
+            raise FlagfileError(
+                f"{what} is not UTF-8 text: byte 0x{content[error.start]:02X} at byte {error.start + 1}"
+            ) from None
         _check_files(nested_files(text), depth + 1)

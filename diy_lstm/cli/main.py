@@ -19,8 +19,15 @@ from diy_lstm.cli import quiet
 tf = quiet.import_tensorflow()  # a command line's import of this module is never the noisy one
 
 from diy_lstm.cli import flagfiles  # noqa: E402
-from diy_lstm.cli.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OutputError,  # noqa: E402
-                                 exit_code, first_line)
+from diy_lstm.cli.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    OutputError,
+    exit_code,
+    first_line,
+)
 from diy_lstm.training.config import RunSettings  # noqa: E402
 from diy_lstm.training.results import INTERRUPTED, RunResult  # noqa: E402
 from diy_lstm.training.run import train  # noqa: E402
@@ -132,8 +139,12 @@ def _standard_output_or_exit(writes_output: bool) -> None:
     sys.stdout = open(os.devnull, "w")
 
 
-def run_main(main: Callable[[list[str]], int], flags_parser: Callable[[list[str]], list[str]] = parse_flags_or_exit,
-             takes_arguments: bool = False, writes_output: bool = False) -> None:
+def run_main(
+    main: Callable[[list[str]], int],
+    flags_parser: Callable[[list[str]], list[str]] = parse_flags_or_exit,
+    takes_arguments: bool = False,
+    writes_output: bool = False,
+) -> None:
     """`app.run(main)` with one-line flag errors (exit 2), one-line expected failures, Ctrl-C as 130.
     `takes_arguments`: arguments other than flags reach `main` (else they are refused);
     `writes_output`: the command's standard output is its result (a closed one is an error)."""

@@ -35,8 +35,9 @@ def import_tensorflow() -> ModuleType:
     saved_stderr = os.dup(2)
     interrupted = []
     # Ctrl-C inside TensorFlow's C extensions can surface as an ImportError: note it, finish the import.
-    previous = {signum: signal.signal(signum, lambda signum, frame: interrupted.append(signum))
-                for signum in INTERRUPTS}
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: interrupted.append(signum)) for signum in INTERRUPTS
+    }
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:

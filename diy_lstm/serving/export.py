@@ -39,8 +39,10 @@ class ExportDirError(ValueError):
 
 MANIFEST_KEY = "files"  # the metadata's list of every file the export wrote, relative to it
 # What an export without a manifest may hold: a SavedModel's own files and our metadata.
-_SAVED_MODEL_FILES = re.compile(r"saved_model\.pb|fingerprint\.pb|variables/variables\.(index|data-\d+-of-\d+)|"
-                                r"assets\.extra/diy_lstm\.json")
+_SAVED_MODEL_FILES = re.compile(
+    r"saved_model\.pb|fingerprint\.pb|variables/variables\.(index|data-\d+-of-\d+)|"
+    r"assets\.extra/diy_lstm\.json"
+)
 STAGING_SUFFIX = ".tmp-"  # staging of `<export_dir>` is `<export_dir>.tmp-<random>`, marked (files.py)
 
 
@@ -52,11 +54,14 @@ def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | No
     if run_dir is not None:
         run_dir = os.path.abspath(run_dir)
         if os.path.commonpath([export_dir, run_dir]) == export_dir:
-            raise ExportDirError(f"--export_dir={export_dir} is or holds the run directory {run_dir}; "
-                                 "choose a directory of its own")
+            raise ExportDirError(
+                f"--export_dir={export_dir} is or holds the run directory {run_dir}; choose a directory of its own"
+            )
         if os.path.commonpath([export_dir, run_dir]) == run_dir and export_dir != os.path.join(run_dir, "saved_model"):
-            raise ExportDirError(f"--export_dir={export_dir} is inside the run directory {run_dir}; choose "
-                                 f"{os.path.join(run_dir, 'saved_model')} (the default) or a place outside it")
+            raise ExportDirError(
+                f"--export_dir={export_dir} is inside the run directory {run_dir}; choose "
+                f"{os.path.join(run_dir, 'saved_model')} (the default) or a place outside it"
+            )
     _check_writable_parent(export_dir)
     if os.path.islink(export_dir) or (os.path.exists(export_dir) and not os.path.isdir(export_dir)):
         raise ExportDirError(f"--export_dir={export_dir} is a file or a link; choose a new or empty directory")
@@ -75,18 +80,23 @@ def _check_replaceable(path: str, task: str | None) -> None:
     replaces only one that names the same task (every run's export has named it)."""
     metadata = _our_metadata(path)
     if metadata is None:
-        raise ExportDirError(f"--export_dir={path} holds files that are not a diy_lstm SavedModel; "
-                             "refusing to replace them: choose a new or empty directory")
+        raise ExportDirError(
+            f"--export_dir={path} holds files that are not a diy_lstm SavedModel; "
+            "refusing to replace them: choose a new or empty directory"
+        )
     config = metadata.get("config")
     made_by = config.get("task") if isinstance(config, dict) else None
     if task is None or made_by == task:
         _check_only_its_own_files(path, metadata)
         return
     if not isinstance(made_by, str) or not made_by:
-        raise ExportDirError(f"--export_dir={path} holds a diy_lstm SavedModel that names no task; a {task} run "
-                             "does not replace it: choose another directory")
-    raise ExportDirError(f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: "
-                         "choose another directory")
+        raise ExportDirError(
+            f"--export_dir={path} holds a diy_lstm SavedModel that names no task; a {task} run "
+            "does not replace it: choose another directory"
+        )
+    raise ExportDirError(
+        f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: choose another directory"
+    )
 
 
 def _check_only_its_own_files(path: str, metadata: dict) -> None:
@@ -98,8 +108,10 @@ def _check_only_its_own_files(path: str, metadata: dict) -> None:
         foreign = [name for name in _files_under(path) if not _SAVED_MODEL_FILES.fullmatch(name)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ExportDirError(f"--export_dir={path} holds files the export did not write ({shown}); refusing to "
-                             "replace it: move them elsewhere or choose another directory")
+        raise ExportDirError(
+            f"--export_dir={path} holds files the export did not write ({shown}); refusing to "
+            "replace it: move them elsewhere or choose another directory"
+        )
 
 
 def _files_under(directory: str) -> list[str]:
@@ -117,8 +129,9 @@ def _check_writable_parent(export_dir: str) -> None:
         raise ExportDirError(f"--export_dir={export_dir}: {because}")
 
 
-def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None,
-           task: str | None = None) -> str:
+def export(
+    module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping | None = None, task: str | None = None
+) -> str:
     """Writes `module` with `signatures` as a SavedModel at `export_dir`, replacing an earlier export
     of ours only once the new one is complete (see `check_export_dir` for what it will not replace).
     `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`. Returns `export_dir`."""
@@ -133,8 +146,9 @@ def export(module: tf.Module, export_dir: str, signatures: Mapping, metadata: Ma
         os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
         written = [name for name in _files_under(staging) if name != files.STAGING_MARKER]
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump({"format": METADATA_FORMAT, **dict(metadata or {}), MANIFEST_KEY: written}, f, indent=2,
-                      sort_keys=True)
+            json.dump(
+                {"format": METADATA_FORMAT, **dict(metadata or {}), MANIFEST_KEY: written}, f, indent=2, sort_keys=True
+            )
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
         files.unmark_staging(staging)
         _move_into_place(staging, export_dir)
@@ -223,13 +237,17 @@ def load_serving_signature(export_dir: str, signature_name: str, expected_inputs
     except Exception as error:  # a damaged SavedModel fails in many ways; report the first line
         raise LoadError(f"--model_dir={export_dir}: cannot load the SavedModel: {first_line(error)}") from None
     if signature_name not in loaded.signatures:
-        raise LoadError(f"--model_dir={export_dir}: this SavedModel has no {signature_name!r} signature (it has "
-                        f"{sorted(loaded.signatures) or 'none'}); is it a model of the right kind?")
+        raise LoadError(
+            f"--model_dir={export_dir}: this SavedModel has no {signature_name!r} signature (it has "
+            f"{sorted(loaded.signatures) or 'none'}); is it a model of the right kind?"
+        )
     signature = loaded.signatures[signature_name]
     inputs = sorted(signature.structured_input_signature[1])
     if inputs != sorted(expected_inputs):
-        raise LoadError(f"--model_dir={export_dir}: its {signature_name!r} signature takes {inputs}, not "
-                        f"{sorted(expected_inputs)}; is it a model of the right kind?")
+        raise LoadError(
+            f"--model_dir={export_dir}: its {signature_name!r} signature takes {inputs}, not "
+            f"{sorted(expected_inputs)}; is it a model of the right kind?"
+        )
     return loaded, signature, read_metadata(export_dir)
 
 

@@ -33,8 +33,9 @@ def describe_character(character: str) -> str:
 
 def code_point_label(code_point: tf.Tensor) -> tf.Tensor:
     """`U+XXXX` (4 to 6 hex digits, as Unicode writes them) for a scalar int32 code point."""
-    digits = tf.strings.join([tf.strings.substr(_HEX_DIGITS, (code_point // 16**power) % 16, 1)
-                              for power in (5, 4, 3, 2, 1, 0)])
+    digits = tf.strings.join(
+        [tf.strings.substr(_HEX_DIGITS, (code_point // 16**power) % 16, 1) for power in (5, 4, 3, 2, 1, 0)]
+    )
     leading = tf.where(code_point < 0x10000, 2, tf.where(code_point < 0x100000, 1, 0))
     return tf.strings.join(["U+", tf.strings.substr(digits, leading, 6 - leading)])
 
@@ -55,11 +56,13 @@ class CharacterTable(tf.Module):
         self.characters = tf.constant(list(characters))  # [size]
         code_points = tf.constant([ord(character) for character in characters], tf.int32)
         self.table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(code_points, tf.range(self.size, dtype=tf.int32)), default_value=-1)
+            tf.lookup.KeyValueTensorInitializer(code_points, tf.range(self.size, dtype=tf.int32)), default_value=-1
+        )
         self.allowed = allowed
 
-    def ids(self, texts: tf.Tensor, what: str, minimum_length: int = 1,
-            max_padded_characters: int | None = None) -> tuple[tf.RaggedTensor, tf.Tensor, list[tf.Operation]]:
+    def ids(
+        self, texts: tf.Tensor, what: str, minimum_length: int = 1, max_padded_characters: int | None = None
+    ) -> tuple[tf.RaggedTensor, tf.Tensor, list[tf.Operation]]:
         """Ragged ids `[batch, (time)]` int32, lengths `[batch]` int32, and the checks to run first.
 
         Args:
@@ -84,8 +87,17 @@ class CharacterTable(tf.Module):
             index = tf.strings.as_string(short[0])
             if minimum_length == 1:
                 return tf.strings.join([ERROR_PREFIX, what, "[", index, "] is empty"])
-            return tf.strings.join([ERROR_PREFIX, what, "[", index, "] has ", tf.strings.as_string(
-                tf.gather(lengths, short[0])), f" characters; at least {minimum_length} are needed"])
+            return tf.strings.join(
+                [
+                    ERROR_PREFIX,
+                    what,
+                    "[",
+                    index,
+                    "] has ",
+                    tf.strings.as_string(tf.gather(lengths, short[0])),
+                    f" characters; at least {minimum_length} are needed",
+                ]
+            )
 
         return _assert_none(short, message)
 
@@ -99,10 +111,14 @@ class CharacterTable(tf.Module):
             code_point = code_points.flat_values[first]
             where = [" at position ", position, " of ", what, "[", tf.strings.as_string(row), "]"]
             allowed = [f"; allowed: {self.allowed}"] if self.allowed else ["; it is not in the model's vocabulary"]
-            unknown_character = tf.strings.join([ERROR_PREFIX, "unknown character ", code_point_label(code_point),
-                                                 *where, *allowed])
-            return tf.cond(tf.equal(code_point, INVALID_UTF8),
-                           lambda: tf.strings.join([ERROR_PREFIX, "invalid UTF-8", *where]), lambda: unknown_character)
+            unknown_character = tf.strings.join(
+                [ERROR_PREFIX, "unknown character ", code_point_label(code_point), *where, *allowed]
+            )
+            return tf.cond(
+                tf.equal(code_point, INVALID_UTF8),
+                lambda: tf.strings.join([ERROR_PREFIX, "invalid UTF-8", *where]),
+                lambda: unknown_character,
+            )
 
         return _assert_none(unknown, message)
 
@@ -116,9 +132,22 @@ def padded_size_check(lengths: tf.Tensor, what: str, max_padded_characters: int)
     `max_padded_characters` steps: what one call may hold."""
     longest = tf.cast(tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.int64)
     padded = tf.cast(tf.size(lengths), tf.int64) * longest
-    return tf.debugging.Assert(padded <= max_padded_characters, [tf.strings.join([
-        ERROR_PREFIX, tf.strings.as_string(tf.size(lengths)), f" {what} of up to ", tf.strings.as_string(longest),
-        " characters are ", tf.strings.as_string(padded), f" padded characters; at most {max_padded_characters}"])])
+    return tf.debugging.Assert(
+        padded <= max_padded_characters,
+        [
+            tf.strings.join(
+                [
+                    ERROR_PREFIX,
+                    tf.strings.as_string(tf.size(lengths)),
+                    f" {what} of up to ",
+                    tf.strings.as_string(longest),
+                    " characters are ",
+                    tf.strings.as_string(padded),
+                    f" padded characters; at most {max_padded_characters}",
+                ]
+            )
+        ],
+    )
 
 
 def _assert_none(found: tf.Tensor, message) -> tf.Operation:

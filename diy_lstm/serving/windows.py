@@ -22,12 +22,22 @@ def window_length(window_steps: int, batch: tf.Tensor) -> tf.Tensor:
 def batch_check(count: tf.Tensor, window_steps: int, what: str) -> tf.Operation:
     """An assertion that a call's `count` sequences are at most `window_steps`: one step of each must
     fit in a window."""
-    return tf.debugging.Assert(count <= window_steps, [tf.strings.join([
-        ERROR_PREFIX, tf.strings.as_string(count), f" {what}; at most {window_steps} a call for this model"])])
+    return tf.debugging.Assert(
+        count <= window_steps,
+        [
+            tf.strings.join(
+                [ERROR_PREFIX, tf.strings.as_string(count), f" {what}; at most {window_steps} a call for this model"]
+            )
+        ],
+    )
 
 
-def run_in_windows(model: LSTMModel, inputs: tf.Tensor, window: tf.Tensor,
-                   read: Callable[[ModelOutput, tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+def run_in_windows(
+    model: LSTMModel,
+    inputs: tf.Tensor,
+    window: tf.Tensor,
+    read: Callable[[ModelOutput, tf.Tensor, tf.Tensor], tf.Tensor],
+) -> tf.Tensor:
     """`read(output, start, stop)`, float32 `[batch, stop - start]`, of each window `[start, stop)` of
     `inputs` (`[batch, time, features]`, or ids `[batch, time]`; time ≥ 1) run through `model` from the
     state the window before ended in; the windows joined, `[batch, time]`."""
@@ -39,6 +49,7 @@ def run_in_windows(model: LSTMModel, inputs: tf.Tensor, window: tf.Tensor,
         return stop, output.final_states(), written.write(start // window, tf.transpose(read(output, start, stop)))
 
     written = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, None])
-    _, _, written = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), states, written),
-                                  parallel_iterations=1)  # one window in memory at a time
+    _, _, written = tf.while_loop(
+        lambda start, *_: start < steps, body, (tf.constant(0), states, written), parallel_iterations=1
+    )  # one window in memory at a time
     return tf.transpose(written.concat())  # [batch, time]

@@ -39,13 +39,15 @@ class RunCheckpoint:
         from the chief's checkpoints in `run_dir`, and saves to this directory, deleted at once.
     """
 
-    def __init__(self, run_dir: str, model: tf.Module, optimizer: tf.Module, max_to_keep: int = 3,
-                 scratch_dir: str | None = None):
+    def __init__(
+        self, run_dir: str, model: tf.Module, optimizer: tf.Module, max_to_keep: int = 3, scratch_dir: str | None = None
+    ):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # Set when the run stopped at its goal (`TrainingConfig.stop_at_goal`): nothing is left to train.
         self.reached_goal = tf.Variable(False, trainable=False, name="reached_goal")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
-                                              reached_goal=self.reached_goal)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=self.epoch, reached_goal=self.reached_goal
+        )
         self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
         self.scratch_dir = scratch_dir
         self.manager = None
@@ -62,11 +64,16 @@ class RunCheckpoint:
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
         except Exception as error:  # the index file is text protobuf; damage shows as a parse error
             raise ResumeError(f"cannot restore checkpoint: {index} is damaged ({first_line(error)})") from None
-        saved = [name for name in os.listdir(self.directory) if name.startswith("ckpt-")] if os.path.isdir(
-            self.directory) else []
+        saved = (
+            [name for name in os.listdir(self.directory) if name.startswith("ckpt-")]
+            if os.path.isdir(self.directory)
+            else []
+        )
         if self.manager.latest_checkpoint is None and saved:
-            raise ResumeError(f"cannot restore checkpoint: {index} names no checkpoint, but "
-                                      f"{self.directory} holds {sorted(saved)[0]}; nothing was overwritten")
+            raise ResumeError(
+                f"cannot restore checkpoint: {index} names no checkpoint, but "
+                f"{self.directory} holds {sorted(saved)[0]}; nothing was overwritten"
+            )
 
     @property
     def latest(self) -> str | None:
@@ -114,8 +121,9 @@ def write_json_atomically(path: str, data: Mapping) -> None:
     """Writes `data` as JSON to `path` through a temporary file beside it, so that `path` holds
     either its old content or the whole new one, never a part. The temporary file is new (nothing
     there, a link included, is written through); a link at `path` is replaced, not followed."""
-    descriptor, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                             dir=os.path.dirname(path) or ".")
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path) or "."
+    )
     try:
         with os.fdopen(descriptor, "w") as f:
             json.dump(dict(data), f, indent=2, sort_keys=True)

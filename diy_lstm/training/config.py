@@ -91,13 +91,17 @@ class TrainingConfig:
         _check(0.0 < self.learning_rate_decay <= 1.0, "learning_rate_decay", self.learning_rate_decay, "in (0, 1]")
         _check(0.0 <= self.weight_decay <= 1.0, "weight_decay", self.weight_decay, "in [0, 1]")
         _check(self.clip_norm is None or 0.0 < self.clip_norm < math.inf, "clip_norm", self.clip_norm, "> 0")
-        _check(0.0 <= self.preactivation_noise <= 100.0, "preactivation_noise", self.preactivation_noise,
-               "in [0, 100]")
-        _check(0 <= self.noise_free_epochs <= self.epochs, "noise_free_epochs", self.noise_free_epochs,
-               "in [0, epochs]")
+        _check(0.0 <= self.preactivation_noise <= 100.0, "preactivation_noise", self.preactivation_noise, "in [0, 100]")
+        _check(
+            0 <= self.noise_free_epochs <= self.epochs, "noise_free_epochs", self.noise_free_epochs, "in [0, epochs]"
+        )
         _check(0 <= self.seed < 2**31, "seed", self.seed, "in [0, 2^31)")
-        _check(self.noise_distribution in ("normal", "table"), "noise_distribution", self.noise_distribution,
-               "normal or table")
+        _check(
+            self.noise_distribution in ("normal", "table"),
+            "noise_distribution",
+            self.noise_distribution,
+            "normal or table",
+        )
         _check(self.backprop in BACKPROP_MODES, "backprop", self.backprop, f"one of {BACKPROP_MODES}")
         _check(self.jit_compile in JIT_COMPILE_MODES, "jit_compile", self.jit_compile, f"one of {JIT_COMPILE_MODES}")
 
@@ -160,14 +164,22 @@ class RunConfig:
     def __post_init__(self):
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
         _check(0 <= self.cpu_devices <= MAX_CPU_DEVICES, "cpu_devices", self.cpu_devices, f"in [0, {MAX_CPU_DEVICES}]")
-        _check(1.0 <= self.worker_start_timeout <= 86400.0, "worker_start_timeout", self.worker_start_timeout,
-               "in [1, 86400] seconds")
+        _check(
+            1.0 <= self.worker_start_timeout <= 86400.0,
+            "worker_start_timeout",
+            self.worker_start_timeout,
+            "in [1, 86400] seconds",
+        )
         if self.cpu_devices and self.strategy != "mirrored":
-            raise ConfigError(f"--cpu_devices={self.cpu_devices} splits this machine's CPU for --strategy=mirrored; "
-                              f"it does nothing with --strategy={self.strategy}")
+            raise ConfigError(
+                f"--cpu_devices={self.cpu_devices} splits this machine's CPU for --strategy=mirrored; "
+                f"it does nothing with --strategy={self.strategy}"
+            )
         if self.strategy == "multi_worker" and self.restart.epoch:
-            raise ConfigError("--restart_epoch is not available with --strategy=multi_worker: every worker would "
-                              "have to move its run aside together; restart by hand with another --seed")
+            raise ConfigError(
+                "--restart_epoch is not available with --strategy=multi_worker: every worker would "
+                "have to move its run aside together; restart by hand with another --seed"
+            )
         for name in ("eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
         for name in ("histogram_every", "image_every", "sample_every"):
@@ -189,8 +201,11 @@ class RunSettings:
 
     def to_json(self) -> dict:
         """The run's `config.json`: every setting, by section."""
-        return {"version": CONFIG_VERSION, "task": self.task_name,
-                **{name: dataclasses.asdict(section) for name, section in self.sections().items()}}
+        return {
+            "version": CONFIG_VERSION,
+            "task": self.task_name,
+            **{name: dataclasses.asdict(section) for name, section in self.sections().items()},
+        }
 
     def hparams(self) -> dict[str, bool | int | float | str]:
         """Every setting that shapes what is learned, flat, for TensorBoard's HParams tab (None -> 0)."""
@@ -210,12 +225,15 @@ class RunSettings:
         """`section.field: saved (now new)` for every setting that differs from `saved` (a `to_json`
         of the run being resumed) and may not change on resume; `epochs` may only grow."""
         if saved.get("version") != CONFIG_VERSION or saved.get("task") != self.task_name:
-            return [f"config.json (written by another version or task: {saved.get('task')!r} "
-                    f"version {saved.get('version')}); start over with --fresh"]
+            return [
+                f"config.json (written by another version or task: {saved.get('task')!r} "
+                f"version {saved.get('version')}); start over with --fresh"
+            ]
         not_objects = [name for name in self.sections() if not isinstance(saved.get(name, {}), dict)]
         if not_objects:
-            return [f"config.json whose {', '.join(not_objects)} is not a JSON object (damaged); start over with "
-                    "--fresh"]
+            return [
+                f"config.json whose {', '.join(not_objects)} is not a JSON object (damaged); start over with --fresh"
+            ]
         conflicts = []
         for name, config in self.sections().items():
             saved_section = saved.get(name, {})

@@ -77,22 +77,28 @@ def read_tf_config(text: str | None) -> Cluster:
         config = json.loads(text)
     except ValueError as error:
         raise ConfigError(f"TF_CONFIG is not JSON: {error}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) \
-            or not isinstance(config.get("task"), dict):
-        raise ConfigError('TF_CONFIG must be an object with "cluster" and "task", e.g. {"cluster": {"worker": '
-                          '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("cluster"), dict)
+        or not isinstance(config.get("task"), dict)
+    ):
+        raise ConfigError(
+            'TF_CONFIG must be an object with "cluster" and "task", e.g. {"cluster": {"worker": '
+            '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}'
+        )
     cluster, task = config["cluster"], config["task"]
     for job, addresses in cluster.items():
         if job not in TASK_TYPES:
-            raise ConfigError(f"TF_CONFIG cluster job {job!r} is not one of {TASK_TYPES} (a parameter server is not "
-                              "used by multi_worker)")
+            raise ConfigError(
+                f"TF_CONFIG cluster job {job!r} is not one of {TASK_TYPES} (a parameter server is not "
+                "used by multi_worker)"
+            )
         if not isinstance(addresses, list) or not addresses:
-            raise ConfigError(f"TF_CONFIG cluster {job!r} must be a non-empty list of \"host:port\" addresses")
+            raise ConfigError(f'TF_CONFIG cluster {job!r} must be a non-empty list of "host:port" addresses')
         for position, address in enumerate(addresses):
             host, _, port = str(address).rpartition(":")
             if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"TF_CONFIG cluster {job!r} address {position} is {address!r}; "
-                                  'expected "host:port"')
+                raise ConfigError(f'TF_CONFIG cluster {job!r} address {position} is {address!r}; expected "host:port"')
     if len(cluster.get("chief", [])) > 1:
         raise ConfigError(f"TF_CONFIG names {len(cluster['chief'])} chiefs; there can be one")
     task_type, task_index = task.get("type"), task.get("index")
@@ -100,14 +106,20 @@ def read_tf_config(text: str | None) -> Cluster:
         raise ConfigError(f"TF_CONFIG task type {task_type!r} is not a job of its cluster ({', '.join(cluster)})")
     count = len(cluster[task_type])
     if not isinstance(task_index, int) or isinstance(task_index, bool) or not 0 <= task_index < count:
-        raise ConfigError(f"TF_CONFIG task index {task_index!r} is not in [0, {count}) for the {count} "
-                          f"{task_type!r} address(es)")
+        raise ConfigError(
+            f"TF_CONFIG task index {task_index!r} is not in [0, {count}) for the {count} {task_type!r} address(es)"
+        )
     worker_index = task_index + 1 if task_type == "worker" and "chief" in cluster else task_index
     me = f"{task_type} {task_index}"
-    peers = tuple((f"{job} {index}", address) for job, addresses in cluster.items()
-                  for index, address in enumerate(addresses) if f"{job} {index}" != me)
-    return Cluster(worker_index, sum(len(addresses) for addresses in cluster.values()), cluster[task_type][task_index],
-                   me, peers)
+    peers = tuple(
+        (f"{job} {index}", address)
+        for job, addresses in cluster.items()
+        for index, address in enumerate(addresses)
+        if f"{job} {index}" != me
+    )
+    return Cluster(
+        worker_index, sum(len(addresses) for addresses in cluster.values()), cluster[task_type][task_index], me, peers
+    )
 
 
 def _listening(address: str) -> bool:
@@ -134,19 +146,26 @@ def wait_for_peers(cluster: Cluster, timeout: float, announce_after: float = 3.0
         listener.bind(("", port))
     except OSError as error:
         listener.close()
-        raise ConfigError(f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
-                          f"{error.strerror or error}; is its port free, and is this the task's machine?") from None
+        raise ConfigError(
+            f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
+            f"{error.strerror or error}; is its port free, and is this the task's machine?"
+        ) from None
     listener.listen(64)  # answered until the strategy's own server takes the port
     started, announced = time.monotonic(), False
     try:
         while missing := [f"{task} at {address}" for task, address in cluster.peers if not _listening(address)]:
             waited = time.monotonic() - started
             if waited > timeout:
-                raise WorkerStartError(f"{', '.join(missing)} did not start within {timeout:g}s "
-                                       "(--worker_start_timeout); start every worker TF_CONFIG names, then rerun")
+                raise WorkerStartError(
+                    f"{', '.join(missing)} did not start within {timeout:g}s "
+                    "(--worker_start_timeout); start every worker TF_CONFIG names, then rerun"
+                )
             if waited > announce_after and not announced:
-                print(f"waiting for the other workers of TF_CONFIG ({', '.join(missing)}) to start; giving up after "
-                      f"{timeout:g}s", flush=True)
+                print(
+                    f"waiting for the other workers of TF_CONFIG ({', '.join(missing)}) to start; giving up after "
+                    f"{timeout:g}s",
+                    flush=True,
+                )
                 announced = True
             time.sleep(0.2)
     finally:
@@ -189,8 +208,11 @@ class Placement:
         if not self.distributed:
             return "one device"
         devices = ", ".join(self.strategy.extended.worker_devices)
-        workers = f" on worker {self.cluster.worker_index} of {self.cluster.num_workers}" \
-            if self.cluster.num_workers > 1 else ""
+        workers = (
+            f" on worker {self.cluster.worker_index} of {self.cluster.num_workers}"
+            if self.cluster.num_workers > 1
+            else ""
+        )
         return f"{self.name}: {self.replicas} replicas{workers} ({devices})"
 
 
@@ -208,8 +230,10 @@ def placement(name: str, cpu_devices: int = 0, worker_start_timeout: float = 300
         return Placement(name, tf.distribute.get_strategy())
     if _PLACEMENT is not None:
         if (_PLACEMENT.name, _PLACEMENT.cpu_devices) != (name, cpu_devices):
-            raise ConfigError(f"this process already trains with --strategy={_PLACEMENT.name} "
-                              f"--cpu_devices={_PLACEMENT.cpu_devices}; one process has one such strategy")
+            raise ConfigError(
+                f"this process already trains with --strategy={_PLACEMENT.name} "
+                f"--cpu_devices={_PLACEMENT.cpu_devices}; one process has one such strategy"
+            )
         return _PLACEMENT
     if name == "mirrored":
         _PLACEMENT = Placement(name, tf.distribute.MirroredStrategy(_mirrored_devices(cpu_devices)), cpu_devices)
@@ -219,8 +243,10 @@ def placement(name: str, cpu_devices: int = 0, worker_start_timeout: float = 300
         try:  # every worker has started: the strategy connects them
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (tf.errors.OpError, RuntimeError) as error:
-            raise ConfigError(f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
-                              f"{first_line(error)}; is its port free, and is this the task's machine?") from None
+            raise ConfigError(
+                f"cannot start worker {cluster.worker_index} at {cluster.address} (TF_CONFIG's task): "
+                f"{first_line(error)}; is its port free, and is this the task's machine?"
+            ) from None
         _PLACEMENT = Placement(name, strategy, cluster=cluster)
     return _PLACEMENT
 
@@ -237,8 +263,10 @@ def _mirrored_devices(cpu_devices: int) -> list[str]:
         pass
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]
     if len(devices) != wanted:
-        raise ConfigError(f"--cpu_devices={cpu_devices}: TensorFlow already started with {len(devices)} CPU "
-                          "device(s) in this process; the strategy must be made before any TensorFlow work")
+        raise ConfigError(
+            f"--cpu_devices={cpu_devices}: TensorFlow already started with {len(devices)} CPU "
+            "device(s) in this process; the strategy must be made before any TensorFlow work"
+        )
     return devices
 
 
@@ -254,7 +282,7 @@ def replica_slice(batch: tuple[tf.Tensor, ...], replica: int | tf.Tensor, replic
         count = tf.shape(tensor, out_type=tf.int64)[0]
         per_replica = (count + replicas - 1) // replicas
         first = tf.minimum(tf.cast(replica, tf.int64) * per_replica, count)
-        return tensor[first:tf.minimum(first + per_replica, count)]
+        return tensor[first : tf.minimum(first + per_replica, count)]
 
     return tuple(rows(tf.convert_to_tensor(tensor)) for tensor in batch)
 
@@ -270,8 +298,9 @@ def distribute_batches(place: Placement, make_dataset: Callable[[], tf.data.Data
     def worker_dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
-        return make_dataset().flat_map(lambda *batch: tf.data.Dataset.range(local).map(
-            lambda index: replica_slice(batch, first + index, replicas)))
+        return make_dataset().flat_map(
+            lambda *batch: tf.data.Dataset.range(local).map(lambda index: replica_slice(batch, first + index, replicas))
+        )
 
     return place.strategy.distribute_datasets_from_function(worker_dataset)
 
@@ -280,8 +309,11 @@ def split_batch(place: Placement, batch: tuple[tf.Tensor, ...]) -> tuple:
     """A global batch as per-replica values (`replica_slice`), for a step run outside the dataset."""
     if not place.distributed:
         return batch
-    return tuple(place.strategy.experimental_distribute_values_from_function(
-        lambda context: replica_slice(batch, context.replica_id_in_sync_group, place.replicas)))
+    return tuple(
+        place.strategy.experimental_distribute_values_from_function(
+            lambda context: replica_slice(batch, context.replica_id_in_sync_group, place.replicas)
+        )
+    )
 
 
 def first_local(place: Placement, value):
@@ -301,17 +333,22 @@ def lists_from_every_worker(place: Placement, values: list[int]) -> list[list[in
     if place.cluster.num_workers == 1:
         return [list(values)]
     per_replica = first_local(place, place.gather(tf.constant(values, tf.int64))).numpy().tolist()
-    return per_replica[::len(per_replica) // place.cluster.num_workers]
+    return per_replica[:: len(per_replica) // place.cluster.num_workers]
 
 
 # What a collective op raises when a peer is gone (its heartbeats stopped, or its connection closed).
-LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
-                      tf.errors.CancelledError, tf.errors.InternalError)
+LOST_WORKER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.InternalError,
+)
 
 
 def lost_workers(error: tf.errors.OpError, cluster: Cluster) -> str:
     """The other workers a collective's error names as gone, e.g. "worker 1", or "a worker"."""
     message = error.message
-    unhealthy = message[message.find("unhealthy"):] if "unhealthy" in message else message
+    unhealthy = message[message.find("unhealthy") :] if "unhealthy" in message else message
     tasks = {f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", unhealthy)}
     return ", ".join(sorted(tasks - {cluster.task})) or "a worker"

@@ -1,11 +1,11 @@
 """Fingerprints of what a run trains on, compared wherever two of them must be the same.
 
-    data         the task's `fingerprint()` (a text's SHA-256, size and vocabulary; the counter's
-                 generated examples), recorded in config.json: a resume on other data is refused
-    settings     every setting (but how long each waits for the others) and the data: workers of one
-                 multi-worker run exchange one hash per entry before training and refuse, naming the
-                 entries that differ, to train with different ones (epochs and cadences included: the
-                 workers meet at every epoch, checkpoint and evaluation)
+data         the task's `fingerprint()` (a text's SHA-256, size and vocabulary; the counter's
+             generated examples), recorded in config.json: a resume on other data is refused
+settings     every setting (but how long each waits for the others) and the data: workers of one
+             multi-worker run exchange one hash per entry before training and refuse, naming the
+             entries that differ, to train with different ones (epochs and cadences included: the
+             workers meet at every epoch, checkpoint and evaluation)
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ def check_workers_agree(place: distribute.Placement, settings: RunSettings, task
         raise RunError("the workers run different versions of this program; run the same one everywhere")
     differ = [name for index, name in enumerate(names) if len({values[index + 1] for values in every_worker}) > 1]
     if differ:
-        raise RunError(f"the workers were started with different settings or data: {', '.join(differ)} "
-                       f"(worker {place.cluster.worker_index} has {', '.join(f'{n}={entries[n]}' for n in differ)}); "
-                       "start every worker with the same flags and files")
+        raise RunError(
+            f"the workers were started with different settings or data: {', '.join(differ)} "
+            f"(worker {place.cluster.worker_index} has {', '.join(f'{n}={entries[n]}' for n in differ)}); "
+            "start every worker with the same flags and files"
+        )
 
 
 def describe_change(saved: dict | None, now: dict) -> str | None:
@@ -67,8 +69,9 @@ def describe_change(saved: dict | None, now: dict) -> str | None:
     if not isinstance(saved, dict):
         return f"no fingerprint of the data was recorded (now {_shown(now)})"
     keys = sorted(set(saved) | set(now))
-    return ", ".join(f"{key} {_short(now.get(key))} (was {_short(saved.get(key))})"
-                     for key in keys if saved.get(key) != now.get(key))
+    return ", ".join(
+        f"{key} {_short(now.get(key))} (was {_short(saved.get(key))})" for key in keys if saved.get(key) != now.get(key)
+    )
 
 
 def _short(value: object) -> str:

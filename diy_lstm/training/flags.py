@@ -13,57 +13,89 @@ from typing import Iterator
 from absl import flags
 
 from diy_lstm.cell import INITIALIZERS, RECURRENT_ACTIVATIONS
-from diy_lstm.training.config import (BACKPROP_MODES, JIT_COMPILE_MODES, MAX_CPU_DEVICES, STRATEGIES, ConfigError,
-                             RestartConfig, RunConfig, TrainingConfig)
 from diy_lstm.model import READOUTS, ModelConfig
+from diy_lstm.training.config import (
+    BACKPROP_MODES,
+    JIT_COMPILE_MODES,
+    MAX_CPU_DEVICES,
+    STRATEGIES,
+    ConfigError,
+    RestartConfig,
+    RunConfig,
+    TrainingConfig,
+)
 
 MAX_LSTM_SIZE = 4096
 _MANY = 10_000_000
 
 # Model. `lstm_size` is the flag's name for `ModelConfig.units`: the size of h and c in every layer.
 _LSTM_SIZE = flags.DEFINE_list(
-    "lstm_size", ["24"], f"Units per LSTM layer, 1..{MAX_LSTM_SIZE}; a comma list (8,16,24) trains one run each.")
+    "lstm_size", ["24"], f"Units per LSTM layer, 1..{MAX_LSTM_SIZE}; a comma list (8,16,24) trains one run each."
+)
 _NUM_LAYERS = flags.DEFINE_integer("num_layers", 1, "Stacked LSTM layers.", lower_bound=1, upper_bound=16)
 _READOUT = flags.DEFINE_enum("readout", "hidden", list(READOUTS), "The output reads the last layer's h or c.")
 _RECURRENT_ACTIVATION = flags.DEFINE_enum(
-    "recurrent_activation", "sigmoid", list(RECURRENT_ACTIVATIONS), "Gate activation σ.")
+    "recurrent_activation", "sigmoid", list(RECURRENT_ACTIVATIONS), "Gate activation σ."
+)
 _INITIALIZER = flags.DEFINE_enum(
-    "initializer", "reference", list(INITIALIZERS), "'reference': the notebook's truncated normal (-0.2, 0.1).")
+    "initializer", "reference", list(INITIALIZERS), "'reference': the notebook's truncated normal (-0.2, 0.1)."
+)
 _FORGET_BIAS = flags.DEFINE_float("forget_bias", 1.0, "Initial forget-gate bias b_f, in [-100, 100].")
 # Training.
 _EPOCHS = flags.DEFINE_integer("epochs", 400, "Passes over the training data.", lower_bound=1, upper_bound=_MANY)
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 128, "Examples per update; 0: the whole training set.", lower_bound=0, upper_bound=_MANY)
+    "batch_size", 128, "Examples per update; 0: the whole training set.", lower_bound=0, upper_bound=_MANY
+)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.03, "Adam's learning rate at the first epoch, > 0.")
 _LEARNING_RATE_DECAY = flags.DEFINE_float(
-    "learning_rate_decay", 0.1, "Fraction of --learning_rate reached (exponentially) by the last epoch; in (0, 1].")
+    "learning_rate_decay", 0.1, "Fraction of --learning_rate reached (exponentially) by the last epoch; in (0, 1]."
+)
 _CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled down to this global norm.")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 0.0, "Decoupled (AdamW) weight decay, in [0, 1].")
 _PREACTIVATION_NOISE = flags.DEFINE_float(
-    "preactivation_noise", 0.0, "Std of Gaussian noise on every gate preactivation in training, in [0, 100].")
+    "preactivation_noise", 0.0, "Std of Gaussian noise on every gate preactivation in training, in [0, 100]."
+)
 _NOISE_FREE_EPOCHS = flags.DEFINE_integer(
-    "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise.", lower_bound=0)
+    "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise.", lower_bound=0
+)
 _NOISE_DISTRIBUTION = flags.DEFINE_enum(
-    "noise_distribution", "normal", ["normal", "table"],
+    "noise_distribution",
+    "normal",
+    ["normal", "table"],
     "normal: every value drawn; table: Gaussian values drawn once, read at a random offset each step (a tenth "
-    "of the cost).")
+    "of the cost).",
+)
 _STOP_AT_GOAL = flags.DEFINE_boolean(
-    "stop_at_goal", False, "Stop (checkpoint and export) at the first evaluation that reaches the task's goal.")
+    "stop_at_goal", False, "Stop (checkpoint and export) at the first evaluation that reaches the task's goal."
+)
 _SEED = flags.DEFINE_integer(
-    "seed", 0, "Fixes the data, the initial weights, the batch order and the noise.", lower_bound=0,
-    upper_bound=2**31 - 1)
+    "seed",
+    0,
+    "Fixes the data, the initial weights, the batch order and the noise.",
+    lower_bound=0,
+    upper_bound=2**31 - 1,
+)
 _BACKPROP = flags.DEFINE_enum("backprop", "bptt", list(BACKPROP_MODES), "Hand-written BPTT, or TF's autodiff.")
 _INLINE_LOOPS = flags.DEFINE_boolean(
-    "inline_loops", True, "Write the time loop out as straight-line ops when every batch has the same few (<= 16) "
-    "steps (loop unrolling; not the text task's --unroll_length window).")
+    "inline_loops",
+    True,
+    "Write the time loop out as straight-line ops when every batch has the same few (<= 16) "
+    "steps (loop unrolling; not the text task's --unroll_length window).",
+)
 _JIT_COMPILE = flags.DEFINE_enum(
-    "jit_compile", "auto", list(JIT_COMPILE_MODES), "XLA for the training step; 'auto': when lengths are fixed.")
+    "jit_compile", "auto", list(JIT_COMPILE_MODES), "XLA for the training step; 'auto': when lengths are fixed."
+)
 # Restarts.
 _RESTART_EPOCH = flags.DEFINE_integer(
-    "restart_epoch", 0, "If > 0: a run that has not learned by this epoch starts over as the next seed.",
-    lower_bound=0, upper_bound=_MANY)
+    "restart_epoch",
+    0,
+    "If > 0: a run that has not learned by this epoch starts over as the next seed.",
+    lower_bound=0,
+    upper_bound=_MANY,
+)
 _MAX_RESTARTS = flags.DEFINE_integer(
-    "max_restarts", 3, "How many times --restart_epoch may start a run over.", lower_bound=0, upper_bound=100)
+    "max_restarts", 3, "How many times --restart_epoch may start a run over.", lower_bound=0, upper_bound=100
+)
 # Output.
 _LOGDIR = flags.DEFINE_string("logdir", "logs", "TensorBoard root: runs go to <logdir>/<run_name>.")
 _RUN_NAME = flags.DEFINE_string("run_name", None, "Run directory name under --logdir; default: a timestamp.")
@@ -75,25 +107,44 @@ _IMAGE_EVERY = flags.DEFINE_integer("image_every", 100, "Gate heat maps, at eval
 _FRESH = flags.DEFINE_boolean("fresh", False, "Start over; an existing run directory is renamed aside.")
 # Where the steps run (docs/distribute.md).
 _STRATEGY = flags.DEFINE_enum(
-    "strategy", "default", list(STRATEGIES),
-    "default: one device; mirrored: every local GPU (or --cpu_devices); multi_worker: the workers TF_CONFIG names.")
+    "strategy",
+    "default",
+    list(STRATEGIES),
+    "default: one device; mirrored: every local GPU (or --cpu_devices); multi_worker: the workers TF_CONFIG names.",
+)
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU into this many logical devices (replicas).",
-    lower_bound=0, upper_bound=MAX_CPU_DEVICES)
+    "cpu_devices",
+    0,
+    "With --strategy=mirrored and no GPU: split the CPU into this many logical devices (replicas).",
+    lower_bound=0,
+    upper_bound=MAX_CPU_DEVICES,
+)
 _WORKER_START_TIMEOUT = flags.DEFINE_float(
-    "worker_start_timeout", 300.0, "multi_worker: give up (one line, exit 1) if the other workers have not all started "
-    "within this many seconds.", lower_bound=1.0, upper_bound=86400.0)
+    "worker_start_timeout",
+    300.0,
+    "multi_worker: give up (one line, exit 1) if the other workers have not all started within this many seconds.",
+    lower_bound=1.0,
+    upper_bound=86400.0,
+)
 
 flags.register_validator(
-    "lstm_size", lambda values: bool(values) and all(
-        v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= MAX_LSTM_SIZE for v in values),
-    message=f"--lstm_size must be integers in [1, {MAX_LSTM_SIZE}], e.g. 24 or 8,16,24")
+    "lstm_size",
+    lambda values: (
+        bool(values)
+        and all(v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= MAX_LSTM_SIZE for v in values)
+    ),
+    message=f"--lstm_size must be integers in [1, {MAX_LSTM_SIZE}], e.g. 24 or 8,16,24",
+)
 flags.register_validator(  # each size trains in its own directory: a size given twice would train it twice
-    "lstm_size", lambda values: len({int(v) for v in values}) == len(values),
-    message="--lstm_size names a size more than once; each size trains one run")
+    "lstm_size",
+    lambda values: len({int(v) for v in values}) == len(values),
+    message="--lstm_size names a size more than once; each size trains one run",
+)
 flags.register_validator(
-    "run_name", lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
-    message="--run_name must be a non-empty relative name without '..'")
+    "run_name",
+    lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
+    message="--run_name must be a non-empty relative name without '..'",
+)
 
 
 def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConfig:
@@ -101,18 +152,36 @@ def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConf
     forget_bias = _FORGET_BIAS.value
     if not (forget_bias == forget_bias and abs(forget_bias) <= 100):
         raise ConfigError(f"--forget_bias must be in [-100, 100], got {forget_bias}")
-    return ModelConfig(input_size=input_size, units=units, num_layers=_NUM_LAYERS.value, output_size=output_size,
-                       readout=_READOUT.value, recurrent_activation=_RECURRENT_ACTIVATION.value,
-                       forget_bias=forget_bias, initializer=_INITIALIZER.value, seed=_SEED.value)
+    return ModelConfig(
+        input_size=input_size,
+        units=units,
+        num_layers=_NUM_LAYERS.value,
+        output_size=output_size,
+        readout=_READOUT.value,
+        recurrent_activation=_RECURRENT_ACTIVATION.value,
+        forget_bias=forget_bias,
+        initializer=_INITIALIZER.value,
+        seed=_SEED.value,
+    )
 
 
 def training_config() -> TrainingConfig:
     return TrainingConfig(
-        epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-        learning_rate_decay=_LEARNING_RATE_DECAY.value, weight_decay=_WEIGHT_DECAY.value, clip_norm=_CLIP_NORM.value,
-        preactivation_noise=_PREACTIVATION_NOISE.value, noise_free_epochs=_NOISE_FREE_EPOCHS.value,
-        stop_at_goal=_STOP_AT_GOAL.value, noise_distribution=_NOISE_DISTRIBUTION.value,
-        seed=_SEED.value, backprop=_BACKPROP.value, inline_loops=_INLINE_LOOPS.value, jit_compile=_JIT_COMPILE.value)
+        epochs=_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        learning_rate=_LEARNING_RATE.value,
+        learning_rate_decay=_LEARNING_RATE_DECAY.value,
+        weight_decay=_WEIGHT_DECAY.value,
+        clip_norm=_CLIP_NORM.value,
+        preactivation_noise=_PREACTIVATION_NOISE.value,
+        noise_free_epochs=_NOISE_FREE_EPOCHS.value,
+        stop_at_goal=_STOP_AT_GOAL.value,
+        noise_distribution=_NOISE_DISTRIBUTION.value,
+        seed=_SEED.value,
+        backprop=_BACKPROP.value,
+        inline_loops=_INLINE_LOOPS.value,
+        jit_compile=_JIT_COMPILE.value,
+    )
 
 
 def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
@@ -123,14 +192,24 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
             raise ConfigError(f"--restart_epoch must be less than --epochs ({_EPOCHS.value}), got {restart_epoch}")
         restart_epoch = 0  # a default restart epoch past a shorter run: no restart check
     if restart_epoch and _SEED.value + _MAX_RESTARTS.value >= 2**31:
-        raise ConfigError(f"--seed={_SEED.value} with --max_restarts={_MAX_RESTARTS.value} could restart as a seed "
-                          "of 2^31 or more; lower one of them")
+        raise ConfigError(
+            f"--seed={_SEED.value} with --max_restarts={_MAX_RESTARTS.value} could restart as a seed "
+            "of 2^31 or more; lower one of them"
+        )
     return RunConfig(
-        logdir=_LOGDIR.value, run_name=_RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
-        export_dir=_EXPORT_DIR.value, eval_every=_EVAL_EVERY.value, checkpoint_every=_CHECKPOINT_EVERY.value,
-        histogram_every=_HISTOGRAM_EVERY.value, image_every=_IMAGE_EVERY.value, fresh=_FRESH.value,
+        logdir=_LOGDIR.value,
+        run_name=_RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
+        export_dir=_EXPORT_DIR.value,
+        eval_every=_EVAL_EVERY.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value,
+        histogram_every=_HISTOGRAM_EVERY.value,
+        image_every=_IMAGE_EVERY.value,
+        fresh=_FRESH.value,
         restart=RestartConfig(epoch=restart_epoch, above=restart_above, max_restarts=_MAX_RESTARTS.value),
-        strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value, worker_start_timeout=_WORKER_START_TIMEOUT.value)
+        strategy=_STRATEGY.value,
+        cpu_devices=_CPU_DEVICES.value,
+        worker_start_timeout=_WORKER_START_TIMEOUT.value,
+    )
 
 
 def sweep(run: RunConfig) -> Iterator[tuple[int, RunConfig]]:
@@ -141,6 +220,11 @@ def sweep(run: RunConfig) -> Iterator[tuple[int, RunConfig]]:
         if len(sizes) == 1:
             yield size, run
             continue
-        yield size, dataclasses.replace(
-            run, run_name=os.path.join(run.run_name, f"lstm_size_{size}"),
-            export_dir=run.export_dir and os.path.join(run.export_dir, f"lstm_size_{size}"))
+        yield (
+            size,
+            dataclasses.replace(
+                run,
+                run_name=os.path.join(run.run_name, f"lstm_size_{size}"),
+                export_dir=run.export_dir and os.path.join(run.export_dir, f"lstm_size_{size}"),
+            ),
+        )

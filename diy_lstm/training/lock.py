@@ -39,8 +39,9 @@ class RunLock:
             handle.seek(0)
             holder = handle.read(200).strip() or "another process"
             handle.close()
-            raise RunLockedError(f"{self.run_dir} is in use by {holder}; wait for it to finish, stop it, or choose "
-                                 "another --run_name") from None
+            raise RunLockedError(
+                f"{self.run_dir} is in use by {holder}; wait for it to finish, stop it, or choose another --run_name"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} (since {datetime.datetime.now():%Y-%m-%d %H:%M:%S})")
@@ -66,6 +67,7 @@ def _open_lock_file(path: str) -> int:
         raise RunLockedError(f"the run's lock file {path} is {found}, not a file; remove it and rerun") from None
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
-        raise RunLockedError(f"the run's lock file {path} is not a regular file (a FIFO or a device); remove it and "
-                             "rerun")
+        raise RunLockedError(
+            f"the run's lock file {path} is not a regular file (a FIFO or a device); remove it and rerun"
+        )
     return descriptor

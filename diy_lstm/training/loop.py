@@ -36,8 +36,7 @@ from diy_lstm.training import distribute, machine
 from diy_lstm.training.checkpoints import ResumeError, RunCheckpoint
 from diy_lstm.training.config import RunSettings
 from diy_lstm.training.optimizer import Adam
-from diy_lstm.training.results import (COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError,
-                                       RunResult)
+from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult
 from diy_lstm.training.sink import RunSink, SilentSink
 from diy_lstm.training.task import VALIDATION, Metrics, Task
 from diy_lstm.training.trainer import Trainer
@@ -67,8 +66,12 @@ class Cadence:
     at_goal: bool = False
 
     def due(self, end: EpochEnd) -> bool:
-        return (self.every > 0 and end.epoch % self.every == 0) or end.epoch in self.at or (
-            self.stopping and end.stopping) or (self.at_goal and end.at_goal)
+        return (
+            (self.every > 0 and end.epoch % self.every == 0)
+            or end.epoch in self.at
+            or (self.stopping and end.stopping)
+            or (self.at_goal and end.at_goal)
+        )
 
 
 NEVER = Cadence(every=0)
@@ -98,27 +101,46 @@ class TrainingLoop:
       restarts: the tries given up before this one.
     """
 
-    def __init__(self, settings: RunSettings, task: Task, place: distribute.Placement, stop, may_restart: bool,
-                 restarts: tuple[GivenUp, ...], run_dir: str, export_dir: str):
+    def __init__(
+        self,
+        settings: RunSettings,
+        task: Task,
+        place: distribute.Placement,
+        stop,
+        may_restart: bool,
+        restarts: tuple[GivenUp, ...],
+        run_dir: str,
+        export_dir: str,
+    ):
         self.settings, self.task, self.place, self.stop = settings, task, place, stop
         self.may_restart, self.restarts = may_restart, restarts
         self.run_dir, self.export_dir = run_dir, export_dir
         training = settings.training
         with place.strategy.scope():  # one copy of every variable per replica
             self.model = LSTMModel(settings.model, backprop=training.backprop, inline_loops=training.inline_loops)
-            self.optimizer = Adam(self.model.trainable_variables, learning_rate=training.learning_rate,
-                                  weight_decay=training.weight_decay)
+            self.optimizer = Adam(
+                self.model.trainable_variables, learning_rate=training.learning_rate, weight_decay=training.weight_decay
+            )
             scratch = None if place.is_chief else os.path.join(run_dir, f"worker{place.cluster.worker_index}-scratch")
             self.checkpoint = RunCheckpoint(run_dir, self.model, self.optimizer, scratch_dir=scratch)
         jit_compile = {"true": True, "false": False}.get(training.jit_compile, task.fixed_length)
-        self.trainer = Trainer(self.model, self.optimizer, task.loss, jit_compile, training.clip_norm,
-                               training.preactivation_noise, training.seed,
-                               strategy=place.strategy if place.distributed else None,
-                               noise_distribution=training.noise_distribution)
+        self.trainer = Trainer(
+            self.model,
+            self.optimizer,
+            task.loss,
+            jit_compile,
+            training.clip_norm,
+            training.preactivation_noise,
+            training.seed,
+            strategy=place.strategy if place.distributed else None,
+            noise_distribution=training.noise_distribution,
+        )
         self.start_epoch = self._restore()
         if self.start_epoch > training.epochs:
-            raise ResumeError(f"{run_dir} has already trained {self.start_epoch} epochs; --epochs={training.epochs} "
-                              "would undo them: give at least that many, or --fresh to start over")
+            raise ResumeError(
+                f"{run_dir} has already trained {self.start_epoch} epochs; --epochs={training.epochs} "
+                "would undo them: give at least that many, or --fresh to start over"
+            )
         sink_kind = RunSink if place.is_chief else SilentSink
         self.sink = sink_kind(run_dir, training.epochs, self.start_epoch, task.evaluated_splits)
         self.started = time.perf_counter()
@@ -135,9 +157,11 @@ class TrainingLoop:
         except distribute.LOST_WORKER_ERRORS as error:
             if self.place.cluster.num_workers == 1:
                 raise
-            raise RunError(f"training stopped in epoch {self.completed + 1}: "
-                           f"{distribute.lost_workers(error, self.place.cluster)} stopped responding; rerun every "
-                           f"worker to resume from {self.checkpoint.latest or 'the start'}") from error
+            raise RunError(
+                f"training stopped in epoch {self.completed + 1}: "
+                f"{distribute.lost_workers(error, self.place.cluster)} stopped responding; rerun every "
+                f"worker to resume from {self.checkpoint.latest or 'the start'}"
+            ) from error
         finally:
             self.sink.close()
         return stopped or self._finish()
@@ -145,8 +169,10 @@ class TrainingLoop:
     def _say_what_runs(self) -> None:
         epochs, cluster = f"epochs {self.start_epoch + 1}..{self.settings.training.epochs}", self.place.cluster
         if not self.place.is_chief:
-            print(f"worker {cluster.worker_index} of {cluster.num_workers}: {epochs} of {self.run_dir}, which the "
-                  "chief writes")
+            print(
+                f"worker {cluster.worker_index} of {cluster.num_workers}: {epochs} of {self.run_dir}, which the "
+                "chief writes"
+            )
             return
         if self.start_epoch:
             print(f"resuming from epoch {self.start_epoch} ({self.checkpoint.latest})")
@@ -179,8 +205,11 @@ class TrainingLoop:
     def _steps(self, batches: Iterator, epoch: int) -> float:
         """One epoch's training steps; the loss of its last step."""
         trainer = self.trainer
-        step = trainer.train_step if epoch < self.settings.training.first_noise_free_epoch else \
-            trainer.noise_free_train_step
+        step = (
+            trainer.train_step
+            if epoch < self.settings.training.first_noise_free_epoch
+            else trainer.noise_free_train_step
+        )
         for _ in range(self.task.steps_per_epoch):
             batch = next(batches)
             self.sink.graph(trainer.train_step, batch)
@@ -191,8 +220,10 @@ class TrainingLoop:
         """The end-of-epoch actions, in order (module docstring)."""
         run, epochs = self.settings.run, self.settings.training.epochs
         restart_epoch = run.restart.epoch
-        actions = [Action("loss is finite", Cadence(), self._check_finite),
-                   Action("learning rate", Cadence(), self._schedule)]
+        actions = [
+            Action("loss is finite", Cadence(), self._check_finite),
+            Action("learning rate", Cadence(), self._schedule),
+        ]
         if self.place.is_chief:  # what reads the evaluation (other workers do not evaluate)
             actions += [
                 Action("evaluation", Cadence(run.eval_every, (epochs, restart_epoch)), self._evaluate),
@@ -213,7 +244,8 @@ class TrainingLoop:
             raise RunError(
                 f"training stopped: the loss became {end.loss} in epoch {end.epoch} (learning rate "
                 f"{self.settings.training.learning_rate_at(end.epoch - 1):g}); the last good checkpoint "
-                f"{self.checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun")
+                f"{self.checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun"
+            )
 
     def _schedule(self, end: EpochEnd) -> None:
         self.optimizer.learning_rate.assign(self.settings.training.learning_rate_at(end.epoch))
@@ -240,13 +272,22 @@ class TrainingLoop:
             return None
         measured, reason = because
         if not self.may_restart:
-            self.sink.say(f"epoch {end.epoch}: {reason}, but no restart is left "
-                          f"(--max_restarts={self.settings.run.restart.max_restarts}): training on")
+            self.sink.say(
+                f"epoch {end.epoch}: {reason}, but no restart is left "
+                f"(--max_restarts={self.settings.run.restart.max_restarts}): training on"
+            )
             return None
         self.checkpoint.save(end.epoch)
         self.sink.flush()
-        given_up = GivenUp(seed=self.settings.training.seed, epoch=end.epoch, measured=measured, reason=reason,
-                           validation=dict(end.metrics[VALIDATION]), seconds=self._seconds(), run_dir=self.run_dir)
+        given_up = GivenUp(
+            seed=self.settings.training.seed,
+            epoch=end.epoch,
+            measured=measured,
+            reason=reason,
+            validation=dict(end.metrics[VALIDATION]),
+            seconds=self._seconds(),
+            run_dir=self.run_dir,
+        )
         stopped = self._result(GIVEN_UP, metrics={}, given_up=given_up)
         self.sink.results(stopped)
         return stopped
@@ -275,8 +316,10 @@ class TrainingLoop:
         self.sink.flush()
 
     def _interrupted(self, end: EpochEnd) -> RunResult:
-        self.sink.say(f"interrupted after epoch {end.epoch}; checkpoint saved to {self.checkpoint.latest}. "
-                      "Run the same command to resume.")
+        self.sink.say(
+            f"interrupted after epoch {end.epoch}; checkpoint saved to {self.checkpoint.latest}. "
+            "Run the same command to resume."
+        )
         return self._result(INTERRUPTED, metrics={})
 
     def _finish(self) -> RunResult:
@@ -292,8 +335,9 @@ class TrainingLoop:
         module, signatures = self.task.serving_module(self.model, metrics)
         metadata = {"model_config": dataclasses.asdict(self.settings.model), "config": self.settings.to_json()}
         self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)
-        done = dataclasses.replace(self._result(COMPLETED, metrics=metrics, export_dir=self.export_dir),
-                                   seconds=seconds)
+        done = dataclasses.replace(
+            self._result(COMPLETED, metrics=metrics, export_dir=self.export_dir), seconds=seconds
+        )
         self.sink.results(done)
         return done
 
@@ -311,19 +355,30 @@ class TrainingLoop:
         self.optimizer.learning_rate.assign(trained)
         if not all(map(math.isfinite, losses)):
             raise RunError(f"the finishing steps ({finishing.description}) diverged; the checkpoints are untouched")
-        self.sink.say(f"finishing steps: {finishing.steps} on {finishing.description} at learning rate "
-                      f"{finishing.learning_rate:g}, loss {losses[0]:.3g} -> {losses[-1]:.3g} "
-                      f"({time.perf_counter() - started:.1f}s)")
+        self.sink.say(
+            f"finishing steps: {finishing.steps} on {finishing.description} at learning rate "
+            f"{finishing.learning_rate:g}, loss {losses[0]:.3g} -> {losses[-1]:.3g} "
+            f"({time.perf_counter() - started:.1f}s)"
+        )
 
     def _seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)
 
     def _result(self, outcome: str, **fields) -> RunResult:
-        return RunResult(outcome=outcome, run_dir=self.run_dir, seed=self.settings.training.seed,
-                         epochs=self.settings.training.epochs, resumed_from_epoch=self.start_epoch,
-                         completed_epochs=self.completed, seconds=self._seconds(), goal_reached=self.goal,
-                         restarts=self.restarts, machine=machine.describe(), stopped_at_goal=self.stopped_at_goal,
-                         **fields)
+        return RunResult(
+            outcome=outcome,
+            run_dir=self.run_dir,
+            seed=self.settings.training.seed,
+            epochs=self.settings.training.epochs,
+            resumed_from_epoch=self.start_epoch,
+            completed_epochs=self.completed,
+            seconds=self._seconds(),
+            goal_reached=self.goal,
+            restarts=self.restarts,
+            machine=machine.describe(),
+            stopped_at_goal=self.stopped_at_goal,
+            **fields,
+        )
 
     def _restore(self) -> int:
         """The completed epochs of the latest checkpoint, restored. With several workers the chief
@@ -338,6 +393,8 @@ class TrainingLoop:
             start_epoch = checkpoint.restore_latest()
         found = distribute.from_every_worker(place, start_epoch)
         if len(set(found)) > 1:
-            raise RunError(f"the workers found different checkpoints to resume from (completed epochs by worker: "
-                           f"{found}); every worker must see the chief's --logdir ({checkpoint.directory})")
+            raise RunError(
+                f"the workers found different checkpoints to resume from (completed epochs by worker: "
+                f"{found}); every worker must see the chief's --logdir ({checkpoint.directory})"
+            )
         return start_epoch

@@ -40,16 +40,24 @@ def parameters(model: ModelConfig) -> int:
 def training_bytes(model: ModelConfig, batch: int, time: int) -> int:
     """The estimated peak of one training step on `[batch, time]` (module docstring)."""
     cells = batch * time
-    floats = (4 * parameters(model) + 16 * cells * model.units * model.num_layers
-              + 4 * cells * model.input_size + 4 * cells * model.output_size)
+    floats = (
+        4 * parameters(model)
+        + 16 * cells * model.units * model.num_layers
+        + 4 * cells * model.input_size
+        + 4 * cells * model.output_size
+    )
     return BYTES_PER_FLOAT * floats
 
 
 def inference_bytes(model: ModelConfig, batch: int, time: int) -> int:
     """The estimated peak of running the model forward on `[batch, time]` (evaluation, scoring)."""
     cells = batch * time
-    floats = (parameters(model) + 3 * cells * model.units * model.num_layers + cells * model.input_size
-              + 2 * cells * model.output_size)
+    floats = (
+        parameters(model)
+        + 3 * cells * model.units * model.num_layers
+        + cells * model.input_size
+        + 2 * cells * model.output_size
+    )
     return BYTES_PER_FLOAT * floats
 
 
@@ -72,8 +80,9 @@ def _bytes_setting(setting: str) -> int:
     """The byte count `AVAILABLE_MEMORY_VARIABLE` was set to, or `MemoryLimitError` saying why it is not one."""
     text = setting.strip()
     if not (text.isascii() and text.isdigit()):
-        raise MemoryLimitError(f"{AVAILABLE_MEMORY_VARIABLE}={setting!r} must be a whole number of bytes, "
-                               "e.g. 17179869184 for 16 GB")
+        raise MemoryLimitError(
+            f"{AVAILABLE_MEMORY_VARIABLE}={setting!r} must be a whole number of bytes, e.g. 17179869184 for 16 GB"
+        )
     return int(text)
 
 
@@ -85,5 +94,7 @@ def check_fits(needed: int, what: str, advice: str, available: int | None = None
     """Raises `MemoryLimitError` if `needed` bytes exceed `HEADROOM` of the free memory."""
     available = available_bytes() if available is None else available
     if available is not None and needed > HEADROOM * available:
-        raise MemoryLimitError(f"{what} needs about {gigabytes(needed)} of memory and this machine has "
-                               f"{gigabytes(available)} free; {advice}")
+        raise MemoryLimitError(
+            f"{what} needs about {gigabytes(needed)} of memory and this machine has "
+            f"{gigabytes(available)} free; {advice}"
+        )

@@ -72,8 +72,9 @@ class Adam(tf.Module):
         beta_2_power = tf.pow(tf.constant(self.beta_2, self.learning_rate.dtype), step)
         for variable, m, v, gradient in zip(variables, self.first_moments, self.second_moments, gradients):
             if self.weight_decay:
-                tf.raw_ops.AssignSubVariableOp(resource=variable.handle,
-                                               value=self.learning_rate * self.weight_decay * variable)
+                tf.raw_ops.AssignSubVariableOp(
+                    resource=variable.handle, value=self.learning_rate * self.weight_decay * variable
+                )
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle,
                 m=m.handle,
@@ -87,4 +88,3 @@ class Adam(tf.Module):
                 grad=gradient,
             )
         tf.raw_ops.AssignAddVariableOp(resource=self.iterations.handle, value=tf.constant(1, tf.int64))
-

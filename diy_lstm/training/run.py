@@ -36,8 +36,7 @@ from diy_lstm.training.checkpoints import CHECKPOINT_DIR, ResumeError, read_json
 from diy_lstm.training.config import RunSettings
 from diy_lstm.training.lock import RunLock
 from diy_lstm.training.loop import TrainingLoop
-from diy_lstm.training.results import (COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError,  # noqa: F401
-                                       RunResult)
+from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult  # noqa: F401
 from diy_lstm.training.sink import CONFIG_FILE, RESTARTS_FILE, RESULTS_FILE
 from diy_lstm.training.task import Task
 
@@ -87,8 +86,11 @@ def train(settings: RunSettings, task: Task) -> RunResult:
     """`train_once`, started over as seed + 1, + 2, ... while a try has not learned by the restart
     epoch (`settings.run.restart`); the last allowed try trains to the end. Rerunning the same
     settings resumes the try in progress."""
-    place = distribute.placement(settings.run.strategy, settings.run.cpu_devices,  # first: before any TF work
-                                 settings.run.worker_start_timeout)
+    place = distribute.placement(
+        settings.run.strategy,
+        settings.run.cpu_devices,  # first: before any TF work
+        settings.run.worker_start_timeout,
+    )
     first_seed, restart, run_dir = settings.training.seed, settings.run.restart, run_dir_of(settings)
     if settings.run.fresh and files.is_run_dir(run_dir) and place.is_chief:  # (a directory not ours: refused below)
         check_before_writing(settings, task, place)  # an old run moves aside only for a run that can start
@@ -108,15 +110,20 @@ def train(settings: RunSettings, task: Task) -> RunResult:
         seed = settings.training.seed
         aside = move_aside(run_dir, f"seed{seed}-not-learned")
         given_up = dataclasses.replace(result.given_up, run_dir=aside)
-        print(f"epoch {given_up.epoch}: {given_up.reason}: seed {seed} given up (its run moved to {aside}); "
-              f"starting over as --seed={seed + 1}")
+        print(
+            f"epoch {given_up.epoch}: {given_up.reason}: seed {seed} given up (its run moved to {aside}); "
+            f"starting over as --seed={seed + 1}"
+        )
         restarts = (*restarts, given_up)
         settings = _with_seed(settings, seed + 1)
 
 
 def _with_seed(settings: RunSettings, seed: int) -> RunSettings:
-    return dataclasses.replace(settings, training=dataclasses.replace(settings.training, seed=seed),
-                               model=dataclasses.replace(settings.model, seed=seed))
+    return dataclasses.replace(
+        settings,
+        training=dataclasses.replace(settings.training, seed=seed),
+        model=dataclasses.replace(settings.model, seed=seed),
+    )
 
 
 def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> tuple[GivenUp, ...]:
@@ -131,8 +138,9 @@ def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> t
             raise ValueError("given_up is not a list")
         given_up = tuple(GivenUp.from_json(entry) for entry in entries)
     except ValueError as error:
-        raise ResumeError(f"cannot read the run's restarts.json {path}: {error}; rerun with --fresh to start "
-                          "over") from None
+        raise ResumeError(
+            f"cannot read the run's restarts.json {path}: {error}; rerun with --fresh to start over"
+        ) from None
     return given_up if len(given_up) <= max_restarts else ()
 
 
@@ -155,14 +163,22 @@ def _check_memory(settings: RunSettings, task: Task) -> None:
     for batch in task.planned_batches(settings.training):
         estimate = memory.training_bytes if batch.trained else memory.inference_bytes
         flags = ("--lstm_size", "--num_layers", *batch.flags)
-        memory.check_fits(estimate(model, batch.examples, batch.steps),
-                          f"{batch.what} (lstm_size {model.units} x {model.num_layers} layer(s), batches of "
-                          f"{batch.examples:,} x {batch.steps:,} steps)", f"lower {', '.join(flags[:-1])} or {flags[-1]}")
+        memory.check_fits(
+            estimate(model, batch.examples, batch.steps),
+            f"{batch.what} (lstm_size {model.units} x {model.num_layers} layer(s), batches of "
+            f"{batch.examples:,} x {batch.steps:,} steps)",
+            f"lower {', '.join(flags[:-1])} or {flags[-1]}",
+        )
 
 
-def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
-               restarts: tuple[GivenUp, ...] = (), stop: StopRequest | None = None,
-               place: distribute.Placement | None = None) -> RunResult:
+def train_once(
+    settings: RunSettings,
+    task: Task,
+    may_restart: bool = False,
+    restarts: tuple[GivenUp, ...] = (),
+    stop: StopRequest | None = None,
+    place: distribute.Placement | None = None,
+) -> RunResult:
     """One try: trains `settings.training.epochs` epochs (resuming from the latest checkpoint), then
     exports. With `may_restart`, a try that has not learned by the restart epoch stops there
     (checkpointed) with outcome `GIVEN_UP`. `stop` replaces the Ctrl-C handler (tests); `place`
@@ -170,8 +186,9 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
     own_stop = stop is None
     stop = stop or StopRequest()  # first: a Ctrl-C during start-up stops after the first epoch
     try:
-        place = place or distribute.placement(settings.run.strategy, settings.run.cpu_devices,
-                                              settings.run.worker_start_timeout)
+        place = place or distribute.placement(
+            settings.run.strategy, settings.run.cpu_devices, settings.run.worker_start_timeout
+        )
         try:
             check_before_writing(settings, task, place)
             fingerprint.check_workers_agree(place, settings, task)  # (a collective: every worker, once)
@@ -186,20 +203,29 @@ def train_once(settings: RunSettings, task: Task, may_restart: bool = False,
         except distribute.LOST_WORKER_ERRORS as error:  # (in training, the loop says more)
             if place.cluster.num_workers == 1:
                 raise
-            raise RunError(f"{distribute.lost_workers(error, place.cluster)} stopped before training began (its own "
-                           "output says why); rerun every worker") from error
+            raise RunError(
+                f"{distribute.lost_workers(error, place.cluster)} stopped before training began (its own "
+                "output says why); rerun every worker"
+            ) from error
     finally:
         if own_stop:
             stop.restore()
 
 
-def _train_under_lock(settings: RunSettings, task: Task, may_restart: bool, restarts: tuple[GivenUp, ...],
-                      stop: StopRequest, place: distribute.Placement) -> RunResult:
+def _train_under_lock(
+    settings: RunSettings,
+    task: Task,
+    may_restart: bool,
+    restarts: tuple[GivenUp, ...],
+    stop: StopRequest,
+    place: distribute.Placement,
+) -> RunResult:
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    loop = TrainingLoop(settings, task, place, stop, may_restart, restarts, run_dir_of(settings),
-                        export_dir_of(settings))
+    loop = TrainingLoop(
+        settings, task, place, stop, may_restart, restarts, run_dir_of(settings), export_dir_of(settings)
+    )
     return loop.train(run_config_json(settings, task))
 
 
@@ -220,11 +246,15 @@ def _check_resume(settings: RunSettings, task: Task) -> None:
         return
     conflicts = settings.resume_conflicts(saved)
     if conflicts:
-        raise ResumeError(f"{run_dir} was started with {', '.join(conflicts)}; rerun with those settings to resume, "
-                          "or with --fresh to start over")
+        raise ResumeError(
+            f"{run_dir} was started with {', '.join(conflicts)}; rerun with those settings to resume, "
+            "or with --fresh to start over"
+        )
     if (changed := fingerprint.describe_change(saved.get("data_fingerprint"), task.fingerprint())) is not None:
-        raise ResumeError(f"{run_dir} was trained on other data: {changed}; resume with the data it was "
-                          "started on, or --fresh to start over")
+        raise ResumeError(
+            f"{run_dir} was trained on other data: {changed}; resume with the data it was "
+            "started on, or --fresh to start over"
+        )
 
 
 CHECKPOINT_STAGING = re.compile(r"ckpt-\d+_temp")  # TensorFlow's staging of a checkpoint being written

@@ -22,8 +22,15 @@ from diy_lstm.serving.export import export
 from diy_lstm.training.checkpoints import write_json_atomically
 from diy_lstm.training.config import RunSettings
 from diy_lstm.training.progress import Progress
-from diy_lstm.training.summaries import (RunWriters, drop_events_after, write_gate_images, write_hparams,
-                                         write_histograms, write_scalars, write_texts)
+from diy_lstm.training.summaries import (
+    RunWriters,
+    drop_events_after,
+    write_gate_images,
+    write_histograms,
+    write_hparams,
+    write_scalars,
+    write_texts,
+)
 from diy_lstm.training.task import TRAIN, VALIDATION
 
 CONFIG_FILE = "config.json"
@@ -46,14 +53,17 @@ class RunSink:
         """What a run writes when it starts: its settings, and the events trimmed to its checkpoint."""
         write_json_atomically(os.path.join(self.run_dir, CONFIG_FILE), config)
         if restarts:
-            write_json_atomically(os.path.join(self.run_dir, RESTARTS_FILE), {
-                "first_seed": restarts[0].seed, "given_up": [dataclasses.asdict(r) for r in restarts]})
+            write_json_atomically(
+                os.path.join(self.run_dir, RESTARTS_FILE),
+                {"first_seed": restarts[0].seed, "given_up": [dataclasses.asdict(r) for r in restarts]},
+            )
         # What a stopped run wrote past its checkpoint; with none, everything (the HParams and graph of
         # step 0 are written again below and by the first step).
         drop_events_after(self.run_dir, start_epoch if start_epoch else -1, self.splits)
         if start_epoch == 0:
-            write_hparams(self.run_dir, settings.hparams(),
-                          trial_id=f"{settings.run.run_name} seed {settings.training.seed}")
+            write_hparams(
+                self.run_dir, settings.hparams(), trial_id=f"{settings.run.run_name} seed {settings.training.seed}"
+            )
         self.writers = RunWriters(self.run_dir, self.splits)
 
     def graph(self, step: tf.types.experimental.PolymorphicFunction, batch: tuple) -> None:
@@ -90,8 +100,9 @@ class RunSink:
     def results(self, result) -> None:
         write_json_atomically(os.path.join(self.run_dir, RESULTS_FILE), dataclasses.asdict(result))
 
-    def export(self, module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping,
-               task: str) -> str | None:
+    def export(
+        self, module: tf.Module, export_dir: str, signatures: Mapping, metadata: Mapping, task: str
+    ) -> str | None:
         return export(module, export_dir, signatures, metadata, task=task)
 
     def close(self) -> None:

@@ -30,8 +30,12 @@ class RunWriters:
 
     def __init__(self, run_dir: str, splits: tuple[str, ...]):
         self.run_dir = run_dir
-        self._writers = {split: tf.summary.create_file_writer(
-            os.path.join(run_dir, split), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS) for split in splits}
+        self._writers = {
+            split: tf.summary.create_file_writer(
+                os.path.join(run_dir, split), max_queue=_MAX_QUEUE, flush_millis=_FLUSH_MILLIS
+            )
+            for split in splits
+        }
 
     def __getitem__(self, split: str):
         return self._writers[split]

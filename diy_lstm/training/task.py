@@ -177,7 +177,8 @@ class Task(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def serving_module(self, model: LSTMModel, metrics: Metrics
-                       ) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:
+    def serving_module(
+        self, model: LSTMModel, metrics: Metrics
+    ) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:
         """The module to save and its signatures by name; `metrics` are the final model's (`evaluate`),
         for what the export records of how it was checked."""

@@ -29,7 +29,9 @@ import tensorflow as tf
 
 from diy_lstm.model import GateNoise, LSTMModel, ModelOutput
 from diy_lstm.training.optimizer import Adam
-from diy_lstm.training.task import BatchLoss
+from diy_lstm.training.task import BatchLoss, RunModel
+
+TaskLoss = Callable[[RunModel, tuple[tf.Tensor, ...]], BatchLoss]  # e.g. `Task.loss`
 
 
 NOISE_DISTRIBUTIONS = ("normal", "table")
@@ -52,8 +54,13 @@ def table_noise(table: tf.Tensor, shape: tf.Tensor, seed: tf.Tensor, stddev: flo
     return stddev * tf.reshape(tf.gather(table, index), shape)
 
 
-def gaussian_gate_noise(stddev: float, seed: tf.Tensor, rows: tuple[tf.Tensor, tf.Tensor] | None = None,
-                        distribution: str = "normal", table: tf.Tensor | None = None) -> GateNoise:
+def gaussian_gate_noise(
+    stddev: float,
+    seed: tf.Tensor,
+    rows: tuple[tf.Tensor, tf.Tensor] | None = None,
+    distribution: str = "normal",
+    table: tf.Tensor | None = None,
+) -> GateNoise:
     """Gaussian noise of standard deviation `stddev` for the gate preactivations, `[time, batch,
     4 * units]`: drawn value by value, or (`distribution="table"`) read from `table` (`noise_table`,
     drawn once) at a random offset, a tenth of the cost (`table_noise`).
@@ -77,7 +84,7 @@ def gaussian_gate_noise(stddev: float, seed: tf.Tensor, rows: tuple[tf.Tensor, t
         if rows is None:
             return values
         first = tf.cast(rows[0], tf.int32)
-        return values[:, first:first + batch]
+        return values[:, first : first + batch]
 
     return noise
 
@@ -128,12 +135,18 @@ class Trainer:
         # AutoGraph has nothing to convert; skipping it saves seconds of tracing. XLA compiles the
         # whole step on one device; with replicas, each replica's part before the all-reduce.
         step_jit = jit_compile and not self.distributed
-        self._local_gradients = tf.function(self._loss_and_gradients, jit_compile=True, autograph=False) \
-            if jit_compile and self.distributed else self._loss_and_gradients
+        self._local_gradients = (
+            tf.function(self._loss_and_gradients, jit_compile=True, autograph=False)
+            if jit_compile and self.distributed
+            else self._loss_and_gradients
+        )
         self.train_step = tf.function(self._train_step, jit_compile=step_jit, autograph=False)
         # The same update without the noise; traced (and compiled) only when first called.
-        self.noise_free_train_step = self.train_step if preactivation_noise == 0.0 else tf.function(
-            functools.partial(self._train_step, noisy=False), jit_compile=step_jit, autograph=False)
+        self.noise_free_train_step = (
+            self.train_step
+            if preactivation_noise == 0.0
+            else tf.function(functools.partial(self._train_step, noisy=False), jit_compile=step_jit, autograph=False)
+        )
         self.gradients = tf.function(self._gradients, autograph=False)
         self.noise_table = None
         if noise_distribution == "table" and preactivation_noise > 0.0:
@@ -144,8 +157,9 @@ class Trainer:
         noise = None
         if noisy and self.preactivation_noise > 0.0:
             seed = tf.stack([tf.constant(self.seed, tf.int64), self.optimizer.iterations])
-            noise = gaussian_gate_noise(self.preactivation_noise, seed, noise_rows, self.noise_distribution,
-                                        self.noise_table)
+            noise = gaussian_gate_noise(
+                self.preactivation_noise, seed, noise_rows, self.noise_distribution, self.noise_table
+            )
         return functools.partial(self.model.run, training=True, one_tanh=self.one_tanh, gate_noise=noise)
 
     def _loss_and_gradients(self, batch: tuple, noise_rows, noisy: bool) -> tuple[BatchLoss, list[tf.Tensor]]:
@@ -161,11 +175,15 @@ class Trainer:
         if self.distributed and noisy and self.preactivation_noise > 0.0:
             rows = tf.shape(batch[0], out_type=tf.int64)[:1]
             every_replica = context.all_gather(rows, axis=0)  # [replicas]
-            noise_rows = (tf.reduce_sum(every_replica[:context.replica_id_in_sync_group]), tf.reduce_sum(every_replica))
+            noise_rows = (
+                tf.reduce_sum(every_replica[: context.replica_id_in_sync_group]),
+                tf.reduce_sum(every_replica),
+            )
         loss, gradients = self._local_gradients(batch, noise_rows, noisy)
         share = tf.math.divide_no_nan(loss.count, context.all_reduce(tf.distribute.ReduceOp.SUM, loss.count))
-        mean, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                             (loss.mean * share, [gradient * share for gradient in gradients]))
+        mean, gradients = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, (loss.mean * share, [gradient * share for gradient in gradients])
+        )
         if self.clip_norm is not None:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         return mean, gradients

@@ -173,8 +173,9 @@ _ALPHABET_INDEX[np.frombuffer(ALPHABET.encode("ascii"), np.uint8)] = np.arange(l
 def _valid_ascii(sequences: list[str]) -> bool:
     """Every character is one of `ALPHABET` (so the vectorised encoding applies)."""
     joined = "".join(sequences)
-    return joined.isascii() and bool(np.all(_ALPHABET_INDEX[np.frombuffer(joined.encode("ascii"), np.uint8)]
-                                            < len(ALPHABET)))
+    return joined.isascii() and bool(
+        np.all(_ALPHABET_INDEX[np.frombuffer(joined.encode("ascii"), np.uint8)] < len(ALPHABET))
+    )
 
 
 @dataclasses.dataclass

@@ -20,20 +20,25 @@ one character, so a counter can be right on them and still drift on such runs.
 
 from __future__ import annotations
 
-
 from diy_lstm.cli import quiet
 
 tf = quiet.import_tensorflow()
 
 from absl import flags  # noqa: E402
 
-from diy_lstm.cli import main as cli  # noqa: E402
 from diy_lstm import files  # noqa: E402
+from diy_lstm.cli import main as cli  # noqa: E402
 from diy_lstm.cli.errors import ModelError, OutputError, UsageError  # noqa: E402
 from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E402
 from tasks.counter import data_generator  # noqa: E402
-from tasks.counter.generalization import (evaluate, evaluate_patterns, format_patterns, format_table,  # noqa: E402
-                                          tensorboard_run, write_tensorboard)
+from tasks.counter.generalization import (  # noqa: E402
+    evaluate,
+    evaluate_patterns,
+    format_patterns,
+    format_table,
+    tensorboard_run,
+    write_tensorboard,
+)
 from tasks.counter.serving import SIGNATURE_INPUTS, about, call_budget  # noqa: E402
 
 MAX_CHARACTERS_HELD = 200_000_000
@@ -43,29 +48,47 @@ DEFAULT_PATTERNS = ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"]
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A SavedModel written by train.py.")
 _LENGTHS = flags.DEFINE_list("lengths", DEFAULT_LENGTHS, "Sequence lengths to evaluate, each in 1..100000.")
 _SEQUENCES = flags.DEFINE_integer(
-    "sequences", 200, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000)
+    "sequences", 200, "Random sequences per length.", lower_bound=1, upper_bound=1_000_000
+)
 _SAMPLING = flags.DEFINE_enum(
-    "sampling", "uniform", list(data_generator.SAMPLINGS),
+    "sampling",
+    "uniform",
+    list(data_generator.SAMPLINGS),
     "uniform: every sequence of a length equally likely; varied: each sequence draws its own character "
-    "frequencies (long runs of one character, large sums).")
+    "frequencies (long runs of one character, large sums).",
+)
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 12345, "Fixes the sampled sequences.", lower_bound=0)
 _SCORE_BATCH_SIZE = flags.DEFINE_integer(
-    "score_batch_size", 500, "Sequences per call to the model (fewer where the model's padded budget says so).",
-    lower_bound=1, upper_bound=100_000)
+    "score_batch_size",
+    500,
+    "Sequences per call to the model (fewer where the model's padded budget says so).",
+    lower_bound=1,
+    upper_bound=100_000,
+)
 _PATTERN_LENGTH = flags.DEFINE_integer(
-    "pattern_length", 0, "If > 0, also score each of --patterns repeated to this many characters and print the "
-    "first step it gets wrong.", lower_bound=0, upper_bound=100_000)
+    "pattern_length",
+    0,
+    "If > 0, also score each of --patterns repeated to this many characters and print the first step it gets wrong.",
+    lower_bound=0,
+    upper_bound=100_000,
+)
 _PATTERNS = flags.DEFINE_list("patterns", DEFAULT_PATTERNS, "Patterns for --pattern_length, e.g. 0,+,I+.")
 _TENSORBOARD_DIR = flags.DEFINE_string(
-    "tensorboard_dir", None, "If set, also write the table there (scalars at step=length, and a text table).")
+    "tensorboard_dir", None, "If set, also write the table there (scalars at step=length, and a text table)."
+)
 
 flags.register_validator(
-    "lengths", lambda values: bool(values) and all(
-        v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= 100_000 for v in values),
-    message="--lengths must be integers in [1, 100000], e.g. 6,20,100")
+    "lengths",
+    lambda values: (
+        bool(values) and all(v.strip().isascii() and v.strip().isdigit() and 1 <= int(v) <= 100_000 for v in values)
+    ),
+    message="--lengths must be integers in [1, 100000], e.g. 6,20,100",
+)
 flags.register_validator(
-    "patterns", lambda values: all(v and set(v) <= set(data_generator.ALPHABET) for v in values) and values,
-    message=f"--patterns must be non-empty sequences over {data_generator.ALPHABET!r}, e.g. 0,+,I+")
+    "patterns",
+    lambda values: all(v and set(v) <= set(data_generator.ALPHABET) for v in values) and values,
+    message=f"--patterns must be non-empty sequences over {data_generator.ALPHABET!r}, e.g. 0,+,I+",
+)
 
 
 def main(argv: list[str]) -> int:
@@ -74,24 +97,35 @@ def main(argv: list[str]) -> int:
     lengths = [int(v) for v in _LENGTHS.value]
     held = _SEQUENCES.value * max(lengths)  # one length's sequences are held at once
     if held > MAX_CHARACTERS_HELD:
-        raise UsageError(f"--sequences={_SEQUENCES.value} of length {max(lengths)} would hold {held:,} characters in "
-                         f"memory; at most {MAX_CHARACTERS_HELD:,}: lower --sequences or --lengths")
+        raise UsageError(
+            f"--sequences={_SEQUENCES.value} of length {max(lengths)} would hold {held:,} characters in "
+            f"memory; at most {MAX_CHARACTERS_HELD:,}: lower --sequences or --lengths"
+        )
     if _TENSORBOARD_DIR.value and (because := files.unwritable_because(_TENSORBOARD_DIR.value)) is not None:
         raise UsageError(f"--tensorboard_dir={_TENSORBOARD_DIR.value}: {because}")  # before the evaluation
     try:
-        loaded, signature, metadata = load_serving_signature(_MODEL_DIR.value, "serving_default",
-                                                             SIGNATURE_INPUTS["serving_default"])
+        loaded, signature, metadata = load_serving_signature(
+            _MODEL_DIR.value, "serving_default", SIGNATURE_INPUTS["serving_default"]
+        )
     except LoadError as error:
         raise ModelError(str(error)) from None
     limit = call_budget(about(loaded), metadata)
-    results = evaluate(signature, lengths, _SEQUENCES.value, _SAMPLE_SEED.value,
-                       min(_SCORE_BATCH_SIZE.value, limit.sequences), _SAMPLING.value, limit.padded_characters)
+    results = evaluate(
+        signature,
+        lengths,
+        _SEQUENCES.value,
+        _SAMPLE_SEED.value,
+        min(_SCORE_BATCH_SIZE.value, limit.sequences),
+        _SAMPLING.value,
+        limit.padded_characters,
+    )
     table = format_table(results, _SEQUENCES.value)
     print(table)
     pattern_table = None
     if _PATTERN_LENGTH.value:
         pattern_table = format_patterns(
-            evaluate_patterns(signature, _PATTERNS.value, _PATTERN_LENGTH.value), _PATTERN_LENGTH.value)
+            evaluate_patterns(signature, _PATTERNS.value, _PATTERN_LENGTH.value), _PATTERN_LENGTH.value
+        )
         print()
         print(pattern_table)
     if _TENSORBOARD_DIR.value:
@@ -99,7 +133,9 @@ def main(argv: list[str]) -> int:
         try:
             write_tensorboard(run_dir, results, table, pattern_table)
         except (OSError, tf.errors.OpError) as error:  # e.g. a full disk
-            raise OutputError(f"--tensorboard_dir={_TENSORBOARD_DIR.value}: cannot write: {cli.first_line(error)}") from None
+            raise OutputError(
+                f"--tensorboard_dir={_TENSORBOARD_DIR.value}: cannot write: {cli.first_line(error)}"
+            ) from None
         print(f"written to {run_dir}")
     return 0
 

@@ -16,7 +16,12 @@ from tasks.counter import data_generator
 
 
 def evaluate_length(
-    signature, length: int, count: int, seed: int, batch_size: int, sampling: str = "uniform",
+    signature,
+    length: int,
+    count: int,
+    seed: int,
+    batch_size: int,
+    sampling: str = "uniform",
     max_padded_characters: int | None = None,
 ) -> dict[str, float]:
     """`error`, `error_per_step` and `mean_square_error` of `count` random sequences of `length`,
@@ -44,12 +49,19 @@ def evaluate_length(
 
 
 def evaluate(
-    signature, lengths: list[int], count: int, seed: int, batch_size: int, sampling: str = "uniform",
+    signature,
+    lengths: list[int],
+    count: int,
+    seed: int,
+    batch_size: int,
+    sampling: str = "uniform",
     max_padded_characters: int | None = None,
 ) -> dict[int, dict]:
     """`evaluate_length` for every length, in order."""
-    return {length: evaluate_length(signature, length, count, seed, batch_size, sampling, max_padded_characters)
-            for length in lengths}
+    return {
+        length: evaluate_length(signature, length, count, seed, batch_size, sampling, max_padded_characters)
+        for length in lengths
+    }
 
 
 def evaluate_patterns(signature, patterns: list[str], length: int) -> dict[str, dict]:
@@ -79,8 +91,10 @@ def format_patterns(results: dict[str, dict], length: int) -> str:
 def format_table(results: dict[int, dict], count: int) -> str:
     lines = [f"{'length':>7}  {'sequences':>9}  {'error':>8}  {'error_per_step':>14}  {'mean_square_error':>17}"]
     for length, row in results.items():
-        lines.append(f"{length:>7}  {count:>9}  {100 * row['error']:>7.2f}%  "
-                     f"{100 * row['error_per_step']:>13.3f}%  {row['mean_square_error']:>17.4f}")
+        lines.append(
+            f"{length:>7}  {count:>9}  {100 * row['error']:>7.2f}%  "
+            f"{100 * row['error_per_step']:>13.3f}%  {row['mean_square_error']:>17.4f}"
+        )
     return "\n".join(lines)
 
 

@@ -1,8 +1,8 @@
 """Score sequences with an exported counter SavedModel.
 
-    python -m tasks.counter.score --model_dir=logs/RUN/saved_model "+-I0" "++0" -I--
-    printf '+-I0\\n++0\\n' | python -m tasks.counter.score --model_dir=logs/RUN/saved_model
-    python -m tasks.counter.score --model_dir=M --reference=data_generator:final_sum "+-I0"
+    python score.py --model_dir=logs/RUN/saved_model "+-I0" "++0" -I--
+    printf '+-I0\\n++0\\n' | python score.py --model_dir=logs/RUN/saved_model
+    python score.py --model_dir=M --reference=data_generator:final_sum "+-I0"
 
 Prints one line per sequence: the sequence, the model's final prediction and its rounding; with
 `--reference=module:function` (code the user names, imported from the current directory), also the
@@ -37,7 +37,8 @@ from tasks.counter.serving import SIGNATURE_INPUTS, about, call_budget  # noqa: 
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a SavedModel written by train.py.")
 _REFERENCE = flags.DEFINE_string(
-    "reference", None, "'module:function' giving the true value of a sequence, e.g. data_generator:final_sum.")
+    "reference", None, "'module:function' giving the true value of a sequence, e.g. data_generator:final_sum."
+)
 
 _FLAG = re.compile(r"^--[A-Za-z_]\w*(=|$)")
 # stdin is read and scored this many lines, or this many characters (and one more line), at a time:
@@ -61,8 +62,9 @@ def resolve_reference(spec: str | None) -> Callable[[str], int] | None:
     except (ImportError, AttributeError) as error:
         raise UsageError(f"--reference={spec}: cannot import it ({error})") from None
     except Exception as error:  # the module the user named raised while it was imported
-        raise UsageError(f"--reference={spec}: importing {module_name} raised {type(error).__name__}: "
-                         f"{cli.first_line(error)}") from None
+        raise UsageError(
+            f"--reference={spec}: importing {module_name} raised {type(error).__name__}: {cli.first_line(error)}"
+        ) from None
     try:
         inspect.signature(function).bind("+")
     except TypeError:
@@ -76,8 +78,9 @@ def resolve_reference(spec: str | None) -> Callable[[str], int] | None:
 def _load(model_dir: str):
     """The serving signature of `model_dir` and what its `about` signature says, loaded once per process."""
     try:
-        loaded, signature, metadata = load_serving_signature(model_dir, "serving_default",
-                                                             SIGNATURE_INPUTS["serving_default"])
+        loaded, signature, metadata = load_serving_signature(
+            model_dir, "serving_default", SIGNATURE_INPUTS["serving_default"]
+        )
     except LoadError as error:
         raise ModelError(str(error)) from None
     return signature, about(loaded), metadata
@@ -111,16 +114,20 @@ class Scorer:
         start = 0
         while start < len(order):
             stop = start + 1  # grow the batch while its padded size stays within the budget
-            while (stop < len(order) and stop + 1 - start <= self.budget.sequences
-                   and (stop + 1 - start) * lengths[order[stop]] <= self.budget.padded_characters):
+            while (
+                stop < len(order)
+                and stop + 1 - start <= self.budget.sequences
+                and (stop + 1 - start) * lengths[order[stop]] <= self.budget.padded_characters
+            ):
                 stop += 1
             batch = order[start:stop]
             texts = [sequences[i] for i in batch]
             try:
                 outputs = self.signature(sequences=tf.constant(texts, dtype=tf.string))
             except tf.errors.InvalidArgumentError as error:
-                message = graph_error_message(error, lambda what, i: shown_sequence(first_number + int(batch[i]),
-                                                                                    texts[i]))
+                message = graph_error_message(
+                    error, lambda what, i: shown_sequence(first_number + int(batch[i]), texts[i])
+                )
                 raise UsageError(message or cli.first_line(error)) from None
             predictions[batch] = outputs["final_prediction"].numpy()
             rounded[batch] = outputs["final_prediction_rounded"].numpy()
@@ -136,30 +143,42 @@ class Scorer:
             return
         self.noted = True
         trained = self.checked.get("trained_lengths") or ["?", "?"]
-        checked = (f"checked exact up to {validated:,}: longer answers are unchecked" if validated else
-                   "never checked exact at any length: its answers are unchecked")
-        print(f"note: a sequence has {longest:,} characters; this model was trained on lengths {trained[0]}.."
-              f"{trained[1]} and {checked}", file=sys.stderr)
+        checked = (
+            f"checked exact up to {validated:,}: longer answers are unchecked"
+            if validated
+            else "never checked exact at any length: its answers are unchecked"
+        )
+        print(
+            f"note: a sequence has {longest:,} characters; this model was trained on lengths {trained[0]}.."
+            f"{trained[1]} and {checked}",
+            file=sys.stderr,
+        )
 
     def lines(self, sequences: list[str], width: int, first_number: int = 1) -> list[str]:
         """One formatted line per sequence (see `header`)."""
         predictions, rounded = self.predictions(sequences, first_number)
         if self.reference is None:
             return [f"{s:<{width}}  {p:>10.4f}  {r:>7d}" for s, p, r in zip(sequences, predictions, rounded)]
-        return [f"{sequence:<{width}}  {prediction:>10.4f}  {rounding:>7d}  {true:>4}  "
-                f"{'yes' if rounding == true else 'NO'}"
-                for sequence, prediction, rounding, true in zip(sequences, predictions, rounded,
-                                                                map(self._true_value, sequences))]
+        return [
+            f"{sequence:<{width}}  {prediction:>10.4f}  {rounding:>7d}  {true:>4}  "
+            f"{'yes' if rounding == true else 'NO'}"
+            for sequence, prediction, rounding, true in zip(
+                sequences, predictions, rounded, map(self._true_value, sequences)
+            )
+        ]
 
     def _true_value(self, sequence: str) -> int:
         try:
             value = self.reference(sequence)
         except Exception as error:  # the user's code: its failure is named, not a traceback
-            raise UsageError(f"--reference raised {type(error).__name__} on {sequence[:60]!r}: "
-                             f"{cli.first_line(error)}") from None
+            raise UsageError(
+                f"--reference raised {type(error).__name__} on {sequence[:60]!r}: {cli.first_line(error)}"
+            ) from None
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise UsageError(f"--reference={self.reference_spec} returned {shown_value(value)} "
-                             f"({type(value).__name__}) on {sequence[:60]!r}; it must return an integer")
+            raise UsageError(
+                f"--reference={self.reference_spec} returned {shown_value(value)} "
+                f"({type(value).__name__}) on {sequence[:60]!r}; it must return an integer"
+            )
         return int(value)
 
     def header(self, width: int) -> str:
@@ -183,14 +202,17 @@ def check_arguments(sequences: list[str]) -> None:
         check_length(len(sequence), f"sequence {number}")
         for position, character in enumerate(sequence, start=1):
             if "\udc80" <= character <= "\udcff":
-                raise UsageError(f"invalid UTF-8 byte 0x{ord(character) - 0xDC00:02X} at position {position} of "
-                                 f"sequence {number}")
+                raise UsageError(
+                    f"invalid UTF-8 byte 0x{ord(character) - 0xDC00:02X} at position {position} of sequence {number}"
+                )
 
 
 def check_length(characters: int, what: str) -> None:
     if characters > MAX_SEQUENCE_CHARACTERS:
-        raise UsageError(f"{what} has more than {MAX_SEQUENCE_CHARACTERS:,} characters; one sequence may have at "
-                         f"most {MAX_SEQUENCE_CHARACTERS:,}")
+        raise UsageError(
+            f"{what} has more than {MAX_SEQUENCE_CHARACTERS:,} characters; one sequence may have at "
+            f"most {MAX_SEQUENCE_CHARACTERS:,}"
+        )
 
 
 def read_chunks(stream, size: int = CHUNK_LINES, characters: int = CHUNK_CHARACTERS) -> Iterator[list[str]]:
@@ -206,8 +228,9 @@ def read_chunks(stream, size: int = CHUNK_LINES, characters: int = CHUNK_CHARACT
         try:
             chunk.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
-            raise UsageError(f"invalid UTF-8 byte 0x{raw[error.start]:02X} at byte {error.start + 1} of line "
-                             f"{number}") from None
+            raise UsageError(
+                f"invalid UTF-8 byte 0x{raw[error.start]:02X} at byte {error.start + 1} of line {number}"
+            ) from None
         check_length(len(chunk[-1]), f"line {number}")
         held += len(chunk[-1])
         if len(chunk) == size or held >= characters:
@@ -222,7 +245,7 @@ def split_flags(argv: list[str]) -> list[str]:
     flag_args, sequences = [], []
     for index, argument in enumerate(argv[1:], start=1):
         if argument == "--":
-            sequences += argv[index + 1:]
+            sequences += argv[index + 1 :]
             break
         (flag_args if _FLAG.match(argument) or argument in ("-h", "-help", "-?") else sequences).append(argument)
     return [argv[0], *cli.parse_flags_or_exit([argv[0], *flag_args])[1:], *sequences]
@@ -257,5 +280,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The command line: `python score.py ...` (or `python -m tasks.counter.score ...`)."""
     cli.run_main(main, flags_parser=split_flags, takes_arguments=True, writes_output=True)
+
+
+if __name__ == "__main__":
+    run()

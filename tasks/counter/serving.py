@@ -73,8 +73,9 @@ def call_budget(checked: Mapping[str, object], metadata: Mapping[str, object]) -
         return CallBudget(advertised, sequences)
     config = metadata.get("model_config")
     sizes = (config.get("units"), config.get("num_layers", 1)) if isinstance(config, dict) else (None, None)
-    whole = budget.steps_per_call(*sizes) if all(isinstance(v, int) and v > 0 for v in sizes) else \
-        budget.steps_per_call(64)
+    whole = (
+        budget.steps_per_call(*sizes) if all(isinstance(v, int) and v > 0 for v in sizes) else budget.steps_per_call(64)
+    )
     padded = min(advertised, whole) if isinstance(advertised, int) and advertised > 0 else whole
     return CallBudget(padded, padded)
 
@@ -87,9 +88,16 @@ class SequenceScorer(tf.Module):
       encoding: character -> feature vector (length `model.config.input_size`).
     """
 
-    def __init__(self, model: LSTMModel, encoding: Mapping[str, Sequence[float]],
-                 trained_lengths: tuple[int, int] = (0, 0), validated_exact_up_to: int = 0,
-                 readout_fit_length: int = 0, max_padded_characters: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        model: LSTMModel,
+        encoding: Mapping[str, Sequence[float]],
+        trained_lengths: tuple[int, int] = (0, 0),
+        validated_exact_up_to: int = 0,
+        readout_fit_length: int = 0,
+        max_padded_characters: int | None = None,
+        name: str | None = None,
+    ):
         super().__init__(name=name)
         features = model.config.input_size
         for character, vector in encoding.items():
@@ -111,17 +119,20 @@ class SequenceScorer(tf.Module):
     @tf.function(input_signature=[], autograph=False)
     def about(self) -> dict[str, tf.Tensor]:
         """What the model was trained and checked on, and what one call may score (module docstring)."""
-        return {"trained_lengths": tf.identity(self.trained_lengths),
-                "validated_exact_up_to": tf.identity(self.validated_exact_up_to),
-                "readout_fit_length": tf.identity(self.readout_fit_length),
-                "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64),
-                "max_sequences": tf.constant(self.window_steps, tf.int64)}
+        return {
+            "trained_lengths": tf.identity(self.trained_lengths),
+            "validated_exact_up_to": tf.identity(self.validated_exact_up_to),
+            "readout_fit_length": tf.identity(self.readout_fit_length),
+            "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64),
+            "max_sequences": tf.constant(self.window_steps, tf.int64),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)
     def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores raw strings, `[batch]`, of any lengths."""
-        ids, lengths, checks = self.characters.ids(sequences, "sequences",
-                                                   max_padded_characters=self.max_padded_characters)
+        ids, lengths, checks = self.characters.ids(
+            sequences, "sequences", max_padded_characters=self.max_padded_characters
+        )
         checks.append(batch_check(tf.size(sequences), self.window_steps, "sequences"))
         with tf.control_dependencies(checks):
             dense_ids = ids.to_tensor(default_value=self.characters.size)  # [batch, max_time]; padding row
@@ -138,20 +149,31 @@ class SequenceScorer(tf.Module):
         shape = tf.shape(inputs)
         padded_shape = tf.concat([shape, [0, 0, 0]], axis=0)  # indexable whatever the rank
         well_formed = (tf.size(shape) == 3) & (padded_shape[1] > 0) & (padded_shape[2] == features)
-        checks = [tf.debugging.Assert(
-            well_formed, [f"{ERROR_PREFIX}inputs must be [batch, time >= 1, {features}], got shape", shape])]
+        checks = [
+            tf.debugging.Assert(
+                well_formed, [f"{ERROR_PREFIX}inputs must be [batch, time >= 1, {features}], got shape", shape]
+            )
+        ]
         with tf.control_dependencies(checks):
             inputs = tf.ensure_shape(inputs, [None, None, features])
         lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
-        with tf.control_dependencies([padded_size_check(lengths, "inputs", self.max_padded_characters),
-                                      batch_check(tf.shape(inputs)[0], self.window_steps, "inputs")]):
+        with tf.control_dependencies(
+            [
+                padded_size_check(lengths, "inputs", self.max_padded_characters),
+                batch_check(tf.shape(inputs)[0], self.window_steps, "inputs"),
+            ]
+        ):
             inputs = tf.identity(inputs)
         return self._score(inputs, lengths)
 
     def _score(self, inputs: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
         window = window_length(self.window_steps, tf.shape(inputs)[0])
-        predictions = run_in_windows(self.model, inputs, window,  # [batch, time]
-                                     lambda output, start, stop: tf.cast(output.predictions[..., 0], tf.float32))
+        predictions = run_in_windows(
+            self.model,
+            inputs,
+            window,  # [batch, time]
+            lambda output, start, stop: tf.cast(output.predictions[..., 0], tf.float32),
+        )
         predictions *= tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=tf.float32)
         final = final_step(predictions, lengths)
         return {
@@ -163,9 +185,11 @@ class SequenceScorer(tf.Module):
 
     def signatures(self) -> dict:
         """The SavedModel's signatures: `serving_default` (raw strings) and `score_encoded`."""
-        return {"serving_default": self.score_strings.get_concrete_function(),
-                "score_encoded": self.score_encoded.get_concrete_function(),
-                "about": self.about.get_concrete_function()}
+        return {
+            "serving_default": self.score_strings.get_concrete_function(),
+            "score_encoded": self.score_encoded.get_concrete_function(),
+            "about": self.about.get_concrete_function(),
+        }
 
 
 def about(loaded) -> dict[str, object]:

@@ -27,8 +27,7 @@ from diy_lstm import readout
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
-from diy_lstm.training.task import (TRAIN, VALIDATION, BatchLoss, FinishingSteps, PlannedBatch, Metrics, RunModel,
-                                    Task)
+from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, FinishingSteps, Metrics, PlannedBatch, RunModel, Task
 from tasks.counter import data_generator
 from tasks.counter.serving import SequenceScorer
 
@@ -50,8 +49,10 @@ def check_examples(length: int, count: int, seed: int, stream: int = CHECK_STREA
     split and the readout fit's sequences apart."""
     rng = np.random.default_rng([seed, length, stream])
     half = count // 2
-    return data_generator.Examples.from_sequences(data_generator.sample_sequences(length, half, rng, "uniform")
-                                                  + data_generator.sample_sequences(length, count - half, rng, "varied"))
+    return data_generator.Examples.from_sequences(
+        data_generator.sample_sequences(length, half, rng, "uniform")
+        + data_generator.sample_sequences(length, count - half, rng, "varied")
+    )
 
 
 def readout_fit_examples(length: int, count: int, seed: int) -> data_generator.Examples:
@@ -102,12 +103,14 @@ class CounterData:
     finishing_batch_size: int = 64
     finishing_learning_rate: float = 0.005
     gate_examples: tuple[str, ...] = dataclasses.field(
-        default=DEFAULT_GATE_EXAMPLES, metadata={"may_change_on_resume": True})
+        default=DEFAULT_GATE_EXAMPLES, metadata={"may_change_on_resume": True}
+    )
 
     def __post_init__(self):
         if not 1 <= self.min_length <= self.max_length:
-            raise ValueError(f"lengths must satisfy 1 <= min_length <= max_length, got {self.min_length}, "
-                             f"{self.max_length}")
+            raise ValueError(
+                f"lengths must satisfy 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
+            )
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.sampling not in data_generator.SAMPLINGS:
@@ -115,16 +118,26 @@ class CounterData:
         for sequence in self.gate_examples:
             data_generator.check_sequence(sequence)
         if not 0 <= self.check_length <= 100_000 or not 2 <= self.check_sequences <= 10_000:
-            raise ValueError(f"check_length must be in [0, 100000] and check_sequences in [2, 10000], got "
-                             f"{self.check_length} and {self.check_sequences}")
-        if not (0 <= self.finishing_steps <= 100_000 and 1 <= self.finishing_length <= 10_000
-                and 1 <= self.finishing_batch_size <= 10_000 and 0.0 < self.finishing_learning_rate < 1.0):
-            raise ValueError(f"finishing_steps must be in [0, 100000], finishing_length and finishing_batch_size in "
-                             f"[1, 10000], finishing_learning_rate in (0, 1), got {self.finishing_steps}, "
-                             f"{self.finishing_length}, {self.finishing_batch_size}, {self.finishing_learning_rate}")
+            raise ValueError(
+                f"check_length must be in [0, 100000] and check_sequences in [2, 10000], got "
+                f"{self.check_length} and {self.check_sequences}"
+            )
+        if not (
+            0 <= self.finishing_steps <= 100_000
+            and 1 <= self.finishing_length <= 10_000
+            and 1 <= self.finishing_batch_size <= 10_000
+            and 0.0 < self.finishing_learning_rate < 1.0
+        ):
+            raise ValueError(
+                f"finishing_steps must be in [0, 100000], finishing_length and finishing_batch_size in "
+                f"[1, 10000], finishing_learning_rate in (0, 1), got {self.finishing_steps}, "
+                f"{self.finishing_length}, {self.finishing_batch_size}, {self.finishing_learning_rate}"
+            )
         if not 0 <= self.readout_fit_length <= 100_000 or not 2 <= self.readout_fit_sequences <= 10_000:
-            raise ValueError(f"readout_fit_length must be in [0, 100000] and readout_fit_sequences in [2, 10000], "
-                             f"got {self.readout_fit_length} and {self.readout_fit_sequences}")
+            raise ValueError(
+                f"readout_fit_length must be in [0, 100000] and readout_fit_sequences in [2, 10000], "
+                f"got {self.readout_fit_length} and {self.readout_fit_sequences}"
+            )
 
     def readout_fit_batch(self) -> tuple[int, int]:
         """`(sequences, length)` the readout is refitted on (`readout_fit_examples`), runs included."""
@@ -198,13 +211,20 @@ class CounterTask(Task):
     def prepare(self, training: TrainingConfig) -> None:
         """The splits of `training.seed`, and batches of `training.batch_size` (0: the whole set)."""
         train, validation = data_generator.make_splits(
-            self.data.min_length, self.data.max_length, self.data.train_fraction, training.seed,
-            self.data.max_sequences_per_length, self.data.sampling)
+            self.data.min_length,
+            self.data.max_length,
+            self.data.train_fraction,
+            training.seed,
+            self.data.max_sequences_per_length,
+            self.data.sampling,
+        )
         self.splits = {TRAIN: train, VALIDATION: validation}
         if self.data.check_length:
             self.splits[CHECK] = check_examples(self.data.check_length, self.data.check_sequences, training.seed)
-        self._tensors = {split: (tf.constant(examples.inputs), tf.constant(examples.running_sums),
-                                 tf.constant(examples.lengths)) for split, examples in self.splits.items()}
+        self._tensors = {
+            split: (tf.constant(examples.inputs), tf.constant(examples.running_sums), tf.constant(examples.lengths))
+            for split, examples in self.splits.items()
+        }
         self.seed, self.batch_size = training.seed, training.batch_size
         self._fit_examples = None
         # With the final-sum loss and batches of one length, only the last step is read out.
@@ -212,8 +232,10 @@ class CounterTask(Task):
         self.last_step_only = self.data.target == "final" and one_length_batches
 
     def describe(self) -> str:
-        return (f"{len(self.splits[TRAIN])} training / {len(self.splits[VALIDATION])} validation sequences, "
-                f"lengths {self.data.min_length}..{self.data.max_length}")
+        return (
+            f"{len(self.splits[TRAIN])} training / {len(self.splits[VALIDATION])} validation sequences, "
+            f"lengths {self.data.min_length}..{self.data.max_length}"
+        )
 
     def fingerprint(self) -> dict[str, object]:
         """The training and validation examples themselves (what the generator made for this seed)."""
@@ -236,20 +258,53 @@ class CounterTask(Task):
     def planned_batches(self, training: TrainingConfig) -> list[PlannedBatch]:
         data, (train_size, validation_size) = self.data, self.data.split_sizes()
         per_update = train_size if training.batch_size == 0 else min(training.batch_size, train_size)
-        planned = [PlannedBatch("training", per_update, data.max_length, True, ("--batch_size",)),
-                   PlannedBatch("evaluating the training split", train_size, data.max_length, False,
-                                ("--max_sequences_per_length", "--train_fraction")),
-                   PlannedBatch("evaluating the validation split", validation_size, data.max_length, False,
-                                ("--max_sequences_per_length", "--train_fraction"))]
+        planned = [
+            PlannedBatch("training", per_update, data.max_length, True, ("--batch_size",)),
+            PlannedBatch(
+                "evaluating the training split",
+                train_size,
+                data.max_length,
+                False,
+                ("--max_sequences_per_length", "--train_fraction"),
+            ),
+            PlannedBatch(
+                "evaluating the validation split",
+                validation_size,
+                data.max_length,
+                False,
+                ("--max_sequences_per_length", "--train_fraction"),
+            ),
+        ]
         if data.check_length:
-            planned.append(PlannedBatch("scoring the check split", data.check_sequences, data.check_length, False,
-                                        ("--check_length", "--check_sequences")))
+            planned.append(
+                PlannedBatch(
+                    "scoring the check split",
+                    data.check_sequences,
+                    data.check_length,
+                    False,
+                    ("--check_length", "--check_sequences"),
+                )
+            )
         if data.finishing_steps:
-            planned.append(PlannedBatch("the finishing steps", data.finishing_batch_size, data.finishing_length, True,
-                                        ("--finishing_batch_size", "--finishing_length")))
+            planned.append(
+                PlannedBatch(
+                    "the finishing steps",
+                    data.finishing_batch_size,
+                    data.finishing_length,
+                    True,
+                    ("--finishing_batch_size", "--finishing_length"),
+                )
+            )
         if data.readout_fit_length:
-            planned.append(PlannedBatch("the readout fit", min(FIT_BATCH, data.readout_fit_batch()[0]),
-                                        data.readout_fit_length, False, ("--readout_fit_length",)))
+            planned.append(
+                PlannedBatch(
+                    "the readout fit",
+                    min(FIT_BATCH, data.readout_fit_batch()[0]),
+                    data.readout_fit_length,
+                    False,
+                    ("--readout_fit_length",),
+                )
+            )
         return planned
 
     def loss(self, run_model: RunModel, batch: tuple[tf.Tensor, ...]) -> BatchLoss:
@@ -272,11 +327,16 @@ class CounterTask(Task):
 
     def _metrics(self, model: LSTMModel, tensors: tuple[tf.Tensor, ...]) -> dict[str, float]:
         if self._evaluate is None or self._evaluate_model is not model:
-            signature = [tf.TensorSpec([None, None, data_generator.NUM_FEATURES], model.dtype),
-                         tf.TensorSpec([None, None], model.dtype), tf.TensorSpec([None], tf.int32)]
+            signature = [
+                tf.TensorSpec([None, None, data_generator.NUM_FEATURES], model.dtype),
+                tf.TensorSpec([None, None], model.dtype),
+                tf.TensorSpec([None], tf.int32),
+            ]
             self._evaluate = tf.function(
                 lambda inputs, targets, lengths: metrics_fn(model(inputs)[..., 0], targets, lengths),
-                input_signature=signature, autograph=False)
+                input_signature=signature,
+                autograph=False,
+            )
             self._evaluate_model = model
         return {name: float(value) for name, value in self._evaluate(*tensors).items()}
 
@@ -294,14 +354,21 @@ class CounterTask(Task):
         more wrong validation steps than `validation_error_per_step` (the trained readout's); the fit
         and its validation per-step error."""
         if self._fit_examples is None:
-            self._fit_examples = readout_fit_examples(self.data.readout_fit_length, self.data.readout_fit_sequences,
-                                                      self.seed)
+            self._fit_examples = readout_fit_examples(
+                self.data.readout_fit_length, self.data.readout_fit_sequences, self.seed
+            )
         if self._readout_sources is None or self._readout_sources_model is not model:
             self._readout_sources = readout.source_function(model)
             self._readout_sources_model = model
         examples = self._fit_examples
-        fit = readout.fit_readout(model, examples.inputs, examples.running_sums[..., None], examples.lengths,
-                                  batch_size=FIT_BATCH, sources=self._readout_sources)
+        fit = readout.fit_readout(
+            model,
+            examples.inputs,
+            examples.running_sums[..., None],
+            examples.lengths,
+            batch_size=FIT_BATCH,
+            sources=self._readout_sources,
+        )
         trained = model.W_out.numpy(), model.b_out.numpy()
         readout.assign_readout(model, fit.W_out, fit.b_out)
         after = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]
@@ -314,9 +381,11 @@ class CounterTask(Task):
         return (TRAIN, VALIDATION, CHECK) if self.data.check_length else (TRAIN, VALIDATION)
 
     def progress(self, metrics: Metrics) -> dict[str, object]:
-        values = {"train_mse": metrics[TRAIN]["mean_square_error"],
-                  "validation_error": f"{100 * metrics[VALIDATION]['error']:.2f}%",
-                  "validation_mse": metrics[VALIDATION]["mean_square_error"]}
+        values = {
+            "train_mse": metrics[TRAIN]["mean_square_error"],
+            "validation_error": f"{100 * metrics[VALIDATION]['error']:.2f}%",
+            "validation_mse": metrics[VALIDATION]["mean_square_error"],
+        }
         if self.data.check_length:
             checked = f"{100 * metrics[CHECK]['error_per_step']:.3f}%" if CHECK in metrics else "-"
             values[f"check_{self.data.check_length}_error_per_step"] = checked
@@ -334,7 +403,10 @@ class CounterTask(Task):
         if CHECK not in metrics:
             return "check not scored", "the check split is not scored until every validation step is right"
         measured = f"check error_per_step {metrics[CHECK]['error_per_step']:.3g}"
-        return measured, f"{100 * metrics[CHECK]['error_per_step']:.3f}% of the steps of length {self.data.check_length} are wrong"
+        return (
+            measured,
+            f"{100 * metrics[CHECK]['error_per_step']:.3f}% of the steps of length {self.data.check_length} are wrong",
+        )
 
     def validated_exact_up_to(self, metrics: Metrics) -> int:
         """The longest length at which every step of fresh sequences was right (0: none checked)."""
@@ -350,12 +422,17 @@ class CounterTask(Task):
 
         def batches() -> Iterator[tuple[np.ndarray, ...]]:
             for step in range(data.finishing_steps):
-                examples = check_examples(data.finishing_length, data.finishing_batch_size, self.seed,
-                                          stream=FINISHING_STREAM + step)
+                examples = check_examples(
+                    data.finishing_length, data.finishing_batch_size, self.seed, stream=FINISHING_STREAM + step
+                )
                 yield examples.inputs, examples.running_sums, examples.lengths
 
-        return FinishingSteps(data.finishing_steps, data.finishing_learning_rate, batches,
-                              f"{data.finishing_batch_size} fresh sequences of length {data.finishing_length}")
+        return FinishingSteps(
+            data.finishing_steps,
+            data.finishing_learning_rate,
+            batches,
+            f"{data.finishing_batch_size} fresh sequences of length {data.finishing_length}",
+        )
 
     def finish(self, model: LSTMModel) -> str | None:
         """With `readout_fit_length`, the readout refitted on fresh sequences of that length; kept
@@ -366,8 +443,10 @@ class CounterTask(Task):
         before = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]
         fit, after = self._fit_readout(model, before)
         self.finished = True
-        fitted = (f"readout refitted on {len(self._fit_examples)} sequences of length {length} ({fit.steps:,} steps; "
-                  f"largest error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})")
+        fitted = (
+            f"readout refitted on {len(self._fit_examples)} sequences of length {length} ({fit.steps:,} steps; "
+            f"largest error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})"
+        )
         if after > before:
             return f"{fitted} not kept: validation per-step error {100 * before:.2f}% -> {100 * after:.2f}%"
         self.readout_fitted_on = length
@@ -380,6 +459,11 @@ class CounterTask(Task):
         return self._tensors[TRAIN]
 
     def serving_module(self, model: LSTMModel, metrics: Metrics) -> tuple[tf.Module, dict]:
-        scorer = SequenceScorer(model, data_generator.ENCODING, (self.data.min_length, self.data.max_length),
-                                self.validated_exact_up_to(metrics), self.readout_fitted_on)
+        scorer = SequenceScorer(
+            model,
+            data_generator.ENCODING,
+            (self.data.min_length, self.data.max_length),
+            self.validated_exact_up_to(metrics),
+            self.readout_fitted_on,
+        )
         return scorer, scorer.signatures()

@@ -30,52 +30,94 @@ MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training dat
 
 # The counter's data and loss (the shared flags are in diy_lstm/training/flags.py).
 _SEQUENCE_LENGTH = flags.DEFINE_integer(
-    "sequence_length", 20, "Length of every training sequence (unless --min_length/--max_length).",
-    lower_bound=1, upper_bound=MAX_SEQUENCE_LENGTH)
+    "sequence_length",
+    20,
+    "Length of every training sequence (unless --min_length/--max_length).",
+    lower_bound=1,
+    upper_bound=MAX_SEQUENCE_LENGTH,
+)
 _MIN_LENGTH = flags.DEFINE_integer(
-    "min_length", None, "Shortest training length; with --max_length, lengths are mixed.", lower_bound=1,
-    upper_bound=MAX_SEQUENCE_LENGTH)
+    "min_length",
+    None,
+    "Shortest training length; with --max_length, lengths are mixed.",
+    lower_bound=1,
+    upper_bound=MAX_SEQUENCE_LENGTH,
+)
 _MAX_LENGTH = flags.DEFINE_integer(
-    "max_length", None, "Longest training length; with --min_length, lengths are mixed.", lower_bound=1,
-    upper_bound=MAX_SEQUENCE_LENGTH)
+    "max_length",
+    None,
+    "Longest training length; with --min_length, lengths are mixed.",
+    lower_bound=1,
+    upper_bound=MAX_SEQUENCE_LENGTH,
+)
 _MAX_SEQUENCES_PER_LENGTH = flags.DEFINE_integer(
-    "max_sequences_per_length", 16_384,
+    "max_sequences_per_length",
+    16_384,
     "All 4^L sequences of a length are used when there are at most this many; else this many are sampled.",
-    lower_bound=2, upper_bound=10_000_000)
+    lower_bound=2,
+    upper_bound=10_000_000,
+)
 _SAMPLING = flags.DEFINE_enum(
-    "sampling", "uniform", list(data_generator.SAMPLINGS),
-    "How sampled sequences are drawn: uniform, or 'varied' (each its own character frequencies).")
+    "sampling",
+    "uniform",
+    list(data_generator.SAMPLINGS),
+    "How sampled sequences are drawn: uniform, or 'varied' (each its own character frequencies).",
+)
 _TRAIN_FRACTION = flags.DEFINE_float(
-    "train_fraction", 0.9, "Share of each length's sequences used for training; the rest is validation.")
+    "train_fraction", 0.9, "Share of each length's sequences used for training; the rest is validation."
+)
 _TARGET = flags.DEFINE_enum(
-    "target", "running", list(TARGETS), "Loss on every step's running sum, or on the final sum only.")
+    "target", "running", list(TARGETS), "Loss on every step's running sum, or on the final sum only."
+)
 _GATE_EXAMPLES = flags.DEFINE_list(
-    "gate_examples", list(DEFAULT_GATE_EXAMPLES), "Sequences whose gates are drawn as heat maps.")
+    "gate_examples", list(DEFAULT_GATE_EXAMPLES), "Sequences whose gates are drawn as heat maps."
+)
 _CHECK_LENGTH = flags.DEFINE_integer(
-    "check_length", 10_000, "If > 0: at every evaluation whose validation steps are all right, score "
+    "check_length",
+    10_000,
+    "If > 0: at every evaluation whose validation steps are all right, score "
     "--check_sequences fresh sequences of this length (half with long runs of one character); the goal then needs "
-    "every step of them right.", lower_bound=0, upper_bound=100_000)
+    "every step of them right.",
+    lower_bound=0,
+    upper_bound=100_000,
+)
 _CHECK_SEQUENCES = flags.DEFINE_integer(
-    "check_sequences", 100, "Sequences in the --check_length split.", lower_bound=2, upper_bound=10_000)
+    "check_sequences", 100, "Sequences in the --check_length split.", lower_bound=2, upper_bound=10_000
+)
 _READOUT_FIT_LENGTH = flags.DEFINE_integer(
-    "readout_fit_length", 1000, "If > 0: once training ends, refit the readout by least squares on fresh sequences of "
-    "this length (LSTM weights fixed), so it reads counts far beyond the training lengths.", lower_bound=0,
-    upper_bound=100_000)
+    "readout_fit_length",
+    1000,
+    "If > 0: once training ends, refit the readout by least squares on fresh sequences of "
+    "this length (LSTM weights fixed), so it reads counts far beyond the training lengths.",
+    lower_bound=0,
+    upper_bound=100_000,
+)
 _READOUT_FIT_SEQUENCES = flags.DEFINE_integer(
-    "readout_fit_sequences", 200, "Sequences the --readout_fit_length fit uses.", lower_bound=2, upper_bound=10_000)
+    "readout_fit_sequences", 200, "Sequences the --readout_fit_length fit uses.", lower_bound=2, upper_bound=10_000
+)
 _FINISHING_STEPS = flags.DEFINE_integer(
-    "finishing_steps", 150, "Once training ends: this many updates on fresh sequences of --finishing_length, whose "
-    "counts go far beyond the training lengths; 0: none.", lower_bound=0, upper_bound=100_000)
+    "finishing_steps",
+    150,
+    "Once training ends: this many updates on fresh sequences of --finishing_length, whose "
+    "counts go far beyond the training lengths; 0: none.",
+    lower_bound=0,
+    upper_bound=100_000,
+)
 _FINISHING_LENGTH = flags.DEFINE_integer(
-    "finishing_length", 200, "Length of the --finishing_steps sequences.", lower_bound=1, upper_bound=10_000)
+    "finishing_length", 200, "Length of the --finishing_steps sequences.", lower_bound=1, upper_bound=10_000
+)
 _FINISHING_BATCH_SIZE = flags.DEFINE_integer(
-    "finishing_batch_size", 64, "Sequences per --finishing_steps update.", lower_bound=1, upper_bound=10_000)
+    "finishing_batch_size", 64, "Sequences per --finishing_steps update.", lower_bound=1, upper_bound=10_000
+)
 _FINISHING_LEARNING_RATE = flags.DEFINE_float(
-    "finishing_learning_rate", 0.005, "Adam's learning rate in the --finishing_steps, in (0, 1).")
+    "finishing_learning_rate", 0.005, "Adam's learning rate in the --finishing_steps, in (0, 1)."
+)
 _RESTART_ERROR = flags.DEFINE_float(
-    "restart_error", 0.0, "The validation error (a share, in [0, 1)) a run may have at --restart_epoch.")
+    "restart_error", 0.0, "The validation error (a share, in [0, 1)) a run may have at --restart_epoch."
+)
 _RESTART_MSE = flags.DEFINE_float(
-    "restart_mse", None, "If set: the validation mean square error a run may have at --restart_epoch, > 0.")
+    "restart_mse", None, "If set: the validation mean square error a run may have at --restart_epoch, > 0."
+)
 # The counter's recipe for the shared flags: with the data flags above, `python train.py --lstm_size=24`
 # counts every step right at every length to 10,000 within a minute on 2 cores (docs/experiments.md,
 # "The default counts to 10,000"). The notebook's setup: experiments/reference_notebook.flags.
@@ -85,8 +127,12 @@ COUNTER_DEFAULTS: dict[str, object] = {
     "forget_bias": 3.0,  # the hard sigmoid's 1 from the start: nothing is forgotten
     "preactivation_noise": 1.5,  # gates decided by a margin; what carries the count past length 20
     "noise_distribution": "table",  # the same Gaussian values, read from a table: a tenth of the cost
-    "learning_rate": 0.08, "learning_rate_decay": 0.05, "epochs": 80,
-    "stop_at_goal": True, "eval_every": 5, "checkpoint_every": 20,
+    "learning_rate": 0.08,
+    "learning_rate_decay": 0.05,
+    "epochs": 80,
+    "stop_at_goal": True,
+    "eval_every": 5,
+    "checkpoint_every": 20,
     "restart_epoch": 20,  # a try not exact on the check split by then starts over as the next seed
 }
 for _name, _value in COUNTER_DEFAULTS.items():
@@ -101,8 +147,10 @@ def data_from_flags() -> CounterData:
         raise ConfigError("--min_length and --max_length go together, with --min_length <= --max_length")
     per_length = min(_MAX_SEQUENCES_PER_LENGTH.value, 4 ** min(max_length, 16))
     if per_length * max_length > MAX_CHARACTERS_IN_MEMORY:
-        raise ConfigError(f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
-                          "(--max_sequences_per_length x the longest length); lower one of them")
+        raise ConfigError(
+            f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
+            "(--max_sequences_per_length x the longest length); lower one of them"
+        )
     if not 0.0 < _TRAIN_FRACTION.value < 1.0:
         raise ConfigError(f"--train_fraction must be in (0, 1), got {_TRAIN_FRACTION.value}")
     for sequence in _GATE_EXAMPLES.value:
@@ -110,15 +158,29 @@ def data_from_flags() -> CounterData:
             raise ConfigError(f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, got {sequence!r}")
     if not 0.0 < _FINISHING_LEARNING_RATE.value < 1.0:
         raise ConfigError(f"--finishing_learning_rate must be in (0, 1), got {_FINISHING_LEARNING_RATE.value}")
-    data = CounterData(min_length, max_length, _MAX_SEQUENCES_PER_LENGTH.value, _SAMPLING.value,
-                       _TRAIN_FRACTION.value, _TARGET.value, _CHECK_LENGTH.value, _CHECK_SEQUENCES.value,
-                       _READOUT_FIT_LENGTH.value, _READOUT_FIT_SEQUENCES.value, _FINISHING_STEPS.value,
-                       _FINISHING_LENGTH.value, _FINISHING_BATCH_SIZE.value, _FINISHING_LEARNING_RATE.value,
-                       tuple(_GATE_EXAMPLES.value))
+    data = CounterData(
+        min_length,
+        max_length,
+        _MAX_SEQUENCES_PER_LENGTH.value,
+        _SAMPLING.value,
+        _TRAIN_FRACTION.value,
+        _TARGET.value,
+        _CHECK_LENGTH.value,
+        _CHECK_SEQUENCES.value,
+        _READOUT_FIT_LENGTH.value,
+        _READOUT_FIT_SEQUENCES.value,
+        _FINISHING_STEPS.value,
+        _FINISHING_LENGTH.value,
+        _FINISHING_BATCH_SIZE.value,
+        _FINISHING_LEARNING_RATE.value,
+        tuple(_GATE_EXAMPLES.value),
+    )
     train_size, validation_size = data.split_sizes()
     if train_size < 1 or validation_size < 1:
-        raise ConfigError(f"--train_fraction={_TRAIN_FRACTION.value} leaves {train_size} training and "
-                          f"{validation_size} validation sequences; both need at least one")
+        raise ConfigError(
+            f"--train_fraction={_TRAIN_FRACTION.value} leaves {train_size} training and "
+            f"{validation_size} validation sequences; both need at least one"
+        )
     return data
 
 
@@ -143,32 +205,51 @@ def settings_per_size() -> list[RunSettings]:
     fit_values = data.readout_fit_values(max(units for units, _ in runs))
     if fit_values > readout.MAX_FIT_VALUES:
         sequences, length = data.readout_fit_batch()
-        raise ConfigError(f"the readout fit would hold {fit_values:,} values ({sequences:,} sequences (--readout_fit_"
-                          f"sequences and {len(RUNS)} runs) x {length:,} steps (--readout_fit_length) x (lstm_size "
-                          f"+ 1)), more than {readout.MAX_FIT_VALUES:,}; lower one of them")
-    return [RunSettings(CounterTask.name, training_flags.model_config(units, data_generator.NUM_FEATURES), data,
-                        training, run_config) for units, run_config in runs]
+        raise ConfigError(
+            f"the readout fit would hold {fit_values:,} values ({sequences:,} sequences (--readout_fit_"
+            f"sequences and {len(RUNS)} runs) x {length:,} steps (--readout_fit_length) x (lstm_size "
+            f"+ 1)), more than {readout.MAX_FIT_VALUES:,}; lower one of them"
+        )
+    return [
+        RunSettings(
+            CounterTask.name,
+            training_flags.model_config(units, data_generator.NUM_FEATURES),
+            data,
+            training,
+            run_config,
+        )
+        for units, run_config in runs
+    ]
 
 
 def print_summary(result: RunResult) -> None:
     validation, train_metrics = result.metrics[VALIDATION], result.metrics[TRAIN]
     if result.restarts:
-        given_up = ", ".join(f"seed {r.seed} ({r.measured} at epoch {r.epoch}, {r.seconds:.0f}s)"
-                             for r in result.restarts)
-        print(f"  trained as --seed={result.seed} after giving up {given_up}; "
-              f"{result.seconds_in_all:.1f}s of training in all")
-    print(f"  validation: error {100 * validation['error']:.2f}% (final sum), "
-          f"{100 * validation['error_per_step']:.2f}% (per step), mse {validation['mean_square_error']:.3g}")
+        given_up = ", ".join(
+            f"seed {r.seed} ({r.measured} at epoch {r.epoch}, {r.seconds:.0f}s)" for r in result.restarts
+        )
+        print(
+            f"  trained as --seed={result.seed} after giving up {given_up}; "
+            f"{result.seconds_in_all:.1f}s of training in all"
+        )
+    print(
+        f"  validation: error {100 * validation['error']:.2f}% (final sum), "
+        f"{100 * validation['error_per_step']:.2f}% (per step), mse {validation['mean_square_error']:.3g}"
+    )
     print(f"  training: error {100 * train_metrics['error']:.2f}%, mse {train_metrics['mean_square_error']:.3g}")
     if CHECK in result.metrics:
         check = result.metrics[CHECK]
-        print(f"  check (fresh sequences of the check length): {100 * check['error_per_step']:.3f}% per-step error, "
-              f"final mse {check['mean_square_error']:.3g}")
+        print(
+            f"  check (fresh sequences of the check length): {100 * check['error_per_step']:.3f}% per-step error, "
+            f"final mse {check['mean_square_error']:.3g}"
+        )
     if result.goal_reached:
         after = f" after resuming from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
         checked = " and every check step right" if CHECK in result.metrics else ""
-        print(f"  0.00% validation error{checked} first reached{after} at epoch {result.goal_reached.epoch} "
-              f"({result.goal_reached.seconds:.1f}s)")
+        print(
+            f"  0.00% validation error{checked} first reached{after} at epoch {result.goal_reached.epoch} "
+            f"({result.goal_reached.seconds:.1f}s)"
+        )
     print(f"  SavedModel: {result.export_dir}")
 
 

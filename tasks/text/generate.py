@@ -1,6 +1,6 @@
 """Write text with an exported character-level language model (its `start` and `more` signatures).
 
-    python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300 \\
+    python generate.py --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300 \\
         --temperature=0.8 [--seed=N]
 
 Prints the prompt and the characters generated after it, as they are made (Ctrl-C or SIGTERM stops it,
@@ -30,7 +30,9 @@ from tasks.text.serving import MAX_GENERATED_CHARACTERS, MAX_PROMPT_CHARACTERS, 
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a SavedModel written by train_text.py.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to start from (fed through the model first); empty: from nothing.")
-_NUM_CHARS = flags.DEFINE_integer("num_chars", 300, f"Characters to generate after the prompt, 0..{MAX_GENERATED_CHARACTERS}.")
+_NUM_CHARS = flags.DEFINE_integer(
+    "num_chars", 300, f"Characters to generate after the prompt, 0..{MAX_GENERATED_CHARACTERS}."
+)
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Softmax temperature, >= 0; 0 takes the most likely.")
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the sampling.", lower_bound=0, upper_bound=2**63 - 1)
 
@@ -57,8 +59,9 @@ def _load(model_dir: str):
 STREAM_CHARACTERS = 512  # characters per `more` call: whole chunks, so the text is what `generate` writes
 
 
-def stream(model_dir: str, prompt: str, num_chars: int, temperature: float, seed: int,
-           write: Callable[[str], None]) -> None:
+def stream(
+    model_dir: str, prompt: str, num_chars: int, temperature: float, seed: int, write: Callable[[str], None]
+) -> None:
     """Writes the prompt, then the characters the model at `model_dir` writes after it, a piece at
     a time as they are made (`start`, then `more`; one `generate` call for a model without them)."""
     if not 0 <= num_chars <= MAX_GENERATED_CHARACTERS:
@@ -74,8 +77,13 @@ def stream(model_dir: str, prompt: str, num_chars: int, temperature: float, seed
     state = call(loaded.signatures["start"], prompt=tf.constant([prompt]))["state"]
     write(prompt)
     for first_step in range(0, num_chars, STREAM_CHARACTERS):
-        outputs = call(loaded.signatures["more"], state=state, first_step=tf.constant(first_step, tf.int64),
-                       num_chars=tf.constant(min(STREAM_CHARACTERS, num_chars - first_step)), **sampling)
+        outputs = call(
+            loaded.signatures["more"],
+            state=state,
+            first_step=tf.constant(first_step, tf.int64),
+            num_chars=tf.constant(min(STREAM_CHARACTERS, num_chars - first_step)),
+            **sampling,
+        )
         write(outputs["text"])
         state = outputs["state"]
 
@@ -86,8 +94,9 @@ def call(signature, **inputs) -> dict:
         outputs = signature(**inputs)
     except tf.errors.InvalidArgumentError as error:
         raise UsageError(graph_error_message(error, lambda what, index: "--prompt") or cli.first_line(error)) from None
-    return {name: value[0].numpy().decode("utf-8") if value.dtype == tf.string else value
-            for name, value in outputs.items()}
+    return {
+        name: value[0].numpy().decode("utf-8") if value.dtype == tf.string else value for name, value in outputs.items()
+    }
 
 
 def write_out(text: str) -> None:
@@ -127,5 +136,10 @@ def _end_line_quietly() -> None:
         pass  # the output's own trouble was, or will be, reported
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The command line: `python generate.py ...` (or `python -m tasks.text.generate ...`)."""
     cli.run_main(main, writes_output=True)
+
+
+if __name__ == "__main__":
+    run()

@@ -14,30 +14,58 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict[str, object]] = {
     "fox_and_crow": {
-        "lstm_size": ["128"], "epochs": 300, "batch_size": 1, "unroll_length": 148, "learning_rate": 0.01,
-        "validation_fraction": 0.0, "eval_every": 50, "checkpoint_every": 300, "sample_every": 300,
-        "image_every": 300, "histogram_every": 300,
+        "lstm_size": ["128"],
+        "epochs": 300,
+        "batch_size": 1,
+        "unroll_length": 148,
+        "learning_rate": 0.01,
+        "validation_fraction": 0.0,
+        "eval_every": 50,
+        "checkpoint_every": 300,
+        "sample_every": 300,
+        "image_every": 300,
+        "histogram_every": 300,
     },
     "hamlet_soliloquy": {
-        "lstm_size": ["256"], "epochs": 150, "batch_size": 1, "unroll_length": 100, "learning_rate": 0.005,
-        "validation_fraction": 0.0, "eval_every": 25, "checkpoint_every": 150, "sample_every": 150,
-        "image_every": 150, "histogram_every": 150,
+        "lstm_size": ["256"],
+        "epochs": 150,
+        "batch_size": 1,
+        "unroll_length": 100,
+        "learning_rate": 0.005,
+        "validation_fraction": 0.0,
+        "eval_every": 25,
+        "checkpoint_every": 150,
+        "sample_every": 150,
+        "image_every": 150,
+        "histogram_every": 150,
     },
     "shakespeare": {
-        "lstm_size": ["256"], "epochs": 20, "batch_size": 64, "unroll_length": 100, "learning_rate": 0.02,
-        "eval_every": 1, "checkpoint_every": 1, "sample_every": 1, "image_every": 5, "histogram_every": 5,
+        "lstm_size": ["256"],
+        "epochs": 20,
+        "batch_size": 64,
+        "unroll_length": 100,
+        "learning_rate": 0.02,
+        "eval_every": 1,
+        "checkpoint_every": 1,
+        "sample_every": 1,
+        "image_every": 5,
+        "histogram_every": 5,
     },
 }
 # What every text run trains with unless its recipe or a flag says otherwise.
 TEXT_DEFAULTS: dict[str, object] = {
-    "learning_rate_decay": 0.1, "clip_norm": 5.0, "initializer": "glorot_uniform", "readout": "hidden",
+    "learning_rate_decay": 0.1,
+    "clip_norm": 5.0,
+    "initializer": "glorot_uniform",
+    "readout": "hidden",
     "preactivation_noise": 0.0,
 }
 MIN_FITTED_WINDOW = 16
 
 
-def fit_to_text(characters: int, streams: int, window: int, streams_given: bool, window_given: bool
-                ) -> tuple[int, int, str | None]:
+def fit_to_text(
+    characters: int, streams: int, window: int, streams_given: bool, window_given: bool
+) -> tuple[int, int, str | None]:
     """`(streams, window)` for a training text of `characters`: as asked when every stream holds a
     whole window; else fewer streams (down to one) and then a shorter window (down to
     `MIN_FITTED_WINDOW`, or the text), changing only what was not given explicitly. The third value
@@ -50,5 +78,11 @@ def fit_to_text(characters: int, streams: int, window: int, streams_given: bool,
         window = max(1, min(window, characters // streams - 1))
     if (streams, window) == asked:
         return streams, window, None
-    return streams, window, (f"{characters:,} training characters do not fill {asked[0]} streams of a "
-                             f"{asked[1]}-character window: chose {streams} stream(s) and windows of {window}")
+    return (
+        streams,
+        window,
+        (
+            f"{characters:,} training characters do not fill {asked[0]} streams of a "
+            f"{asked[1]}-character window: chose {streams} stream(s) and windows of {window}"
+        ),
+    )

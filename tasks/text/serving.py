@@ -17,7 +17,7 @@ The vocabulary (id -> character) is passed in by the caller and lives in the gra
 itself), then samples one character at a time from softmax(logits / temperature) and feeds it back,
 in chunks of `GENERATE_CHUNK` characters, each one XLA-compiled loop; temperature 0 takes the most
 likely character. `start` and `more` are the same in pieces, for a caller that prints characters as
-they come (`python -m diy_lstm.generate`). Sampling (Gumbel-max) is stateless, seeded by `(seed,
+they come (`python generate.py`). Sampling (Gumbel-max) is stateless, seeded by `(seed,
 the chunk's first step)`: the same seed gives the same text at the same batch size. `score`, and
 the prompts of `generate` and `start`, run in windows (at most `windows.MAX_WINDOW` characters, fewer for a
 large batch or model), carrying the state, so memory grows with the texts' length, not with length ×
@@ -39,11 +39,15 @@ from diy_lstm.cell import LSTMState
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
-from diy_lstm.serving.windows import batch_check, run_in_windows, window_length
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
+from diy_lstm.serving.windows import batch_check, run_in_windows, window_length
 
-SIGNATURE_INPUTS = {"generate": ("num_chars", "prompt", "seed", "temperature"), "score": ("text",),
-                    "start": ("prompt",), "more": ("first_step", "num_chars", "seed", "state", "temperature")}
+SIGNATURE_INPUTS = {
+    "generate": ("num_chars", "prompt", "seed", "temperature"),
+    "score": ("text",),
+    "start": ("prompt",),
+    "more": ("first_step", "num_chars", "seed", "state", "temperature"),
+}
 MAX_GENERATED_CHARACTERS = 1_000_000  # num_chars, per text
 # Texts × num_chars of one `generate` or `more` call: each generated character is held as an id
 # (through the chunks, their concatenation and transpose), a string element while the text is joined
@@ -67,6 +71,8 @@ def pack(states: Sequence[LSTMState]) -> tf.Tensor:
 
 def unpack(state: tf.Tensor) -> tuple[LSTMState, ...]:
     return tuple(LSTMState(layer[0], layer[1]) for layer in tf.unstack(state))
+
+
 GENERATE_CHUNK = 64  # characters sampled by one compiled program
 
 
@@ -82,29 +88,41 @@ class TextGenerator(tf.Module):
         super().__init__(name=name)
         size = len(characters)
         if model.config.input_size != size or model.config.output_size != size:
-            raise ValueError(f"the model reads {model.config.input_size} and writes {model.config.output_size} "
-                             f"values; a vocabulary of {size} characters needs both to be {size}")
+            raise ValueError(
+                f"the model reads {model.config.input_size} and writes {model.config.output_size} "
+                f"values; a vocabulary of {size} characters needs both to be {size}"
+            )
         self.model = model
         self.vocabulary_size = size
         self.characters = CharacterTable(characters)
         config = model.config
-        self.window_steps = budget.WINDOW_BYTES // (budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
-                                             + BYTES_PER_STEP_AND_CHARACTER * size)  # texts × window
+        self.window_steps = budget.WINDOW_BYTES // (
+            budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
+            + BYTES_PER_STEP_AND_CHARACTER * size
+        )  # texts × window
 
     def signatures(self) -> dict:
         more = self.more.get_concrete_function(  # the state's shape is checked in the graph (`_checked_state`)
             tf.TensorSpec(None, self.model.dtype, name="state"),
-            tf.TensorSpec([], tf.int32, name="num_chars"), tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.int64, name="first_step"))
-        return {"generate": self.generate.get_concrete_function(), "score": self.score.get_concrete_function(),
-                "start": self.start.get_concrete_function(), "more": more}
+            tf.TensorSpec([], tf.int32, name="num_chars"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+            tf.TensorSpec([], tf.int64, name="first_step"),
+        )
+        return {
+            "generate": self.generate.get_concrete_function(),
+            "score": self.score.get_concrete_function(),
+            "start": self.start.get_concrete_function(),
+            "more": more,
+        }
 
     def _prompt_states(self, prompt: tf.Tensor) -> tuple[LSTMState, ...]:
         """Each layer's state after each prompt's last character (the zero state for an empty prompt),
         once the prompts pass the vocabulary's checks: the prompts run window by window, the state
         carried, and each keeps the state of the window its last character is in."""
-        ids, lengths, checks = self.characters.ids(prompt, "prompt", minimum_length=0,
-                                                   max_padded_characters=MAX_PADDED_CHARACTERS)
+        ids, lengths, checks = self.characters.ids(
+            prompt, "prompt", minimum_length=0, max_padded_characters=MAX_PADDED_CHARACTERS
+        )
         checks.append(batch_check(tf.size(prompt), self.window_steps, "prompts"))
         with tf.control_dependencies(checks):  # nothing below runs before the checks pass
             dense = ids.to_tensor(default_value=0)  # [batch, longest prompt]
@@ -118,23 +136,35 @@ class TextGenerator(tf.Module):
             output = self.model.run(dense[:, start:stop], initial_states=states, keep_states=True)  # ids: rows of W_x
             here = ((last >= start) & (last < stop))[:, tf.newaxis]  # [batch, 1]
             at = tf.clip_by_value(last - start, 0, stop - start - 1)
-            kept = tuple(LSTMState(*(tf.where(here, final_step(tf.transpose(values, [1, 0, 2]), at + 1), old)
-                                     for values, old in ((layer.hidden, was.hidden), (layer.cell, was.cell))))
-                         for layer, was in zip(output.layers, kept))
+            kept = tuple(
+                LSTMState(
+                    *(
+                        tf.where(here, final_step(tf.transpose(values, [1, 0, 2]), at + 1), old)
+                        for values, old in ((layer.hidden, was.hidden), (layer.cell, was.cell))
+                    )
+                )
+                for layer, was in zip(output.layers, kept)
+            )
             return stop, output.final_states(), kept
 
-        _, _, kept = tf.while_loop(lambda start, *_: start < steps, body, (tf.constant(0), empty, empty),
-                                   parallel_iterations=1)  # one window in memory at a time (windows.py)
+        _, _, kept = tf.while_loop(
+            lambda start, *_: start < steps, body, (tf.constant(0), empty, empty), parallel_iterations=1
+        )  # one window in memory at a time (windows.py)
         return kept
 
     def _window(self, batch: tf.Tensor) -> tf.Tensor:
         """Steps of `batch` sequences run forward at once, within `budget.WINDOW_BYTES`."""
         return window_length(self.window_steps, batch)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="prompt"), tf.TensorSpec([], tf.int32, name="num_chars"),
-        tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([], tf.int64, name="seed")],
-        autograph=False)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="prompt"),
+            tf.TensorSpec([], tf.int32, name="num_chars"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int64, name="seed"),
+        ],
+        autograph=False,
+    )
     def generate(self, prompt, num_chars, temperature, seed):
         states = self._prompt_states(prompt)
         continuation, _ = self._continue(states, num_chars, temperature, seed, tf.constant(0, tf.int64))
@@ -150,8 +180,9 @@ class TextGenerator(tf.Module):
         """`num_chars` more characters after `state` (from `start` or the last `more`) and the state
         after them. Calls of whole chunks (`first_step` a multiple of `GENERATE_CHUNK`) write what
         one `generate` call with the same seed writes."""
-        continuation, states = self._continue(unpack(self._checked_state(state)), num_chars, temperature, seed,
-                                              first_step)
+        continuation, states = self._continue(
+            unpack(self._checked_state(state)), num_chars, temperature, seed, first_step
+        )
         return {"text": continuation, "state": pack(states)}
 
     def _checked_state(self, state: tf.Tensor) -> tf.Tensor:
@@ -161,29 +192,61 @@ class TextGenerator(tf.Module):
         config = self.model.config
         shape = tf.shape(state)
         padded_shape = tf.concat([shape, [0, 0, 0, 0]], axis=0)  # indexable whatever the rank
-        well_formed = ((tf.size(shape) == 4) & (padded_shape[0] == config.num_layers) & (padded_shape[1] == 2)
-                       & (padded_shape[3] == config.units))
-        check = tf.debugging.Assert(well_formed, [
-            f"{ERROR_PREFIX}state must be [{config.num_layers}, 2, batch, {config.units}] (from start or more), "
-            "got shape", shape], summarize=4)
+        well_formed = (
+            (tf.size(shape) == 4)
+            & (padded_shape[0] == config.num_layers)
+            & (padded_shape[1] == 2)
+            & (padded_shape[3] == config.units)
+        )
+        check = tf.debugging.Assert(
+            well_formed,
+            [
+                f"{ERROR_PREFIX}state must be [{config.num_layers}, 2, batch, {config.units}] (from start or more), "
+                "got shape",
+                shape,
+            ],
+            summarize=4,
+        )
         with tf.control_dependencies([check]):
             return tf.ensure_shape(state, [config.num_layers, 2, None, config.units])
 
-    def _continue(self, states: tuple[LSTMState, ...], num_chars: tf.Tensor, temperature: tf.Tensor,
-                  seed: tf.Tensor, first_step: tf.Tensor) -> tuple[tf.Tensor, tuple[LSTMState, ...]]:
+    def _continue(
+        self,
+        states: tuple[LSTMState, ...],
+        num_chars: tf.Tensor,
+        temperature: tf.Tensor,
+        seed: tf.Tensor,
+        first_step: tf.Tensor,
+    ) -> tuple[tf.Tensor, tuple[LSTMState, ...]]:
         """`num_chars` characters sampled after `states`, string `[batch]`, and the states after them:
         chunk after chunk of one compiled loop (`_sample_chunk`)."""
         batch = tf.shape(states[0].hidden)[:1]
         output = tf.cast(batch[0], tf.int64) * tf.cast(num_chars, tf.int64)
         checks = [
-            tf.debugging.Assert(tf.logical_and(num_chars >= 0, num_chars <= MAX_GENERATED_CHARACTERS), [
-                f"{ERROR_PREFIX}num_chars must be in [0, {MAX_GENERATED_CHARACTERS}], got", num_chars]),
-            tf.debugging.Assert(output <= MAX_OUTPUT_CHARACTERS, [tf.strings.join([
-                ERROR_PREFIX, tf.strings.as_string(batch[0]), " texts of ", tf.strings.as_string(num_chars),
-                " generated characters are ", tf.strings.as_string(output),
-                f" characters; at most {MAX_OUTPUT_CHARACTERS} a call"])]),
-            tf.debugging.Assert(tf.logical_and(temperature >= 0.0, tf.math.is_finite(temperature)), [
-                f"{ERROR_PREFIX}temperature must be a finite number >= 0, got", temperature]),
+            tf.debugging.Assert(
+                tf.logical_and(num_chars >= 0, num_chars <= MAX_GENERATED_CHARACTERS),
+                [f"{ERROR_PREFIX}num_chars must be in [0, {MAX_GENERATED_CHARACTERS}], got", num_chars],
+            ),
+            tf.debugging.Assert(
+                output <= MAX_OUTPUT_CHARACTERS,
+                [
+                    tf.strings.join(
+                        [
+                            ERROR_PREFIX,
+                            tf.strings.as_string(batch[0]),
+                            " texts of ",
+                            tf.strings.as_string(num_chars),
+                            " generated characters are ",
+                            tf.strings.as_string(output),
+                            f" characters; at most {MAX_OUTPUT_CHARACTERS} a call",
+                        ]
+                    )
+                ],
+            ),
+            tf.debugging.Assert(
+                tf.logical_and(temperature >= 0.0, tf.math.is_finite(temperature)),
+                [f"{ERROR_PREFIX}temperature must be a finite number >= 0, got", temperature],
+            ),
         ]
         with tf.control_dependencies(checks):
             num_chars = tf.identity(num_chars)
@@ -192,13 +255,15 @@ class TextGenerator(tf.Module):
 
         def body(chunk, states, written):
             count = tf.minimum(GENERATE_CHUNK, num_chars - chunk * GENERATE_CHUNK)
-            chosen, states = self._sample_chunk(first_step + tf.cast(chunk * GENERATE_CHUNK, tf.int64), count,
-                                                states, temperature, seed)
+            chosen, states = self._sample_chunk(
+                first_step + tf.cast(chunk * GENERATE_CHUNK, tf.int64), count, states, temperature, seed
+            )
             return chunk + 1, states, written.write(chunk, chosen)
 
         written = tf.TensorArray(tf.int32, size=chunks, element_shape=[GENERATE_CHUNK, None])
-        _, states, written = tf.while_loop(lambda chunk, *_: chunk < chunks, body, (tf.constant(0), states, written),
-                                           maximum_iterations=chunks)
+        _, states, written = tf.while_loop(
+            lambda chunk, *_: chunk < chunks, body, (tf.constant(0), states, written), maximum_iterations=chunks
+        )
 
         def joined():
             return self.characters.text(tf.transpose(written.concat()[:num_chars]))  # [batch]
@@ -215,8 +280,9 @@ class TextGenerator(tf.Module):
         # Gumbel-max: argmax(logits / T + g), g = -ln(-ln u) for u uniform, is a draw from softmax(logits / T).
         # The noise of the whole chunk is drawn at once; 0 for T = 0 (argmax).
         shape = tf.concat([[GENERATE_CHUNK], tf.shape(logits)], axis=0)  # [chunk, batch, vocabulary]
-        uniform = tf.random.stateless_uniform(shape, tf.stack([seed, first_step]), minval=1e-20, maxval=1.0,
-                                              dtype=logits.dtype)
+        uniform = tf.random.stateless_uniform(
+            shape, tf.stack([seed, first_step]), minval=1e-20, maxval=1.0, dtype=logits.dtype
+        )
         sampling = temperature > 0.0
         noise = tf.where(sampling, -tf.math.log(-tf.math.log(uniform)), tf.zeros_like(uniform))
         inverse_temperature = tf.where(sampling, 1.0 / tf.maximum(temperature, 1e-30), tf.ones_like(temperature))
@@ -229,15 +295,19 @@ class TextGenerator(tf.Module):
             return offset + 1, self.model.readout(states[-1]), states, written
 
         written = tf.zeros(tf.stack([GENERATE_CHUNK, tf.shape(logits)[0]]), tf.int32)
-        _, _, states, written = tf.while_loop(lambda offset, *_: offset < count, body,
-                                              (tf.constant(0), logits, states, written),
-                                              maximum_iterations=GENERATE_CHUNK)
+        _, _, states, written = tf.while_loop(
+            lambda offset, *_: offset < count,
+            body,
+            (tf.constant(0), logits, states, written),
+            maximum_iterations=GENERATE_CHUNK,
+        )
         return written, states
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
     def score(self, text):
-        ids, lengths, checks = self.characters.ids(text, "text", minimum_length=2,
-                                                   max_padded_characters=MAX_PADDED_CHARACTERS)
+        ids, lengths, checks = self.characters.ids(
+            text, "text", minimum_length=2, max_padded_characters=MAX_PADDED_CHARACTERS
+        )
         checks.append(batch_check(tf.size(text), self.window_steps, "texts"))
         with tf.control_dependencies(checks):
             dense = ids.to_tensor(default_value=0)  # [batch, longest]

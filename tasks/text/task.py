@@ -71,8 +71,9 @@ class TextData:
         if not 0.0 <= self.validation_fraction <= 0.5:
             raise ConfigError(f"--validation_fraction must be in [0, 0.5], got {self.validation_fraction}")
         if self.validation_split not in text_data.SPLITS:
-            raise ConfigError(f"--validation_split must be one of {', '.join(text_data.SPLITS)}, got "
-                              f"{self.validation_split!r}")
+            raise ConfigError(
+                f"--validation_split must be one of {', '.join(text_data.SPLITS)}, got {self.validation_split!r}"
+            )
         if not 1 <= self.validation_block <= 10_000_000:
             raise ConfigError(f"--validation_block must be in [1, 10000000], got {self.validation_block}")
         if not 1 <= self.unroll_length <= 10_000:
@@ -102,20 +103,25 @@ class TextTask(Task):
         self.data = data
         self.text = data.read() if text is None else text
         self.vocabulary = text_data.Vocabulary.of(self.text, data.source)
-        train_text, validation_text = text_data.split(self.text, data.validation_fraction, data.validation_split,
-                                                      data.validation_block)
+        train_text, validation_text = text_data.split(
+            self.text, data.validation_fraction, data.validation_split, data.validation_block
+        )
         self.split_texts = {TRAIN: train_text}
         if validation_text:
             self.split_texts[VALIDATION] = validation_text
         # What `evaluate` reads: the training text's head and the validation text, each in a few streams.
-        evaluated = {TRAIN: (train_text[:MAX_EVALUATED_CHARACTERS], "--batch_size"),
-                     VALIDATION: (validation_text, "--validation_fraction")}
+        evaluated = {
+            TRAIN: (train_text[:MAX_EVALUATED_CHARACTERS], "--batch_size"),
+            VALIDATION: (validation_text, "--validation_fraction"),
+        }
         if data.text_file is None and data.corpus == "shakespeare":  # two plays never trained on
             self.split_texts[UNSEEN] = text_data.read_text_file(text_data.SHAKESPEARE_UNSEEN_FILE)
             evaluated[UNSEEN] = (self.split_texts[UNSEEN], "--corpus")
         self.evaluation_streams = {
             split: self._streams(text, min(EVALUATION_STREAMS, max(1, len(text) // (data.unroll_length + 1))), flag)
-            for split, (text, flag) in evaluated.items() if split in self.split_texts}
+            for split, (text, flag) in evaluated.items()
+            if split in self.split_texts
+        }
         self.batch_size = 0
         self.train_streams = np.zeros((0, 0), np.int32)
         self.windows: list[tuple[int, int]] = []
@@ -128,12 +134,16 @@ class TextTask(Task):
         for a full window of `unroll_length` (the training streams). `flag` is what to lower if not."""
         ids = self.vocabulary.ids(text)
         if len(ids) // count < 2:
-            raise ConfigError(f"{self.data.source}: {len(text)} characters cannot make {count} stream(s) of at least "
-                              f"2 characters; lower {flag} or give a longer text")
+            raise ConfigError(
+                f"{self.data.source}: {len(text)} characters cannot make {count} stream(s) of at least "
+                f"2 characters; lower {flag} or give a longer text"
+            )
         if whole_window and self.data.unroll_length > len(ids) // count - 1:
-            raise ConfigError(f"--unroll_length={self.data.unroll_length} is longer than a stream: {len(text)} "
-                              f"training characters in {count} stream(s) of {len(ids) // count}; lower "
-                              "--unroll_length or --batch_size")
+            raise ConfigError(
+                f"--unroll_length={self.data.unroll_length} is longer than a stream: {len(text)} "
+                f"training characters in {count} stream(s) of {len(ids) // count}; lower "
+                "--unroll_length or --batch_size"
+            )
         return text_data.streams(ids, count)
 
     def prepare(self, training: TrainingConfig) -> None:
@@ -146,33 +156,49 @@ class TextTask(Task):
         """The state each layer carries from one window to the next: `[streams, units]` per replica,
         each replica's own (`ON_READ`: never synchronised), for its slice of the streams."""
         if model.input_size != len(self.vocabulary) or model.output_size != len(self.vocabulary):
-            raise ConfigError(f"the model reads {model.input_size} and writes {model.output_size} values; this "
-                              f"text's vocabulary has {len(self.vocabulary)} characters")
+            raise ConfigError(
+                f"the model reads {model.input_size} and writes {model.output_size} values; this "
+                f"text's vocabulary has {len(self.vocabulary)} characters"
+            )
         if self.batch_size % replicas:
-            raise ConfigError(f"--batch_size={self.batch_size} streams cannot be split evenly over {replicas} "
-                              f"replicas; give a multiple of {replicas}")
+            raise ConfigError(
+                f"--batch_size={self.batch_size} streams cannot be split evenly over {replicas} "
+                f"replicas; give a multiple of {replicas}"
+            )
         shape = [self.batch_size // replicas, model.units]
 
         def carried(name: str) -> tf.Variable:
-            return tf.Variable(tf.zeros(shape), trainable=False, name=name,
-                               synchronization=tf.VariableSynchronization.ON_READ,
-                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            return tf.Variable(
+                tf.zeros(shape),
+                trainable=False,
+                name=name,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
 
-        self._states = [(carried(f"carried_h_{layer}"), carried(f"carried_c_{layer}"))
-                        for layer in range(model.num_layers)]
+        self._states = [
+            (carried(f"carried_h_{layer}"), carried(f"carried_c_{layer}")) for layer in range(model.num_layers)
+        ]
 
     def fingerprint(self) -> dict[str, object]:
         """The text's SHA-256 and size, and its vocabulary (which fixes what each one-hot id means)."""
         encoded = self.text.encode("utf-8")
         vocabulary = "".join(self.vocabulary.characters).encode("utf-8")
-        return {"sha256": hashlib.sha256(encoded).hexdigest(), "bytes": len(encoded), "characters": len(self.text),
-                "vocabulary": len(self.vocabulary), "vocabulary_sha256": hashlib.sha256(vocabulary).hexdigest()}
+        return {
+            "sha256": hashlib.sha256(encoded).hexdigest(),
+            "bytes": len(encoded),
+            "characters": len(self.text),
+            "vocabulary": len(self.vocabulary),
+            "vocabulary_sha256": hashlib.sha256(vocabulary).hexdigest(),
+        }
 
     def describe(self) -> str:
         validation = len(self.split_texts.get(VALIDATION, ""))
-        return (f"{self.data.source}: {len(self.split_texts[TRAIN]):,} training / {validation:,} validation "
-                f"characters, vocabulary {len(self.vocabulary)}, {self.batch_size} streams of "
-                f"{self.train_streams.shape[1]:,}, windows of {self.data.unroll_length}")
+        return (
+            f"{self.data.source}: {len(self.split_texts[TRAIN]):,} training / {validation:,} validation "
+            f"characters, vocabulary {len(self.vocabulary)}, {self.batch_size} streams of "
+            f"{self.train_streams.shape[1]:,}, windows of {self.data.unroll_length}"
+        )
 
     @property
     def fixed_length(self) -> bool:
@@ -189,8 +215,11 @@ class TextTask(Task):
 
         def window(index):
             start, stop = bounds[index][0], bounds[index][1]
-            return (tf.cast(streams[:, start:stop], tf.int32), tf.cast(streams[:, start + 1:stop + 1], tf.int32),
-                    tf.equal(index, 0))
+            return (
+                tf.cast(streams[:, start:stop], tf.int32),
+                tf.cast(streams[:, start + 1 : stop + 1], tf.int32),
+                tf.equal(index, 0),
+            )
 
         options = tf.data.Options()
         options.autotune.enabled = False
@@ -199,8 +228,10 @@ class TextTask(Task):
     def planned_batches(self, training: TrainingConfig) -> list[PlannedBatch]:
         window = self.data.unroll_length
         streams = max((s.shape[0] for s in self.evaluation_streams.values()), default=1)
-        return [PlannedBatch("training", training.batch_size or 1, window, True, ("--batch_size", "--unroll_length")),
-                PlannedBatch("evaluating", streams, window, False, ("--unroll_length",))]
+        return [
+            PlannedBatch("training", training.batch_size or 1, window, True, ("--batch_size", "--unroll_length")),
+            PlannedBatch("evaluating", streams, window, False, ("--unroll_length",)),
+        ]
 
     def _initial_states(self, reset: tf.Tensor) -> tuple[LSTMState, ...]:
         keep = 1.0 - tf.cast(reset, tf.float32)  # 0 at an epoch's first window: the state starts at zero
@@ -231,8 +262,11 @@ class TextTask(Task):
             next_states = tf.stack([tf.stack([s.hidden for s in final]), tf.stack([s.cell for s in final])])
             return tf.reduce_sum(losses), tf.reduce_sum(correct), next_states
 
-        signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-                     tf.TensorSpec([2, layers, None, units], model.dtype)]
+        signature = [
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([2, layers, None, units], model.dtype),
+        ]
         return tf.function(window, input_signature=signature, autograph=False)
 
     def metrics_of(self, model: LSTMModel, streams: np.ndarray) -> dict[str, float]:
@@ -245,12 +279,16 @@ class TextTask(Task):
         states = tf.zeros([2, model.config.num_layers, count, model.config.units], model.dtype)
         total_loss = total_correct = 0.0
         for start, stop in text_data.window_bounds(streams.shape[1], self.data.unroll_length):
-            loss, correct, states = window(streams[:, start:stop], streams[:, start + 1:stop + 1], states)
+            loss, correct, states = window(streams[:, start:stop], streams[:, start + 1 : stop + 1], states)
             total_loss, total_correct = total_loss + float(loss), total_correct + float(correct)
         characters = count * (streams.shape[1] - 1)
         loss = total_loss / characters
-        return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0)),
-                "accuracy": total_correct / characters}
+        return {
+            "loss": loss,
+            "bits_per_char": loss / math.log(2),
+            "perplexity": math.exp(min(loss, 700.0)),
+            "accuracy": total_correct / characters,
+        }
 
     def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
         return {split: self.metrics_of(model, streams) for split, streams in self.evaluation_streams.items()}
@@ -258,8 +296,10 @@ class TextTask(Task):
     def progress(self, metrics: Metrics) -> dict[str, object]:
         values = {"train_bpc": metrics[TRAIN]["bits_per_char"]}
         if VALIDATION in metrics:
-            values.update(validation_bpc=metrics[VALIDATION]["bits_per_char"],
-                          validation_accuracy=f"{100 * metrics[VALIDATION]['accuracy']:.1f}%")
+            values.update(
+                validation_bpc=metrics[VALIDATION]["bits_per_char"],
+                validation_accuracy=f"{100 * metrics[VALIDATION]['accuracy']:.1f}%",
+            )
         return values
 
     def goal_reached(self, metrics: Metrics) -> bool:
@@ -281,14 +321,22 @@ class TextTask(Task):
             self._generator = TextGenerator(model, self.vocabulary.characters)
         generator = self._generator
         prompt = self._showcase_text()[:20]
-        return {f"samples/temperature_{temperature:g}": generator.generate(
-                    tf.constant([prompt]), self.data.sample_length, temperature, 0)["text"][0].numpy().decode()
-                for temperature in SAMPLE_TEMPERATURES}
+        return {
+            f"samples/temperature_{temperature:g}": generator.generate(
+                tf.constant([prompt]), self.data.sample_length, temperature, 0
+            )["text"][0]
+            .numpy()
+            .decode()
+            for temperature in SAMPLE_TEMPERATURES
+        }
 
     def histogram_batch(self) -> tuple[tf.Tensor, ...]:
         start, stop = self.windows[0]
-        return (tf.constant(self.train_streams[:, start:stop], tf.int32),
-                tf.constant(self.train_streams[:, start + 1:stop + 1], tf.int32), tf.constant(True))
+        return (
+            tf.constant(self.train_streams[:, start:stop], tf.int32),
+            tf.constant(self.train_streams[:, start + 1 : stop + 1], tf.int32),
+            tf.constant(True),
+        )
 
     def serving_module(self, model: LSTMModel, metrics: Metrics) -> tuple[tf.Module, dict]:
         generator = TextGenerator(model, self.vocabulary.characters)

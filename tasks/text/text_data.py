@@ -28,8 +28,10 @@ import numpy as np
 from diy_lstm import files
 from diy_lstm.serving.strings import describe_character
 
-FOX_AND_CROW = ("One bright morning as the Fox was following his sharp nose through the wood in search of a bite "
-                "to eat, he saw a Crow on the limb of a tree overhead.")
+FOX_AND_CROW = (
+    "One bright morning as the Fox was following his sharp nose through the wood in search of a bite "
+    "to eat, he saw a Crow on the limb of a tree overhead."
+)
 HAMLET_SOLILOQUY = (
     "To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer The slings and "
     "arrows of outrageous fortune, Or to take arms against a sea of troubles And by opposing end them. To "
@@ -39,7 +41,8 @@ HAMLET_SOLILOQUY = (
     "this mortal coil, Must give us pause—there's the respect That makes calamity of so long life. For who "
     "would bear the whips and scorns of time, Th'oppressor's wrong, the proud man's contumely, The pangs of "
     "dispriz'd love, the law's delay, The insolence of office, and the spurns That patient merit of "
-    "th'unworthy takes, When he himself might his quietus make").lower()
+    "th'unworthy takes, When he himself might his quietus make"
+).lower()
 CORPORA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpora")
 SHAKESPEARE_FILE = os.path.join(CORPORA_DIR, "shakespeare.txt")
 # Two plays of the same archive that are not in the corpus, never trained on: scored as the `unseen`
@@ -82,8 +85,9 @@ def read_text_file(path: str) -> str:
     try:
         return raw.decode("utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError as error:
-        raise TextError(f"--text_file={path} is not UTF-8 text: byte 0x{raw[error.start]:02X} at byte "
-                        f"{error.start + 1}") from None
+        raise TextError(
+            f"--text_file={path} is not UTF-8 text: byte 0x{raw[error.start]:02X} at byte {error.start + 1}"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +101,10 @@ class Vocabulary:
         """The characters of `text`; more than `MAX_VOCABULARY` of them is a `TextError`."""
         characters = tuple(sorted(set(text)))
         if len(characters) > MAX_VOCABULARY:
-            raise TextError(f"{source} has {len(characters):,} distinct characters; a character-level model "
-                            f"here reads at most {MAX_VOCABULARY:,}")
+            raise TextError(
+                f"{source} has {len(characters):,} distinct characters; a character-level model "
+                f"here reads at most {MAX_VOCABULARY:,}"
+            )
         return cls(characters)
 
     def __len__(self) -> int:
@@ -113,8 +119,10 @@ class Vocabulary:
         except KeyError as error:
             character = error.args[0]
             position = text.index(character) + 1
-            raise TextError(f"character {describe_character(character)} at position {position} of {what} is not "
-                            f"in the vocabulary of {len(self)} characters") from None
+            raise TextError(
+                f"character {describe_character(character)} at position {position} of {what} is not "
+                f"in the vocabulary of {len(self)} characters"
+            ) from None
 
     def text(self, ids) -> str:
         return "".join(self.characters[i] for i in ids)
@@ -132,12 +140,15 @@ def held_out_blocks(length: int, validation_fraction: float, block: int = DEFAUL
         return [(0, length, False)]
     period = max(2, round(1.0 / validation_fraction))
     block = max(1, min(block, length // (4 * period)))
-    return [(start, min(start + block, length), index % period == period - 1)
-            for index, start in enumerate(range(0, length, block))]
+    return [
+        (start, min(start + block, length), index % period == period - 1)
+        for index, start in enumerate(range(0, length, block))
+    ]
 
 
-def split(text: str, validation_fraction: float, how: str = "interleaved",
-          block: int = DEFAULT_BLOCK) -> tuple[str, str]:
+def split(
+    text: str, validation_fraction: float, how: str = "interleaved", block: int = DEFAULT_BLOCK
+) -> tuple[str, str]:
     """`(training, validation)` text. "interleaved": blocks of the text held out throughout
     (`held_out_blocks`), each part the concatenation of its blocks: validation then measures how well
     the model learnt the text. "tail": the contiguous tail, `validation_fraction` of it: how far the
@@ -148,8 +159,10 @@ def split(text: str, validation_fraction: float, how: str = "interleaved",
     if how != "interleaved":
         raise TextError(f"--validation_split must be one of {', '.join(SPLITS)}, got {how!r}")
     blocks = held_out_blocks(len(text), validation_fraction, block)
-    return ("".join(text[start:stop] for start, stop, held in blocks if not held),
-            "".join(text[start:stop] for start, stop, held in blocks if held))
+    return (
+        "".join(text[start:stop] for start, stop, held in blocks if not held),
+        "".join(text[start:stop] for start, stop, held in blocks if held),
+    )
 
 
 def streams(ids: np.ndarray, count: int) -> np.ndarray:

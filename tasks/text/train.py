@@ -1,7 +1,7 @@
 """The text task's training command line: `python train_text.py` (the entry point at the top level).
 
     python train_text.py --corpus=shakespeare
-    python -m tasks.text.generate --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
+    python generate.py --model_dir=logs/RUN/saved_model --prompt="To be" --num_chars=300
 
 Flags -> configs -> `diy_lstm.training.run.train` -> a printed summary, as `train.py`: the same run
 (TensorBoard, checkpoints, resume by rerunning, `--fresh`, export); the task (text, vocabulary,
@@ -26,24 +26,37 @@ from tasks.text.task import UNSEEN, TextData, TextTask
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
 _CORPUS = flags.DEFINE_enum("corpus", "shakespeare", list(text_data.CORPORA), "A built-in corpus (text_data.py).")
 _UNROLL_LENGTH = flags.DEFINE_integer(
-    "unroll_length", 100, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000)
+    "unroll_length", 100, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000
+)
 _VALIDATION_FRACTION = flags.DEFINE_float(
-    "validation_fraction", 0.1, "The share of the text held out for validation, in [0, 0.5]; 0: none.")
+    "validation_fraction", 0.1, "The share of the text held out for validation, in [0, 0.5]; 0: none."
+)
 _VALIDATION_SPLIT = flags.DEFINE_enum(
-    "validation_split", "interleaved", list(text_data.SPLITS),
+    "validation_split",
+    "interleaved",
+    list(text_data.SPLITS),
     "interleaved: every round(1/fraction)-th block of --validation_block characters (how well it learnt); "
-    "tail: the contiguous end (how far it carries over to text it has not read).")
+    "tail: the contiguous end (how far it carries over to text it has not read).",
+)
 _VALIDATION_BLOCK = flags.DEFINE_integer(
-    "validation_block", text_data.DEFAULT_BLOCK, "Characters per interleaved block.", lower_bound=1,
-    upper_bound=10_000_000)
+    "validation_block",
+    text_data.DEFAULT_BLOCK,
+    "Characters per interleaved block.",
+    lower_bound=1,
+    upper_bound=10_000_000,
+)
 _SAMPLE_EVERY = flags.DEFINE_integer(
-    "sample_every", 1, "Text samples at 3 temperatures in TensorBoard every this many epochs; 0: never.",
-    lower_bound=0)
+    "sample_every", 1, "Text samples at 3 temperatures in TensorBoard every this many epochs; 0: never.", lower_bound=0
+)
 _SAMPLE_LENGTH = flags.DEFINE_integer(
-    "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000)
+    "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000
+)
 _GOAL_BITS_PER_CHAR = flags.DEFINE_float(
-    "goal_bits_per_char", 0.0, "If > 0: the run's goal, validation bits per character at most this (training's "
-    "without validation); --stop_at_goal ends the run there.")
+    "goal_bits_per_char",
+    0.0,
+    "If > 0: the run's goal, validation bits per character at most this (training's "
+    "without validation); --stop_at_goal ends the run there.",
+)
 # The language model's defaults for the shared flags; each corpus's recipe then sets its own (presets.py).
 for name, value in {**TEXT_DEFAULTS, **PRESETS["shakespeare"]}.items():
     flags.FLAGS.set_default(name, value)
@@ -62,8 +75,13 @@ def fit_streams(text: str) -> None:
     if _TEXT_FILE.value is None:
         return
     train_text, _ = text_data.split(text, _VALIDATION_FRACTION.value, _VALIDATION_SPLIT.value, _VALIDATION_BLOCK.value)
-    batch, window, chosen = fit_to_text(len(train_text), flags.FLAGS.batch_size or 1, _UNROLL_LENGTH.value,
-                                        flags.FLAGS["batch_size"].present, _UNROLL_LENGTH.present)
+    batch, window, chosen = fit_to_text(
+        len(train_text),
+        flags.FLAGS.batch_size or 1,
+        _UNROLL_LENGTH.value,
+        flags.FLAGS["batch_size"].present,
+        _UNROLL_LENGTH.present,
+    )
     if chosen:
         print(f"--text_file={_TEXT_FILE.value}: {chosen}")
         flags.FLAGS.batch_size, flags.FLAGS.unroll_length = batch, window
@@ -74,10 +92,16 @@ def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
     apply_preset()
     text = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value).read()
     fit_streams(text)
-    data = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value, validation_fraction=_VALIDATION_FRACTION.value,
-                    validation_split=_VALIDATION_SPLIT.value, validation_block=_VALIDATION_BLOCK.value,
-                    unroll_length=_UNROLL_LENGTH.value, sample_length=_SAMPLE_LENGTH.value,
-                    goal_bits_per_char=_GOAL_BITS_PER_CHAR.value)
+    data = TextData(
+        corpus=_CORPUS.value,
+        text_file=_TEXT_FILE.value,
+        validation_fraction=_VALIDATION_FRACTION.value,
+        validation_split=_VALIDATION_SPLIT.value,
+        validation_block=_VALIDATION_BLOCK.value,
+        unroll_length=_UNROLL_LENGTH.value,
+        sample_length=_SAMPLE_LENGTH.value,
+        goal_bits_per_char=_GOAL_BITS_PER_CHAR.value,
+    )
     training = training_flags.training_config()
     if training.stop_at_goal and not data.goal_bits_per_char:
         raise ConfigError("--stop_at_goal needs a goal: give --goal_bits_per_char")
@@ -95,10 +119,12 @@ def print_summary(result: RunResult) -> None:
     for split in (VALIDATION, UNSEEN, TRAIN):
         if split in result.metrics:
             metrics = result.metrics[split]
-            print(f"  {split}: {metrics['bits_per_char']:.3f} bits per character (loss {metrics['loss']:.3f} nats, "
-                  f"perplexity {metrics['perplexity']:.2f}), next-character accuracy {100 * metrics['accuracy']:.1f}%")
+            print(
+                f"  {split}: {metrics['bits_per_char']:.3f} bits per character (loss {metrics['loss']:.3f} nats, "
+                f"perplexity {metrics['perplexity']:.2f}), next-character accuracy {100 * metrics['accuracy']:.1f}%"
+            )
     print(f"  SavedModel: {result.export_dir}")
-    print(f"  write with it: python -m tasks.text.generate --model_dir={result.export_dir} --prompt=... --num_chars=300")
+    print(f"  write with it: python generate.py --model_dir={result.export_dir} --prompt=... --num_chars=300")
 
 
 def main(argv: list[str]) -> int:
