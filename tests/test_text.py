@@ -253,6 +253,35 @@ def test_explicit_flags_override_the_preset_and_the_rest_of_it_applies(tmp_path)
     assert config["data"]["validation_fraction"] == 0.0
 
 
+SETTINGS_OF = (  # `python -c SETTINGS_OF FLAGS` prints the settings train_text.py FLAGS would train with
+    "import dataclasses, json; from absl import app; from tasks.text import train; "
+    "app.run(lambda argv: print(json.dumps([dataclasses.asdict(s) for s, _ in train.settings_per_size()])))"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corpus", sorted(text_data.CORPORA))
+def test_every_corpus_recipe_is_a_flag_file_and_runs_as_one(corpus):
+    """`--corpus=NAME` and `--flagfile=experiments/NAME.flags` give the same settings, the recipe's."""
+    flagfile = os.path.join(ROOT, "experiments", f"{corpus}.flags")
+    settings = [
+        json.loads(run_python(["-c", SETTINGS_OF, how, "--run_name=r"]).stdout)
+        for how in (f"--corpus={corpus}", f"--flagfile={flagfile}")
+    ]
+    assert settings[0] == settings[1]
+    recipe = dict(line[2:].split("=", 1) for line in open(flagfile).read().splitlines() if line.startswith("--"))
+    model, data, training = (settings[0][0][part] for part in ("model", "data", "training"))
+    assert (data["corpus"], str(model["units"]), str(training["epochs"])) == (
+        corpus,
+        recipe["lstm_size"],
+        recipe["epochs"],
+    )
+    assert (float(training["learning_rate"]), str(data["unroll_length"])) == (
+        float(recipe["learning_rate"]),
+        recipe["unroll_length"],
+    )
+
+
 @pytest.mark.slow
 def test_a_small_text_file_trains_with_streams_and_windows_that_fit_and_says_so(tmp_path):
     text_file = tmp_path / "notes.txt"

@@ -6,7 +6,7 @@
     --strategy=multi_worker  `MultiWorkerMirroredStrategy`: one replica per worker process that the
                              standard `TF_CONFIG` environment variable names (per GPU of each)
 
-How a step runs on R replicas (training.py): the global batch of `--batch_size` examples is cut along
+How a step runs on R replicas (`trainer.py`): the global batch of `--batch_size` examples is cut along
 its first axis into R slices (`replica_slice`), and each worker's input pipeline yields only its own
 replicas' slices (`distribute_batches`). Every replica computes its slice's loss and hand-written BPTT
 gradients with its own copy of the variables; the strategy all-reduces the gradients, each weighted by

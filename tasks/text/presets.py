@@ -1,57 +1,37 @@
-"""Each built-in corpus brings its own recipe: the flag values `train_text.py --corpus=NAME` trains with
-unless a flag is given explicitly (a flag on the command line or in a flag file always wins).
+"""Each built-in corpus brings its own recipe, a flag file `experiments/<corpus>.flags`: the flag values
+`train_text.py --corpus=NAME` trains with unless a flag is given explicitly (a flag on the command line
+or in a flag file always wins). `python train_text.py --flagfile=experiments/<corpus>.flags` is the same run.
 
     fox_and_crow       memorizes Aesop's sentence: greedy `generate` from "One bright morning" writes
                        the rest exactly (one stream, one window of the whole sentence)
     hamlet_soliloquy   memorizes the soliloquy: greedy `generate` from "to be, or" writes it all
-    shakespeare        the coffee-break recipe (about 7 minutes on 2 cores; docs/text.md)
+    shakespeare        the coffee-break recipe (docs/text.md); its values are every text run's defaults
 
 A `--text_file` has no recipe; `fit_to_text` then picks windows and streams that fit the file.
-The 30-minute Shakespeare recipe is a flag file: `experiments/shakespeare_30min.flags`.
 """
 
 from __future__ import annotations
 
-PRESETS: dict[str, dict[str, object]] = {
-    "fox_and_crow": {
-        "lstm_size": ["128"],
-        "epochs": 300,
-        "batch_size": 1,
-        "unroll_length": 148,
-        "learning_rate": 0.01,
-        "validation_fraction": 0.0,
-        "eval_every": 50,
-        "checkpoint_every": 300,
-        "sample_every": 300,
-        "image_every": 300,
-        "histogram_every": 300,
-    },
-    "hamlet_soliloquy": {
-        "lstm_size": ["256"],
-        "epochs": 150,
-        "batch_size": 1,
-        "unroll_length": 100,
-        "learning_rate": 0.005,
-        "validation_fraction": 0.0,
-        "eval_every": 25,
-        "checkpoint_every": 150,
-        "sample_every": 150,
-        "image_every": 150,
-        "histogram_every": 150,
-    },
-    "shakespeare": {
-        "lstm_size": ["256"],
-        "epochs": 20,
-        "batch_size": 64,
-        "unroll_length": 100,
-        "learning_rate": 0.02,
-        "eval_every": 1,
-        "checkpoint_every": 1,
-        "sample_every": 1,
-        "image_every": 5,
-        "histogram_every": 5,
-    },
-}
+import pathlib
+
+from absl import flags
+
+from diy_lstm.cli import flagfiles
+
+RECIPES = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+
+
+def recipe(corpus: str) -> dict[str, str]:
+    """`{flag name: value}` of the corpus's recipe file, read as `--flagfile` reads it."""
+    argument = f"--flagfile={RECIPES / f'{corpus}.flags'}"
+    flagfiles.check([argument])
+    values = {}
+    for line in flags.FLAGS.read_flags_from_files([argument], force_gnu=True):
+        name, _, value = line[2:].partition("=")
+        values[name] = value
+    return values
+
+
 # What every text run trains with unless its recipe or a flag says otherwise.
 TEXT_DEFAULTS: dict[str, object] = {
     "learning_rate_decay": 0.1,

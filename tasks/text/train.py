@@ -20,7 +20,7 @@ from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.text import text_data
-from tasks.text.presets import PRESETS, TEXT_DEFAULTS, fit_to_text
+from tasks.text.presets import TEXT_DEFAULTS, fit_to_text, recipe
 from tasks.text.task import UNSEEN, TextData, TextTask
 
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
@@ -58,16 +58,17 @@ _GOAL_BITS_PER_CHAR = flags.DEFINE_float(
     "without validation); --stop_at_goal ends the run there.",
 )
 # The language model's defaults for the shared flags; each corpus's recipe then sets its own (presets.py).
-for name, value in {**TEXT_DEFAULTS, **PRESETS["shakespeare"]}.items():
+for name, value in {**TEXT_DEFAULTS, **recipe("shakespeare")}.items():
     flags.FLAGS.set_default(name, value)
 
 
 def apply_preset() -> None:
     """The chosen corpus's recipe, for every flag not given explicitly (a --text_file has none)."""
     if _TEXT_FILE.value is None:
-        for name, value in PRESETS[_CORPUS.value].items():
-            if not flags.FLAGS[name].present:
-                flags.FLAGS[name].value = value
+        for name, value in recipe(_CORPUS.value).items():
+            flag = flags.FLAGS[name]
+            if not flag.present:
+                flag.value = flag._parse(value)  # as given, but not marked given
 
 
 def fit_streams(text: str) -> None:
