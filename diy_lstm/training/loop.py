@@ -1,20 +1,11 @@
-"""The epochs of one try: `for epoch: its steps; then the end-of-epoch actions, each at its cadence`.
+"""The epochs of one try: `for epoch: its steps; then the end of the epoch, each action at its cadence`.
 
     TrainingLoop(settings, task, place, ...).train()  ->  RunResult
 
-The end of an epoch is a list of `Action`s, run in order when their `Cadence` is due:
-
-    loss is finite       every epoch        a NaN or Inf stops the run (the last checkpoint untouched)
-    learning rate        every epoch        the schedule's rate for the next epoch
-    evaluation           --eval_every, the last and the restart epoch   scalars, goal, progress line
-                         (with `stop_at_goal`, the goal ends the try: checkpointed, then exported)
-    gate heat maps       --image_every and the last
-    text samples         --sample_every
-    restart check        the restart epoch  a try that has not learned is given up
-    stop agreement       every epoch        Ctrl-C on any worker (or the chief's goal) stops every worker together
-    histograms           --histogram_every and the last
-    checkpoint           --checkpoint_every, the last, and when stopping or at the goal
-    stop                 when stopping      interrupted, with its checkpoint
+The end of an epoch (`TrainingLoop._end_of_epoch`) reads top to bottom, each action when its
+`Cadence` is due: the loss is finite; the next epoch's learning rate; on the chief, the evaluation
+(scalars, goal, progress line), gate heat maps, text samples and the restart check; every worker
+agrees whether to stop (Ctrl-C anywhere, or the chief's goal); histograms; the checkpoint; a stop.
 
 What only the chief writes goes through its sink (`sink.py`), which does nothing on other workers;
 the evaluation-based actions run on the chief only. Everything random derives from `(seed, epoch)`
@@ -27,7 +18,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Callable, Iterator, NamedTuple
+from typing import Iterator
 
 import tensorflow as tf
 
@@ -42,19 +33,6 @@ from diy_lstm.training.task import VALIDATION, Metrics, Task
 from diy_lstm.training.trainer import Trainer
 
 
-@dataclasses.dataclass
-class EpochEnd:
-    """What the actions at the end of an epoch know: the epochs completed, the last step's loss, and
-    what earlier actions found (the evaluation's metrics, whether every worker is stopping, whether
-    the try is done at its goal)."""
-
-    epoch: int
-    loss: float
-    metrics: Metrics | None = None
-    stopping: bool = False
-    at_goal: bool = False
-
-
 @dataclasses.dataclass(frozen=True)
 class Cadence:
     """Due at every `every`-th epoch (0: never), at the epochs in `at`, when stopping if `stopping`,
@@ -65,12 +43,13 @@ class Cadence:
     stopping: bool = False
     at_goal: bool = False
 
-    def due(self, end: EpochEnd) -> bool:
+    def due(self, epoch: int, stopping: bool = False, at_goal: bool = False) -> bool:
+        """At the end of `epoch` (epochs completed), when every worker is `stopping`, or the try ends `at_goal`."""
         return (
-            (self.every > 0 and end.epoch % self.every == 0)
-            or end.epoch in self.at
-            or (self.stopping and end.stopping)
-            or (self.at_goal and end.at_goal)
+            (self.every > 0 and epoch % self.every == 0)
+            or epoch in self.at
+            or (self.stopping and stopping)
+            or (self.at_goal and at_goal)
         )
 
 
@@ -80,14 +59,6 @@ NEVER = Cadence(every=0)
 def every_and_last(every: int, last: int) -> Cadence:
     """Every `every` epochs and at the last one (the goal's, when the try stops there); never if `every` is 0."""
     return Cadence(every, (last,), at_goal=True) if every else NEVER
-
-
-class Action(NamedTuple):
-    """One piece of end-of-epoch work: `run(end)` when `cadence` is due; a result ends the try."""
-
-    name: str
-    cadence: Cadence
-    run: Callable[[EpochEnd], RunResult | None]
 
 
 class TrainingLoop:
@@ -185,20 +156,15 @@ class TrainingLoop:
         if self.stopped_at_goal:
             return None  # nothing is left to train
         if 0 < self.start_epoch == restart_epoch and self.place.is_chief:  # stopped right at the check
-            resumed_at = EpochEnd(self.start_epoch, math.nan, metrics=self.task.evaluate(self.model))
-            if stopped := self._check_restart(resumed_at):
+            if stopped := self._check_restart(self.start_epoch, self.task.evaluate(self.model)):
                 return stopped
         self.optimizer.learning_rate.assign(training.learning_rate_at(self.start_epoch))
         epochs = range(self.start_epoch, training.epochs)
         batches = iter(distribute.distribute_batches(self.place, lambda: self.task.training_batches(epochs)))
-        actions = self.actions()
         for epoch in epochs:
-            end = EpochEnd(epoch + 1, self._steps(batches, epoch))
-            for action in actions:
-                if action.cadence.due(end) and (stopped := action.run(end)) is not None:
-                    return stopped
-            if end.at_goal:
-                self.stopped_at_goal = True
+            if (stopped := self._end_of_epoch(epoch + 1, self._steps(batches, epoch))) is not None:
+                return stopped
+            if self.stopped_at_goal:
                 return None
         return None
 
@@ -216,75 +182,79 @@ class TrainingLoop:
             loss = step(*batch)
         return float(distribute.first_local(self.place, loss))
 
-    def actions(self) -> list[Action]:
-        """The end-of-epoch actions, in order (module docstring)."""
-        run, epochs = self.settings.run, self.settings.training.epochs
-        restart_epoch = run.restart.epoch
-        actions = [
-            Action("loss is finite", Cadence(), self._check_finite),
-            Action("learning rate", Cadence(), self._schedule),
-        ]
+    def _end_of_epoch(self, epoch: int, loss: float) -> RunResult | None:
+        """The end of `epoch` (epochs completed; `loss`: its last step's), in the module docstring's
+        order; a result if the try ends here (given up, or interrupted)."""
+        run, training = self.settings.run, self.settings.training
+        self._check_finite(epoch, loss)
+        self.optimizer.learning_rate.assign(training.learning_rate_at(epoch))  # the next epoch's
+        at_goal = False
         if self.place.is_chief:  # what reads the evaluation (other workers do not evaluate)
-            actions += [
-                Action("evaluation", Cadence(run.eval_every, (epochs, restart_epoch)), self._evaluate),
-                Action("gate heat maps", every_and_last(run.image_every, epochs), self._draw_gates),
-                Action("text samples", Cadence(run.sample_every), self._write_samples),
-                Action("restart check", Cadence(0, (restart_epoch,)) if restart_epoch else NEVER, self._check_restart),
-            ]
-        return actions + [
-            Action("stop agreement", Cadence(), self._agree_to_stop),
-            Action("histograms", every_and_last(run.histogram_every, epochs), self._write_histograms),
-            Action("checkpoint", Cadence(run.checkpoint_every, (epochs,), stopping=True, at_goal=True), self._save),
-            Action("stop", Cadence(0, stopping=True), self._interrupted),
-        ]
+            metrics = None
+            if Cadence(run.eval_every, (training.epochs, run.restart.epoch)).due(epoch):
+                metrics = self._evaluate(epoch)
+                at_goal = training.stop_at_goal and self.task.goal_reached(metrics)
+            if every_and_last(run.image_every, training.epochs).due(epoch, at_goal=at_goal):
+                self.sink.gate_images(self.model, self.task.gate_examples(), epoch)
+            if Cadence(run.sample_every).due(epoch):
+                self.sink.texts(self.task.samples(self.model), epoch)
+            if run.restart.epoch == epoch and (given_up := self._check_restart(epoch, metrics)) is not None:
+                return given_up
+        stopping, at_goal = self._agree_to_stop(at_goal)
+        if every_and_last(run.histogram_every, training.epochs).due(epoch, stopping, at_goal):
+            _, gradients = self.trainer.gradients(*distribute.split_batch(self.place, self.task.histogram_batch()))
+            self.sink.histograms(self.model.trainable_variables, gradients, epoch)
+        if Cadence(run.checkpoint_every, (training.epochs,), stopping=True, at_goal=True).due(epoch, stopping, at_goal):
+            self.checkpoint.save(epoch, reached_goal=at_goal)
+            self.sink.flush()
+        if stopping:
+            self.sink.say(
+                f"interrupted after epoch {epoch}; checkpoint saved to {self.checkpoint.latest}. "
+                "Run the same command to resume."
+            )
+            return self._result(INTERRUPTED, metrics={})
+        self.stopped_at_goal = at_goal
+        return None
 
-    def _check_finite(self, end: EpochEnd) -> None:
-        self.completed = end.epoch
-        if not math.isfinite(end.loss):
+    def _check_finite(self, epoch: int, loss: float) -> None:
+        self.completed = epoch
+        if not math.isfinite(loss):
             raise RunError(
-                f"training stopped: the loss became {end.loss} in epoch {end.epoch} (learning rate "
-                f"{self.settings.training.learning_rate_at(end.epoch - 1):g}); the last good checkpoint "
+                f"training stopped: the loss became {loss} in epoch {epoch} (learning rate "
+                f"{self.settings.training.learning_rate_at(epoch - 1):g}); the last good checkpoint "
                 f"{self.checkpoint.latest or '(none yet)'} is untouched; lower --learning_rate and rerun"
             )
 
-    def _schedule(self, end: EpochEnd) -> None:
-        self.optimizer.learning_rate.assign(self.settings.training.learning_rate_at(end.epoch))
+    def _evaluate(self, epoch: int) -> Metrics:
+        """The task's metrics, written; the first time the goal holds is kept; the progress line."""
+        metrics = self.task.evaluate(self.model)
+        self.sink.scalars(metrics, epoch)
+        if self.goal is None and self.task.goal_reached(metrics):
+            self.goal = GoalReached(epoch, self._seconds())
+        self.sink.progress(epoch, {**self.task.progress(metrics), "time": f"{self._seconds():.1f}s"})
+        return metrics
 
-    def _evaluate(self, end: EpochEnd) -> None:
-        end.metrics = self.task.evaluate(self.model)
-        self.sink.scalars(end.metrics, end.epoch)
-        if self.goal is None and self.task.goal_reached(end.metrics):
-            self.goal = GoalReached(end.epoch, self._seconds())
-        end.at_goal = self.settings.training.stop_at_goal and self.task.goal_reached(end.metrics)
-        self.sink.progress(end.epoch, {**self.task.progress(end.metrics), "time": f"{self._seconds():.1f}s"})
-
-    def _draw_gates(self, end: EpochEnd) -> None:
-        self.sink.gate_images(self.model, self.task.gate_examples(), end.epoch)
-
-    def _write_samples(self, end: EpochEnd) -> None:
-        self.sink.texts(self.task.samples(self.model), end.epoch)
-
-    def _check_restart(self, end: EpochEnd) -> RunResult | None:
+    def _check_restart(self, epoch: int, metrics: Metrics) -> RunResult | None:
         """At the restart epoch, a try that has not learned is checkpointed and given up."""
-        if VALIDATION not in end.metrics:
+        if VALIDATION not in metrics:
             raise RunError("the restart check reads validation metrics, and this run has no validation split")
-        if self.stop.requested or (because := self._not_learned_because(end.metrics)) is None:
+        if self.stop.requested or (because := self._not_learned_because(metrics)) is None:
             return None
         measured, reason = because
         if not self.may_restart:
             self.sink.say(
-                f"epoch {end.epoch}: {reason}, but no restart is left "
+                f"epoch {epoch}: {reason}, but no restart is left "
                 f"(--max_restarts={self.settings.run.restart.max_restarts}): training on"
             )
             return None
-        self.checkpoint.save(end.epoch)
+        self.checkpoint.save(epoch)
         self.sink.flush()
         given_up = GivenUp(
             seed=self.settings.training.seed,
-            epoch=end.epoch,
+            epoch=epoch,
             measured=measured,
             reason=reason,
-            validation=dict(end.metrics[VALIDATION]),
+            validation=dict(metrics[VALIDATION]),
             seconds=self._seconds(),
             run_dir=self.run_dir,
         )
@@ -302,25 +272,11 @@ class TrainingLoop:
                 return measured, f"validation {measured} is above {bound:g}"
         return self.task.not_learned(metrics)
 
-    def _agree_to_stop(self, end: EpochEnd) -> None:
-        asked = distribute.lists_from_every_worker(self.place, [int(self.stop.requested), int(end.at_goal)])
-        end.stopping = any(values[0] for values in asked)
-        end.at_goal = any(values[1] for values in asked) and not end.stopping  # the chief's goal, for every worker
-
-    def _write_histograms(self, end: EpochEnd) -> None:
-        _, gradients = self.trainer.gradients(*distribute.split_batch(self.place, self.task.histogram_batch()))
-        self.sink.histograms(self.model.trainable_variables, gradients, end.epoch)
-
-    def _save(self, end: EpochEnd) -> None:
-        self.checkpoint.save(end.epoch, reached_goal=end.at_goal)
-        self.sink.flush()
-
-    def _interrupted(self, end: EpochEnd) -> RunResult:
-        self.sink.say(
-            f"interrupted after epoch {end.epoch}; checkpoint saved to {self.checkpoint.latest}. "
-            "Run the same command to resume."
-        )
-        return self._result(INTERRUPTED, metrics={})
+    def _agree_to_stop(self, at_goal: bool) -> tuple[bool, bool]:
+        """`(stopping, at_goal)` for every worker: Ctrl-C on any of them stops all; the chief's goal is every one's."""
+        asked = distribute.lists_from_every_worker(self.place, [int(self.stop.requested), int(at_goal)])
+        stopping = any(values[0] for values in asked)
+        return stopping, any(values[1] for values in asked) and not stopping
 
     def _finish(self) -> RunResult:
         """The task's finishing steps (every worker), then its finishing change, the export and

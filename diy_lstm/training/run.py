@@ -1,9 +1,12 @@
 """The training run, for any task: `result = run.train(settings, task)`.
 
-One run, top to bottom:
+One run, top to bottom (`train_once`):
 
-    checks          before anything is written: the task's data for these settings, the memory the
-                    step needs, the run and export directories (ours, or new, or empty)
+    set-up          the memory each batch needs, checked before anything large is built; the task's
+                    data for these settings (`Task.prepare`) and its carried variables
+    checks          before anything is written: the run and export directories (ours, or new, or
+                    empty); with several workers, that they all run the same settings and data
+    --fresh         an existing run directory is moved aside, once the new run can start
     run directory   <logdir>/<run_name>, marked as ours: config.json, checkpoints/, train/ and
                     validation/ events, results.json, saved_model/ (unless --export_dir says elsewhere)
     resume          the latest checkpoint, if any; settings that shape what is learned and the data's
@@ -92,14 +95,9 @@ def train(settings: RunSettings, task: Task) -> RunResult:
         settings.run.worker_start_timeout,
     )
     first_seed, restart, run_dir = settings.training.seed, settings.run.restart, run_dir_of(settings)
-    if settings.run.fresh and files.is_run_dir(run_dir) and place.is_chief:  # (a directory not ours: refused below)
-        check_before_writing(settings, task, place)  # an old run moves aside only for a run that can start
-        with RunLock(run_dir):  # never move a run another process is training
-            pass
-        aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
-        print(f"--fresh: moved the existing run {run_dir} to {aside}")
-        settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
-    restarts = _restarts_in_progress(run_dir, first_seed, restart.max_restarts) if restart.epoch else ()
+    restarts = ()  # (--fresh moves the old run and its restarts aside)
+    if restart.epoch and not settings.run.fresh:
+        restarts = _restarts_in_progress(run_dir, first_seed, restart.max_restarts)
     if restarts:
         settings = _with_seed(settings, restarts[-1].seed + 1)
     while True:
@@ -108,6 +106,7 @@ def train(settings: RunSettings, task: Task) -> RunResult:
         if result.outcome != GIVEN_UP:
             return result
         seed = settings.training.seed
+        settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
         aside = move_aside(run_dir, f"seed{seed}-not-learned")
         given_up = dataclasses.replace(result.given_up, run_dir=aside)
         print(
@@ -144,17 +143,27 @@ def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> t
     return given_up if len(given_up) <= max_restarts else ()
 
 
-def check_before_writing(settings: RunSettings, task: Task, place: distribute.Placement) -> None:
-    """Everything that can refuse a run before a byte of it is written: the memory each kind of batch
-    needs (before anything large is built), the task's data for these settings, its carried
-    variables, and the run and export directories."""
+def set_up(settings: RunSettings, task: Task, place: distribute.Placement) -> None:
+    """The memory each kind of batch needs, checked before anything large is built; then the task's
+    data for these settings and its carried variables (each can refuse the run, naming why)."""
     _check_memory(settings, task)
     task.prepare(settings.training)
     with place.strategy.scope():  # a task that cannot split its batches says so here
         task.make_variables(settings.model, place.replicas)
-    if place.is_chief:
-        files.check_run_dir(run_dir_of(settings), task_name=settings.task_name)
-        check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)
+
+
+def check_directories(settings: RunSettings) -> None:
+    """The run and export directories: ours (of this task), new, or empty."""
+    files.check_run_dir(run_dir_of(settings), task_name=settings.task_name)
+    check_export_dir(export_dir_of(settings), run_dir_of(settings), settings.task_name)
+
+
+def _move_old_run_aside(run_dir: str) -> None:
+    """`--fresh`: the existing run moves aside (never one another process is training)."""
+    with RunLock(run_dir):
+        pass
+    aside = move_aside(run_dir, datetime.datetime.now().strftime("replaced-%Y%m%d-%H%M%S"))
+    print(f"--fresh: moved the existing run {run_dir} to {aside}")
 
 
 def _check_memory(settings: RunSettings, task: Task) -> None:
@@ -190,11 +199,16 @@ def train_once(
             settings.run.strategy, settings.run.cpu_devices, settings.run.worker_start_timeout
         )
         try:
-            check_before_writing(settings, task, place)
+            set_up(settings, task, place)
+            if place.is_chief:
+                check_directories(settings)
             fingerprint.check_workers_agree(place, settings, task)  # (a collective: every worker, once)
             run_dir, export_dir = run_dir_of(settings), export_dir_of(settings)
             if not place.is_chief:  # writes nothing of the run, so takes no lock on it
                 return _train_under_lock(settings, task, may_restart, restarts, stop, place)
+            if settings.run.fresh and files.is_run_dir(run_dir):
+                _move_old_run_aside(run_dir)
+                settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
             files.claim_run_dir(run_dir, settings.task_name)
             with RunLock(run_dir):
                 _check_resume(settings, task)
