@@ -27,6 +27,7 @@ from diy_lstm.cell import (
     weight_seed,
     zero_state,
 )
+from diy_lstm.errors import ConfigError
 from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, lstm_over_time, scan
 
 READOUTS = ("hidden", "cell")
@@ -50,16 +51,18 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("input_size", "units", "num_layers", "output_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         choices = {
             "readout": READOUTS,
             "recurrent_activation": tuple(RECURRENT_ACTIVATIONS),
             "initializer": tuple(INITIALIZERS),
             "dtype": ("float32", "float64"),
         }
+        if not abs(self.forget_bias) <= 100:  # (NaN too)
+            raise ConfigError(f"forget_bias (--forget_bias) must be in [-100, 100], got {self.forget_bias}")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 # `gate_noise(layer_index, shape, dtype)`: noise `[time, batch, 4 * units]` for one layer's gate

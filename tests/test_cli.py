@@ -9,7 +9,10 @@ from conftest import ROOT, SCORE, run_python, run_train
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from diy_lstm.training.config import ConfigError
+from diy_lstm.model import ModelConfig
+from diy_lstm.training.config import ConfigError, RunConfig, TrainingConfig
+from tasks.counter.task import CounterData
+from tasks.text.task import TextData
 
 
 def load_events(directory):
@@ -221,3 +224,38 @@ def test_a_sweep_is_one_run_per_size_in_its_own_directory():
         (4, "s/lstm_size_4", "/tmp/e/lstm_size_4"),
         (8, "s/lstm_size_8", "/tmp/e/lstm_size_8"),
     ]
+
+
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (lambda: ModelConfig(input_size=3, units=0), "units"),
+        (lambda: ModelConfig(input_size=3, units=4, readout="gate"), "readout"),
+        (lambda: TrainingConfig(epochs=1, learning_rate=0), "--learning_rate"),
+        (lambda: RunConfig(strategy="everywhere"), "--strategy"),
+        (lambda: CounterData(train_fraction=2.0), "--train_fraction"),
+        (lambda: CounterData(gate_examples=("+x",)), "--gate_examples"),
+        (lambda: CounterData(min_length=12, max_length=12, max_sequences_per_length=10**7), "--max_sequences_per"),
+        (lambda: TextData(unroll_length=0), "--unroll_length"),
+    ],
+)
+def test_every_config_checks_its_own_settings_and_raises_one_error_type_naming_the_setting(make, named):
+    with pytest.raises(ConfigError, match=named) as raised:
+        make()
+    assert type(raised.value) is ConfigError
+
+
+def test_the_bare_command_trains_with_the_typed_defaults_the_flags_derive_from():
+    """`python train.py` with no flag: every config equal to the counter's `DEFAULT_*` configs, and a
+    flag left at its field's default where the counter names none (`--weight_decay`: TrainingConfig's)."""
+    import dataclasses
+
+    from tasks.counter import train
+
+    (settings,) = settings_from(["--run_name=r"])
+    assert settings.model == train.DEFAULT_MODEL
+    assert settings.data == train.DEFAULT_DATA
+    assert settings.training == train.DEFAULT_TRAINING
+    restart = dataclasses.replace(train.DEFAULT_RUN.restart, above=(("error", 0.0),))
+    assert settings.run == dataclasses.replace(train.DEFAULT_RUN, run_name="r", restart=restart)
+    assert settings.training.weight_decay == TrainingConfig.weight_decay

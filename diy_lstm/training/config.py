@@ -20,13 +20,10 @@ import dataclasses
 import math
 from typing import Any
 
+from diy_lstm.errors import ConfigError
 from diy_lstm.model import ModelConfig
 
 CONFIG_VERSION = 3
-
-
-class ConfigError(ValueError):
-    """A setting out of its range; the message names it and the range."""
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
@@ -69,7 +66,7 @@ class TrainingConfig:
       XLA's fused gates, its rounding, never the math (a resume may change them).
     """
 
-    epochs: int = may_change()
+    epochs: int = may_change(400)
     batch_size: int = 128
     learning_rate: float = 0.03
     learning_rate_decay: float = 0.1

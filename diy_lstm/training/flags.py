@@ -1,6 +1,7 @@
 """The flags every training command line shares (model, training, output, restarts), the typed
-configs built from them, and `--lstm_size` sweeps. Importing this module defines the flags; a task's
-entry point defines its own beside them and may change their defaults (`flags.FLAGS.set_default`).
+configs built from them, and `--lstm_size` sweeps. Importing this module defines the flags, each with
+its config field's default; a task's command line defines its own beside them and gives the shared
+ones its own defaults as typed configs (`use_defaults`). The checks are the configs'.
 """
 
 from __future__ import annotations
@@ -32,96 +33,145 @@ _MANY = 10_000_000
 _LSTM_SIZE = flags.DEFINE_list(
     "lstm_size", ["24"], f"Units per LSTM layer, 1..{MAX_LSTM_SIZE}; a comma list (8,16,24) trains one run each."
 )
-_NUM_LAYERS = flags.DEFINE_integer("num_layers", 1, "Stacked LSTM layers.", lower_bound=1, upper_bound=16)
-_READOUT = flags.DEFINE_enum("readout", "hidden", list(READOUTS), "The output reads the last layer's h or c.")
+_NUM_LAYERS = flags.DEFINE_integer(
+    "num_layers", ModelConfig.num_layers, "Stacked LSTM layers.", lower_bound=1, upper_bound=16
+)
+_READOUT = flags.DEFINE_enum(
+    "readout", ModelConfig.readout, list(READOUTS), "The output reads the last layer's h or c."
+)
 _RECURRENT_ACTIVATION = flags.DEFINE_enum(
-    "recurrent_activation", "sigmoid", list(RECURRENT_ACTIVATIONS), "Gate activation σ."
+    "recurrent_activation", ModelConfig.recurrent_activation, list(RECURRENT_ACTIVATIONS), "Gate activation σ."
 )
 _INITIALIZER = flags.DEFINE_enum(
-    "initializer", "reference", list(INITIALIZERS), "'reference': the notebook's truncated normal (-0.2, 0.1)."
+    "initializer",
+    ModelConfig.initializer,
+    list(INITIALIZERS),
+    "'reference': the notebook's truncated normal (-0.2, 0.1).",
 )
-_FORGET_BIAS = flags.DEFINE_float("forget_bias", 1.0, "Initial forget-gate bias b_f, in [-100, 100].")
+_FORGET_BIAS = flags.DEFINE_float(
+    "forget_bias", ModelConfig.forget_bias, "Initial forget-gate bias b_f, in [-100, 100]."
+)
 # Training.
-_EPOCHS = flags.DEFINE_integer("epochs", 400, "Passes over the training data.", lower_bound=1, upper_bound=_MANY)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", TrainingConfig.epochs, "Passes over the training data.", lower_bound=1, upper_bound=_MANY
+)
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 128, "Examples per update; 0: the whole training set.", lower_bound=0, upper_bound=_MANY
+    "batch_size",
+    TrainingConfig.batch_size,
+    "Examples per update; 0: the whole training set.",
+    lower_bound=0,
+    upper_bound=_MANY,
 )
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.03, "Adam's learning rate at the first epoch, > 0.")
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", TrainingConfig.learning_rate, "Adam's learning rate at the first epoch, > 0."
+)
 _LEARNING_RATE_DECAY = flags.DEFINE_float(
-    "learning_rate_decay", 0.1, "Fraction of --learning_rate reached (exponentially) by the last epoch; in (0, 1]."
+    "learning_rate_decay",
+    TrainingConfig.learning_rate_decay,
+    "Fraction of --learning_rate reached (exponentially) by the last epoch; in (0, 1].",
 )
-_CLIP_NORM = flags.DEFINE_float("clip_norm", None, "If set, gradients are scaled down to this global norm.")
-_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 0.0, "Decoupled (AdamW) weight decay, in [0, 1].")
+_CLIP_NORM = flags.DEFINE_float(
+    "clip_norm", TrainingConfig.clip_norm, "If set, gradients are scaled down to this global norm."
+)
+_WEIGHT_DECAY = flags.DEFINE_float(
+    "weight_decay", TrainingConfig.weight_decay, "Decoupled (AdamW) weight decay, in [0, 1]."
+)
 _PREACTIVATION_NOISE = flags.DEFINE_float(
-    "preactivation_noise", 0.0, "Std of Gaussian noise on every gate preactivation in training, in [0, 100]."
+    "preactivation_noise",
+    TrainingConfig.preactivation_noise,
+    "Std of Gaussian noise on every gate preactivation in training, in [0, 100].",
 )
 _NOISE_FREE_EPOCHS = flags.DEFINE_integer(
-    "noise_free_epochs", 0, "The last this many epochs train without --preactivation_noise.", lower_bound=0
+    "noise_free_epochs",
+    TrainingConfig.noise_free_epochs,
+    "The last this many epochs train without --preactivation_noise.",
+    lower_bound=0,
 )
 _NOISE_DISTRIBUTION = flags.DEFINE_enum(
     "noise_distribution",
-    "normal",
+    TrainingConfig.noise_distribution,
     ["normal", "table"],
     "normal: every value drawn; table: Gaussian values drawn once, read at a random offset each step (a tenth "
     "of the cost).",
 )
 _STOP_AT_GOAL = flags.DEFINE_boolean(
-    "stop_at_goal", False, "Stop (checkpoint and export) at the first evaluation that reaches the task's goal."
+    "stop_at_goal",
+    TrainingConfig.stop_at_goal,
+    "Stop (checkpoint and export) at the first evaluation that reaches the task's goal.",
 )
 _SEED = flags.DEFINE_integer(
     "seed",
-    0,
+    TrainingConfig.seed,
     "Fixes the data, the initial weights, the batch order and the noise.",
     lower_bound=0,
     upper_bound=2**31 - 1,
 )
-_BACKPROP = flags.DEFINE_enum("backprop", "bptt", list(BACKPROP_MODES), "Hand-written BPTT, or TF's autodiff.")
+_BACKPROP = flags.DEFINE_enum(
+    "backprop", TrainingConfig.backprop, list(BACKPROP_MODES), "Hand-written BPTT, or TF's autodiff."
+)
 _INLINE_LOOPS = flags.DEFINE_boolean(
     "inline_loops",
-    True,
+    TrainingConfig.inline_loops,
     "Write the time loop out as straight-line ops when every batch has the same few (<= 16) "
     "steps (loop unrolling; not the text task's --unroll_length window).",
 )
 _JIT_COMPILE = flags.DEFINE_enum(
-    "jit_compile", "auto", list(JIT_COMPILE_MODES), "XLA for the training step; 'auto': when lengths are fixed."
+    "jit_compile",
+    TrainingConfig.jit_compile,
+    list(JIT_COMPILE_MODES),
+    "XLA for the training step; 'auto': when lengths are fixed.",
 )
 # Restarts.
 _RESTART_EPOCH = flags.DEFINE_integer(
     "restart_epoch",
-    0,
+    RestartConfig.epoch,
     "If > 0: a run that has not learned by this epoch starts over as the next seed.",
     lower_bound=0,
     upper_bound=_MANY,
 )
 _MAX_RESTARTS = flags.DEFINE_integer(
-    "max_restarts", 3, "How many times --restart_epoch may start a run over.", lower_bound=0, upper_bound=100
+    "max_restarts",
+    RestartConfig.max_restarts,
+    "How many times --restart_epoch may start a run over.",
+    lower_bound=0,
+    upper_bound=100,
 )
 # Output.
-_LOGDIR = flags.DEFINE_string("logdir", "logs", "TensorBoard root: runs go to <logdir>/<run_name>.")
+_LOGDIR = flags.DEFINE_string("logdir", RunConfig.logdir, "TensorBoard root: runs go to <logdir>/<run_name>.")
 _RUN_NAME = flags.DEFINE_string("run_name", None, "Run directory name under --logdir; default: a timestamp.")
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where the SavedModel goes; default <run dir>/saved_model.")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 10, "Evaluate and print every this many epochs.", lower_bound=1)
-_CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint every this many epochs.", lower_bound=1)
-_HISTOGRAM_EVERY = flags.DEFINE_integer("histogram_every", 100, "Weight/gradient histograms; 0: never.", lower_bound=0)
-_IMAGE_EVERY = flags.DEFINE_integer("image_every", 100, "Gate heat maps, at evaluations; 0: never.", lower_bound=0)
-_FRESH = flags.DEFINE_boolean("fresh", False, "Start over; an existing run directory is renamed aside.")
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", RunConfig.export_dir, "Where the SavedModel goes; default <run dir>/saved_model."
+)
+_EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every", RunConfig.eval_every, "Evaluate and print every this many epochs.", lower_bound=1
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", RunConfig.checkpoint_every, "Checkpoint every this many epochs.", lower_bound=1
+)
+_HISTOGRAM_EVERY = flags.DEFINE_integer(
+    "histogram_every", RunConfig.histogram_every, "Weight/gradient histograms; 0: never.", lower_bound=0
+)
+_IMAGE_EVERY = flags.DEFINE_integer(
+    "image_every", RunConfig.image_every, "Gate heat maps, at evaluations; 0: never.", lower_bound=0
+)
+_FRESH = flags.DEFINE_boolean("fresh", RunConfig.fresh, "Start over; an existing run directory is renamed aside.")
 # Where the steps run (docs/distribute.md).
 _STRATEGY = flags.DEFINE_enum(
     "strategy",
-    "default",
+    RunConfig.strategy,
     list(STRATEGIES),
     "default: one device; mirrored: every local GPU (or --cpu_devices); multi_worker: the workers TF_CONFIG names.",
 )
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices",
-    0,
+    RunConfig.cpu_devices,
     "With --strategy=mirrored and no GPU: split the CPU into this many logical devices (replicas).",
     lower_bound=0,
     upper_bound=MAX_CPU_DEVICES,
 )
 _WORKER_START_TIMEOUT = flags.DEFINE_float(
     "worker_start_timeout",
-    300.0,
+    RunConfig.worker_start_timeout,
     "multi_worker: give up (one line, exit 1) if the other workers have not all started within this many seconds.",
     lower_bound=1.0,
     upper_bound=86400.0,
@@ -147,11 +197,38 @@ flags.register_validator(
 )
 
 
+def use_defaults(
+    model: ModelConfig | None = None, training: TrainingConfig | None = None, run: RunConfig | None = None
+) -> None:
+    """A task's defaults for the shared flags, given as typed configs (so checked when made): every
+    shared flag takes the value its field holds in the configs given (`lstm_size`: `model.units`)."""
+    values = {}
+    if model is not None:
+        values.update(
+            lstm_size=[str(model.units)],
+            num_layers=model.num_layers,
+            readout=model.readout,
+            recurrent_activation=model.recurrent_activation,
+            initializer=model.initializer,
+            forget_bias=model.forget_bias,
+        )
+    if training is not None:
+        values.update(dataclasses.asdict(training))
+    if run is not None:
+        values.update(
+            {
+                field.name: getattr(run, field.name)
+                for field in dataclasses.fields(run)
+                if field.name not in ("run_name", "restart", "sample_every")
+            }
+        )  # (a timestamp; two flags; text's)
+        values.update(restart_epoch=run.restart.epoch, max_restarts=run.restart.max_restarts)
+    for name, value in values.items():
+        flags.FLAGS.set_default(name, value)
+
+
 def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConfig:
     """The `ModelConfig` the model flags describe, for one size of a sweep."""
-    forget_bias = _FORGET_BIAS.value
-    if not (forget_bias == forget_bias and abs(forget_bias) <= 100):
-        raise ConfigError(f"--forget_bias must be in [-100, 100], got {forget_bias}")
     return ModelConfig(
         input_size=input_size,
         units=units,
@@ -159,7 +236,7 @@ def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConf
         output_size=output_size,
         readout=_READOUT.value,
         recurrent_activation=_RECURRENT_ACTIVATION.value,
-        forget_bias=forget_bias,
+        forget_bias=_FORGET_BIAS.value,
         initializer=_INITIALIZER.value,
         seed=_SEED.value,
     )

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from diy_lstm import readout
+from diy_lstm.errors import ConfigError
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
@@ -34,6 +35,7 @@ from tasks.counter.serving import SequenceScorer
 TARGETS = ("final", "running")
 METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
 DEFAULT_GATE_EXAMPLES = ("++I--0+", "+I-0I+-")
+MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
 CHECK = "check"
 
 
@@ -108,35 +110,52 @@ class CounterData:
 
     def __post_init__(self):
         if not 1 <= self.min_length <= self.max_length:
-            raise ValueError(
+            raise ConfigError(
                 f"lengths must satisfy 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
             )
+        per_length = min(self.max_sequences_per_length, 4 ** min(self.max_length, 16))
+        if per_length * self.max_length > MAX_CHARACTERS_IN_MEMORY:
+            raise ConfigError(
+                f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
+                "(--max_sequences_per_length x the longest length); lower one of them"
+            )
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"--train_fraction must be in (0, 1), got {self.train_fraction}")
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+            raise ConfigError(f"--target must be one of {TARGETS}, got {self.target!r}")
         if self.sampling not in data_generator.SAMPLINGS:
-            raise ValueError(f"sampling must be one of {data_generator.SAMPLINGS}, got {self.sampling!r}")
+            raise ConfigError(f"--sampling must be one of {data_generator.SAMPLINGS}, got {self.sampling!r}")
         for sequence in self.gate_examples:
-            data_generator.check_sequence(sequence)
+            if not sequence or not set(sequence) <= set(data_generator.ALPHABET):
+                raise ConfigError(
+                    f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, got {sequence!r}"
+                )
         if not 0 <= self.check_length <= 100_000 or not 2 <= self.check_sequences <= 10_000:
-            raise ValueError(
-                f"check_length must be in [0, 100000] and check_sequences in [2, 10000], got "
+            raise ConfigError(
+                f"--check_length must be in [0, 100000] and --check_sequences in [2, 10000], got "
                 f"{self.check_length} and {self.check_sequences}"
             )
+        if not 0.0 < self.finishing_learning_rate < 1.0:
+            raise ConfigError(f"--finishing_learning_rate must be in (0, 1), got {self.finishing_learning_rate}")
         if not (
             0 <= self.finishing_steps <= 100_000
             and 1 <= self.finishing_length <= 10_000
             and 1 <= self.finishing_batch_size <= 10_000
-            and 0.0 < self.finishing_learning_rate < 1.0
         ):
-            raise ValueError(
-                f"finishing_steps must be in [0, 100000], finishing_length and finishing_batch_size in "
-                f"[1, 10000], finishing_learning_rate in (0, 1), got {self.finishing_steps}, "
-                f"{self.finishing_length}, {self.finishing_batch_size}, {self.finishing_learning_rate}"
+            raise ConfigError(
+                f"--finishing_steps must be in [0, 100000], --finishing_length and --finishing_batch_size in "
+                f"[1, 10000], got {self.finishing_steps}, {self.finishing_length}, {self.finishing_batch_size}"
             )
         if not 0 <= self.readout_fit_length <= 100_000 or not 2 <= self.readout_fit_sequences <= 10_000:
-            raise ValueError(
-                f"readout_fit_length must be in [0, 100000] and readout_fit_sequences in [2, 10000], "
+            raise ConfigError(
+                f"--readout_fit_length must be in [0, 100000] and --readout_fit_sequences in [2, 10000], "
                 f"got {self.readout_fit_length} and {self.readout_fit_sequences}"
+            )
+        train_size, validation_size = self.split_sizes()
+        if train_size < 1 or validation_size < 1:
+            raise ConfigError(
+                f"--train_fraction={self.train_fraction} leaves {train_size} training and "
+                f"{validation_size} validation sequences; both need at least one"
             )
 
     def readout_fit_batch(self) -> tuple[int, int]:

@@ -18,20 +18,54 @@ from absl import flags
 
 from diy_lstm import readout
 from diy_lstm.cli import main as cli
+from diy_lstm.model import ModelConfig
 from diy_lstm.training import flags as training_flags
-from diy_lstm.training.config import ConfigError, RunSettings
+from diy_lstm.training.config import ConfigError, RestartConfig, RunConfig, RunSettings, TrainingConfig
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.counter import data_generator
-from tasks.counter.task import CHECK, DEFAULT_GATE_EXAMPLES, RUNS, TARGETS, CounterData, CounterTask
+from tasks.counter.task import CHECK, RUNS, TARGETS, CounterData, CounterTask
 
 MAX_SEQUENCE_LENGTH = 100_000
-MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
+
+# The command's defaults, as typed configs: with them `python train.py --lstm_size=24` counts every step
+# right at every length to 10,000 within a minute on 2 cores (docs/experiments.md, "The default counts
+# to 10,000"). The notebook's setup: experiments/reference_notebook.flags.
+DEFAULT_DATA = CounterData(
+    min_length=20,
+    max_length=20,
+    max_sequences_per_length=16_384,
+    train_fraction=0.9,
+    check_length=10_000,  # every step of fresh sequences this long right is the goal
+    readout_fit_length=1000,
+    finishing_steps=150,
+)
+DEFAULT_MODEL = ModelConfig(
+    input_size=data_generator.NUM_FEATURES,
+    units=24,
+    readout="cell",  # c is unbounded, so sums far beyond the training lengths stay representable
+    recurrent_activation="hard_sigmoid",  # a gate can be exactly open or exactly shut: no leak
+    forget_bias=3.0,  # the hard sigmoid's 1 from the start: nothing is forgotten
+)
+DEFAULT_TRAINING = TrainingConfig(
+    epochs=80,
+    learning_rate=0.08,
+    learning_rate_decay=0.05,
+    preactivation_noise=1.5,  # gates decided by a margin; what carries the count past length 20
+    noise_distribution="table",  # the same Gaussian values, read from a table: a tenth of the cost
+    stop_at_goal=True,
+)
+DEFAULT_RUN = RunConfig(
+    eval_every=5,
+    checkpoint_every=20,
+    restart=RestartConfig(epoch=20),  # a try not exact on the check split by then starts over as the next seed
+)
+training_flags.use_defaults(DEFAULT_MODEL, DEFAULT_TRAINING, DEFAULT_RUN)
 
 # The counter's data and loss (the shared flags are in diy_lstm/training/flags.py).
 _SEQUENCE_LENGTH = flags.DEFINE_integer(
     "sequence_length",
-    20,
+    DEFAULT_DATA.max_length,
     "Length of every training sequence (unless --min_length/--max_length).",
     lower_bound=1,
     upper_bound=MAX_SEQUENCE_LENGTH,
@@ -52,29 +86,31 @@ _MAX_LENGTH = flags.DEFINE_integer(
 )
 _MAX_SEQUENCES_PER_LENGTH = flags.DEFINE_integer(
     "max_sequences_per_length",
-    16_384,
+    DEFAULT_DATA.max_sequences_per_length,
     "All 4^L sequences of a length are used when there are at most this many; else this many are sampled.",
     lower_bound=2,
     upper_bound=10_000_000,
 )
 _SAMPLING = flags.DEFINE_enum(
     "sampling",
-    "uniform",
+    DEFAULT_DATA.sampling,
     list(data_generator.SAMPLINGS),
     "How sampled sequences are drawn: uniform, or 'varied' (each its own character frequencies).",
 )
 _TRAIN_FRACTION = flags.DEFINE_float(
-    "train_fraction", 0.9, "Share of each length's sequences used for training; the rest is validation."
+    "train_fraction",
+    DEFAULT_DATA.train_fraction,
+    "Share of each length's sequences used for training; the rest is validation.",
 )
 _TARGET = flags.DEFINE_enum(
-    "target", "running", list(TARGETS), "Loss on every step's running sum, or on the final sum only."
+    "target", DEFAULT_DATA.target, list(TARGETS), "Loss on every step's running sum, or on the final sum only."
 )
 _GATE_EXAMPLES = flags.DEFINE_list(
-    "gate_examples", list(DEFAULT_GATE_EXAMPLES), "Sequences whose gates are drawn as heat maps."
+    "gate_examples", list(DEFAULT_DATA.gate_examples), "Sequences whose gates are drawn as heat maps."
 )
 _CHECK_LENGTH = flags.DEFINE_integer(
     "check_length",
-    10_000,
+    DEFAULT_DATA.check_length,
     "If > 0: at every evaluation whose validation steps are all right, score "
     "--check_sequences fresh sequences of this length (half with long runs of one character); the goal then needs "
     "every step of them right.",
@@ -82,35 +118,53 @@ _CHECK_LENGTH = flags.DEFINE_integer(
     upper_bound=100_000,
 )
 _CHECK_SEQUENCES = flags.DEFINE_integer(
-    "check_sequences", 100, "Sequences in the --check_length split.", lower_bound=2, upper_bound=10_000
+    "check_sequences",
+    DEFAULT_DATA.check_sequences,
+    "Sequences in the --check_length split.",
+    lower_bound=2,
+    upper_bound=10_000,
 )
 _READOUT_FIT_LENGTH = flags.DEFINE_integer(
     "readout_fit_length",
-    1000,
+    DEFAULT_DATA.readout_fit_length,
     "If > 0: once training ends, refit the readout by least squares on fresh sequences of "
     "this length (LSTM weights fixed), so it reads counts far beyond the training lengths.",
     lower_bound=0,
     upper_bound=100_000,
 )
 _READOUT_FIT_SEQUENCES = flags.DEFINE_integer(
-    "readout_fit_sequences", 200, "Sequences the --readout_fit_length fit uses.", lower_bound=2, upper_bound=10_000
+    "readout_fit_sequences",
+    DEFAULT_DATA.readout_fit_sequences,
+    "Sequences the --readout_fit_length fit uses.",
+    lower_bound=2,
+    upper_bound=10_000,
 )
 _FINISHING_STEPS = flags.DEFINE_integer(
     "finishing_steps",
-    150,
+    DEFAULT_DATA.finishing_steps,
     "Once training ends: this many updates on fresh sequences of --finishing_length, whose "
     "counts go far beyond the training lengths; 0: none.",
     lower_bound=0,
     upper_bound=100_000,
 )
 _FINISHING_LENGTH = flags.DEFINE_integer(
-    "finishing_length", 200, "Length of the --finishing_steps sequences.", lower_bound=1, upper_bound=10_000
+    "finishing_length",
+    DEFAULT_DATA.finishing_length,
+    "Length of the --finishing_steps sequences.",
+    lower_bound=1,
+    upper_bound=10_000,
 )
 _FINISHING_BATCH_SIZE = flags.DEFINE_integer(
-    "finishing_batch_size", 64, "Sequences per --finishing_steps update.", lower_bound=1, upper_bound=10_000
+    "finishing_batch_size",
+    DEFAULT_DATA.finishing_batch_size,
+    "Sequences per --finishing_steps update.",
+    lower_bound=1,
+    upper_bound=10_000,
 )
 _FINISHING_LEARNING_RATE = flags.DEFINE_float(
-    "finishing_learning_rate", 0.005, "Adam's learning rate in the --finishing_steps, in (0, 1)."
+    "finishing_learning_rate",
+    DEFAULT_DATA.finishing_learning_rate,
+    "Adam's learning rate in the --finishing_steps, in (0, 1).",
 )
 _RESTART_ERROR = flags.DEFINE_float(
     "restart_error", 0.0, "The validation error (a share, in [0, 1)) a run may have at --restart_epoch."
@@ -118,47 +172,15 @@ _RESTART_ERROR = flags.DEFINE_float(
 _RESTART_MSE = flags.DEFINE_float(
     "restart_mse", None, "If set: the validation mean square error a run may have at --restart_epoch, > 0."
 )
-# The counter's recipe for the shared flags: with the data flags above, `python train.py --lstm_size=24`
-# counts every step right at every length to 10,000 within a minute on 2 cores (docs/experiments.md,
-# "The default counts to 10,000"). The notebook's setup: experiments/reference_notebook.flags.
-COUNTER_DEFAULTS: dict[str, object] = {
-    "readout": "cell",  # c is unbounded, so sums far beyond the training lengths stay representable
-    "recurrent_activation": "hard_sigmoid",  # a gate can be exactly open or exactly shut: no leak
-    "forget_bias": 3.0,  # the hard sigmoid's 1 from the start: nothing is forgotten
-    "preactivation_noise": 1.5,  # gates decided by a margin; what carries the count past length 20
-    "noise_distribution": "table",  # the same Gaussian values, read from a table: a tenth of the cost
-    "learning_rate": 0.08,
-    "learning_rate_decay": 0.05,
-    "epochs": 80,
-    "stop_at_goal": True,
-    "eval_every": 5,
-    "checkpoint_every": 20,
-    "restart_epoch": 20,  # a try not exact on the check split by then starts over as the next seed
-}
-for _name, _value in COUNTER_DEFAULTS.items():
-    flags.FLAGS.set_default(_name, _value)
 
 
 def data_from_flags() -> CounterData:
-    """The data flags as a `CounterData`, checked before anything runs."""
+    """The data flags as a `CounterData` (which checks them), before anything runs."""
     min_length = _MIN_LENGTH.value or _SEQUENCE_LENGTH.value
     max_length = _MAX_LENGTH.value or _SEQUENCE_LENGTH.value
     if (_MIN_LENGTH.value is None) != (_MAX_LENGTH.value is None) or min_length > max_length:
         raise ConfigError("--min_length and --max_length go together, with --min_length <= --max_length")
-    per_length = min(_MAX_SEQUENCES_PER_LENGTH.value, 4 ** min(max_length, 16))
-    if per_length * max_length > MAX_CHARACTERS_IN_MEMORY:
-        raise ConfigError(
-            f"the training data would exceed {MAX_CHARACTERS_IN_MEMORY:,} characters "
-            "(--max_sequences_per_length x the longest length); lower one of them"
-        )
-    if not 0.0 < _TRAIN_FRACTION.value < 1.0:
-        raise ConfigError(f"--train_fraction must be in (0, 1), got {_TRAIN_FRACTION.value}")
-    for sequence in _GATE_EXAMPLES.value:
-        if not sequence or not set(sequence) <= set(data_generator.ALPHABET):
-            raise ConfigError(f"--gate_examples must be sequences over {data_generator.ALPHABET!r}, got {sequence!r}")
-    if not 0.0 < _FINISHING_LEARNING_RATE.value < 1.0:
-        raise ConfigError(f"--finishing_learning_rate must be in (0, 1), got {_FINISHING_LEARNING_RATE.value}")
-    data = CounterData(
+    return CounterData(
         min_length,
         max_length,
         _MAX_SEQUENCES_PER_LENGTH.value,
@@ -175,13 +197,6 @@ def data_from_flags() -> CounterData:
         _FINISHING_LEARNING_RATE.value,
         tuple(_GATE_EXAMPLES.value),
     )
-    train_size, validation_size = data.split_sizes()
-    if train_size < 1 or validation_size < 1:
-        raise ConfigError(
-            f"--train_fraction={_TRAIN_FRACTION.value} leaves {train_size} training and "
-            f"{validation_size} validation sequences; both need at least one"
-        )
-    return data
 
 
 def restart_bounds() -> tuple[tuple[str, float], ...]:

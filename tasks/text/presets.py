@@ -32,14 +32,6 @@ def recipe(corpus: str) -> dict[str, str]:
     return values
 
 
-# What every text run trains with unless its recipe or a flag says otherwise.
-TEXT_DEFAULTS: dict[str, object] = {
-    "learning_rate_decay": 0.1,
-    "clip_norm": 5.0,
-    "initializer": "glorot_uniform",
-    "readout": "hidden",
-    "preactivation_noise": 0.0,
-}
 MIN_FITTED_WINDOW = 16
 
 

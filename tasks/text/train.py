@@ -20,7 +20,7 @@ from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.text import text_data
-from tasks.text.presets import TEXT_DEFAULTS, fit_to_text, recipe
+from tasks.text.presets import fit_to_text, recipe
 from tasks.text.task import UNSEEN, TextData, TextTask
 
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
@@ -57,8 +57,9 @@ _GOAL_BITS_PER_CHAR = flags.DEFINE_float(
     "If > 0: the run's goal, validation bits per character at most this (training's "
     "without validation); --stop_at_goal ends the run there.",
 )
-# The language model's defaults for the shared flags; each corpus's recipe then sets its own (presets.py).
-for name, value in {**TEXT_DEFAULTS, **recipe("shakespeare")}.items():
+# The command's defaults: the default corpus's recipe (a --text_file trains with them too); each
+# corpus's recipe then sets its own (presets.py).
+for name, value in recipe(_CORPUS.default).items():
     flags.FLAGS.set_default(name, value)
 
 
