@@ -8,15 +8,18 @@ final-sum loss; the peers (`benchmarks/peers.py`) are every Keras variant, drive
 `train_on_batch` with Keras's Adam, and Flax's LSTM under `jax.jit`, on the same data and loss. The
 calls interleave; each figure is the median of `--repeats`. `speedup` is the fastest peer's time over
 ours. `GFLOP/s` is the step's matmul FLOPs (forward, and twice that backward) over its time, next to
-this machine's rate on large float32 matmuls. `ours_noisy` is the same step with `train.py`'s
-default training noise, which no peer has. With `--memory`, the peak RSS of a process doing only
-our training steps, per size.
+this machine's rate on large float32 matmuls. `ours_command` is the step the default command runs
+at the same size (`tasks/counter/defaults.py`: hard-sigmoid gates, the readout from `c`, the
+running-sum loss, table noise, which no peer has); `command_speedup` is the fastest peer's plain
+step over it. The `default` configuration is the default command's own shape. With `--memory`, the
+peak RSS of a process doing only our training steps, per size.
 
-The last line is machine-readable: `reference_speedup=X.XX medium_speedup=X.XX large_speedup=X.XX`.
+The last line is machine-readable: `default_speedup=X.XX ... default_command_speedup=X.XX ...`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -37,16 +40,17 @@ from diy_lstm.training.config import TrainingConfig  # noqa: E402
 from diy_lstm.training.optimizer import Adam  # noqa: E402
 from diy_lstm.training.trainer import Trainer  # noqa: E402
 from tasks.counter import data_generator  # noqa: E402
+from tasks.counter.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_TRAINING  # noqa: E402
 from tasks.counter.task import CounterData, CounterTask  # noqa: E402
 
 CONFIGS = {  # name: (units, time, batch)
+    "default": (DEFAULT_MODEL.units, DEFAULT_DATA.max_length, DEFAULT_TRAINING.batch_size),
     "reference": (24, 6, 1024),
     "medium": (128, 50, 256),
     "large": (512, 100, 64),
 }
-QUICK_CONFIGS = {"reference": (8, 6, 64), "medium": (16, 10, 32), "large": (32, 12, 16)}
+QUICK_CONFIGS = {"default": (8, 20, 32), "reference": (8, 6, 64), "medium": (16, 10, 32), "large": (32, 12, 16)}
 FEATURES = data_generator.NUM_FEATURES
-TRAIN_PY_NOISE = {"preactivation_noise": 1.5, "noise_distribution": "table"}  # train.py's default noise
 
 _CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Which configurations to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per step (median).", lower_bound=1)
@@ -57,23 +61,26 @@ _MEMORY_CHILD = flags.DEFINE_string("memory_child", None, "(internal) units,time
 
 
 def make_data(time_steps: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random +-0I sequences: inputs `[batch, time, 3]` and their final sums `[batch]`."""
+    """Random +-0I sequences: inputs `[batch, time, 3]` and their running sums `[batch, time]`."""
     sequences = data_generator.sample_sequences(time_steps, batch, np.random.default_rng(seed))
     inputs, _ = data_generator.encode_batch(sequences)
-    return inputs, data_generator.running_sums(sequences)[:, -1].astype(np.float32)
+    return inputs, data_generator.running_sums(sequences).astype(np.float32)
 
 
-def ours_step(units: int, inputs: np.ndarray, final_sums: np.ndarray, **noise) -> peers.Step:
-    """Our `Trainer` step as `train.py` runs it for one fixed length, on the final-sum loss."""
-    model = LSTMModel(ModelConfig(input_size=FEATURES, units=units), inline_loops=True)
-    task = CounterTask(CounterData(target="final"))
-    task.prepare(TrainingConfig(epochs=1, batch_size=len(inputs)))
+def ours_step(units: int, inputs: np.ndarray, sums: np.ndarray, command: bool = False) -> peers.Step:
+    """Our `Trainer` step as `train.py` runs it for one fixed length: plain (the logistic σ, the readout
+    from `h`, the final-sum loss: the peers' step) or, with `command`, the default command's."""
+    config = ModelConfig(input_size=FEATURES, units=units)
+    data, training = CounterData(target="final"), TrainingConfig(epochs=1, batch_size=len(inputs))
+    if command:
+        config = dataclasses.replace(DEFAULT_MODEL, units=units)
+        data, training = DEFAULT_DATA, dataclasses.replace(DEFAULT_TRAINING, batch_size=len(inputs))
+    model = LSTMModel(config, inline_loops=training.inline_loops)
+    task = CounterTask(data)
+    task.prepare(training)
+    noise = {"preactivation_noise": training.preactivation_noise, "noise_distribution": training.noise_distribution}
     trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=1e-3), task.loss, jit_compile=True, **noise)
-    batch = (
-        tf.constant(inputs),
-        tf.constant(np.repeat(final_sums[:, None], inputs.shape[1], axis=1)),
-        tf.fill([len(inputs)], inputs.shape[1]),
-    )
+    batch = (tf.constant(inputs), tf.constant(sums), tf.fill([len(inputs)], inputs.shape[1]))
     return lambda: trainer.train_step(*batch)
 
 
@@ -83,11 +90,9 @@ def training_flops(units: int, time_steps: int, batch: int) -> float:
 
 
 def time_config(name: str, units: int, time_steps: int, batch: int, repeats: int, rate: float) -> dict:
-    inputs, final_sums = make_data(time_steps, batch)
-    steps = {
-        "ours": ours_step(units, inputs, final_sums),
-        "ours_noisy": ours_step(units, inputs, final_sums, **TRAIN_PY_NOISE),
-    }
+    inputs, sums = make_data(time_steps, batch)
+    final_sums = sums[:, -1]
+    steps = {"ours": ours_step(units, inputs, sums), "ours_command": ours_step(units, inputs, sums, command=True)}
     steps.update(peers.keras_counter_steps(units, inputs, final_sums))
     if (flax := peers.flax_counter_step(units, inputs, final_sums)) is not None:
         steps["flax"] = flax
@@ -102,6 +107,7 @@ def time_config(name: str, units: int, time_steps: int, batch: int, repeats: int
         "ms": milliseconds,
         "fastest_peer": peer,
         "speedup": peer_ms / milliseconds["ours"],
+        "command_speedup": peer_ms / milliseconds["ours_command"],
         "gflops": training_flops(units, time_steps, batch) / medians["ours"] / 1e9,
         "matmul_gflops": rate / 1e9,
     }
@@ -134,18 +140,19 @@ def peak_memory(units: int, time_steps: int, batch: int) -> float:
 
 
 def print_table(rows: list[dict]) -> None:
-    names = [name for name in rows[0]["ms"] if name not in ("ours", "ours_noisy")]
+    names = [name for name in rows[0]["ms"] if name not in ("ours", "ours_command")]
     print(
-        "| config | H T B | ours ms | ours, noisy | " + " | ".join(names) + " | fastest peer | speedup | "
-        "GFLOP/s (machine) |"
+        "| config | H T B | ours ms | ours, the command's step | " + " | ".join(names) + " | fastest peer | speedup | "
+        "command's speedup | GFLOP/s (machine) |"
     )
-    print("| --- " * (7 + len(names)) + "|")
+    print("| --- " * (8 + len(names)) + "|")
     for row in rows:
         ms = row["ms"]
         peers_ms = " | ".join(f"{ms[name]:.2f}" if name in ms else "-" for name in names)
         print(
             f"| {row['config']} | {row['units']} {row['time']} {row['batch']} | {ms['ours']:.2f} | "
-            f"{ms['ours_noisy']:.2f} | {peers_ms} | {row['fastest_peer']} | {row['speedup']:.2f} | "
+            f"{ms['ours_command']:.2f} | {peers_ms} | {row['fastest_peer']} | {row['speedup']:.2f} | "
+            f"{row['command_speedup']:.2f} | "
             f"{row['gflops']:.1f} ({row['matmul_gflops']:.0f}) |"
         )
 
@@ -177,7 +184,11 @@ def main(argv: list[str]) -> None:
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump({"date": datetime.date.today().isoformat(), "machine": measured_on, "rows": rows}, f, indent=2)
-    print(" ".join(f"{row['config']}_speedup={row['speedup']:.2f}" for row in rows))
+    print(
+        " ".join(f"{row['config']}_speedup={row['speedup']:.2f}" for row in rows)
+        + " "
+        + " ".join(f"{row['config']}_command_speedup={row['command_speedup']:.2f}" for row in rows)
+    )
 
 
 if __name__ == "__main__":

@@ -206,10 +206,10 @@ def scan_lstm(
         projected += preactivation_noise
     every_step = options.return_sequences or record
     kept = (("hidden", "cell") if every_step else ()) + (RECORDED if record else ())
-    lstm_step = step_function(sigma, options.one_tanh)
+    one_step = step_function(sigma, options.one_tanh)  # cell.lstm_step (or its one-tanh form)
 
     def step(step_inputs, state):
-        new = lstm_step(step_inputs["projected"], LSTMState(*state), weights.recurrent_kernel)
+        new = one_step(step_inputs["projected"], LSTMState(*state), weights.recurrent_kernel)
         outputs = new._asdict()
         if record:
             outputs["tanh_cell"] = tf.tanh(new.cell)

@@ -12,14 +12,18 @@ def test_quick_benchmark_runs_and_ends_with_the_machine_readable_line(tmp_path):
     result = run_python(["-m", "benchmarks.bench", "--quick", "--memory=false", f"--json={report}"], timeout=600)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     last = result.stdout.strip().splitlines()[-1].split()
-    assert [item.split("=")[0] for item in last] == ["reference_speedup", "medium_speedup", "large_speedup"]
+    configs = ["default", "reference", "medium", "large"]  # the default command's shape first
+    assert [item.split("=")[0] for item in last] == [f"{c}_speedup" for c in configs] + [
+        f"{c}_command_speedup" for c in configs
+    ]
     assert all(float(item.split("=")[1]) > 0 for item in last)
     rows = json.loads(report.read_text())["rows"]
-    assert [row["config"] for row in rows] == ["reference", "medium", "large"]
+    assert [row["config"] for row in rows] == configs
     for row in rows:  # ours, and every Keras variant a user would try (unrolled only for short sequences)
-        assert {"ours", "ours_noisy", "keras", "keras_no_cudnn", "keras_xla", "keras_no_cudnn_xla"} <= set(row["ms"])
+        assert {"ours", "ours_command", "keras", "keras_no_cudnn", "keras_xla", "keras_no_cudnn_xla"} <= set(row["ms"])
         assert ("keras_unrolled" in row["ms"]) == (row["time"] <= 16)
         assert row["speedup"] == pytest.approx(row["ms"][row["fastest_peer"]] / row["ms"]["ours"])
+        assert row["command_speedup"] == pytest.approx(row["ms"][row["fastest_peer"]] / row["ms"]["ours_command"])
         assert row["ms"][row["fastest_peer"]] == min(v for k, v in row["ms"].items() if not k.startswith("ours"))
         assert 0 < row["gflops"] < row["matmul_gflops"] * 4
 

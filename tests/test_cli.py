@@ -250,12 +250,12 @@ def test_the_bare_command_trains_with_the_typed_defaults_the_flags_derive_from()
     flag left at its field's default where the counter names none (`--weight_decay`: TrainingConfig's)."""
     import dataclasses
 
-    from tasks.counter import train
+    from tasks.counter import defaults
 
     (settings,) = settings_from(["--run_name=r"])
-    assert settings.model == train.DEFAULT_MODEL
-    assert settings.data == train.DEFAULT_DATA
-    assert settings.training == train.DEFAULT_TRAINING
-    restart = dataclasses.replace(train.DEFAULT_RUN.restart, above=(("error", 0.0),))
-    assert settings.run == dataclasses.replace(train.DEFAULT_RUN, run_name="r", restart=restart)
+    assert settings.model == defaults.DEFAULT_MODEL
+    assert settings.data == defaults.DEFAULT_DATA
+    assert settings.training == defaults.DEFAULT_TRAINING
+    restart = dataclasses.replace(defaults.DEFAULT_RUN.restart, above=(("error", 0.0),))
+    assert settings.run == dataclasses.replace(defaults.DEFAULT_RUN, run_name="r", restart=restart)
     assert settings.training.weight_decay == TrainingConfig.weight_decay

@@ -18,48 +18,16 @@ from absl import flags
 
 from diy_lstm import readout
 from diy_lstm.cli import main as cli
-from diy_lstm.model import ModelConfig
 from diy_lstm.training import flags as training_flags
-from diy_lstm.training.config import ConfigError, RestartConfig, RunConfig, RunSettings, TrainingConfig
+from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
 from tasks.counter import data_generator
+from tasks.counter.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RUN, DEFAULT_TRAINING
 from tasks.counter.task import CHECK, RUNS, TARGETS, CounterData, CounterTask
 
 MAX_SEQUENCE_LENGTH = 100_000
 
-# The command's defaults, as typed configs: with them `python train.py --lstm_size=24` counts every step
-# right at every length to 10,000 within a minute on 2 cores (docs/experiments.md, "The default counts
-# to 10,000"). The notebook's setup: experiments/reference_notebook.flags.
-DEFAULT_DATA = CounterData(
-    min_length=20,
-    max_length=20,
-    max_sequences_per_length=16_384,
-    train_fraction=0.9,
-    check_length=10_000,  # every step of fresh sequences this long right is the goal
-    readout_fit_length=1000,
-    finishing_steps=150,
-)
-DEFAULT_MODEL = ModelConfig(
-    input_size=data_generator.NUM_FEATURES,
-    units=24,
-    readout="cell",  # c is unbounded, so sums far beyond the training lengths stay representable
-    recurrent_activation="hard_sigmoid",  # a gate can be exactly open or exactly shut: no leak
-    forget_bias=3.0,  # the hard sigmoid's 1 from the start: nothing is forgotten
-)
-DEFAULT_TRAINING = TrainingConfig(
-    epochs=80,
-    learning_rate=0.08,
-    learning_rate_decay=0.05,
-    preactivation_noise=1.5,  # gates decided by a margin; what carries the count past length 20
-    noise_distribution="table",  # the same Gaussian values, read from a table: a tenth of the cost
-    stop_at_goal=True,
-)
-DEFAULT_RUN = RunConfig(
-    eval_every=5,
-    checkpoint_every=20,
-    restart=RestartConfig(epoch=20),  # a try not exact on the check split by then starts over as the next seed
-)
 training_flags.use_defaults(DEFAULT_MODEL, DEFAULT_TRAINING, DEFAULT_RUN)
 
 # The counter's data and loss (the shared flags are in diy_lstm/training/flags.py).

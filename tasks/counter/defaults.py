@@ -1,0 +1,40 @@
+"""The counter command's defaults, as typed configs: with them `python train.py --lstm_size=24` counts
+every step right at every length to 10,000 within a minute on 2 cores (docs/experiments.md, "The
+default counts to 10,000"). `train.py`'s flags take their defaults from them; the notebook's setup
+is `experiments/reference_notebook.flags`.
+"""
+
+from diy_lstm.model import ModelConfig
+from diy_lstm.training.config import RestartConfig, RunConfig, TrainingConfig
+from tasks.counter import data_generator
+from tasks.counter.task import CounterData
+
+DEFAULT_DATA = CounterData(
+    min_length=20,
+    max_length=20,
+    max_sequences_per_length=16_384,
+    train_fraction=0.9,
+    check_length=10_000,  # every step of fresh sequences this long right is the goal
+    readout_fit_length=1000,
+    finishing_steps=150,
+)
+DEFAULT_MODEL = ModelConfig(
+    input_size=data_generator.NUM_FEATURES,
+    units=24,
+    readout="cell",  # c is unbounded, so sums far beyond the training lengths stay representable
+    recurrent_activation="hard_sigmoid",  # a gate can be exactly open or exactly shut: no leak
+    forget_bias=3.0,  # the hard sigmoid's 1 from the start: nothing is forgotten
+)
+DEFAULT_TRAINING = TrainingConfig(
+    epochs=80,
+    learning_rate=0.08,
+    learning_rate_decay=0.05,
+    preactivation_noise=1.5,  # gates decided by a margin; what carries the count past length 20
+    noise_distribution="table",  # the same Gaussian values, read from a table: a tenth of the cost
+    stop_at_goal=True,
+)
+DEFAULT_RUN = RunConfig(
+    eval_every=5,
+    checkpoint_every=20,
+    restart=RestartConfig(epoch=20),  # a try not exact on the check split by then starts over as the next seed
+)
