@@ -373,3 +373,25 @@ def test_an_export_with_a_file_it_did_not_write_is_not_replaced_and_the_file_is_
     (target / "notes.pb").write_text("x")
     with pytest.raises(export_lib.ExportDirError, match=r"did not write \(notes.pb\)"):
         export_lib.check_export_dir(str(target), task="counter")
+
+
+def test_load_model_gives_back_the_exported_model_as_python(tmp_path):
+    """`load_model`: every variable of a 2-layer export, and its predictions against numpy float64."""
+    import dataclasses
+
+    config = ModelConfig(input_size=3, units=5, num_layers=2, readout="cell", seed=3)
+    model = LSTMModel(config)
+    rng = np.random.default_rng(3)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(scale=0.5, size=variable.shape).astype(np.float32))
+    scorer = SequenceScorer(model, dg.ENCODING)
+    path = str(tmp_path / "saved_model")
+    export(scorer, path, scorer.signatures(), {"model_config": dataclasses.asdict(config)})
+    loaded = export_lib.load_model(path)
+    assert loaded.config == config
+    for ours, theirs in zip(loaded.trainable_variables, model.trainable_variables):
+        assert ours.name == theirs.name
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    inputs, _ = dg.encode_batch(SEQUENCES[:3])
+    expected, _ = reference.forward(inputs, reference.params_from_model(model), readout="cell")
+    np.testing.assert_allclose(loaded(inputs).numpy(), expected, atol=1e-5)

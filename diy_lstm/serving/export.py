@@ -2,6 +2,7 @@
 
     export(module, export_dir, signatures, metadata, task)   the SavedModel, then metadata beside it
     load_serving_signature(model_dir, name, inputs)          a signature of a SavedModel, checked
+    load_model(export_dir)                                   the `LSTMModel` inside, to look into
 
 Writing is atomic: the SavedModel is built in a staging directory beside the target (marked as ours,
 `diy_lstm.files`) and then moved into place, so a failed export leaves the previous one loadable. It
@@ -26,6 +27,7 @@ import tensorflow as tf
 
 from diy_lstm import files
 from diy_lstm.errors import first_line
+from diy_lstm.model import LSTMModel, ModelConfig
 
 METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
 METADATA_FORMAT = "diy_lstm SavedModel"  # marks an export of ours: the only kind `export` replaces
@@ -215,6 +217,19 @@ def load_metadata(export_dir: str) -> dict:
         return {}
     metadata = json.loads(files.read_regular_file(path, path, MAX_METADATA_BYTES))
     return metadata if isinstance(metadata, dict) else {}
+
+
+def load_model(export_dir: str) -> LSTMModel:
+    """The `LSTMModel` an export of ours holds, as Python to look inside (`gates`, `step`): its config
+    from the metadata, its variables from the SavedModel (`model` of the served module)."""
+    model = LSTMModel(ModelConfig(**load_metadata(export_dir)["model_config"]))
+    saved = tf.saved_model.load(export_dir).model
+    for layer, saved_layer in zip(model.layers, saved.layers):
+        for name, variable in layer.gate_variables().items():
+            variable.assign(getattr(saved_layer, name))
+    model.W_out.assign(saved.W_out)
+    model.b_out.assign(saved.b_out)
+    return model
 
 
 class LoadError(Exception):
