@@ -16,7 +16,6 @@ import json
 
 from diy_lstm.training import distribute
 from diy_lstm.training.config import RunSettings
-from diy_lstm.training.task import Task
 
 
 def digest(value: object) -> int:
@@ -29,7 +28,7 @@ def digest(value: object) -> int:
 PER_WORKER = ("run.worker_start_timeout", "run.fresh")
 
 
-def checked_entries(settings: RunSettings, task: Task) -> dict[str, object]:
+def checked_entries(settings: RunSettings, data_fingerprint: dict[str, object]) -> dict[str, object]:
     """`section.field -> value` for every setting the workers of one run must share, and `data.<key>`
     for the data."""
     entries = {}
@@ -37,17 +36,19 @@ def checked_entries(settings: RunSettings, task: Task) -> dict[str, object]:
         for field in dataclasses.fields(section):
             if f"{name}.{field.name}" not in PER_WORKER:
                 entries[f"{name}.{field.name}"] = getattr(section, field.name)
-    entries.update({f"data.{key}": value for key, value in task.fingerprint().items()})
+    entries.update({f"data.{key}": value for key, value in data_fingerprint.items()})
     return dict(sorted(entries.items()))
 
 
-def check_workers_agree(place: distribute.Placement, settings: RunSettings, task: Task) -> None:
+def check_workers_agree(
+    place: distribute.Placement, settings: RunSettings, data_fingerprint: dict[str, object]
+) -> None:
     """Every worker of a multi-worker run must train the same settings on the same data (a collective)."""
     if place.cluster.num_workers == 1:
         return
     from diy_lstm.training.results import RunError
 
-    entries = checked_entries(settings, task)
+    entries = checked_entries(settings, data_fingerprint)
     names = list(entries)
     mine = [digest(entries[name]) for name in names]
     every_worker = distribute.lists_from_every_worker(place, [len(names), *mine])

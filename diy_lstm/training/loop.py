@@ -119,10 +119,11 @@ class TrainingLoop:
         self.goal: GoalReached | None = None
         self.stopped_at_goal = bool(self.checkpoint.reached_goal.numpy())  # a rerun of a run done at its goal
 
-    def train(self, config: dict) -> RunResult:
-        """Trains the remaining epochs and exports; `config` is the run's config.json."""
+    def train(self, description: str, config: dict) -> RunResult:
+        """Trains the remaining epochs and exports; `description` is the task's line about its data
+        (`Prepared`), `config` the run's config.json."""
         self.sink.start(self.settings, config, self.restarts, self.start_epoch)
-        self._say_what_runs()
+        self._say_what_runs(description)
         try:
             stopped = self._epochs()
         except distribute.LOST_WORKER_ERRORS as error:
@@ -137,7 +138,7 @@ class TrainingLoop:
             self.sink.close()
         return stopped or self._finish()
 
-    def _say_what_runs(self) -> None:
+    def _say_what_runs(self, description: str) -> None:
         epochs, cluster = f"epochs {self.start_epoch + 1}..{self.settings.training.epochs}", self.place.cluster
         if not self.place.is_chief:
             print(
@@ -148,7 +149,7 @@ class TrainingLoop:
         if self.start_epoch:
             print(f"resuming from epoch {self.start_epoch} ({self.checkpoint.latest})")
         placed = f", {self.place.describe()}" if self.place.distributed else ""
-        print(f"run {self.run_dir}: {self.task.describe()}, lstm_size {self.settings.model.units}{placed}, {epochs}")
+        print(f"run {self.run_dir}: {description}, lstm_size {self.settings.model.units}{placed}, {epochs}")
 
     def _epochs(self) -> RunResult | None:
         """Every remaining epoch and its end-of-epoch actions; a result if one of them ended the try."""

@@ -41,7 +41,7 @@ from diy_lstm.training.lock import RunLock
 from diy_lstm.training.loop import TrainingLoop
 from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult  # noqa: F401
 from diy_lstm.training.sink import CONFIG_FILE, RESTARTS_FILE, RESULTS_FILE
-from diy_lstm.training.task import Task
+from diy_lstm.training.task import Prepared, Task
 
 
 class StopRequest:
@@ -143,13 +143,15 @@ def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> t
     return given_up if len(given_up) <= max_restarts else ()
 
 
-def set_up(settings: RunSettings, task: Task, place: distribute.Placement) -> None:
+def set_up(settings: RunSettings, task: Task, place: distribute.Placement) -> Prepared:
     """The memory each kind of batch needs, checked before anything large is built; then the task's
-    data for these settings and its carried variables (each can refuse the run, naming why)."""
+    data for these settings and its carried variables (each can refuse the run, naming why).
+    Returns what the run needs of the data (`Task.prepare`)."""
     _check_memory(settings, task)
-    task.prepare(settings.training)
+    prepared = task.prepare(settings.training)
     with place.strategy.scope():  # a task that cannot split its batches says so here
         task.make_variables(settings.model, place.replicas)
+    return prepared
 
 
 def check_directories(settings: RunSettings) -> None:
@@ -199,21 +201,21 @@ def train_once(
             settings.run.strategy, settings.run.cpu_devices, settings.run.worker_start_timeout
         )
         try:
-            set_up(settings, task, place)
+            prepared = set_up(settings, task, place)
             if place.is_chief:
                 check_directories(settings)
-            fingerprint.check_workers_agree(place, settings, task)  # (a collective: every worker, once)
+            fingerprint.check_workers_agree(place, settings, prepared.fingerprint)  # (a collective: every worker)
             run_dir, export_dir = run_dir_of(settings), export_dir_of(settings)
             if not place.is_chief:  # writes nothing of the run, so takes no lock on it
-                return _train_under_lock(settings, task, may_restart, restarts, stop, place)
+                return _train_under_lock(settings, task, prepared, may_restart, restarts, stop, place)
             if settings.run.fresh and files.is_run_dir(run_dir):
                 _move_old_run_aside(run_dir)
                 settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
             files.claim_run_dir(run_dir, settings.task_name)
             with RunLock(run_dir):
-                _check_resume(settings, task)
+                _check_resume(settings, prepared.fingerprint)
                 _remove_leftovers(run_dir, export_dir)
-                return _train_under_lock(settings, task, may_restart, restarts, stop, place)
+                return _train_under_lock(settings, task, prepared, may_restart, restarts, stop, place)
         except distribute.LOST_WORKER_ERRORS as error:  # (in training, the loop says more)
             if place.cluster.num_workers == 1:
                 raise
@@ -229,6 +231,7 @@ def train_once(
 def _train_under_lock(
     settings: RunSettings,
     task: Task,
+    prepared: Prepared,
     may_restart: bool,
     restarts: tuple[GivenUp, ...],
     stop: StopRequest,
@@ -240,15 +243,15 @@ def _train_under_lock(
     loop = TrainingLoop(
         settings, task, place, stop, may_restart, restarts, run_dir_of(settings), export_dir_of(settings)
     )
-    return loop.train(run_config_json(settings, task))
+    return loop.train(prepared.description, run_config_json(settings, prepared.fingerprint))
 
 
-def run_config_json(settings: RunSettings, task: Task) -> dict:
+def run_config_json(settings: RunSettings, data_fingerprint: dict[str, object]) -> dict:
     """config.json: every setting, and the fingerprint of the data the run trains on."""
-    return {**settings.to_json(), "data_fingerprint": task.fingerprint()}
+    return {**settings.to_json(), "data_fingerprint": data_fingerprint}
 
 
-def _check_resume(settings: RunSettings, task: Task) -> None:
+def _check_resume(settings: RunSettings, data_fingerprint: dict[str, object]) -> None:
     """Refuses, naming them, settings or data that differ from those a run directory was started with,
     and a directory where the run keeps one of its files (it could not write it at the end)."""
     run_dir = run_dir_of(settings)
@@ -264,7 +267,7 @@ def _check_resume(settings: RunSettings, task: Task) -> None:
             f"{run_dir} was started with {', '.join(conflicts)}; rerun with those settings to resume, "
             "or with --fresh to start over"
         )
-    if (changed := fingerprint.describe_change(saved.get("data_fingerprint"), task.fingerprint())) is not None:
+    if (changed := fingerprint.describe_change(saved.get("data_fingerprint"), data_fingerprint)) is not None:
         raise ResumeError(
             f"{run_dir} was trained on other data: {changed}; resume with the data it was "
             "started on, or --fresh to start over"

@@ -6,7 +6,8 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
 
     name                         a short name, saved in config.json (a run resumes only its own task)
     evaluated_splits             what `evaluate` reports on: train, validation, and any of the task's own
-    prepare(training)            builds what depends on the seed and batch size (every try); checks them
+    prepare(training)            builds what depends on the seed and batch size (every try), checks them,
+                                 and returns what the run needs of it (`Prepared`)
     describe()                   one line about the data, printed when a run starts
     fingerprint()                what identifies the data (content hash, size, vocabulary): resume and
                                  every worker must see the same
@@ -84,6 +85,14 @@ RunModel = Callable[..., ModelOutput]
 Metrics = Mapping[str, Mapping[str, float]]  # split -> metric name -> value
 
 
+class Prepared(NamedTuple):
+    """What the run needs of the data a task prepared: the line it prints when the run starts, and
+    what identifies the data (config.json keeps it; a resume and every worker must match it)."""
+
+    description: str
+    fingerprint: dict[str, object]
+
+
 class Task(abc.ABC):
     """A task the training run can train; see the module docstring."""
 
@@ -95,9 +104,10 @@ class Task(abc.ABC):
         return (TRAIN, VALIDATION)
 
     @abc.abstractmethod
-    def prepare(self, training: TrainingConfig) -> None:
+    def prepare(self, training: TrainingConfig) -> Prepared:
         """Builds what depends on the training settings (the data split by `training.seed`, batches
-        of `training.batch_size`); a setting it cannot use is a `ConfigError`. Writes nothing."""
+        of `training.batch_size`); a setting it cannot use is a `ConfigError`. Writes nothing.
+        Returns `Prepared(self.describe(), self.fingerprint())` of the data it built."""
 
     @abc.abstractmethod
     def describe(self) -> str:

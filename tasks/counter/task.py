@@ -28,7 +28,17 @@ from diy_lstm.errors import ConfigError
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
-from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, FinishingSteps, Metrics, PlannedBatch, RunModel, Task
+from diy_lstm.training.task import (
+    TRAIN,
+    VALIDATION,
+    BatchLoss,
+    FinishingSteps,
+    Metrics,
+    PlannedBatch,
+    Prepared,
+    RunModel,
+    Task,
+)
 from tasks.counter import data_generator
 from tasks.counter.serving import SequenceScorer
 
@@ -227,7 +237,7 @@ class CounterTask(Task):
         self._fit_examples: data_generator.Examples | None = None
         self._readout_sources = self._readout_sources_model = None
 
-    def prepare(self, training: TrainingConfig) -> None:
+    def prepare(self, training: TrainingConfig) -> Prepared:
         """The splits of `training.seed`, and batches of `training.batch_size` (0: the whole set)."""
         train, validation = data_generator.make_splits(
             self.data.min_length,
@@ -249,6 +259,7 @@ class CounterTask(Task):
         # With the final-sum loss and batches of one length, only the last step is read out.
         one_length_batches = self.data.min_length == self.data.max_length or training.batch_size > 0
         self.last_step_only = self.data.target == "final" and one_length_batches
+        return Prepared(self.describe(), self.fingerprint())
 
     def describe(self) -> str:
         return (

@@ -27,7 +27,7 @@ import tensorflow as tf
 from diy_lstm.cell import LSTMState
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.config import ConfigError, TrainingConfig, may_change
-from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, Metrics, PlannedBatch, RunModel, Task
+from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, Metrics, PlannedBatch, Prepared, RunModel, Task
 from tasks.text import text_data
 from tasks.text.serving import TextGenerator
 
@@ -146,11 +146,12 @@ class TextTask(Task):
             )
         return text_data.streams(ids, count)
 
-    def prepare(self, training: TrainingConfig) -> None:
+    def prepare(self, training: TrainingConfig) -> Prepared:
         """The training text in `training.batch_size` streams (0: one), cut into windows."""
         self.batch_size = training.batch_size or 1
         self.train_streams = self._streams(self.split_texts[TRAIN], self.batch_size, "--batch_size", whole_window=True)
         self.windows = text_data.window_bounds(self.train_streams.shape[1], self.data.unroll_length)
+        return Prepared(self.describe(), self.fingerprint())
 
     def make_variables(self, model: ModelConfig, replicas: int) -> None:
         """The state each layer carries from one window to the next: `[streams, units]` per replica,
