@@ -16,6 +16,8 @@ neural networks on GPUs", 2016): only what must be sequential is inside the loop
     backward   for t = T-1 .. 0:  dz_t from dh, dc (elementwise; `bptt_step`)
                                   dh_{t-1} = dz_t · W_hᵀ,  dc_{t-1} = dc ⊙ f_t
                dW_x = Xᵀ · dZ    dW_h = H_prevᵀ · dZ    db = Σ dZ    dX = dZ · W_xᵀ   one matmul each
+               (at the shapes where it is faster, dW_h is summed inside the loop instead:
+               `weight_gradient_in_loop`)
 
 `backprop="bptt"` (the default) runs that backward pass; `backprop="autodiff"` lets
 `tf.GradientTape` differentiate the forward loop. Both give the same gradients (tested against each
@@ -141,6 +143,18 @@ def project_inputs(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
 RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell")
 # Inlining trades graph size for per-step loop overhead; past this many steps the While op wins.
 MAX_INLINED_STEPS = 16
+# The recurrent weights' gradient, Σ_t h_{t-1}ᵀ · dz_t, is one matmul after the backward loop, or is
+# summed inside it, where each step's product runs beside the next step's dh on the second core. On
+# 2 cores (docs/performance.md, 2026-12-07) inside was 4-15% faster when each step's product is
+# mid-sized (8 · units² · batch ≈ 34 MFLOP: the counter at H=128, B=256; text at H=256, B=64), 4%
+# slower when large (134 MFLOP: H=512, B=64) and even when small (0.6 MFLOP: H=24, B=128).
+IN_LOOP_STEP_FLOPS = (1e7, 1e8)
+
+
+def weight_gradient_in_loop(units: int, batch: int | None) -> bool:
+    """Whether the backward loop sums `dW_h` itself (`IN_LOOP_STEP_FLOPS`); after it when the batch
+    is not known at trace time."""
+    return batch is not None and IN_LOOP_STEP_FLOPS[0] <= 8 * units * units * batch <= IN_LOOP_STEP_FLOPS[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +167,8 @@ class LoopOptions:
     keep_cell: return `c_t` as well as `h_t` (else `cell` is None).
     return_sequences: return every step; if False only the last (a time dimension of 1).
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
+    weight_gradient_in_loop: the backward loop sums `dW_h` step by step instead of one matmul after
+      it; None: as `weight_gradient_in_loop(units, batch)` decides for the shapes.
     """
 
     inline: bool = False
@@ -160,6 +176,7 @@ class LoopOptions:
     keep_cell: bool = True
     return_sequences: bool = True
     input_gradient: bool = True
+    weight_gradient_in_loop: bool | None = None
 
     def inlined_steps(self, static_steps: int | None) -> int | None:
         """The steps to write out as straight-line ops, or None for a While op."""
@@ -301,14 +318,20 @@ def _backward(
     d_hidden: tf.Tensor,
     d_cell: tf.Tensor | None,
 ) -> tuple:
-    """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step; then the
-    weight gradients and the input gradient are one matmul each (module docstring)."""
+    """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step (and, where
+    `weight_gradient_in_loop`, sums `dW_h`); then the other weight gradients and the input gradient
+    are one matmul each (module docstring)."""
     num_steps = tf.shape(recorded.hidden)[0]
     per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_state.hidden, num_steps, options)
     recurrent_kernel_t = tf.transpose(weights.recurrent_kernel)  # [4 * units, units]
 
+    in_loop = options.weight_gradient_in_loop
+    if in_loop is None:
+        in_loop = weight_gradient_in_loop(weights.recurrent_kernel.shape[0], recorded.hidden.shape[1])
+    previous_hidden = _shifted(recorded.hidden, initial_state.hidden)  # [time, batch, units]
+
     def step(step_inputs, carry):
-        dh_next, dc_next = carry
+        dh_next, dc_next = carry[:2]
         back = bptt_step(
             step_inputs,
             dh_next + step_inputs["d_hidden"],
@@ -316,21 +339,28 @@ def _backward(
             recurrent_kernel_t,
             sigma.backward,
         )
-        return (back.d_previous_hidden, back.d_previous_cell), {"dz": back.dz}
+        carried = (back.d_previous_hidden, back.d_previous_cell)
+        if in_loop:  # carry[2]: dW_h of the steps after this one
+            carried += (carry[2] + tf.matmul(step_inputs["previous_hidden"], back.dz, transpose_a=True),)
+        return carried, {"dz": back.dz}
 
     sequences = dict(recorded.steps, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
-    (d_initial_hidden, d_initial_cell), outputs = scan(
+    carry = (dh_last, dc_last)
+    if in_loop:
+        sequences["previous_hidden"] = previous_hidden
+        carry += (tf.zeros_like(weights.recurrent_kernel),)
+    carry, outputs = scan(
         step,
         sequences,
-        (dh_last, dc_last),
+        carry,
         {"dz": recorded.hidden.dtype},
         num_steps,
         options.inlined_steps(recorded.hidden.shape[0]),
         reverse=True,
     )
+    d_initial_hidden, d_initial_cell = carry[:2]
     dz = _flat(outputs["dz"].stack())  # [time * batch, 4 * units]
-    previous_hidden = _flat(_shifted(recorded.hidden, initial_state.hidden))
-    d_recurrent_kernel = tf.matmul(previous_hidden, dz, transpose_a=True)
+    d_recurrent_kernel = carry[2] if in_loop else tf.matmul(_flat(previous_hidden), dz, transpose_a=True)
     d_bias = tf.reduce_sum(dz, axis=0)
     if inputs.dtype.is_integer:  # rows of W_x were gathered: their gradients are summed back by id
         d_kernel = tf.math.unsorted_segment_sum(dz, tf.reshape(inputs, [-1]), weights.kernel.shape[0])

@@ -246,3 +246,45 @@ def test_table_noise_is_a_run_of_one_gaussian_table_at_a_random_offset_wrapping_
     others = {offset(drawn([5, 4, 8], seed=seed + tf.constant([0, step], tf.int64))) for step in range(1, 6)}
     others.add(offset(drawn([5, 4, 8], layer_index=1)))
     assert offset(small) not in others and len(others) == 6  # each step and layer starts elsewhere
+
+
+@pytest.mark.parametrize("in_loop", [False, True], ids=["dW_h after the loop", "dW_h in the loop"])
+def test_the_recurrent_weight_gradient_summed_in_or_after_the_loop_matches_autodiff(in_loop, measured):
+    """`LoopOptions.weight_gradient_in_loop`: both places give TensorFlow's own gradient (float64)."""
+    from diy_lstm.cell import RECURRENT_ACTIVATIONS, FusedWeights, zero_state
+    from diy_lstm.rnn import LoopOptions, bptt_scan_lstm, scan_lstm
+
+    rng = np.random.default_rng(11)
+    inputs = tf.constant(rng.normal(size=(9, 5, 3)))  # [time, batch, features]
+    weights = FusedWeights(*(tf.Variable(rng.normal(scale=0.5, size=shape)) for shape in ((3, 24), (6, 24), (24,))))
+    sigma, start = RECURRENT_ACTIVATIONS["sigmoid"], zero_state(5, 6, tf.float64)
+    gradients = []
+    for run in (
+        lambda: bptt_scan_lstm(inputs, weights, start, sigma, LoopOptions(weight_gradient_in_loop=in_loop)),
+        lambda: scan_lstm(inputs, weights, start, sigma)[0],
+    ):
+        with tf.GradientTape() as tape:
+            sequences = run()
+            loss = tf.reduce_sum(tf.sin(sequences.hidden)) + tf.reduce_sum(sequences.cell**2)
+        gradients.append(tape.gradient(loss, list(weights)))
+    for ours, autodiff in zip(*gradients):
+        assert measured(f"dW, in the loop {in_loop}, vs autodiff", relative_difference(ours, autodiff)) <= 1e-12
+
+
+def test_a_model_whose_shapes_sum_the_recurrent_gradient_in_the_loop_matches_numpy(measured):
+    """H=128 with a batch of 256 is where `weight_gradient_in_loop` chooses the loop: numpy float64 BPTT agrees."""
+    from diy_lstm.rnn import weight_gradient_in_loop
+
+    assert weight_gradient_in_loop(128, 256)  # (the shapes this test is for)
+    model = randomized_model(2, units=128, output_size=1)
+    rng = np.random.default_rng(2)
+    inputs, targets = rng.normal(size=(256, 3, 3)), rng.normal(size=(256, 3, 1))
+    with tf.GradientTape() as tape:
+        predictions = model(tf.constant(inputs), training=True)
+        loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
+    ours = dict(zip([v.name for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
+    params = reference.params_from_model(model)
+    numpy_predictions, records = reference.forward(inputs, params)
+    for name, expected in reference.backward(inputs, params, records, numpy_predictions - targets).items():
+        difference = relative_difference(ours[f"lstm_model/{name}:0"], expected)
+        assert measured("gradient vs numpy BPTT, dW_h in the loop, relative", difference) <= 1e-8, name
