@@ -56,7 +56,7 @@ def _load(model_dir: str):
     return loaded, generate
 
 
-STREAM_CHARACTERS = 512  # characters per `more` call: whole chunks, so the text is what `generate` writes
+STREAM_CHARACTERS = 512  # characters per `more` call; in pieces, the text is what `generate` writes
 
 
 def stream(

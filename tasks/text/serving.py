@@ -17,8 +17,9 @@ The vocabulary (id -> character) is passed in by the caller and lives in the gra
 itself), then samples one character at a time from softmax(logits / temperature) and feeds it back,
 in chunks of `GENERATE_CHUNK` characters, each one XLA-compiled loop; temperature 0 takes the most
 likely character. `start` and `more` are the same in pieces, for a caller that prints characters as
-they come (`python generate.py`). Sampling (Gumbel-max) is stateless, seeded by `(seed,
-the chunk's first step)`: the same seed gives the same text at the same batch size. `score`, and
+they come (`python generate.py`). Sampling (Gumbel-max) is stateless, each character's draw
+seeded by `(seed, its step)`: the same seed gives the same text at the same batch size, in one call
+or in pieces. `score`, and
 the prompts of `generate` and `start`, run in windows (at most `windows.MAX_WINDOW` characters, fewer for a
 large batch or model), carrying the state, so memory grows with the texts' length, not with length ×
 units or vocabulary. Bad input fails with an `InvalidArgumentError`
@@ -73,7 +74,7 @@ def unpack(state: tf.Tensor) -> tuple[LSTMState, ...]:
     return tuple(LSTMState(layer[0], layer[1]) for layer in tf.unstack(state))
 
 
-GENERATE_CHUNK = 64  # characters sampled by one compiled program
+GENERATE_CHUNK = 1024  # characters sampled by one compiled program (docs/performance.md)
 
 
 class TextGenerator(tf.Module):
@@ -178,8 +179,8 @@ class TextGenerator(tf.Module):
     @tf.function(autograph=False)
     def more(self, state, num_chars, temperature, seed, first_step):
         """`num_chars` more characters after `state` (from `start` or the last `more`) and the state
-        after them. Calls of whole chunks (`first_step` a multiple of `GENERATE_CHUNK`) write what
-        one `generate` call with the same seed writes."""
+        after them. Calls that continue one another (`first_step`: the characters written before)
+        write what one `generate` call with the same seed writes."""
         continuation, states = self._continue(
             unpack(self._checked_state(state)), num_chars, temperature, seed, first_step
         )
@@ -251,7 +252,8 @@ class TextGenerator(tf.Module):
         with tf.control_dependencies(checks):
             num_chars = tf.identity(num_chars)
         temperature = tf.cast(temperature, self.model.dtype)
-        chunks = (num_chars + GENERATE_CHUNK - 1) // GENERATE_CHUNK
+        writing = tf.logical_and(num_chars > 0, batch[0] > 0)  # (no texts: nothing to sample)
+        chunks = tf.where(writing, (num_chars + GENERATE_CHUNK - 1) // GENERATE_CHUNK, 0)
 
         def body(chunk, states, written):
             count = tf.minimum(GENERATE_CHUNK, num_chars - chunk * GENERATE_CHUNK)
@@ -268,30 +270,30 @@ class TextGenerator(tf.Module):
         def joined():
             return self.characters.text(tf.transpose(written.concat()[:num_chars]))  # [batch]
 
-        return tf.cond(num_chars > 0, joined, lambda: tf.fill(batch, "")), states
+        return tf.cond(writing, joined, lambda: tf.fill(batch, "")), states
 
     @tf.function(jit_compile=True, autograph=False)
     def _sample_chunk(self, first_step, count, states, temperature, seed):
         """`count` (at most `GENERATE_CHUNK`) characters sampled after each layer's `states`, as ids
-        `[GENERATE_CHUNK, batch]` (0 past `count`), and the states after them. The chunk's draws are
-        seeded by `(seed, first_step)`. One XLA program: a loop of a fixed shape compiles whole, where
-        each step of a graph loop pays for every op it launches."""
+        `[GENERATE_CHUNK, batch]` (0 past `count`), and the states after them; the draw of step
+        `first_step + offset` is seeded by `(seed, that step)`. One XLA program: a loop of a fixed
+        shape compiles whole, where each step of a graph loop pays for every op it launches."""
         logits = self.model.readout(states[-1])  # [batch, vocabulary]
-        # Gumbel-max: argmax(logits / T + g), g = -ln(-ln u) for u uniform, is a draw from softmax(logits / T).
-        # The noise of the whole chunk is drawn at once; 0 for T = 0 (argmax).
-        shape = tf.concat([[GENERATE_CHUNK], tf.shape(logits)], axis=0)  # [chunk, batch, vocabulary]
-        uniform = tf.random.stateless_uniform(
-            shape, tf.stack([seed, first_step]), minval=1e-20, maxval=1.0, dtype=logits.dtype
-        )
         sampling = temperature > 0.0
-        noise = tf.where(sampling, -tf.math.log(-tf.math.log(uniform)), tf.zeros_like(uniform))
         inverse_temperature = tf.where(sampling, 1.0 / tf.maximum(temperature, 1e-30), tf.ones_like(temperature))
         weights = self.model.fused_weights()  # concatenated once, not per step
 
         def body(offset, logits, states, written):
-            chosen = tf.argmax(logits * inverse_temperature + noise[offset], axis=-1, output_type=tf.int32)
+            # Gumbel-max: argmax(logits / T + g), g = -ln(-ln u) for u uniform, is a draw from
+            # softmax(logits / T); step t's u are seeded by (seed, t); g is 0 for T = 0 (argmax).
+            step = first_step + tf.cast(offset, tf.int64)
+            uniform = tf.random.stateless_uniform(
+                tf.shape(logits), tf.stack([seed, step]), minval=1e-20, maxval=1.0, dtype=logits.dtype
+            )
+            noise = tf.where(sampling, -tf.math.log(-tf.math.log(uniform)), tf.zeros_like(uniform))
+            chosen = tf.argmax(logits * inverse_temperature + noise, axis=-1, output_type=tf.int32)
             states = tuple(gates.state for gates in self.model.step(chosen, states, weights))  # ids: rows of W_x
-            written += tf.one_hot(offset, GENERATE_CHUNK, dtype=tf.int32)[:, tf.newaxis] * chosen
+            written = tf.tensor_scatter_nd_update(written, [[offset]], chosen[tf.newaxis])
             return offset + 1, self.model.readout(states[-1]), states, written
 
         written = tf.zeros(tf.stack([GENERATE_CHUNK, tf.shape(logits)[0]]), tf.int32)
