@@ -246,7 +246,6 @@ class LSTMCell(tf.Module):
             raise ValueError(f"input_size and units must be >= 1, got {input_size} and {units}")
         self.input_size = input_size
         self.units = units
-        self.recurrent_activation_name = recurrent_activation
         self.sigma = get_recurrent_activation(recurrent_activation)
         initializer = initializer or truncated_normal_initializer()
 
