@@ -13,6 +13,8 @@ neural networks on GPUs", 2016): only what must be sequential is inside the loop
     forward    P = X · W_x + b           every step's input projection at once: one matmul, or for
                                          ids (one-hot inputs) a gather of rows of W_x
                for t:  z_t = P_t + h_{t-1} · W_h;  the gates;  c_t, h_t        (`cell.lstm_step`)
+               (for inputs narrower than the state, in a While loop, P_t is made inside the loop
+               instead, from x_t: `input_projection_in_loop`)
     backward   for t = T-1 .. 0:  dz_t from dh, dc (elementwise; `bptt_step`)
                                   dh_{t-1} = dz_t · W_hᵀ,  dc_{t-1} = dc ⊙ f_t
                dW_x = Xᵀ · dZ    dW_h = H_prevᵀ · dZ    db = Σ dZ    dX = dZ · W_xᵀ   one matmul each
@@ -35,7 +37,15 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from diy_lstm.cell import FusedWeights, LSTMState, RecurrentActivation, step_function, tanh_backward, zero_state
+from diy_lstm.cell import (
+    FusedWeights,
+    LSTMState,
+    RecurrentActivation,
+    project_input,
+    step_function,
+    tanh_backward,
+    zero_state,
+)
 
 BACKPROP_MODES = ("bptt", "autodiff")
 
@@ -151,6 +161,19 @@ MAX_INLINED_STEPS = 16
 IN_LOOP_STEP_FLOPS = (1e7, 1e8)
 
 
+# The input projection is one matmul before the loop, or each step's own inside it. Inside, no
+# `[time, batch, 4 * units]` tensor is written before the loop and read back in it: on 2 cores
+# (docs/performance.md, 2026-12-07) 4-10% faster in a While loop for inputs narrower than the
+# state (the counter's 3 features at H=24, 128 and 512; text ids of 76 characters at H=256), even for
+# the second text layer (256 features at H=256), and even to 3% slower when the loop is inlined.
+
+
+def input_projection_in_loop(features: int, units: int, inlined: bool) -> bool:
+    """Whether each step makes its own `x_t · W_x + b` inside the loop (`features`: the input width,
+    or the vocabulary of ids) rather than every step's at once before it."""
+    return not inlined and features < units
+
+
 def weight_gradient_in_loop(units: int, batch: int | None) -> bool:
     """Whether the backward loop sums `dW_h` itself (`IN_LOOP_STEP_FLOPS`); after it when the batch
     is not known at trace time."""
@@ -169,6 +192,8 @@ class LoopOptions:
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
     weight_gradient_in_loop: the backward loop sums `dW_h` step by step instead of one matmul after
       it; None: as `weight_gradient_in_loop(units, batch)` decides for the shapes.
+    input_projection_in_loop: each step makes its own `x_t · W_x + b`; None: as
+      `input_projection_in_loop(features, units, inlined)` decides.
     """
 
     inline: bool = False
@@ -177,6 +202,7 @@ class LoopOptions:
     return_sequences: bool = True
     input_gradient: bool = True
     weight_gradient_in_loop: bool | None = None
+    input_projection_in_loop: bool | None = None
 
     def inlined_steps(self, static_steps: int | None) -> int | None:
         """The steps to write out as straight-line ops, or None for a While op."""
@@ -202,7 +228,7 @@ def scan_lstm(
     record: bool = False,
     preactivation_noise: tf.Tensor | None = None,
 ) -> tuple[LayerSequences, Recorded | None]:
-    """The forward recurrence: the input projection of every step, then `cell.lstm_step` at every step.
+    """The forward recurrence: `cell.lstm_step` at every step, on each step's input projection.
 
     Args:
       inputs: `[time, batch, features]`, or `[time, batch]` integer ids (see `project_inputs`).
@@ -218,15 +244,32 @@ def scan_lstm(
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
       (None unless `record`).
     """
-    projected = project_inputs(inputs, weights)  # [time, batch, 4 * units]
-    if preactivation_noise is not None:
-        projected += preactivation_noise
+    inlined_steps = options.inlined_steps(inputs.shape[0])
+    in_loop = options.input_projection_in_loop
+    if in_loop is None:
+        features, units = weights.kernel.shape[0], weights.recurrent_kernel.shape[0]
+        in_loop = input_projection_in_loop(features, units, inlined_steps is not None)
+    if in_loop:  # each step projects its own x_t
+        per_step = {"inputs": inputs}
+        if preactivation_noise is not None:
+            per_step["noise"] = preactivation_noise
+    else:
+        projected = project_inputs(inputs, weights)  # [time, batch, 4 * units]
+        if preactivation_noise is not None:
+            projected += preactivation_noise
+        per_step = {"projected": projected}
     every_step = options.return_sequences or record
     kept = (("hidden", "cell") if every_step else ()) + (RECORDED if record else ())
     one_step = step_function(sigma, options.one_tanh)  # cell.lstm_step (or its one-tanh form)
 
     def step(step_inputs, state):
-        new = one_step(step_inputs["projected"], LSTMState(*state), weights.recurrent_kernel)
+        if in_loop:
+            projected_input = project_input(step_inputs["inputs"], weights)
+            if "noise" in step_inputs:
+                projected_input += step_inputs["noise"]
+        else:
+            projected_input = step_inputs["projected"]
+        new = one_step(projected_input, LSTMState(*state), weights.recurrent_kernel)
         outputs = new._asdict()
         if record:
             outputs["tanh_cell"] = tf.tanh(new.cell)
@@ -234,11 +277,11 @@ def scan_lstm(
 
     last, outputs = scan(
         step,
-        {"projected": projected},
+        per_step,
         tuple(initial_state),
-        {name: projected.dtype for name in kept},
-        tf.shape(projected)[0],
-        options.inlined_steps(projected.shape[0]),
+        {name: weights.bias.dtype for name in kept},
+        tf.shape(inputs)[0],
+        inlined_steps,
     )
     last = LSTMState(*last)
     if every_step:

@@ -271,6 +271,45 @@ def test_the_recurrent_weight_gradient_summed_in_or_after_the_loop_matches_autod
         assert measured(f"dW, in the loop {in_loop}, vs autodiff", relative_difference(ours, autodiff)) <= 1e-12
 
 
+@pytest.mark.parametrize("ids", [False, True], ids=["features", "ids"])
+@pytest.mark.parametrize("in_loop", [False, True], ids=["projected before the loop", "projected in the loop"])
+def test_the_input_projection_made_before_or_in_the_loop_matches_numpy(in_loop, ids, measured):
+    """`LoopOptions.input_projection_in_loop`: both places give numpy's forward pass (with training
+    noise), and the hand-written gradients equal TensorFlow's autodiff (float64)."""
+    from diy_lstm.cell import GATES, RECURRENT_ACTIVATIONS, FusedWeights, zero_state
+    from diy_lstm.rnn import LoopOptions, bptt_scan_lstm, scan_lstm
+
+    rng = np.random.default_rng(5)
+    time, batch, features, units = 7, 4, 3, 6
+    token_ids = rng.integers(0, features, size=(time, batch))
+    dense = np.eye(features)[token_ids] if ids else rng.normal(size=(time, batch, features))
+    inputs = tf.constant(token_ids, tf.int32) if ids else tf.constant(dense)
+    shapes = ((features, 4 * units), (units, 4 * units), (4 * units,))
+    weights = FusedWeights(*(tf.Variable(rng.normal(scale=0.5, size=shape)) for shape in shapes))
+    noise = rng.normal(size=(time, batch, 4 * units))
+    sigma, start = RECURRENT_ACTIVATIONS["sigmoid"], zero_state(batch, units, tf.float64)
+    options = LoopOptions(input_projection_in_loop=in_loop)
+    gradients = []
+    for run in (bptt_scan_lstm, lambda *args, **noise: scan_lstm(*args, **noise)[0]):
+        with tf.GradientTape() as tape:
+            sequences = run(inputs, weights, start, sigma, options, preactivation_noise=tf.constant(noise))
+            loss = tf.reduce_sum(tf.sin(sequences.hidden)) + tf.reduce_sum(sequences.cell**2)
+        gradients.append(tape.gradient(loss, list(weights)))
+    joined = np.concatenate([weights.kernel.numpy(), weights.recurrent_kernel.numpy()])
+    columns = {gate: slice(index * units, (index + 1) * units) for index, gate in enumerate(GATES)}
+    layer = reference.LayerParams(
+        W={gate: joined[:, part] for gate, part in columns.items()},
+        b={gate: weights.bias.numpy()[part] for gate, part in columns.items()},
+    )
+    expected = reference.layer_forward(dense.transpose(1, 0, 2), layer, "sigmoid", noise.transpose(1, 0, 2))
+    name = f"input projection {'in' if in_loop else 'before'} the loop ({'ids' if ids else 'features'})"
+    hidden = tf.transpose(sequences.hidden, [1, 0, 2])
+    assert measured(f"{name}: forward vs numpy, relative", relative_difference(hidden, expected["h"])) <= 1e-12
+    for ours, autodiff in zip(*gradients):
+        autodiff = tf.convert_to_tensor(autodiff)  # (a gather's gradient comes as IndexedSlices)
+        assert measured(f"{name}: dW vs autodiff, relative", relative_difference(ours, autodiff)) <= 1e-12
+
+
 def test_a_model_whose_shapes_sum_the_recurrent_gradient_in_the_loop_matches_numpy(measured):
     """H=128 with a batch of 256 is where `weight_gradient_in_loop` chooses the loop: numpy float64 BPTT agrees."""
     from diy_lstm.rnn import weight_gradient_in_loop
