@@ -18,8 +18,8 @@ neural networks on GPUs", 2016): only what must be sequential is inside the loop
     backward   for t = T-1 .. 0:  dz_t from dh, dc (elementwise; `bptt_step`)
                                   dh_{t-1} = dz_t · W_hᵀ,  dc_{t-1} = dc ⊙ f_t
                dW_x = Xᵀ · dZ    dW_h = H_prevᵀ · dZ    db = Σ dZ    dX = dZ · W_xᵀ   one matmul each
-               (at the shapes where it is faster, dW_h is summed inside the loop instead:
-               `weight_gradient_in_loop`)
+               (at the shapes where it is faster, the weight gradients are summed inside the loop
+               instead, and dZ is kept only for dX: `weight_gradient_in_loop`)
 
 `backprop="bptt"` (the default) runs that backward pass; `backprop="autodiff"` lets
 `tf.GradientTape` differentiate the forward loop. Both give the same gradients (tested against each
@@ -153,11 +153,13 @@ def project_inputs(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
 RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell")
 # Inlining trades graph size for per-step loop overhead; past this many steps the While op wins.
 MAX_INLINED_STEPS = 16
-# The recurrent weights' gradient, Σ_t h_{t-1}ᵀ · dz_t, is one matmul after the backward loop, or is
-# summed inside it, where each step's product runs beside the next step's dh on the second core. On
-# 2 cores (docs/performance.md, 2026-12-07) inside was 4-15% faster when each step's product is
+# The weight gradients, e.g. Σ_t h_{t-1}ᵀ · dz_t, are one matmul each after the backward loop, or are
+# summed inside it, where each step's product runs beside the next step's dh on the second core and
+# no `[time, batch, 4 * units]` dZ need be kept (unless for the input's gradient). On 2 cores
+# (docs/performance.md, 2026-12-07) inside was 9-18% faster when each step's h_{t-1}ᵀ · dz_t is
 # mid-sized (8 · units² · batch ≈ 34 MFLOP: the counter at H=128, B=256; text at H=256, B=64), 4%
-# slower when large (134 MFLOP: H=512, B=64) and even when small (0.6 MFLOP: H=24, B=128).
+# slower (dW_h alone) or even (all three) when large (134 MFLOP: H=512, B=64), and even or slower
+# when small (0.6 MFLOP: H=24, B=128).
 IN_LOOP_STEP_FLOPS = (1e7, 1e8)
 
 
@@ -175,8 +177,8 @@ def input_projection_in_loop(features: int, units: int, inlined: bool) -> bool:
 
 
 def weight_gradient_in_loop(units: int, batch: int | None) -> bool:
-    """Whether the backward loop sums `dW_h` itself (`IN_LOOP_STEP_FLOPS`); after it when the batch
-    is not known at trace time."""
+    """Whether the backward loop sums the weight gradients itself (`IN_LOOP_STEP_FLOPS`); after it
+    when the batch is not known at trace time."""
     return batch is not None and IN_LOOP_STEP_FLOPS[0] <= 8 * units * units * batch <= IN_LOOP_STEP_FLOPS[1]
 
 
@@ -190,8 +192,8 @@ class LoopOptions:
     keep_cell: return `c_t` as well as `h_t` (else `cell` is None).
     return_sequences: return every step; if False only the last (a time dimension of 1).
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
-    weight_gradient_in_loop: the backward loop sums `dW_h` step by step instead of one matmul after
-      it; None: as `weight_gradient_in_loop(units, batch)` decides for the shapes.
+    weight_gradient_in_loop: the backward loop sums the weight gradients step by step instead of one
+      matmul each after it; None: as `weight_gradient_in_loop(units, batch)` decides for the shapes.
     input_projection_in_loop: each step makes its own `x_t · W_x + b`; None: as
       `input_projection_in_loop(features, units, inlined)` decides.
     """
@@ -351,6 +353,31 @@ def _gradient_sequences(
     return {"d_hidden": none_reach, "d_cell": none_reach}, d_hidden[0], dc_last
 
 
+class WeightGradients(NamedTuple):
+    """The gradients of `FusedWeights`' three tensors, in their order."""
+
+    kernel: tf.Tensor
+    recurrent_kernel: tf.Tensor
+    bias: tf.Tensor
+
+
+def _add_weight_gradients(
+    gradients: WeightGradients, inputs: tf.Tensor, previous_hidden: tf.Tensor, dz: tf.Tensor
+) -> WeightGradients:
+    """`gradients` plus `(Xᵀ · dZ, H_prevᵀ · dZ, Σ dZ)` over the rows of `inputs` `[rows, features]`
+    (or ids `[rows]`, whose rows of W_x were gathered: each row of `dz` is added to its id's row),
+    `previous_hidden` `[rows, units]` and `dz` `[rows, 4 * units]`: one step's, or every step's."""
+    if inputs.dtype.is_integer:
+        d_kernel = tf.tensor_scatter_nd_add(gradients.kernel, inputs[:, tf.newaxis], dz)
+    else:
+        d_kernel = gradients.kernel + tf.matmul(inputs, dz, transpose_a=True)
+    return WeightGradients(
+        d_kernel,
+        gradients.recurrent_kernel + tf.matmul(previous_hidden, dz, transpose_a=True),
+        gradients.bias + tf.reduce_sum(dz, axis=0),
+    )
+
+
 def _backward(
     inputs: tf.Tensor,
     weights: FusedWeights,
@@ -361,9 +388,10 @@ def _backward(
     d_hidden: tf.Tensor,
     d_cell: tf.Tensor | None,
 ) -> tuple:
-    """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step (and, where
-    `weight_gradient_in_loop`, sums `dW_h`); then the other weight gradients and the input gradient
-    are one matmul each (module docstring)."""
+    """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step, then the
+    weight gradients and the input gradient are one matmul each (module docstring); or, where
+    `weight_gradient_in_loop`, the loop sums the weight gradients itself, and keeps every `dz` only
+    for the input gradient."""
     num_steps = tf.shape(recorded.hidden)[0]
     per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_state.hidden, num_steps, options)
     recurrent_kernel_t = tf.transpose(weights.recurrent_kernel)  # [4 * units, units]
@@ -371,6 +399,8 @@ def _backward(
     in_loop = options.weight_gradient_in_loop
     if in_loop is None:
         in_loop = weight_gradient_in_loop(weights.recurrent_kernel.shape[0], recorded.hidden.shape[1])
+    input_gradient = options.input_gradient and not inputs.dtype.is_integer  # (ids are data)
+    keep_dz = not in_loop or input_gradient  # what needs every step's dz after the loop
     previous_hidden = _shifted(recorded.hidden, initial_state.hidden)  # [time, batch, units]
 
     def step(step_inputs, carry):
@@ -383,36 +413,37 @@ def _backward(
             sigma.backward,
         )
         carried = (back.d_previous_hidden, back.d_previous_cell)
-        if in_loop:  # carry[2]: dW_h of the steps after this one
-            carried += (carry[2] + tf.matmul(step_inputs["previous_hidden"], back.dz, transpose_a=True),)
-        return carried, {"dz": back.dz}
+        if in_loop:  # carry[2:]: the weight gradients of the steps after this one
+            summed = WeightGradients(*carry[2:])
+            carried += _add_weight_gradients(summed, step_inputs["inputs"], step_inputs["previous_hidden"], back.dz)
+        return carried, {"dz": back.dz} if keep_dz else {}
 
     sequences = dict(recorded.steps, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
     carry = (dh_last, dc_last)
+    zeros = WeightGradients(*(tf.zeros_like(w) for w in (weights.kernel, weights.recurrent_kernel, weights.bias)))
     if in_loop:
-        sequences["previous_hidden"] = previous_hidden
-        carry += (tf.zeros_like(weights.recurrent_kernel),)
+        sequences.update(inputs=inputs, previous_hidden=previous_hidden)
+        carry += tuple(zeros)
     carry, outputs = scan(
         step,
         sequences,
         carry,
-        {"dz": recorded.hidden.dtype},
+        {"dz": recorded.hidden.dtype} if keep_dz else {},
         num_steps,
         options.inlined_steps(recorded.hidden.shape[0]),
         reverse=True,
     )
     d_initial_hidden, d_initial_cell = carry[:2]
-    dz = _flat(outputs["dz"].stack())  # [time * batch, 4 * units]
-    d_recurrent_kernel = carry[2] if in_loop else tf.matmul(_flat(previous_hidden), dz, transpose_a=True)
-    d_bias = tf.reduce_sum(dz, axis=0)
-    if inputs.dtype.is_integer:  # rows of W_x were gathered: their gradients are summed back by id
-        d_kernel = tf.math.unsorted_segment_sum(dz, tf.reshape(inputs, [-1]), weights.kernel.shape[0])
-        return None, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
-    d_kernel = tf.matmul(_flat(inputs), dz, transpose_a=True)
+    dz = _flat(outputs["dz"].stack()) if keep_dz else None  # [time * batch, 4 * units]
+    if in_loop:
+        gradients = WeightGradients(*carry[2:])
+    else:
+        rows = tf.reshape(inputs, [-1]) if inputs.dtype.is_integer else _flat(inputs)
+        gradients = _add_weight_gradients(zeros, rows, _flat(previous_hidden), dz)
     d_inputs = None
-    if options.input_gradient:
+    if input_gradient:
         d_inputs = tf.reshape(tf.matmul(dz, weights.kernel, transpose_b=True), tf.shape(inputs))
-    return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_initial_hidden, d_initial_cell
+    return d_inputs, *gradients, d_initial_hidden, d_initial_cell
 
 
 def bptt_scan_lstm(
@@ -440,7 +471,8 @@ def bptt_scan_lstm(
 
         dW_x = Xᵀ · dZ      dW_h = H_prevᵀ · dZ      db = Σ dZ      dX = dZ · W_xᵀ
 
-    Only `dh` and `dc` are on the loop's critical path; the weight gradients are large matmuls after it.
+    Only `dh` and `dc` are on the loop's critical path; the weight gradients are large matmuls after
+    it, or at the sizes `weight_gradient_in_loop` picks, summed step by step beside it.
     """
 
     @tf.custom_gradient

@@ -248,27 +248,35 @@ def test_table_noise_is_a_run_of_one_gaussian_table_at_a_random_offset_wrapping_
     assert offset(small) not in others and len(others) == 6  # each step and layer starts elsewhere
 
 
-@pytest.mark.parametrize("in_loop", [False, True], ids=["dW_h after the loop", "dW_h in the loop"])
-def test_the_recurrent_weight_gradient_summed_in_or_after_the_loop_matches_autodiff(in_loop, measured):
-    """`LoopOptions.weight_gradient_in_loop`: both places give TensorFlow's own gradient (float64)."""
+@pytest.mark.parametrize("ids", [False, True], ids=["features", "ids"])
+@pytest.mark.parametrize("in_loop", [False, True], ids=["dW after the loop", "dW in the loop"])
+def test_the_weight_gradients_summed_in_or_after_the_loop_match_autodiff(in_loop, ids, measured):
+    """`LoopOptions.weight_gradient_in_loop`: both places give TensorFlow's own gradients (float64),
+    of every weight and (for features) of the inputs."""
     from diy_lstm.cell import RECURRENT_ACTIVATIONS, FusedWeights, zero_state
     from diy_lstm.rnn import LoopOptions, bptt_scan_lstm, scan_lstm
 
     rng = np.random.default_rng(11)
-    inputs = tf.constant(rng.normal(size=(9, 5, 3)))  # [time, batch, features]
+    if ids:
+        inputs = tf.constant(rng.integers(0, 3, size=(9, 5)), tf.int32)  # [time, batch] of 3 ids
+    else:
+        inputs = tf.constant(rng.normal(size=(9, 5, 3)))  # [time, batch, features]
     weights = FusedWeights(*(tf.Variable(rng.normal(scale=0.5, size=shape)) for shape in ((3, 24), (6, 24), (24,))))
     sigma, start = RECURRENT_ACTIVATIONS["sigmoid"], zero_state(5, 6, tf.float64)
+    sources = list(weights) if ids else [*weights, inputs]
     gradients = []
     for run in (
         lambda: bptt_scan_lstm(inputs, weights, start, sigma, LoopOptions(weight_gradient_in_loop=in_loop)),
         lambda: scan_lstm(inputs, weights, start, sigma)[0],
     ):
         with tf.GradientTape() as tape:
+            tape.watch(inputs)
             sequences = run()
             loss = tf.reduce_sum(tf.sin(sequences.hidden)) + tf.reduce_sum(sequences.cell**2)
-        gradients.append(tape.gradient(loss, list(weights)))
+        gradients.append([tf.convert_to_tensor(g) for g in tape.gradient(loss, sources)])
     for ours, autodiff in zip(*gradients):
-        assert measured(f"dW, in the loop {in_loop}, vs autodiff", relative_difference(ours, autodiff)) <= 1e-12
+        difference = relative_difference(ours, autodiff)
+        assert measured(f"dW, in the loop {in_loop}, {'ids' if ids else 'features'}, vs autodiff", difference) <= 1e-12
 
 
 @pytest.mark.parametrize("ids", [False, True], ids=["features", "ids"])
