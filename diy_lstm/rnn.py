@@ -13,8 +13,8 @@ neural networks on GPUs", 2016): only what must be sequential is inside the loop
     forward    P = X · W_x + b           every step's input projection at once: one matmul, or for
                                          ids (one-hot inputs) a gather of rows of W_x
                for t:  z_t = P_t + h_{t-1} · W_h;  the gates;  c_t, h_t        (`cell.lstm_step`)
-               (for inputs narrower than the state, in a While loop, P_t is made inside the loop
-               instead, from x_t: `input_projection_in_loop`)
+               (for inputs narrower than the state, P_t is made inside the loop instead, from x_t:
+               `input_projection_in_loop`)
     backward   for t = T-1 .. 0:  dz_t from dh, dc (elementwise; `bptt_step`)
                                   dh_{t-1} = dz_t · W_hᵀ,  dc_{t-1} = dc ⊙ f_t
                dW_x = Xᵀ · dZ    dW_h = H_prevᵀ · dZ    db = Σ dZ    dX = dZ · W_xᵀ   one matmul each
@@ -156,29 +156,32 @@ MAX_INLINED_STEPS = 16
 # The weight gradients, e.g. Σ_t h_{t-1}ᵀ · dz_t, are one matmul each after the backward loop, or are
 # summed inside it, where each step's product runs beside the next step's dh on the second core and
 # no `[time, batch, 4 * units]` dZ need be kept (unless for the input's gradient). On 2 cores
-# (docs/performance.md, 2026-12-07) inside was 9-18% faster when each step's h_{t-1}ᵀ · dz_t is
-# mid-sized (8 · units² · batch ≈ 34 MFLOP: the counter at H=128, B=256; text at H=256, B=64), 4%
-# slower (dW_h alone) or even (all three) when large (134 MFLOP: H=512, B=64), and even or slower
-# when small (0.6 MFLOP: H=24, B=128).
+# (docs/performance.md, 2026-12-07), in a While loop, inside was 9-18% faster when each step's
+# h_{t-1}ᵀ · dz_t is mid-sized (8 · units² · batch ≈ 34 MFLOP: the counter at H=128, B=256; text at
+# H=256, B=64), 4% slower (dW_h alone) or even (all three) when large (134 MFLOP: H=512, B=64), and
+# even or slower when small (0.6 MFLOP: H=24, B=128); in an inlined loop it was faster at every size
+# tried (2-18%: H=24, 64 and 128).
 IN_LOOP_STEP_FLOPS = (1e7, 1e8)
 
 
 # The input projection is one matmul before the loop, or each step's own inside it. Inside, no
 # `[time, batch, 4 * units]` tensor is written before the loop and read back in it: on 2 cores
-# (docs/performance.md, 2026-12-07) 4-10% faster in a While loop for inputs narrower than the
-# state (the counter's 3 features at H=24, 128 and 512; text ids of 76 characters at H=256), even for
-# the second text layer (256 features at H=256), and even to 3% slower when the loop is inlined.
+# (docs/performance.md, 2026-12-07) 4-10% faster for inputs narrower than the state (the counter's 3
+# features at H=24, 128 and 512; text ids of 76 characters at H=256), and even for the second text
+# layer (256 features at H=256, where each step's projection is as large as its recurrent matmul).
 
 
-def input_projection_in_loop(features: int, units: int, inlined: bool) -> bool:
+def input_projection_in_loop(features: int, units: int) -> bool:
     """Whether each step makes its own `x_t · W_x + b` inside the loop (`features`: the input width,
     or the vocabulary of ids) rather than every step's at once before it."""
-    return not inlined and features < units
+    return features < units
 
 
-def weight_gradient_in_loop(units: int, batch: int | None) -> bool:
-    """Whether the backward loop sums the weight gradients itself (`IN_LOOP_STEP_FLOPS`); after it
-    when the batch is not known at trace time."""
+def weight_gradient_in_loop(units: int, batch: int | None, inlined: bool = False) -> bool:
+    """Whether the backward loop sums the weight gradients itself: always when it is inlined, else
+    by `IN_LOOP_STEP_FLOPS` (after it when the batch is not known at trace time)."""
+    if inlined:
+        return True
     return batch is not None and IN_LOOP_STEP_FLOPS[0] <= 8 * units * units * batch <= IN_LOOP_STEP_FLOPS[1]
 
 
@@ -193,9 +196,9 @@ class LoopOptions:
     return_sequences: return every step; if False only the last (a time dimension of 1).
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
     weight_gradient_in_loop: the backward loop sums the weight gradients step by step instead of one
-      matmul each after it; None: as `weight_gradient_in_loop(units, batch)` decides for the shapes.
+      matmul each after it; None: as `weight_gradient_in_loop(units, batch, inlined)` decides.
     input_projection_in_loop: each step makes its own `x_t · W_x + b`; None: as
-      `input_projection_in_loop(features, units, inlined)` decides.
+      `input_projection_in_loop(features, units)` decides.
     """
 
     inline: bool = False
@@ -249,8 +252,7 @@ def scan_lstm(
     inlined_steps = options.inlined_steps(inputs.shape[0])
     in_loop = options.input_projection_in_loop
     if in_loop is None:
-        features, units = weights.kernel.shape[0], weights.recurrent_kernel.shape[0]
-        in_loop = input_projection_in_loop(features, units, inlined_steps is not None)
+        in_loop = input_projection_in_loop(weights.kernel.shape[0], weights.recurrent_kernel.shape[0])
     if in_loop:  # each step projects its own x_t
         per_step = {"inputs": inputs}
         if preactivation_noise is not None:
@@ -396,9 +398,11 @@ def _backward(
     per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_state.hidden, num_steps, options)
     recurrent_kernel_t = tf.transpose(weights.recurrent_kernel)  # [4 * units, units]
 
+    inlined_steps = options.inlined_steps(recorded.hidden.shape[0])
     in_loop = options.weight_gradient_in_loop
     if in_loop is None:
-        in_loop = weight_gradient_in_loop(weights.recurrent_kernel.shape[0], recorded.hidden.shape[1])
+        units, batch = weights.recurrent_kernel.shape[0], recorded.hidden.shape[1]
+        in_loop = weight_gradient_in_loop(units, batch, inlined_steps is not None)
     input_gradient = options.input_gradient and not inputs.dtype.is_integer  # (ids are data)
     keep_dz = not in_loop or input_gradient  # what needs every step's dz after the loop
     previous_hidden = _shifted(recorded.hidden, initial_state.hidden)  # [time, batch, units]
@@ -430,7 +434,7 @@ def _backward(
         carry,
         {"dz": recorded.hidden.dtype} if keep_dz else {},
         num_steps,
-        options.inlined_steps(recorded.hidden.shape[0]),
+        inlined_steps,
         reverse=True,
     )
     d_initial_hidden, d_initial_cell = carry[:2]
