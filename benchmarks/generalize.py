@@ -30,8 +30,10 @@ tf = quiet.import_tensorflow()
 
 from absl import app, flags  # noqa: E402
 
+from diy_lstm.serving.export import load_model  # noqa: E402
 from diy_lstm.training import machine  # noqa: E402
-from tasks.counter.generalization import evaluate_length, evaluate_patterns  # noqa: E402
+from tasks.counter import long_check  # noqa: E402
+from tasks.counter.generalization import evaluate_length, evaluate_long, evaluate_patterns  # noqa: E402
 from tasks.counter.serving import about  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +45,9 @@ _PATTERNS = flags.DEFINE_list(
     "patterns",
     ["0", "+", "-", "I", "I+", "I-", "+-", "++-", "--+"],
     "Patterns repeated to the longest of --lengths: the shortest one scored wrong is reported.",
+)
+_LONG_LENGTH = flags.DEFINE_integer(
+    "long_length", 1_000_000, "Steps of the long check's cases scored (fresh draws); 0: none.", lower_bound=0
 )
 _OUTPUT = flags.DEFINE_string("output", "logs/generalize_bench.json", "Where the JSON goes.")
 _LOGDIR = flags.DEFINE_string(
@@ -90,24 +95,37 @@ def score(export_dir: str) -> dict:
         for pattern, row in evaluate_patterns(signature, _PATTERNS.value, longest).items()
         if row["first_wrong_step"] is not None
     ]
-    return {"per_step_error": errors, "about": about(loaded), "shortest_run_wrong": min(wrong, default=None)}
+    row = {"per_step_error": errors, "about": about(loaded), "shortest_run_wrong": min(wrong, default=None)}
+    if _LONG_LENGTH.value:
+        results = evaluate_long(load_model(export_dir), _LONG_LENGTH.value, 4321)
+        steps = [sum(r.steps_by_band[b] for r in results.values()) for b in range(len(long_check.BANDS))]
+        missed = [sum(r.wrong_by_band[b] for r in results.values()) for b in range(len(long_check.BANDS))]
+        row["long_error_by_band"] = {band: m / n for band, n, m in zip(long_check.BANDS, steps, missed) if n}
+        row["long_first_wrong"] = min(
+            ((r.first_wrong_step, name) for name, r in results.items() if r.first_wrong_step), default=None
+        )
+    return row
 
 
 def table(rows: list[dict]) -> str:
     columns = list(rows[0]["per_step_error"])
+    bands = list(rows[0].get("long_error_by_band", {}))
     lines = [
-        "| seed | command s | training s | restarts | checked exact up to | "
-        + " | ".join(columns)
-        + " | first wrong step of a repeated pattern |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns) + " | --- |",
+        "| seed | command s | training s | restarts | checked exact up to | checked |sum| | "
+        + " | ".join(columns + [f"long, |sum| {band}" for band in bands])
+        + " | first wrong step of a repeated pattern | of a long case |",
+        "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in columns + bands) + " | --- | --- |",
     ]
     for row in rows:
-        errors = " | ".join(f"{100 * row['per_step_error'][c]:.2f}%" for c in columns)
-        run = row["shortest_run_wrong"]
+        errors = [f"{100 * row['per_step_error'][c]:.2f}%" for c in columns]
+        errors += [f"{100 * row['long_error_by_band'].get(band, 0.0):.4f}%" for band in bands]
+        run, long = row["shortest_run_wrong"], row.get("long_first_wrong")
         runs = "none" if run is None else f"{run[0]:,} (`{run[1]}`)"
+        longs = "none" if long is None else f"{long[0]:,} ({long[1]})"
         lines.append(
             f"| {row['seed']} | {row['command_seconds']:.1f} | {row['training_seconds']:.1f} | "
-            f"{row['restarts']} | {row['about']['validated_exact_up_to']:,} | {errors} | {runs} |"
+            f"{row['restarts']} | {row['about']['validated_exact_up_to']:,} | "
+            f"{row['about'].get('validated_exact_sum', 0):,} | {' | '.join(errors)} | {runs} | {longs} |"
         )
     return "\n".join(lines)
 

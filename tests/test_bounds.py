@@ -244,25 +244,15 @@ def test_memory_is_estimated_from_the_flags_and_a_run_that_cannot_fit_is_refused
     memory.check_fits(1 * 2**30, "this", "less", available=8 * 2**30)
 
 
-def test_a_check_split_that_cannot_fit_is_refused_naming_its_flags_before_it_is_built(tmp_path, monkeypatch):
-    from tasks.counter import task as counter_task
-
-    monkeypatch.setenv("DIY_LSTM_AVAILABLE_MEMORY_BYTES", str(16 * 2**30))
-    monkeypatch.setattr(
-        counter_task, "check_examples", lambda *args, **kwargs: pytest.fail("the check split was built")
-    )
-    settings = counter_settings(
-        str(tmp_path), "r", units=64, epochs=1, data=CounterData(check_length=100_000, check_sequences=1_000)
-    )
-    needed = memory.inference_bytes(settings.model, 1_000, 100_000)  # 3 x 10^8 steps x 64 units of states
-    with pytest.raises(memory.MemoryLimitError) as raised:
-        run.train(settings, CounterTask(settings.data))
+def test_a_check_larger_than_its_cap_is_refused_naming_its_flags():
+    """The check holds 8 bytes a step (ids and sums, int32 and float32): at most 50,000,000 steps."""
+    with pytest.raises(ConfigError) as raised:
+        CounterData(check_length=100_000, check_sequences=1_000)
     assert str(raised.value) == (
-        f"scoring the check split (lstm_size 64 x 1 layer(s), batches of 1,000 x 100,000 steps) needs about "
-        f"{memory.gigabytes(needed)} of memory and this machine has 16.0 GB free; lower --lstm_size, --num_layers, "
-        "--check_length or --check_sequences"
+        "the check would score 100,000,000 steps, more than 50,000,000; lower --check_sequences, "
+        "--check_length or --long_check_length"
     )
-    assert os.listdir(tmp_path) == []
+    CounterData(check_length=10_000, check_sequences=1_000, long_check_length=2_000_000)  # 42,000,000: fits
 
 
 def test_the_free_memory_figure_can_be_set_instead_of_read_from_the_machine(tmp_path, monkeypatch):

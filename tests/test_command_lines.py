@@ -168,6 +168,27 @@ def test_the_note_comes_for_the_first_sequence_longer_than_the_about_signature_s
     )
 
 
+def test_the_scorer_notes_a_predicted_sum_larger_than_the_model_was_checked_at(tmp_path):
+    from test_goal import hand_built_counter
+
+    from diy_lstm.serving.export import export
+    from tasks.counter import data_generator
+    from tasks.counter.serving import SequenceScorer
+
+    model_dir = str(tmp_path / "saved_model")
+    scorer = SequenceScorer(
+        hand_built_counter(), data_generator.ENCODING, (6, 20), 1000, validated_exact_sum=50
+    )  # an exact counter, said to be checked to length 1,000 and |sum| 50
+    export(scorer, model_dir, scorer.signatures())
+    code, stdout, stderr = run_score([f"--model_dir={model_dir}", "+" * 50, "I" + "+" * 49])
+    assert (code, stderr) == (0, "") and [row.split()[2] for row in stdout.splitlines()[1:]] == ["50", "-49"]
+    code, stdout, stderr = run_score([f"--model_dir={model_dir}", "-" * 20, "I" + "+" * 60, "+" * 70])
+    assert code == 0 and [row.split()[2] for row in stdout.splitlines()[1:]] == ["-20", "-60", "70"]
+    assert stderr == (
+        "note: a predicted sum is 70; this model was checked exact up to |sum| 50: larger answers are unchecked\n"
+    )
+
+
 @pytest.mark.slow
 def test_a_garbage_checkpoint_index_is_exactly_one_line(tmp_path):
     first = run_python(

@@ -79,6 +79,7 @@ def test_command_line_table_and_tensorboard(short_run, tmp_path):
             f"--tensorboard_dir={tmp_path}",
             "--pattern_length=50",
             "--patterns=0,I+",
+            "--long_length=300",
         ]
     )
     assert result.returncode == 0, result.stderr
@@ -87,6 +88,7 @@ def test_command_line_table_and_tensorboard(short_run, tmp_path):
     assert [line.split()[0] for line in lines[1:3]] == ["6", "30"]
     assert lines[4].split()[:3] == ["pattern", "repeated", "to"]
     assert [line.split()[:2] for line in lines[5:7]] == [["0", "50"], ["I+", "50"]]
+    assert lines[8].split()[:2] == ["case", "steps"] and lines[9].split()[:4] == ["+", "repeated", "300", "300"]
     assert os.listdir(tmp_path / "generalization")
     varied = run_python(
         [
@@ -119,3 +121,31 @@ def test_bad_model_dir_is_one_line(tmp_path):
     assert result.returncode == 3 and result.stderr == (
         f"error: --model_dir={tmp_path}: no saved_model.pb there; is this a SavedModel?\n"
     )
+
+
+def test_the_long_cases_by_band_of_sum_count_each_wrong_step_against_sums_counted_here():
+    """The hand-built counter with the `+`-while-not-inverted unit read at a gain of 0.9993: a step is
+    wrong (rounded) once 715 such `+` have been read (0.5005 short); counted here by band of |sum|."""
+    from test_goal import hand_built_counter
+
+    from tasks.counter import long_check
+
+    model = hand_built_counter()
+    model.W_out.assign(model.W_out.numpy() * np.array([[1], [0.9993], [1], [1], [1]], np.float32))
+    length, seed = 3000, 11
+    results = evaluate.evaluate_long(model, length, seed)
+    steps, wrong = np.zeros(len(long_check.BANDS), int), np.zeros(len(long_check.BANDS), int)
+    for name, case in zip(long_check.CASES, long_check.cases(length, seed)):
+        sums = dg.running_sums(["".join(dg.ALPHABET[i] for i in case)])[0]
+        inverted = np.cumsum(case == dg.ALPHABET.index("I")) % 2
+        normal_plus = np.cumsum((case == dg.ALPHABET.index("+")) & (inverted == 0))
+        missed = normal_plus >= 715
+        bands = np.searchsorted(long_check.BAND_LIMITS, np.abs(sums))  # |sum| <= 100 -> 0, ...
+        np.add.at(steps, bands, 1)
+        np.add.at(wrong, bands, missed)
+        first = int(np.argmax(missed)) + 1 if missed.any() else 0
+        assert (results[name].first_wrong_step, results[name].wrong_steps) == (first, int(missed.sum())), name
+    assert np.sum([r.steps_by_band for r in results.values()], axis=0).tolist() == steps.tolist()
+    assert np.sum([r.wrong_by_band for r in results.values()], axis=0).tolist() == wrong.tolist()
+    table = evaluate.format_long(results, length)
+    assert "+ repeated" in table and "<=10^4" in table and ">10^6" not in table

@@ -14,9 +14,12 @@ import tensorflow as tf
 from conftest import counter_settings
 
 from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.serving.export import load_model
 from diy_lstm.training import run
 from diy_lstm.training.config import RestartConfig, TrainingConfig
 from diy_lstm.training.task import VALIDATION
+from tasks.counter import data_generator as dg
+from tasks.counter import long_check
 from tasks.counter.task import CHECK, CounterData, CounterTask
 
 PLUS, MINUS, INVERT = 0, 1, 2  # input features: `+` = [1, 0, 0], `-` = [0, 1, 0], `I` = [0, 0, 1]
@@ -72,7 +75,7 @@ def test_the_hand_built_counter_is_exact_far_beyond_any_training_length():
     task = prepared_task()
     metrics = task.evaluate(hand_built_counter())
     assert metrics[VALIDATION]["error_per_step"] == 0.0 and metrics[CHECK]["error_per_step"] == 0.0
-    assert metrics[CHECK]["mean_square_error"] == 0.0  # whole numbers, exactly
+    assert metrics[CHECK]["largest_miss"] == 0.0  # whole numbers, exactly
     assert task.goal_reached(metrics) and task.not_learned(metrics) is None
     assert task.validated_exact_up_to(metrics) == 3000
     assert task.progress(metrics)["check_3000_error_per_step"] == "0.000%"
@@ -113,6 +116,48 @@ def test_the_readout_fit_mends_that_drift_for_the_check_and_leaves_the_trained_r
     np.testing.assert_allclose(model.W_out.numpy()[:, 0], [0, 1, 1, -1, -1], atol=1e-6)
 
 
+def test_the_long_check_passes_the_exact_counter_to_its_largest_sums_and_says_how_large():
+    task = prepared_task(long_check_length=20_000)
+    metrics = task.evaluate(hand_built_counter())
+    assert metrics[CHECK]["long_wrong_cases"] == 0.0 and metrics[CHECK]["long_largest_miss"] == 0.0
+    assert task.goal_reached(metrics)
+    assert task.validated_exact_up_to(metrics) == 20_000 and task.validated_exact_sum(metrics) == 20_000
+    assert task.progress(metrics)["long_check_wrong"] == f"0/{len(long_check.CASES)}"
+
+
+def test_a_counter_whose_gain_is_off_by_two_in_100000_passes_the_check_split_and_fails_the_long_check():
+    """Off by 2e-5, a count is 0.06 off at |sum| 3,000 (every step of the check split right) and
+    0.4 off at 20,000: the long check's runs find it, and the goal does not hold."""
+    model = hand_built_counter()
+    model.W_out.assign(model.W_out.numpy() * np.array([[1], [1.00002], [1], [1], [1]], np.float32))
+    task = prepared_task(long_check_length=20_000)
+    metrics = task.evaluate(model)
+    assert metrics[CHECK]["error_per_step"] == 0.0 and metrics[CHECK]["long_wrong_cases"] >= 1
+    assert not task.goal_reached(metrics)
+    assert task.validated_exact_up_to(metrics) == 3000 and task.validated_exact_sum(metrics) < 20_000
+    assert task.not_learned(metrics)[0].startswith("long check wrong cases")
+
+
+def test_the_long_check_finds_each_wrong_step_against_sums_counted_by_hand():
+    """The unit that counts the `+` read while not inverted, read with a gain of 0.9993, leaves the
+    prediction 0.0007 short per such `+`: the first wrong step is where 358 of them have been read
+    (0.2506 >= the margin of 0.25), counted here character by character."""
+    model = hand_built_counter()
+    model.W_out.assign(model.W_out.numpy() * np.array([[1], [0.9993], [1], [1], [1]], np.float32))
+    ids = long_check.cases(5000, seed=3)
+    for name, case, result in zip(long_check.CASES, ids, long_check.run_check(model, ids)):
+        total, sign, normal_plus, largest, first_wrong = 0, 1, 0, 0, 0
+        for step, character in enumerate(dg.ALPHABET[i] for i in case):
+            if character == "I":
+                sign = -sign
+            total += {"+": sign, "-": -sign}.get(character, 0)
+            normal_plus += character == "+" and sign == 1
+            largest = max(largest, abs(total))
+            if normal_plus >= 358 and not first_wrong:
+                first_wrong = step + 1
+        assert (result.first_wrong_step, result.largest_sum) == (first_wrong, largest), name
+
+
 class GoalAtEvaluation(CounterTask):
     """The counter task whose goal holds from its `at`-th evaluation on (counted here)."""
 
@@ -150,6 +195,42 @@ def test_a_run_stops_at_its_goal_exports_and_a_rerun_trains_nothing_more(tmp_pat
     again = run.train(settings, GoalAtEvaluation(settings.data, at=2))
     assert again.outcome == run.COMPLETED and again.resumed_from_epoch == 4 and again.completed_epochs == 4
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+
+
+class GoalOfItsWeights(GoalAtEvaluation):
+    """Its goal holds from the `at`-th evaluation on, and only for the weights it first held for:
+    any change the finishing steps make loses it."""
+
+    goal_weights = None
+
+    def evaluate(self, model):
+        self.weights = [variable.numpy() for variable in model.trainable_variables if variable.name != "W_out:0"]
+        return super().evaluate(model)
+
+    def goal_reached(self, metrics):
+        if self.evaluations < self.at:
+            return False
+        if self.goal_weights is None:
+            self.goal_weights = self.weights
+        return all(np.array_equal(a, b) for a, b in zip(self.weights, self.goal_weights))
+
+
+def test_a_try_whose_finishing_steps_lose_its_goal_exports_the_model_of_the_goal(tmp_path, capsys):
+    data = CounterData(finishing_steps=3, finishing_length=12, finishing_batch_size=4, finishing_learning_rate=0.5)
+    settings = counter_settings(
+        str(tmp_path), "back", units=4, epochs=40, stop_at_goal=True, data=data, run_options={"eval_every": 2}
+    )
+    task = GoalOfItsWeights(settings.data, at=2)
+    result = run.train(settings, task)
+    assert result.stopped_at_goal and result.completed_epochs == 4
+    assert "the finishing steps lost the goal" in capsys.readouterr().out
+    exported = load_model(result.export_dir)
+    checkpoint = LSTMModel(settings.model)
+    tf.train.Checkpoint(model=checkpoint).read(
+        tf.train.latest_checkpoint(os.path.join(result.run_dir, "checkpoints"))
+    ).expect_partial()
+    for kept, at_goal in zip(exported.trainable_variables, checkpoint.trainable_variables):
+        np.testing.assert_array_equal(kept.numpy(), at_goal.numpy(), err_msg=at_goal.name)
 
 
 class CheckNeverExact(CounterTask):

@@ -97,22 +97,33 @@ def running_sum_by_hand(sequence: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_the_default_command_counts_fresh_sequences_to_2000_exactly(tmp_path):
+def test_the_default_command_counts_fresh_sequences_and_sums_of_100000_exactly(tmp_path):
     """`python train.py --lstm_size=24` as a user runs it (no other flag but where it writes), then its
     SavedModel on fresh sequences up to 100x the training length, uniform and with long runs of one
-    character, against running sums counted here."""
+    character, on a 100,000-step drift and on `+` repeated 100,000 times, against running sums
+    counted here."""
     result = run_python(
         [os.path.join(ROOT, "train.py"), "--lstm_size=24", f"--logdir={tmp_path}", "--run_name=default"], timeout=900
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "readout refitted on 207 sequences of length 1000" in result.stdout
+    assert "long check: 0 of 16 cases with a wrong step" in result.stdout
     loaded = tf.saved_model.load(str(tmp_path / "default" / "saved_model"))
     about = {name: value.numpy().tolist() for name, value in loaded.signatures["about"]().items()}
     assert about["trained_lengths"] == [20, 20] and about["readout_fit_length"] == 1000
-    assert about["validated_exact_up_to"] == 10_000
+    assert about["validated_exact_up_to"] == 1_000_000 and about["validated_exact_sum"] == 1_000_000
+    score = loaded.signatures["serving_default"]
     rng = np.random.default_rng(2026)
     for length in (1, 6, 7, 100, 1000, 2000):
         sequences = dg.sample_sequences(length, 50, rng, "uniform") + dg.sample_sequences(length, 50, rng, "varied")
-        predictions = loaded.signatures["serving_default"](sequences=tf.constant(sequences))["step_predictions"]
+        predictions = score(sequences=tf.constant(sequences))["step_predictions"]
         sums = np.array([running_sum_by_hand(sequence) for sequence in sequences])
         assert np.array_equal(np.round(predictions.numpy()), sums), f"length {length}"
+    # 100,000 steps drifting: 80% `+` then, after an `I`, 80% `-` (the sum climbs on), `0` between.
+    climb = rng.choice(list("+0-"), size=50_000, p=[0.8, 0.15, 0.05])
+    fall = rng.choice(list("-0+"), size=50_000, p=[0.8, 0.15, 0.05])
+    for sequence in ("".join(climb) + "I" + "".join(fall)[1:], "+" * 100_000):
+        predictions = score(sequences=tf.constant([sequence]))["step_predictions"].numpy()[0]
+        sums = running_sum_by_hand(sequence)
+        assert abs(sums[-1]) > 50_000
+        assert np.array_equal(np.round(predictions), sums), sequence[:10]

@@ -281,14 +281,25 @@ class TrainingLoop:
 
     def _finish(self) -> RunResult:
         """The task's finishing steps (every worker), then its finishing change, the export and
-        results.json (the chief), once every epoch has trained."""
+        results.json (the chief), once every epoch has trained. The model is evaluated last, as it
+        is exported: if a try stopped at its goal and the finishing steps lost it, the model of the
+        goal's epoch is put back (finished again, evaluated again) and exported instead."""
+        at_goal = [variable.numpy() for variable in self.model.variables] if self.stopped_at_goal else None
         self._finishing_steps()
-        seconds = self._seconds()
         if not self.place.is_chief:
-            return dataclasses.replace(self._result(COMPLETED, metrics={}), seconds=seconds)
-        if (changed := self.task.finish(self.model)) is not None:
-            self.sink.say(changed)
-        metrics = self.task.evaluate(self.model)
+            return self._result(COMPLETED, metrics={})
+        metrics = self._finished_metrics()
+        if at_goal is not None and not self.task.goal_reached(metrics):
+            because = self.task.not_learned(metrics)
+            for variable, value in zip(self.model.variables, at_goal):
+                variable.assign(value)
+            self.sink.say(
+                f"the finishing steps lost the goal ({because[1] if because else 'the goal no longer holds'}): "
+                f"the model of epoch {self.completed} is exported instead"
+            )
+            metrics = self._finished_metrics()
+        self.stopped_at_goal = self.stopped_at_goal and self.task.goal_reached(metrics)
+        seconds = self._seconds()  # training, the finishing steps and the final evaluation
         module, signatures = self.task.serving_module(self.model, metrics)
         metadata = {"model_config": dataclasses.asdict(self.settings.model), "config": self.settings.to_json()}
         self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)
@@ -297,6 +308,12 @@ class TrainingLoop:
         )
         self.sink.results(done)
         return done
+
+    def _finished_metrics(self) -> Metrics:
+        """The task's finishing change (`Task.finish`), then its metrics of the model as it stands."""
+        if (changed := self.task.finish(self.model)) is not None:
+            self.sink.say(changed)
+        return self.task.evaluate(self.model)
 
     def _finishing_steps(self) -> None:
         """`Task.finishing_steps` on the model the epochs left (from the last checkpoint, on a rerun)."""

@@ -70,10 +70,22 @@ def running_sum(sequence: str) -> np.ndarray:
 
 def running_sums(sequences: list[str]) -> np.ndarray:
     """`running_sum` of many sequences of one length at once, `[count, length]` int64 (vectorised)."""
+    return running_sums_of_ids(ids_of(sequences)).astype(np.int64)
+
+
+def ids_of(sequences: list[str]) -> np.ndarray:
+    """Sequences of one length over `ALPHABET` as `[count, length]` int8 ids (rows of `ALPHABET`)."""
     characters = np.frombuffer("".join(sequences).encode("ascii"), np.uint8).reshape(len(sequences), -1)
-    sign = 1 - 2 * (np.cumsum(characters == ord("I"), axis=1) % 2)  # -1 after an odd number of I's
-    steps = (characters == ord("+")).astype(np.int64) - (characters == ord("-"))
-    return np.cumsum(sign * steps, axis=1)
+    return _ALPHABET_INDEX[characters].astype(np.int8)
+
+
+def running_sums_of_ids(ids: np.ndarray) -> np.ndarray:
+    """The running sum at every step of id sequences `[..., time]` (`ids_of`), int32: `I` flips the
+    sign of what follows (-1 after an odd number of them)."""
+    ids = np.asarray(ids)
+    sign = 1 - 2 * (np.cumsum(ids == ALPHABET.index("I"), axis=-1, dtype=np.int32) % 2)
+    steps = (ids == ALPHABET.index("+")).astype(np.int32) - (ids == ALPHABET.index("-"))
+    return np.cumsum(sign * steps, axis=-1, dtype=np.int32)
 
 
 def final_sum(sequence: str) -> int:

@@ -1,7 +1,8 @@
-"""The counter command's defaults, as typed configs: with them `python train.py --lstm_size=24` counts
-every step right at every length to 10,000 within a minute on 2 cores (docs/experiments.md, "The
-default counts to 10,000"). `train.py`'s flags take their defaults from them; the notebook's setup
-is `experiments/reference_notebook.flags`.
+"""The counter command's defaults, as typed configs: with them `python train.py --lstm_size=24` exports
+a counter its run checked right at every step of sequences of a million steps whose sums reach
+±1,000,000, in about a minute on 2 cores (docs/experiments.md, "The default counts to 1,000,000").
+`train.py`'s flags take their defaults from them; the notebook's setup is
+`experiments/reference_notebook.flags`.
 """
 
 from diy_lstm.model import ModelConfig
@@ -14,9 +15,10 @@ DEFAULT_DATA = CounterData(
     max_length=20,
     max_sequences_per_length=16_384,
     train_fraction=0.9,
-    check_length=10_000,  # every step of fresh sequences this long right is the goal
-    readout_fit_length=1000,
-    finishing_steps=150,
+    check_length=10_000,  # every step of fresh sequences this long right is the goal...
+    check_sequences=1000,
+    long_check_length=1_000_000,  # ...and of runs, drifts and patterns whose sums reach ±1,000,000
+    readout_fit_length=1000,  # and the long check's shapes at a tenth of its length
 )
 DEFAULT_MODEL = ModelConfig(
     input_size=data_generator.NUM_FEATURES,

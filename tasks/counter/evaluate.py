@@ -16,6 +16,13 @@ rounded prediction misses the running sum) and `mean_square_error` (of the final
 also scores each of `--patterns` repeated to `--pattern_length` characters (`0000…`, `I+I+…`) and
 prints the first step whose rounded prediction is wrong: random sequences rarely hold long runs of
 one character, so a counter can be right on them and still drift on such runs.
+
+    python evaluate.py --model_dir=logs/RUN/saved_model --long_length=1000000
+
+also runs the long check's 16 cases (`tasks/counter/long_check.py`: runs, drifts, patterns, sums to
+±1,000,000), drawn from `--sample_seed`, through the export's weights (`load_model`; an XLA-compiled
+loop, about 4 s for a million steps on 2 cores, 8 bytes a step held): each case's first wrong step,
+and the per-step error by band of |sum| (<=10^2 ... <=10^6).
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ from absl import flags  # noqa: E402
 from diy_lstm import files  # noqa: E402
 from diy_lstm.cli import main as cli  # noqa: E402
 from diy_lstm.cli.errors import ModelError, OutputError, UsageError  # noqa: E402
-from diy_lstm.serving.export import LoadError, load_serving_signature  # noqa: E402
+from diy_lstm.serving.export import LoadError, load_model, load_serving_signature  # noqa: E402
 from tasks.counter import data_generator  # noqa: E402
 from tasks.counter.generalization import (  # noqa: E402
     evaluate,
+    evaluate_long,
     evaluate_patterns,
+    format_long,
     format_patterns,
     format_table,
     tensorboard_run,
@@ -71,6 +80,13 @@ _PATTERN_LENGTH = flags.DEFINE_integer(
     "If > 0, also score each of --patterns repeated to this many characters and print the first step it gets wrong.",
     lower_bound=0,
     upper_bound=100_000,
+)
+_LONG_LENGTH = flags.DEFINE_integer(
+    "long_length",
+    0,
+    "If > 0, also run the long check's cases of this many steps and report them by |sum|.",
+    lower_bound=0,
+    upper_bound=2_000_000,
 )
 _PATTERNS = flags.DEFINE_list("patterns", DEFAULT_PATTERNS, "Patterns for --pattern_length, e.g. 0,+,I+.")
 _TENSORBOARD_DIR = flags.DEFINE_string(
@@ -128,10 +144,17 @@ def main(argv: list[str]) -> int:
         )
         print()
         print(pattern_table)
+    long_table = None
+    if _LONG_LENGTH.value:
+        long_table = format_long(
+            evaluate_long(load_model(_MODEL_DIR.value), _LONG_LENGTH.value, _SAMPLE_SEED.value), _LONG_LENGTH.value
+        )
+        print()
+        print(long_table)
     if _TENSORBOARD_DIR.value:
         run_dir = tensorboard_run(_TENSORBOARD_DIR.value, _SAMPLING.value)
         try:
-            write_tensorboard(run_dir, results, table, pattern_table)
+            write_tensorboard(run_dir, results, table, pattern_table, long_table)
         except (OSError, tf.errors.OpError) as error:  # e.g. a full disk
             raise OutputError(
                 f"--tensorboard_dir={_TENSORBOARD_DIR.value}: cannot write: {cli.first_line(error)}"

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tasks.counter import data_generator
+from tasks.counter import data_generator, long_check
 
 
 def evaluate_length(
@@ -98,12 +98,40 @@ def format_table(results: dict[int, dict], count: int) -> str:
     return "\n".join(lines)
 
 
+def evaluate_long(model, length: int, seed: int) -> dict[str, long_check.CaseResult]:
+    """The long check's cases (`tasks/counter/long_check.py`), `length` steps each, drawn from `seed`,
+    run through `model` (an `LSTMModel`: `diy_lstm.serving.export.load_model` of an export); a step
+    is wrong where its rounded prediction misses the sum."""
+    results = long_check.run_check(model, long_check.cases(length, seed), margin=0.5)
+    return dict(zip(long_check.CASES, results))
+
+
+def format_long(results: dict[str, long_check.CaseResult], length: int) -> str:
+    """One line per case (its first wrong step, share of wrong steps, largest |sum|), then the
+    per-step error of all cases by band of |sum|."""
+    lines = [f"{'case':>24}  {'steps':>9}  {'largest |sum|':>13}  {'first wrong step':>16}  {'error_per_step':>14}"]
+    for name, row in results.items():
+        first = str(row.first_wrong_step) if row.first_wrong_step else "none"
+        lines.append(
+            f"{name:>24}  {length:>9}  {row.largest_sum:>13}  {first:>16}  {100 * row.wrong_steps / length:>13.4f}%"
+        )
+    steps = np.sum([row.steps_by_band for row in results.values()], axis=0)
+    wrong = np.sum([row.wrong_by_band for row in results.values()], axis=0)
+    lines += ["", f"{'|sum|':>24}  {'steps':>9}  {'wrong steps':>13}  {'error_per_step':>16}"]
+    for band, count, missed in zip(long_check.BANDS, steps, wrong):
+        if count:
+            lines.append(f"{band:>24}  {count:>9}  {missed:>13}  {100 * missed / count:>15.4f}%")
+    return "\n".join(lines)
+
+
 def tensorboard_run(directory: str, sampling: str) -> str:
     """The run the table goes to: `<directory>/generalization`, or `generalization_varied`."""
     return os.path.join(directory, "generalization" if sampling == "uniform" else f"generalization_{sampling}")
 
 
-def write_tensorboard(run_dir: str, results: dict[int, dict], table: str, pattern_table: str | None) -> None:
+def write_tensorboard(
+    run_dir: str, results: dict[int, dict], table: str, pattern_table: str | None, long_table: str | None = None
+) -> None:
     writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default():
         for length, row in results.items():
@@ -112,4 +140,6 @@ def write_tensorboard(run_dir: str, results: dict[int, dict], table: str, patter
         tf.summary.text("generalization/table", "```\n" + table + "\n```", step=0)
         if pattern_table:
             tf.summary.text("generalization/repeated_patterns", "```\n" + pattern_table + "\n```", step=0)
+        if long_table:
+            tf.summary.text("generalization/long_check", "```\n" + long_table + "\n```", step=0)
     writer.close()

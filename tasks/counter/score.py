@@ -103,7 +103,7 @@ class Scorer:
         self.reference_spec = reference_spec
         self.signature, self.checked, self.metadata = _load(model_dir)
         self.budget = call_budget(self.checked, self.metadata)
-        self.noted = False
+        self.noted: set[str] = set()  # the notes given (each once)
 
     def predictions(self, sequences: list[str], first_number: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Final predictions `[n]` float and their rounding `[n]` int for `sequences` (numbered from
@@ -133,15 +133,16 @@ class Scorer:
             rounded[batch] = outputs["final_prediction_rounded"].numpy()
             start = stop
         self._note_lengths(int(lengths.max(initial=0)))
+        self._note_sums(int(np.abs(rounded).max(initial=0)))
         return predictions, rounded
 
     def _note_lengths(self, longest: int) -> None:
         """One note on stderr, the first time a sequence is longer than the model was checked exact at
         (any sequence, for a model never checked exact or that does not say)."""
         validated = self.checked.get("validated_exact_up_to") or 0
-        if self.noted or longest <= validated:
+        if "length" in self.noted or longest <= validated:
             return
-        self.noted = True
+        self.noted.add("length")
         trained = self.checked.get("trained_lengths") or ["?", "?"]
         checked = (
             f"checked exact up to {validated:,}: longer answers are unchecked"
@@ -151,6 +152,19 @@ class Scorer:
         print(
             f"note: a sequence has {longest:,} characters; this model was trained on lengths {trained[0]}.."
             f"{trained[1]} and {checked}",
+            file=sys.stderr,
+        )
+
+    def _note_sums(self, largest: int) -> None:
+        """One note on stderr, the first time a predicted |sum| is larger than any the model was
+        checked exact at (models that say: `validated_exact_sum` > 0)."""
+        checked = self.checked.get("validated_exact_sum") or 0
+        if "sum" in self.noted or not checked or largest <= checked:
+            return
+        self.noted.add("sum")
+        print(
+            f"note: a predicted sum is {largest:,}; this model was checked exact up to |sum| {checked:,}: "
+            "larger answers are unchecked",
             file=sys.stderr,
         )
 

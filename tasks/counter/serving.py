@@ -15,6 +15,8 @@ Signatures (the first two return the same dict of dense tensors):
                                         no wrong step (0: not checked beyond training)
       readout_fit_length     int32 []   the length of the fresh sequences its readout was refitted on
                                         after training (0: not refitted)
+      validated_exact_sum    int64 []   the largest |sum| those sequences reached (0: none checked);
+                                        a model that does not say was checked only by length
       max_padded_characters  int64 []   what one call of either scoring signature may score: sequences
                                         × the longest of them
       max_sequences          int64 []   and how many sequences (it runs them in windows of time)
@@ -95,6 +97,7 @@ class SequenceScorer(tf.Module):
         trained_lengths: tuple[int, int] = (0, 0),
         validated_exact_up_to: int = 0,
         readout_fit_length: int = 0,
+        validated_exact_sum: int = 0,
         max_padded_characters: int | None = None,
         name: str | None = None,
     ):
@@ -113,6 +116,7 @@ class SequenceScorer(tf.Module):
         self.trained_lengths = tf.constant(list(trained_lengths), tf.int32)
         self.validated_exact_up_to = tf.constant(validated_exact_up_to, tf.int32)
         self.readout_fit_length = tf.constant(readout_fit_length, tf.int32)
+        self.validated_exact_sum = tf.constant(validated_exact_sum, tf.int64)
         self.max_padded_characters = max_padded_characters or MAX_PADDED_CHARACTERS
         self.window_steps = window_steps(model.config.units, model.config.num_layers)
 
@@ -123,6 +127,7 @@ class SequenceScorer(tf.Module):
             "trained_lengths": tf.identity(self.trained_lengths),
             "validated_exact_up_to": tf.identity(self.validated_exact_up_to),
             "readout_fit_length": tf.identity(self.readout_fit_length),
+            "validated_exact_sum": tf.identity(self.validated_exact_sum),
             "max_padded_characters": tf.constant(self.max_padded_characters, tf.int64),
             "max_sequences": tf.constant(self.window_steps, tf.int64),
         }

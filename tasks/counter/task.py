@@ -39,7 +39,7 @@ from diy_lstm.training.task import (
     RunModel,
     Task,
 )
-from tasks.counter import data_generator
+from tasks.counter import data_generator, long_check
 from tasks.counter.serving import SequenceScorer
 
 TARGETS = ("final", "running")
@@ -50,28 +50,41 @@ CHECK = "check"
 
 
 # Independent draws of fresh sequences per seed: the check split, the readout fit, the finishing steps.
-CHECK_STREAM, READOUT_FIT_STREAM, FINISHING_STREAM = 1_000_003, 2_000_003, 3_000_017
+CHECK_STREAM, READOUT_FIT_STREAM, FINISHING_STREAM, LONG_FIT_STREAM = 1_000_003, 2_000_003, 3_000_017, 5_000_011
 RUNS = ("0", "+", "-", "I", "I+", "I-", "I0")
 FIT_BATCH = 256  # sequences run forward at once for the readout fit
+# The readout fit also reads the long check's shapes at a tenth of its length (drawn apart from it),
+# every LONG_FIT_STRIDE-th step: counts large enough to pin the readout's gain to 1 in 10^7.
+LONG_FIT_STRIDE = 100
+READOUT_RIDGE = 0.1  # λ of `diy_lstm.readout`: of units that count alike, read each a little
+MAX_CHECK_STEPS = 50_000_000  # steps of the check split and the long check together: 8 bytes each
 
 
-def check_examples(length: int, count: int, seed: int, stream: int = CHECK_STREAM) -> data_generator.Examples:
+def fresh_sequences(length: int, count: int, seed: int, stream: int = CHECK_STREAM) -> list[str]:
     """`count` fresh sequences of `length`: the first half uniform, the rest "varied" (each with its
     own character frequencies, so long runs and large sums are common). `stream` keeps the check
     split and the readout fit's sequences apart."""
     rng = np.random.default_rng([seed, length, stream])
     half = count // 2
-    return data_generator.Examples.from_sequences(
-        data_generator.sample_sequences(length, half, rng, "uniform")
-        + data_generator.sample_sequences(length, count - half, rng, "varied")
+    return data_generator.sample_sequences(length, half, rng, "uniform") + data_generator.sample_sequences(
+        length, count - half, rng, "varied"
     )
+
+
+def _largest_sum(ids: np.ndarray | None) -> int:
+    return 0 if ids is None else int(np.abs(data_generator.running_sums_of_ids(ids)).max())
+
+
+def check_examples(length: int, count: int, seed: int, stream: int = CHECK_STREAM) -> data_generator.Examples:
+    """`fresh_sequences`, encoded."""
+    return data_generator.Examples.from_sequences(fresh_sequences(length, count, seed, stream))
 
 
 def readout_fit_examples(length: int, count: int, seed: int) -> data_generator.Examples:
     """What the readout is refitted on: `count` fresh sequences of `length` (half uniform, half
     "varied", drawn apart from the check split) and `length` steps of each of `RUNS` repeated,
     the long runs of one character on which a slightly wrong readout drifts furthest."""
-    fresh = check_examples(length, count, seed, READOUT_FIT_STREAM).sequences
+    fresh = fresh_sequences(length, count, seed, READOUT_FIT_STREAM)
     runs = [(pattern * length)[:length] for pattern in RUNS]
     return data_generator.Examples.from_sequences(fresh + runs)
 
@@ -87,8 +100,11 @@ class CounterData:
     target: "final" or "running", see the module docstring.
     check_length: if > 0, a third split, `check`: `check_sequences` fresh sequences of this length
       (half uniform, half "varied", so long runs of one character are in it), scored at every
-      evaluation; the goal then needs every step of them right too, and the export records the
-      length as the one it was checked exact at.
+      evaluation; the goal then needs every step of them within `long_check.MARGIN` of the sum
+      too, and the export records the length and the largest |sum| as the ones it was checked at.
+    long_check_length: if > 0 (and check_length too), once every step of the check split is right, the
+      cases of `long_check` (runs, drifts and patterns to ±this length) are scored too, and the
+      goal needs every step of them right; the readout fit reads their shapes at a tenth of this.
     readout_fit_length: if > 0, once training ends the readout is refitted by least squares
       (`diy_lstm.readout`) to the running sums of `readout_fit_examples`: `readout_fit_sequences`
       fresh sequences of this length and runs of one character, every LSTM weight held fixed; each
@@ -108,6 +124,7 @@ class CounterData:
     target: str = "running"
     check_length: int = 0
     check_sequences: int = 100
+    long_check_length: int = 0
     readout_fit_length: int = 0
     readout_fit_sequences: int = 200
     finishing_steps: int = 0
@@ -145,6 +162,14 @@ class CounterData:
                 f"--check_length must be in [0, 100000] and --check_sequences in [2, 10000], got "
                 f"{self.check_length} and {self.check_sequences}"
             )
+        if not 0 <= self.long_check_length <= 2_000_000:
+            raise ConfigError(f"--long_check_length must be in [0, 2000000], got {self.long_check_length}")
+        check_steps = self.check_sequences * self.check_length + len(long_check.CASES) * self.long_length
+        if check_steps > MAX_CHECK_STEPS:
+            raise ConfigError(
+                f"the check would score {check_steps:,} steps, more than {MAX_CHECK_STEPS:,}; lower "
+                "--check_sequences, --check_length or --long_check_length"
+            )
         if not 0.0 < self.finishing_learning_rate < 1.0:
             raise ConfigError(f"--finishing_learning_rate must be in (0, 1), got {self.finishing_learning_rate}")
         if not (
@@ -167,6 +192,11 @@ class CounterData:
                 f"--train_fraction={self.train_fraction} leaves {train_size} training and "
                 f"{validation_size} validation sequences; both need at least one"
             )
+
+    @property
+    def long_length(self) -> int:
+        """The length of the long check: `long_check_length`, if there is a check split (else 0)."""
+        return self.long_check_length if self.check_length else 0
 
     def readout_fit_batch(self) -> tuple[int, int]:
         """`(sequences, length)` the readout is refitted on (`readout_fit_examples`), runs included."""
@@ -248,8 +278,18 @@ class CounterTask(Task):
             self.data.sampling,
         )
         self.splits = {TRAIN: train, VALIDATION: validation}
+        self._check_sequences, self._check_ids, self._long_ids = [], None, None
         if self.data.check_length:
-            self.splits[CHECK] = check_examples(self.data.check_length, self.data.check_sequences, training.seed)
+            self._check_sequences = fresh_sequences(self.data.check_length, self.data.check_sequences, training.seed)
+            self._check_ids = data_generator.ids_of(self._check_sequences)
+        if self.data.long_length:
+            self._long_ids = long_check.cases(self.data.long_length, training.seed)
+        self._largest_sums = {
+            VALIDATION: int(np.abs(validation.running_sums).max()),
+            CHECK: _largest_sum(self._check_ids),
+            "long": _largest_sum(self._long_ids),
+        }
+        self._long_fit = None
         self._tensors = {
             split: (tf.constant(examples.inputs), tf.constant(examples.running_sums), tf.constant(examples.lengths))
             for split, examples in self.splits.items()
@@ -270,9 +310,10 @@ class CounterTask(Task):
     def fingerprint(self) -> dict[str, object]:
         """The training and validation examples themselves (what the generator made for this seed)."""
         digest = hashlib.sha256()
-        for split in self.splits.values():
-            digest.update("\n".join(split.sequences).encode())
-        return {"sha256": digest.hexdigest(), "sequences": sum(len(split) for split in self.splits.values())}
+        for sequences in [split.sequences for split in self.splits.values()] + [self._check_sequences]:
+            digest.update("\n".join(sequences).encode())
+        count = sum(len(split) for split in self.splits.values()) + len(self._check_sequences)
+        return {"sha256": digest.hexdigest(), "sequences": count}
 
     @property
     def fixed_length(self) -> bool:
@@ -305,16 +346,6 @@ class CounterTask(Task):
                 ("--max_sequences_per_length", "--train_fraction"),
             ),
         ]
-        if data.check_length:
-            planned.append(
-                PlannedBatch(
-                    "scoring the check split",
-                    data.check_sequences,
-                    data.check_length,
-                    False,
-                    ("--check_length", "--check_sequences"),
-                )
-            )
         if data.finishing_steps:
             planned.append(
                 PlannedBatch(
@@ -350,8 +381,8 @@ class CounterTask(Task):
         (before that the goal cannot hold, and its 10,000-step loop is the evaluation's largest cost);
         with a readout fit, as `finish` would leave the model: with the refitted readout if it would
         be kept, the trained one put back after."""
-        metrics = {split: self._metrics(model, tensors) for split, tensors in self._tensors.items() if split != CHECK}
-        if CHECK in self._tensors and metrics[VALIDATION]["error_per_step"] == 0.0:
+        metrics = {split: self._metrics(model, tensors) for split, tensors in self._tensors.items()}
+        if self._check_ids is not None and metrics[VALIDATION]["error_per_step"] == 0.0:
             metrics[CHECK] = self._check_metrics(model)
         return metrics
 
@@ -372,12 +403,40 @@ class CounterTask(Task):
 
     def _check_metrics(self, model: LSTMModel) -> dict[str, float]:
         if self.finished or not self.data.readout_fit_length:
-            return self._metrics(model, self._tensors[CHECK])
+            return self._score_check(model)
         trained = model.W_out.numpy(), model.b_out.numpy()
         self._fit_readout(model, validation_error_per_step=0.0)
-        checked = self._metrics(model, self._tensors[CHECK])
+        checked = self._score_check(model)
         readout.assign_readout(model, *trained)
         return checked
+
+    def _score_check(self, model: LSTMModel) -> dict[str, float]:
+        """The check split's `error_per_step` (steps whose prediction misses the sum by
+        `long_check.MARGIN` or more) and `largest_miss`; once that is 0, the long cases'
+        `long_wrong_cases` (cases with a wrong step) and `long_largest_miss`."""
+        results = long_check.run_check(model, self._check_ids)
+        checked = {
+            "error_per_step": sum(result.wrong_steps for result in results) / self._check_ids.size,
+            "largest_miss": max(result.largest_miss for result in results),
+        }
+        if self._long_ids is not None and checked["error_per_step"] == 0.0:
+            results = long_check.run_check(model, self._long_ids)
+            checked["long_wrong_cases"] = float(sum(result.wrong_steps > 0 for result in results))
+            checked["long_largest_miss"] = max(result.largest_miss for result in results)
+        return checked
+
+    def _long_fit_rows(self, model: LSTMModel) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the readout reads, and the sum, every `LONG_FIT_STRIDE`-th step of the long cases
+        at a tenth of `long_check_length`: `[rows, units]` and `[rows, 1]`."""
+        if not self.data.long_length:
+            return None
+        if self._long_fit is None:
+            self._long_fit = long_check.cases(self.data.long_length // 10, self.seed, LONG_FIT_STREAM)
+        ids = self._long_fit  # [cases, time]
+        sources = long_check.sampled_sources(model, ids.T, LONG_FIT_STRIDE)  # [kept, cases, units]
+        sums = data_generator.running_sums_of_ids(ids)[:, LONG_FIT_STRIDE - 1 :: LONG_FIT_STRIDE].T
+        kept = sources.shape[0]
+        return sources.reshape(-1, sources.shape[-1]), sums[:kept].reshape(-1, 1)
 
     def _fit_readout(self, model: LSTMModel, validation_error_per_step: float) -> tuple[readout.ReadoutFit, float]:
         """Puts the least-squares readout on `readout_fit_examples` into the model unless it leaves
@@ -398,6 +457,8 @@ class CounterTask(Task):
             examples.lengths,
             batch_size=FIT_BATCH,
             sources=self._readout_sources,
+            more_rows=self._long_fit_rows(model),
+            ridge=READOUT_RIDGE,
         )
         trained = model.W_out.numpy(), model.b_out.numpy()
         readout.assign_readout(model, fit.W_out, fit.b_out)
@@ -417,32 +478,55 @@ class CounterTask(Task):
             "validation_mse": metrics[VALIDATION]["mean_square_error"],
         }
         if self.data.check_length:
-            checked = f"{100 * metrics[CHECK]['error_per_step']:.3f}%" if CHECK in metrics else "-"
-            values[f"check_{self.data.check_length}_error_per_step"] = checked
+            checked = metrics.get(CHECK, {})
+            values[f"check_{self.data.check_length}_error_per_step"] = (
+                f"{100 * checked['error_per_step']:.3f}%" if checked else "-"
+            )
+            if self.data.long_length:
+                wrong = checked.get("long_wrong_cases")
+                values["long_check_wrong"] = "-" if wrong is None else f"{wrong:.0f}/{len(long_check.CASES)}"
         return values
 
+    def _passed(self, metrics: Metrics) -> list[tuple[int, int]]:
+        """`(length, largest |sum|)` of each set scored with every step right, in the order the
+        evaluation scores them: validation, the check split, the long check."""
+        passed = []
+        if metrics[VALIDATION]["error_per_step"] == 0.0:
+            passed.append((self.data.max_length, self._largest_sums[VALIDATION]))
+            checked = metrics.get(CHECK, {})
+            if checked.get("error_per_step") == 0.0:
+                passed.append((self.data.check_length, self._largest_sums[CHECK]))
+                if checked.get("long_wrong_cases") == 0.0:
+                    passed.append((self.data.long_length, self._largest_sums["long"]))
+        return passed
+
     def goal_reached(self, metrics: Metrics) -> bool:
-        """0.00% validation error; with a check split, not one wrong step in it either."""
-        checked = not self.data.check_length or (CHECK in metrics and metrics[CHECK]["error_per_step"] == 0.0)
-        return metrics[VALIDATION]["error"] == 0.0 and checked
+        """0.00% validation error; with a check split (and a long check), not one wrong step in it either."""
+        wanted = 1 + bool(self.data.check_length) + bool(self.data.long_length)
+        return metrics[VALIDATION]["error"] == 0.0 and len(self._passed(metrics)) >= wanted
 
     def not_learned(self, metrics: Metrics) -> tuple[str, str] | None:
-        """With a check split: not every step of it right (or not scored, validation not being exact)."""
+        """With a check split: not every step of it (and of the long check) right, or not scored."""
         if not self.data.check_length or self.goal_reached(metrics):
             return None
-        if CHECK not in metrics:
+        checked = metrics.get(CHECK)
+        if checked is None:
             return "check not scored", "the check split is not scored until every validation step is right"
-        measured = f"check error_per_step {metrics[CHECK]['error_per_step']:.3g}"
-        return (
-            measured,
-            f"{100 * metrics[CHECK]['error_per_step']:.3f}% of the steps of length {self.data.check_length} are wrong",
-        )
+        if checked["error_per_step"] > 0.0:
+            return (
+                f"check error_per_step {checked['error_per_step']:.3g}",
+                f"{100 * checked['error_per_step']:.3f}% of the steps of length {self.data.check_length} are wrong",
+            )
+        wrong = checked["long_wrong_cases"]
+        return f"long check wrong cases {wrong:.0f}", f"{wrong:.0f} of the long check's cases have a wrong step"
 
     def validated_exact_up_to(self, metrics: Metrics) -> int:
         """The longest length at which every step of fresh sequences was right (0: none checked)."""
-        if CHECK in metrics and metrics[CHECK]["error_per_step"] == 0.0:
-            return self.data.check_length
-        return self.data.max_length if metrics[VALIDATION]["error_per_step"] == 0.0 else 0
+        return max((length for length, _ in self._passed(metrics)), default=0)
+
+    def validated_exact_sum(self, metrics: Metrics) -> int:
+        """The largest |sum| of the sequences scored with every step right (0: none)."""
+        return max((largest for _, largest in self._passed(metrics)), default=0)
 
     def finishing_steps(self) -> FinishingSteps | None:
         """`finishing_steps` batches of fresh sequences of `finishing_length` (CounterData)."""
@@ -473,8 +557,10 @@ class CounterTask(Task):
         before = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]
         fit, after = self._fit_readout(model, before)
         self.finished = True
+        long = self.data.long_length // 10
+        longer = f" and {len(long_check.CASES)} long cases of {long:,} (every {LONG_FIT_STRIDE}th step)" if long else ""
         fitted = (
-            f"readout refitted on {len(self._fit_examples)} sequences of length {length} ({fit.steps:,} steps; "
+            f"readout refitted on {len(self._fit_examples)} sequences of length {length}{longer} ({fit.steps:,} steps; "
             f"largest error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})"
         )
         if after > before:
@@ -495,5 +581,6 @@ class CounterTask(Task):
             (self.data.min_length, self.data.max_length),
             self.validated_exact_up_to(metrics),
             self.readout_fitted_on,
+            validated_exact_sum=self.validated_exact_sum(metrics),
         )
         return scorer, scorer.signatures()

@@ -22,8 +22,9 @@ from diy_lstm.training import flags as training_flags
 from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.results import RunResult
 from diy_lstm.training.task import TRAIN, VALIDATION
-from tasks.counter import data_generator
+from tasks.counter import data_generator, long_check
 from tasks.counter.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_RUN, DEFAULT_TRAINING
+from tasks.counter.serving import about
 from tasks.counter.task import CHECK, RUNS, TARGETS, CounterData, CounterTask
 
 MAX_SEQUENCE_LENGTH = 100_000
@@ -92,6 +93,15 @@ _CHECK_SEQUENCES = flags.DEFINE_integer(
     lower_bound=2,
     upper_bound=10_000,
 )
+_LONG_CHECK_LENGTH = flags.DEFINE_integer(
+    "long_check_length",
+    DEFAULT_DATA.long_check_length,
+    "If > 0 (with --check_length): once the check split is right, also score runs, drifts and patterns "
+    "of this many steps, whose sums reach +-this (tasks/counter/long_check.py); the goal then needs every "
+    "step of them right.",
+    lower_bound=0,
+    upper_bound=2_000_000,
+)
 _READOUT_FIT_LENGTH = flags.DEFINE_integer(
     "readout_fit_length",
     DEFAULT_DATA.readout_fit_length,
@@ -157,6 +167,7 @@ def data_from_flags() -> CounterData:
         _TARGET.value,
         _CHECK_LENGTH.value,
         _CHECK_SEQUENCES.value,
+        _LONG_CHECK_LENGTH.value,
         _READOUT_FIT_LENGTH.value,
         _READOUT_FIT_SEQUENCES.value,
         _FINISHING_STEPS.value,
@@ -223,9 +234,14 @@ def print_summary(result: RunResult) -> None:
     if CHECK in result.metrics:
         check = result.metrics[CHECK]
         print(
-            f"  check (fresh sequences of the check length): {100 * check['error_per_step']:.3f}% per-step error, "
-            f"final mse {check['mean_square_error']:.3g}"
+            f"  check (fresh sequences of the check length): {100 * check['error_per_step']:.3f}% of the steps "
+            f"wrong, largest miss {check['largest_miss']:.3g}"
         )
+        if "long_wrong_cases" in check:
+            print(
+                f"  long check: {check['long_wrong_cases']:.0f} of {len(long_check.CASES)} cases with a wrong "
+                f"step, largest miss {check['long_largest_miss']:.3g}"
+            )
     if result.goal_reached:
         after = f" after resuming from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
         checked = " and every check step right" if CHECK in result.metrics else ""
@@ -233,7 +249,18 @@ def print_summary(result: RunResult) -> None:
             f"  0.00% validation error{checked} first reached{after} at epoch {result.goal_reached.epoch} "
             f"({result.goal_reached.seconds:.1f}s)"
         )
-    print(f"  SavedModel: {result.export_dir}")
+    print(f"  SavedModel: {result.export_dir} ({_what_it_says(result.export_dir)})")
+
+
+def _what_it_says(export_dir: str) -> str:
+    """What the written SavedModel's own `about` signature says it was checked at."""
+    import tensorflow as tf
+
+    checked = about(tf.saved_model.load(export_dir))
+    length, largest = checked.get("validated_exact_up_to", 0), checked.get("validated_exact_sum", 0)
+    if not length:
+        return "its about signature: never checked exact"
+    return f"its about signature: every step right to length {length:,} and |sum| {largest:,}"
 
 
 def main(argv: list[str]) -> int:
