@@ -259,3 +259,27 @@ def test_the_bare_command_trains_with_the_typed_defaults_the_flags_derive_from()
     restart = dataclasses.replace(defaults.DEFAULT_RUN.restart, above=(("error", 0.0),))
     assert settings.run == dataclasses.replace(defaults.DEFAULT_RUN, run_name="r", restart=restart)
     assert settings.training.weight_decay == TrainingConfig.weight_decay
+
+
+def test_the_training_loss_of_each_step_is_written_and_the_first_is_the_untrained_models(tmp_path):
+    """`--loss_every=10` (the default): `<run>/train_steps` holds the loss of steps 10, 20, ...; with
+    `--loss_every=1` and no noise, step 1's is the untrained model's mean square error over the first
+    batch's steps, computed here from its forward pass."""
+    import numpy as np
+    from conftest import counter_settings, train_counter
+
+    from diy_lstm.model import LSTMModel
+    from tasks.counter.task import CounterTask
+
+    settings = counter_settings(
+        str(tmp_path), "steps", units=4, epochs=2, preactivation_noise=0.0, run_options={"loss_every": 1}
+    )
+    untrained = LSTMModel(settings.model)
+    task = CounterTask(settings.data)
+    task.prepare(settings.training)
+    inputs, sums, lengths = next(iter(task.training_batches(range(2))))
+    expected = float(np.mean((untrained(inputs).numpy()[..., 0] - sums.numpy()) ** 2))  # one length: every step real
+    train_counter(settings)
+    steps, losses = zip(*scalar_series(load_events(str(tmp_path / "steps" / "train_steps")), "loss"))
+    assert list(steps) == list(range(1, 2 * task.steps_per_epoch + 1))
+    assert abs(losses[0] - expected) <= 1e-6 * expected and all(np.isfinite(losses))

@@ -158,6 +158,28 @@ def test_the_long_check_finds_each_wrong_step_against_sums_counted_by_hand():
         assert (result.first_wrong_step, result.largest_sum) == (first_wrong, largest), name
 
 
+def test_an_evaluation_that_is_not_thorough_leaves_the_check_out_and_cannot_reach_the_goal():
+    task = prepared_task(long_check_length=2_000)
+    quick, thorough = task.evaluate(hand_built_counter(), thorough=False), task.evaluate(hand_built_counter())
+    assert CHECK not in quick and quick[VALIDATION] == thorough[VALIDATION]
+    assert not task.goal_reached(quick) and task.goal_reached(thorough)
+
+
+class RecordsThoroughness(CounterTask):
+    thorough_at: list
+
+    def evaluate(self, model, thorough=True):
+        self.thorough_at = getattr(self, "thorough_at", []) + [thorough]
+        return super().evaluate(model, thorough)
+
+
+def test_evaluations_are_thorough_every_check_every_epochs_and_at_the_last(tmp_path):
+    settings = counter_settings(str(tmp_path), "t", units=4, epochs=7, run_options={"eval_every": 1, "check_every": 3})
+    task = RecordsThoroughness(settings.data)
+    run.train(settings, task)
+    assert task.thorough_at[:7] == [False, False, True, False, False, True, True]  # epochs 1..7, then the export's
+
+
 class GoalAtEvaluation(CounterTask):
     """The counter task whose goal holds from its `at`-th evaluation on (counted here)."""
 
@@ -165,9 +187,9 @@ class GoalAtEvaluation(CounterTask):
         super().__init__(data)
         self.evaluations, self.at = 0, at
 
-    def evaluate(self, model):
+    def evaluate(self, model, thorough=True):
         self.evaluations += 1
-        return super().evaluate(model)
+        return super().evaluate(model, thorough)
 
     def goal_reached(self, metrics):
         return self.evaluations >= self.at
@@ -203,9 +225,9 @@ class GoalOfItsWeights(GoalAtEvaluation):
 
     goal_weights = None
 
-    def evaluate(self, model):
+    def evaluate(self, model, thorough=True):
         self.weights = [variable.numpy() for variable in model.trainable_variables if variable.name != "W_out:0"]
-        return super().evaluate(model)
+        return super().evaluate(model, thorough)
 
     def goal_reached(self, metrics):
         if self.evaluations < self.at:

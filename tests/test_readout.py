@@ -85,6 +85,14 @@ def test_counter_run_exports_the_least_squares_readout(tmp_path):
         np.testing.assert_array_equal(exported, np.concatenate([trained.W_out.numpy()[:, 0], trained.b_out.numpy()]))
 
 
+def events_of(directory, tag: str) -> list:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return accumulator.Tensors(tag) if tag in accumulator.Tags()["tensors"] else []
+
+
 def running_sum_by_hand(sequence: str) -> list[int]:
     """The running sum: `+` adds 1, `-` subtracts 1, `0` nothing, `I` flips the meaning of what follows."""
     total, sign, sums = 0, 1, []
@@ -112,6 +120,13 @@ def test_the_default_command_counts_fresh_sequences_and_sums_of_100000_exactly(t
     about = {name: value.numpy().tolist() for name, value in loaded.signatures["about"]().items()}
     assert about["trained_lengths"] == [20, 20] and about["readout_fit_length"] == 1000
     assert about["validated_exact_up_to"] == 1_000_000 and about["validated_exact_sum"] == 1_000_000
+    epochs = int(result.stdout.split("done: the goal at epoch ")[1].split()[0])
+    points = {
+        (split, tag): len(events_of(tmp_path / "default" / split, tag))
+        for split, tag in (("train_steps", "loss"), ("validation", "error_per_step"), ("check", "error_per_step"))
+    }  # curves worth viewing: the loss every 10th step, validation every epoch, the check every 5th
+    assert points[("train_steps", "loss")] >= 50 and points[("validation", "error_per_step")] == epochs
+    assert points[("check", "error_per_step")] >= 1
     score = loaded.signatures["serving_default"]
     rng = np.random.default_rng(2026)
     for length in (1, 6, 7, 100, 1000, 2000):

@@ -404,6 +404,10 @@ def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     assert train_counter(settings_).resumed_from_epoch == 20
     assert event_steps(str(tmp_path / "r"), "validation", "error") == [5, 10, 15, 20, 25, 30]
     assert event_steps(str(tmp_path / "r"), "train", "mean_square_error") == [5, 10, 15, 20, 25, 30]
+    task = CounterTask(settings_.data)
+    task.prepare(settings_.training)
+    every_tenth = list(range(10, 30 * task.steps_per_epoch + 1, 10))  # the training loss of every 10th step
+    assert event_steps(str(tmp_path / "r"), "train_steps", "loss") == every_tenth
     assert drop_events_after(str(tmp_path / "r"), 30) == 0  # nothing left to drop
 
 

@@ -408,9 +408,9 @@ def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
     )
 
     class Interrupting(TextTask):
-        def evaluate(self, model):
+        def evaluate(self, model, thorough=True):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the first evaluation (epoch 2)
-            return super().evaluate(model)
+            return super().evaluate(model, thorough)
 
     data = TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=20)
     task = Interrupting(data)

@@ -138,7 +138,10 @@ class RunConfig:
 
     The run directory is `<logdir>/<run_name>`; the SavedModel goes to `export_dir` (default
     `<run dir>/saved_model`). `fresh` moves an existing run directory aside and starts over. Every
-    `*_every` counts epochs; 0 means never (`sample_every`: the task's text samples). `strategy` and
+    `*_every` counts epochs, but `loss_every`, which counts training steps (every this many, the
+    step's loss goes to TensorBoard's `<run>/train_steps`); 0 means never (`sample_every`: the task's
+    text samples), but for `check_every`: the evaluations that are thorough (`Task.evaluate`: the
+    counter's check), 0 meaning every one. `strategy` and
     `cpu_devices` say where the steps run (`distribute.py`); a run may resume under another. A
     multi-worker run gives up if its other workers have not all started within `worker_start_timeout`
     seconds.
@@ -152,6 +155,8 @@ class RunConfig:
     histogram_every: int = may_change(100)
     image_every: int = may_change(100)
     sample_every: int = may_change(0)
+    loss_every: int = may_change(10)
+    check_every: int = may_change(0)
     fresh: bool = may_change(False)
     restart: RestartConfig = may_change(RestartConfig())
     strategy: str = may_change("default")
@@ -179,7 +184,7 @@ class RunConfig:
             )
         for name in ("eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
-        for name in ("histogram_every", "image_every", "sample_every"):
+        for name in ("histogram_every", "image_every", "sample_every", "loss_every", "check_every"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
 
 

@@ -154,6 +154,18 @@ _HISTOGRAM_EVERY = flags.DEFINE_integer(
 _IMAGE_EVERY = flags.DEFINE_integer(
     "image_every", RunConfig.image_every, "Gate heat maps, at evaluations; 0: never.", lower_bound=0
 )
+_LOSS_EVERY = flags.DEFINE_integer(
+    "loss_every",
+    RunConfig.loss_every,
+    "The training loss every this many steps (<run>/train_steps); 0: never.",
+    lower_bound=0,
+)
+_CHECK_EVERY = flags.DEFINE_integer(
+    "check_every",
+    RunConfig.check_every,
+    "Evaluations every this many epochs include the task's check (the counter's long sequences); 0: every one.",
+    lower_bound=0,
+)
 _FRESH = flags.DEFINE_boolean("fresh", RunConfig.fresh, "Start over; an existing run directory is renamed aside.")
 # Where the steps run (docs/distribute.md).
 _STRATEGY = flags.DEFINE_enum(
@@ -281,6 +293,8 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
         checkpoint_every=_CHECKPOINT_EVERY.value,
         histogram_every=_HISTOGRAM_EVERY.value,
         image_every=_IMAGE_EVERY.value,
+        loss_every=_LOSS_EVERY.value,
+        check_every=_CHECK_EVERY.value,
         fresh=_FRESH.value,
         restart=RestartConfig(epoch=restart_epoch, above=restart_above, max_restarts=_MAX_RESTARTS.value),
         strategy=_STRATEGY.value,

@@ -113,7 +113,7 @@ class TrainingLoop:
                 "would undo them: give at least that many, or --fresh to start over"
             )
         sink_kind = RunSink if place.is_chief else SilentSink
-        self.sink = sink_kind(run_dir, training.epochs, self.start_epoch, task.evaluated_splits)
+        self.sink = sink_kind(run_dir, training.epochs, self.start_epoch, task.evaluated_splits, task.steps_per_epoch)
         self.started = time.perf_counter()
         self.completed = self.start_epoch
         self.goal: GoalReached | None = None
@@ -177,10 +177,13 @@ class TrainingLoop:
             if epoch < self.settings.training.first_noise_free_epoch
             else trainer.noise_free_train_step
         )
-        for _ in range(self.task.steps_per_epoch):
+        loss_every, steps = self.settings.run.loss_every, self.task.steps_per_epoch
+        for index in range(steps):
             batch = next(batches)
             self.sink.graph(trainer.train_step, batch)
             loss = step(*batch)
+            if loss_every and (number := epoch * steps + index + 1) % loss_every == 0:
+                self.sink.step_loss(float(distribute.first_local(self.place, loss)), number)
         return float(distribute.first_local(self.place, loss))
 
     def _end_of_epoch(self, epoch: int, loss: float) -> RunResult | None:
@@ -227,8 +230,11 @@ class TrainingLoop:
             )
 
     def _evaluate(self, epoch: int) -> Metrics:
-        """The task's metrics, written; the first time the goal holds is kept; the progress line."""
-        metrics = self.task.evaluate(self.model)
+        """The task's metrics (thorough at every `check_every`-th epoch, the restart epoch and the
+        last), written; the first time the goal holds is kept; the progress line."""
+        run, epochs = self.settings.run, self.settings.training.epochs
+        thorough = not run.check_every or Cadence(run.check_every, (epochs, run.restart.epoch)).due(epoch)
+        metrics = self.task.evaluate(self.model, thorough)
         self.sink.scalars(metrics, epoch)
         if self.goal is None and self.task.goal_reached(metrics):
             self.goal = GoalReached(epoch, self._seconds())

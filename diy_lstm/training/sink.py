@@ -2,7 +2,7 @@
 worker (the same calls, doing nothing), so the run loop never asks who it is before writing.
 
     start(...)          config.json (and restarts.json), events trimmed to the checkpoint, the HParams
-    graph, scalars, gate_images, texts, histograms        TensorBoard (summaries.py)
+    graph, scalars, step_loss, gate_images, texts, histograms        TensorBoard (summaries.py)
     progress            the progress line
     flush               events to disk (right after each checkpoint)
     results             results.json
@@ -33,6 +33,7 @@ from diy_lstm.training.summaries import (
 )
 from diy_lstm.training.task import TRAIN, VALIDATION
 
+STEPS_RUN = "train_steps"  # the loss of every `loss_every`-th step, at the step's number
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 RESTARTS_FILE = "restarts.json"
@@ -43,8 +44,15 @@ class RunSink:
 
     writes = True
 
-    def __init__(self, run_dir: str, epochs: int, start_epoch: int, splits: tuple[str, ...] = (TRAIN, VALIDATION)):
-        self.run_dir, self.splits = run_dir, splits
+    def __init__(
+        self,
+        run_dir: str,
+        epochs: int,
+        start_epoch: int,
+        splits: tuple[str, ...] = (TRAIN, VALIDATION),
+        steps_per_epoch: int = 0,
+    ):
+        self.run_dir, self.splits, self.steps_per_epoch = run_dir, splits, steps_per_epoch
         self.writers: RunWriters | None = None  # made by `start`, once the old event files are trimmed
         self.progress_line = Progress(total=epochs, start=start_epoch)
         self._graph_due = start_epoch == 0
@@ -60,11 +68,12 @@ class RunSink:
         # What a stopped run wrote past its checkpoint; with none, everything (the HParams and graph of
         # step 0 are written again below and by the first step).
         drop_events_after(self.run_dir, start_epoch if start_epoch else -1, self.splits)
+        drop_events_after(os.path.join(self.run_dir, STEPS_RUN), start_epoch * self.steps_per_epoch or -1, ())
         if start_epoch == 0:
             write_hparams(
                 self.run_dir, settings.hparams(), trial_id=f"{settings.run.run_name} seed {settings.training.seed}"
             )
-        self.writers = RunWriters(self.run_dir, self.splits)
+        self.writers = RunWriters(self.run_dir, (*self.splits, STEPS_RUN))
 
     def graph(self, step: tf.types.experimental.PolymorphicFunction, batch: tuple) -> None:
         """The Graphs tab: the training step as traced (before XLA), once per run."""
@@ -76,6 +85,10 @@ class RunSink:
     def scalars(self, metrics: Mapping[str, Mapping[str, float]], epoch: int) -> None:
         for split, values in metrics.items():
             write_scalars(self.writers[split], values, epoch)
+
+    def step_loss(self, loss: float, step: int) -> None:
+        """The training loss of optimizer step `step` (1-based), in `<run>/train_steps`."""
+        write_scalars(self.writers[STEPS_RUN], {"loss": loss}, step)
 
     def gate_images(self, model, examples: Mapping[str, tuple[str, np.ndarray]], epoch: int) -> None:
         write_gate_images(self.writers[VALIDATION], model, examples, epoch)
@@ -126,6 +139,9 @@ class SilentSink(RunSink):
         pass
 
     def scalars(self, *unused) -> None:
+        pass
+
+    def step_loss(self, *unused) -> None:
         pass
 
     def gate_images(self, *unused) -> None:

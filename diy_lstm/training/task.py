@@ -147,8 +147,10 @@ class Task(abc.ABC):
         """The training loss of `batch`: its mean and the number of terms it averages."""
 
     @abc.abstractmethod
-    def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
-        """Metrics of the current model on each split: `TRAIN`, and `VALIDATION` unless the task has none."""
+    def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
+        """Metrics of the current model on each split: `TRAIN`, and `VALIDATION` unless the task has
+        none. Not `thorough` (the evaluations between the run's `check_every` ones), a task may leave
+        out what is costly (the counter: its check), and its goal then cannot hold."""
 
     @abc.abstractmethod
     def progress(self, metrics: Metrics) -> dict[str, object]:

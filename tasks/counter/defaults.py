@@ -36,7 +36,10 @@ DEFAULT_TRAINING = TrainingConfig(
     stop_at_goal=True,
 )
 DEFAULT_RUN = RunConfig(
-    eval_every=5,
+    eval_every=1,  # training and validation metrics every epoch (a fraction of a second)...
+    check_every=5,  # ...the check every 5th (a few seconds)
+    image_every=10,  # gate heat maps and histograms every 10th epoch and at the goal (each about a second)
+    histogram_every=10,
     checkpoint_every=20,
     restart=RestartConfig(epoch=20),  # a try not exact on the check split by then starts over as the next seed
 )

@@ -291,7 +291,7 @@ class TextTask(Task):
             "accuracy": total_correct / characters,
         }
 
-    def evaluate(self, model: LSTMModel) -> dict[str, dict[str, float]]:
+    def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
         return {split: self.metrics_of(model, streams) for split, streams in self.evaluation_streams.items()}
 
     def progress(self, metrics: Metrics) -> dict[str, object]:
