@@ -86,6 +86,21 @@ def test_ctrl_c_checkpoints_the_epoch_and_resuming_is_bit_identical(uninterrupte
     assert_same_run(resumed.run_dir, uninterrupted)
 
 
+def test_ctrl_c_once_every_epoch_has_trained_stops_before_the_export_and_a_rerun_finishes(tmp_path, capsys):
+    """Ctrl-C during the final evaluation (the run's third, after epochs 1 and 2): no export, exit
+    130's outcome, the checkpoint of epoch 2 kept; the same settings again export and complete."""
+    interrupted = counter_settings(str(tmp_path), "late", units=4, epochs=2, run_options={"eval_every": 1})
+    stopped = run.train(interrupted, InterruptingTask(interrupted.data, 3))
+    assert stopped.outcome == run.INTERRUPTED and stopped.completed_epochs == 2 and stopped.export_dir is None
+    assert "interrupted before the export; the checkpoint" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "late" / "saved_model") and not os.path.exists(
+        tmp_path / "late" / "results.json"
+    )
+    finished = train_counter(interrupted)
+    assert finished.outcome == run.COMPLETED and finished.resumed_from_epoch == 2
+    assert os.path.isdir(finished.export_dir) and results(finished.run_dir)["completed_epochs"] == 2
+
+
 def test_rerunning_a_completed_run_trains_nothing(uninterrupted, tmp_path):
     shutil.copytree(uninterrupted, tmp_path / "completed")
     again = train_counter(settings(tmp_path, "completed"))

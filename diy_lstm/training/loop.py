@@ -294,6 +294,8 @@ class TrainingLoop:
         self._finishing_steps()
         if not self.place.is_chief:
             return self._result(COMPLETED, metrics={})
+        if (stopped := self._stopped_before("the readout refit and the export")) is not None:
+            return stopped
         metrics = self._finished_metrics()
         if at_goal is not None and not self.task.goal_reached(metrics):
             because = self.task.not_learned(metrics)
@@ -304,6 +306,8 @@ class TrainingLoop:
                 f"the model of epoch {self.completed} is exported instead"
             )
             metrics = self._finished_metrics()
+        if (stopped := self._stopped_before("the export")) is not None:
+            return stopped
         self.stopped_at_goal = self.stopped_at_goal and self.task.goal_reached(metrics)
         seconds = self._seconds()  # training, the finishing steps and the final evaluation
         module, signatures = self.task.serving_module(self.model, metrics)
@@ -314,6 +318,17 @@ class TrainingLoop:
         )
         self.sink.results(done)
         return done
+
+    def _stopped_before(self, what: str) -> RunResult | None:
+        """A stop request (Ctrl-C, SIGTERM) made once every epoch has trained, honoured before `what`:
+        nothing is exported; the last checkpoint stays, and the same command finishes the run."""
+        if not self.stop.requested:
+            return None
+        self.sink.say(
+            f"interrupted before {what}; the checkpoint {self.checkpoint.latest} is kept. "
+            "Run the same command to finish."
+        )
+        return self._result(INTERRUPTED, metrics={})
 
     def _finished_metrics(self) -> Metrics:
         """The task's finishing change (`Task.finish`), then its metrics of the model as it stands."""

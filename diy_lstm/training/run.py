@@ -46,7 +46,8 @@ from diy_lstm.training.task import Prepared, Task
 
 class StopRequest:
     """Turns Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours at the end of an epoch
-    (checkpointed); a second one stops at once."""
+    (checkpointed) or, once every epoch has trained, before the readout refit or the export; a second
+    one stops at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -58,7 +59,7 @@ class StopRequest:
         if self.requested:  # a second signal: stop now
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this epoch (Ctrl-C again to stop at once)...", flush=True)
+        print("\nstopping after this epoch, or before the export (Ctrl-C again to stop at once)...", flush=True)
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
