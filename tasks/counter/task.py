@@ -100,8 +100,9 @@ class CounterData:
     target: "final" or "running", see the module docstring.
     check_length: if > 0, a third split, `check`: `check_sequences` fresh sequences of this length
       (half uniform, half "varied", so long runs of one character are in it), scored at every
-      evaluation; the goal then needs every step of them within `long_check.MARGIN` of the sum
-      too, and the export records the length and the largest |sum| as the ones it was checked at.
+      thorough evaluation (`RunConfig.check_every`); the goal then needs every step of them within
+      `long_check.MARGIN` of the sum too, and the export records the length and the largest |sum|
+      as the ones it was checked at.
     long_check_length: if > 0 (and check_length too), once every step of the check split is right, the
       cases of `long_check` (runs, drifts and patterns to ±this length) are scored too, and the
       goal needs every step of them right; the readout fit reads their shapes at a tenth of this.
@@ -377,10 +378,10 @@ class CounterTask(Task):
         return loss_fn(output.predictions[..., 0], targets, lengths, self.data.target)
 
     def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
-        """Metrics per split. The check split is scored only once every validation step is right
-        (before that the goal cannot hold, and its 10,000-step loop is the evaluation's largest cost);
-        with a readout fit, as `finish` would leave the model: with the refitted readout if it would
-        be kept, the trained one put back after."""
+        """Metrics per split. The check (`_score_check`) runs only at `thorough` evaluations once
+        every validation step is right (before that the goal cannot hold, and it is the evaluation's
+        largest cost); with a readout fit, as `finish` would leave the model: with the refitted
+        readout if it would be kept, the trained one put back after."""
         metrics = {split: self._metrics(model, tensors) for split, tensors in self._tensors.items()}
         if thorough and self._check_ids is not None and metrics[VALIDATION]["error_per_step"] == 0.0:
             metrics[CHECK] = self._check_metrics(model)
