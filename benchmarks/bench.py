@@ -81,7 +81,7 @@ def ours_step(units: int, inputs: np.ndarray, sums: np.ndarray, command: bool = 
     noise = {"preactivation_noise": training.preactivation_noise, "noise_distribution": training.noise_distribution}
     trainer = Trainer(model, Adam(model.trainable_variables, learning_rate=1e-3), task.loss, jit_compile=True, **noise)
     batch = (tf.constant(inputs), tf.constant(sums), tf.fill([len(inputs)], inputs.shape[1]))
-    return lambda: trainer.train_step(*batch)
+    return lambda: trainer.train_step(*batch)["loss"]
 
 
 def training_flops(units: int, time_steps: int, batch: int) -> float:

@@ -78,7 +78,7 @@ def measure(strategy: str, units: int, sizes: dict, steps: int) -> dict:
     for index in range(sizes["warm_up"] + steps):
         batch = next(batches)
         started = time.perf_counter()
-        float(trainer.train_step(*batch))  # waits for the step
+        float(trainer.train_step(*batch)["loss"])  # waits for the step
         if index >= sizes["warm_up"]:
             times.append(time.perf_counter() - started)
     gradient_bytes = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)

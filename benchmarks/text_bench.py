@@ -149,7 +149,7 @@ def measure_steps() -> list[dict]:
     for layers in (1, 2):
         trainer = ours(task, s["units"], layers)[1]
         batch = (tf.constant(ids, tf.int32), tf.constant(targets, tf.int32), tf.constant(False))
-        steps = {"ours": lambda trainer=trainer, batch=batch: trainer.train_step(*batch)}
+        steps = {"ours": lambda trainer=trainer, batch=batch: trainer.train_step(*batch)["loss"]}
         steps.update(peers.keras_text_steps(size, s["units"], layers, ids, targets))
         if (flax := peers.flax_text_step(size, s["units"], layers, ids, targets)) is not None:
             steps["flax"] = flax
@@ -247,7 +247,7 @@ def equal_time() -> dict:
             first = position[name] == 0  # its time is mostly tracing and XLA compiling: not counted
             began = time.perf_counter()
             if name == "ours":
-                float(our_step(inputs, targets, tf.constant(index == 0)))
+                float(our_step(inputs, targets, tf.constant(index == 0))["loss"])
             else:
                 if index == 0:
                     keras_states = [tf.zeros_like(t) for t in keras_states]

@@ -1,5 +1,6 @@
 """train.py and `python score.py` as a user runs them: output, event files, errors."""
 
+import dataclasses
 import glob
 import os
 
@@ -261,11 +262,13 @@ def test_the_bare_command_trains_with_the_typed_defaults_the_flags_derive_from()
     assert settings.training.weight_decay == TrainingConfig.weight_decay
 
 
-def test_the_training_loss_of_each_step_is_written_and_the_first_is_the_untrained_models(tmp_path):
-    """`--loss_every=10` (the default): `<run>/train_steps` holds the loss of steps 10, 20, ...; with
-    `--loss_every=1` and no noise, step 1's is the untrained model's mean square error over the first
-    batch's steps, computed here from its forward pass."""
+def test_the_step_curves_hold_each_batch_and_the_validation_split_as_counted_here(tmp_path):
+    """`--loss_every=1`, no noise: `<run>/train_steps` holds every step's batch loss and error, and
+    step 1's are the untrained model's mean square error and share of rounded misses over the first
+    batch, computed here from its forward pass. `--validate_every`: `<run>/validation_steps` at every
+    such step, the last the checkpointed model's over the validation split's steps."""
     import numpy as np
+    import tensorflow as tf
     from conftest import counter_settings, train_counter
 
     from diy_lstm.model import LSTMModel
@@ -274,12 +277,31 @@ def test_the_training_loss_of_each_step_is_written_and_the_first_is_the_untraine
     settings = counter_settings(
         str(tmp_path), "steps", units=4, epochs=2, preactivation_noise=0.0, run_options={"loss_every": 1}
     )
-    untrained = LSTMModel(settings.model)
     task = CounterTask(settings.data)
     task.prepare(settings.training)
+    every = task.steps_per_epoch // 2
+    settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, validate_every=every))
+
+    def loss_and_error(model, inputs, sums, lengths):
+        predictions, sums = model(inputs).numpy()[..., 0], np.asarray(sums)
+        real = np.arange(predictions.shape[1])[None, :] < np.asarray(lengths)[:, None]
+        return np.mean((predictions - sums)[real] ** 2), np.mean((np.round(predictions) != sums)[real])
+
+    def curves(run):
+        events = load_events(str(tmp_path / "steps" / run))
+        (steps, losses), (_, errors) = (zip(*scalar_series(events, tag)) for tag in ("loss", "error"))
+        return list(steps), losses, errors
+
     inputs, sums, lengths = next(iter(task.training_batches(range(2))))
-    expected = float(np.mean((untrained(inputs).numpy()[..., 0] - sums.numpy()) ** 2))  # one length: every step real
+    expected = loss_and_error(LSTMModel(settings.model), inputs, sums, lengths)
     train_counter(settings)
-    steps, losses = zip(*scalar_series(load_events(str(tmp_path / "steps" / "train_steps")), "loss"))
-    assert list(steps) == list(range(1, 2 * task.steps_per_epoch + 1))
-    assert abs(losses[0] - expected) <= 1e-6 * expected and all(np.isfinite(losses))
+    steps, losses, errors = curves("train_steps")
+    assert steps == list(range(1, 2 * task.steps_per_epoch + 1)) and all(np.isfinite(losses))
+    assert abs(losses[0] - expected[0]) <= 1e-6 * expected[0] and errors[0] == pytest.approx(expected[1], abs=1e-6)
+    trained = LSTMModel(settings.model)
+    tf.train.Checkpoint(model=trained).restore(tf.train.latest_checkpoint(str(tmp_path / "steps" / "checkpoints")))
+    validation = task.splits["validation"]
+    expected = loss_and_error(trained, validation.inputs, validation.running_sums, validation.lengths)
+    steps, losses, errors = curves("validation_steps")
+    assert steps == list(range(every, 2 * task.steps_per_epoch + 1, every))
+    assert losses[-1] == pytest.approx(expected[0], rel=1e-5) and errors[-1] == pytest.approx(expected[1], abs=1e-6)

@@ -14,6 +14,7 @@ from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.readout import assign_readout, fit_readout
 from diy_lstm.training import run
 from tasks.counter import data_generator as dg
+from tasks.counter import defaults
 from tasks.counter.task import CounterData, readout_fit_examples
 
 
@@ -123,10 +124,25 @@ def test_the_default_command_counts_fresh_sequences_and_sums_of_100000_exactly(t
     epochs = int(result.stdout.split("done: the goal at epoch ")[1].split()[0])
     points = {
         (split, tag): len(events_of(tmp_path / "default" / split, tag))
-        for split, tag in (("train_steps", "loss"), ("validation", "error_per_step"), ("check", "error_per_step"))
-    }  # curves worth viewing: the loss every 10th step, validation every epoch, the check every 5th
-    assert points[("train_steps", "loss")] >= 50 and points[("validation", "error_per_step")] == epochs
-    assert points[("check", "error_per_step")] >= 1
+        for split, tag in (
+            ("train_steps", "loss"),
+            ("train_steps", "error"),
+            ("validation_steps", "loss"),
+            ("validation_steps", "error"),
+            ("validation", "error_per_step"),
+            ("check", "error_per_step"),
+            ("validation", "gates/++I--0+"),
+            ("train", "weights/layer_0/W_f"),
+        )
+    }  # curves worth viewing: each batch every 10th step, validation every 20th and every epoch, the
+    # check every 5th; heat maps every 2nd epoch, histograms every 5th, both at the goal
+    train_sequences, _ = defaults.DEFAULT_DATA.split_sizes()  # one length: batches of 128, the last part-full
+    steps = epochs * -(-train_sequences // defaults.DEFAULT_TRAINING.batch_size)
+    assert points[("train_steps", "loss")] == points[("train_steps", "error")] == steps // 10 >= 50
+    assert points[("validation_steps", "loss")] == points[("validation_steps", "error")] == steps // 20 >= 50
+    assert points[("validation", "error_per_step")] == epochs and points[("check", "error_per_step")] >= 1
+    assert points[("validation", "gates/++I--0+")] == len({*range(2, epochs + 1, 2), epochs})
+    assert points[("train", "weights/layer_0/W_f")] == len({*range(5, epochs + 1, 5), epochs})
     score = loaded.signatures["serving_default"]
     rng = np.random.default_rng(2026)
     for length in (1, 6, 7, 100, 1000, 2000):

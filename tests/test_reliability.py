@@ -405,7 +405,11 @@ def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     from diy_lstm.training.summaries import drop_events_after
 
     settings_ = counter_settings(
-        str(tmp_path), "r", units=4, epochs=30, run_options={"eval_every": 5, "checkpoint_every": 10}
+        str(tmp_path),
+        "r",
+        units=4,
+        epochs=30,
+        run_options={"eval_every": 5, "checkpoint_every": 10, "validate_every": 7},
     )
     train_counter(settings_)
     for name in os.listdir(tmp_path / "r" / "checkpoints"):  # as if killed after epoch 30's events reached disk
@@ -421,8 +425,10 @@ def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     assert event_steps(str(tmp_path / "r"), "train", "mean_square_error") == [5, 10, 15, 20, 25, 30]
     task = CounterTask(settings_.data)
     task.prepare(settings_.training)
-    every_tenth = list(range(10, 30 * task.steps_per_epoch + 1, 10))  # the training loss of every 10th step
-    assert event_steps(str(tmp_path / "r"), "train_steps", "loss") == every_tenth
+    every_tenth = list(range(10, 30 * task.steps_per_epoch + 1, 10))  # each batch's loss every 10th step
+    assert event_steps(str(tmp_path / "r"), "train_steps", "error") == every_tenth
+    every_seventh = list(range(7, 30 * task.steps_per_epoch + 1, 7))  # validation every 7th
+    assert event_steps(str(tmp_path / "r"), "validation_steps", "loss") == every_seventh
     assert drop_events_after(str(tmp_path / "r"), 30) == 0  # nothing left to drop
 
 

@@ -138,8 +138,9 @@ class RunConfig:
 
     The run directory is `<logdir>/<run_name>`; the SavedModel goes to `export_dir` (default
     `<run dir>/saved_model`). `fresh` moves an existing run directory aside and starts over. Every
-    `*_every` counts epochs, but `loss_every`, which counts training steps (every this many, the
-    step's loss goes to TensorBoard's `<run>/train_steps`); 0 means never (`sample_every`: the task's
+    `*_every` counts epochs, but `loss_every` and `validate_every`, which count training steps (every
+    this many, the step's batch loss and error go to TensorBoard's `<run>/train_steps`, the validation
+    split's (`Task.step_validation`) to `<run>/validation_steps`); 0 means never (`sample_every`: the task's
     text samples), but for `check_every`: the evaluations that are thorough (`Task.evaluate`: the
     counter's check), 0 meaning every one. `strategy` and
     `cpu_devices` say where the steps run (`distribute.py`); a run may resume under another. A
@@ -156,6 +157,7 @@ class RunConfig:
     image_every: int = may_change(100)
     sample_every: int = may_change(0)
     loss_every: int = may_change(10)
+    validate_every: int = may_change(0)
     check_every: int = may_change(0)
     fresh: bool = may_change(False)
     restart: RestartConfig = may_change(RestartConfig())
@@ -184,7 +186,7 @@ class RunConfig:
             )
         for name in ("eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
-        for name in ("histogram_every", "image_every", "sample_every", "loss_every", "check_every"):
+        for name in ("histogram_every", "image_every", "sample_every", "loss_every", "validate_every", "check_every"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
 
 

@@ -157,7 +157,13 @@ _IMAGE_EVERY = flags.DEFINE_integer(
 _LOSS_EVERY = flags.DEFINE_integer(
     "loss_every",
     RunConfig.loss_every,
-    "The training loss every this many steps (<run>/train_steps); 0: never.",
+    "The training batch's loss and error every this many steps (<run>/train_steps); 0: never.",
+    lower_bound=0,
+)
+_VALIDATE_EVERY = flags.DEFINE_integer(
+    "validate_every",
+    RunConfig.validate_every,
+    "The validation split's loss and error every this many steps (<run>/validation_steps); 0: never.",
     lower_bound=0,
 )
 _CHECK_EVERY = flags.DEFINE_integer(
@@ -294,6 +300,7 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
         histogram_every=_HISTOGRAM_EVERY.value,
         image_every=_IMAGE_EVERY.value,
         loss_every=_LOSS_EVERY.value,
+        validate_every=_VALIDATE_EVERY.value,
         check_every=_CHECK_EVERY.value,
         fresh=_FRESH.value,
         restart=RestartConfig(epoch=restart_epoch, above=restart_above, max_restarts=_MAX_RESTARTS.value),

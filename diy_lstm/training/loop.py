@@ -28,7 +28,7 @@ from diy_lstm.training.checkpoints import ResumeError, RunCheckpoint
 from diy_lstm.training.config import RunSettings
 from diy_lstm.training.optimizer import Adam
 from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult
-from diy_lstm.training.sink import RunSink, SilentSink
+from diy_lstm.training.sink import TRAIN_STEPS, VALIDATION_STEPS, RunSink, SilentSink
 from diy_lstm.training.task import VALIDATION, Metrics, Task
 from diy_lstm.training.trainer import Trainer
 
@@ -54,6 +54,11 @@ class Cadence:
 
 
 NEVER = Cadence(every=0)
+
+
+def _floats(place: distribute.Placement, values: dict[str, tf.Tensor]) -> dict[str, float]:
+    """A training step's values (`Trainer.train_step`) as numbers, from this worker's first replica."""
+    return {name: float(distribute.first_local(place, value)) for name, value in values.items()}
 
 
 def every_and_last(every: int, last: int) -> Cadence:
@@ -177,14 +182,18 @@ class TrainingLoop:
             if epoch < self.settings.training.first_noise_free_epoch
             else trainer.noise_free_train_step
         )
-        loss_every, steps = self.settings.run.loss_every, self.task.steps_per_epoch
+        run, steps = self.settings.run, self.task.steps_per_epoch
         for index in range(steps):
             batch = next(batches)
             self.sink.graph(trainer.train_step, batch)
-            loss = step(*batch)
-            if loss_every and (number := epoch * steps + index + 1) % loss_every == 0:
-                self.sink.step_loss(float(distribute.first_local(self.place, loss)), number)
-        return float(distribute.first_local(self.place, loss))
+            values = step(*batch)
+            number = epoch * steps + index + 1
+            if run.loss_every and number % run.loss_every == 0:
+                self.sink.step_values(TRAIN_STEPS, _floats(self.place, values), number)
+            if run.validate_every and number % run.validate_every == 0 and self.place.is_chief:
+                if (validation := self.task.step_validation(self.model)) is not None:
+                    self.sink.step_values(VALIDATION_STEPS, validation, number)
+        return _floats(self.place, values)["loss"]
 
     def _end_of_epoch(self, epoch: int, loss: float) -> RunResult | None:
         """The end of `epoch` (epochs completed; `loss`: its last step's), in the module docstring's
@@ -345,8 +354,8 @@ class TrainingLoop:
         self.optimizer.learning_rate.assign(finishing.learning_rate)
         losses = []
         for _, batch in zip(range(finishing.steps), finishing.batches()):
-            loss = self.trainer.train_step(*distribute.split_batch(self.place, tuple(map(tf.constant, batch))))
-            losses.append(float(distribute.first_local(self.place, loss)))
+            values = self.trainer.train_step(*distribute.split_batch(self.place, tuple(map(tf.constant, batch))))
+            losses.append(_floats(self.place, values)["loss"])
         self.optimizer.learning_rate.assign(trained)
         if not all(map(math.isfinite, losses)):
             raise RunError(f"the finishing steps ({finishing.description}) diverged; the checkpoints are untouched")

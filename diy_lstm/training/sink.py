@@ -2,7 +2,7 @@
 worker (the same calls, doing nothing), so the run loop never asks who it is before writing.
 
     start(...)          config.json (and restarts.json), events trimmed to the checkpoint, the HParams
-    graph, scalars, step_loss, gate_images, texts, histograms        TensorBoard (summaries.py)
+    graph, scalars, step_values, gate_images, texts, histograms        TensorBoard (summaries.py)
     progress            the progress line
     flush               events to disk (right after each checkpoint)
     results             results.json
@@ -33,7 +33,10 @@ from diy_lstm.training.summaries import (
 )
 from diy_lstm.training.task import TRAIN, VALIDATION
 
-STEPS_RUN = "train_steps"  # the loss of every `loss_every`-th step, at the step's number
+# Curves by optimizer step (the epoch-indexed runs are named by split): the training batch's loss and
+# error every `loss_every`-th step, the validation split's every `validate_every`-th.
+TRAIN_STEPS, VALIDATION_STEPS = "train_steps", "validation_steps"
+STEP_RUNS = (TRAIN_STEPS, VALIDATION_STEPS)
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 RESTARTS_FILE = "restarts.json"
@@ -68,12 +71,16 @@ class RunSink:
         # What a stopped run wrote past its checkpoint; with none, everything (the HParams and graph of
         # step 0 are written again below and by the first step).
         drop_events_after(self.run_dir, start_epoch if start_epoch else -1, self.splits)
-        drop_events_after(os.path.join(self.run_dir, STEPS_RUN), start_epoch * self.steps_per_epoch or -1, ())
+        for steps_run in STEP_RUNS:
+            drop_events_after(os.path.join(self.run_dir, steps_run), start_epoch * self.steps_per_epoch or -1, ())
         if start_epoch == 0:
             write_hparams(
                 self.run_dir, settings.hparams(), trial_id=f"{settings.run.run_name} seed {settings.training.seed}"
             )
-        self.writers = RunWriters(self.run_dir, (*self.splits, STEPS_RUN))
+        steps_runs = (TRAIN_STEPS,) * bool(settings.run.loss_every) + (VALIDATION_STEPS,) * bool(
+            settings.run.validate_every
+        )
+        self.writers = RunWriters(self.run_dir, (*self.splits, *steps_runs))
 
     def graph(self, step: tf.types.experimental.PolymorphicFunction, batch: tuple) -> None:
         """The Graphs tab: the training step as traced (before XLA), once per run."""
@@ -86,9 +93,9 @@ class RunSink:
         for split, values in metrics.items():
             write_scalars(self.writers[split], values, epoch)
 
-    def step_loss(self, loss: float, step: int) -> None:
-        """The training loss of optimizer step `step` (1-based), in `<run>/train_steps`."""
-        write_scalars(self.writers[STEPS_RUN], {"loss": loss}, step)
+    def step_values(self, steps_run: str, values: Mapping[str, float], step: int) -> None:
+        """Values at optimizer step `step` (1-based), in `<run>/<steps_run>` (one of `STEP_RUNS`)."""
+        write_scalars(self.writers[steps_run], values, step)
 
     def gate_images(self, model, examples: Mapping[str, tuple[str, np.ndarray]], epoch: int) -> None:
         write_gate_images(self.writers[VALIDATION], model, examples, epoch)
@@ -141,7 +148,7 @@ class SilentSink(RunSink):
     def scalars(self, *unused) -> None:
         pass
 
-    def step_loss(self, *unused) -> None:
+    def step_values(self, *unused) -> None:
         pass
 
     def gate_images(self, *unused) -> None:

@@ -17,8 +17,9 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
     planned_batches(training)    every kind of batch the run will train or evaluate, from the settings
                                  alone: the memory estimate runs on them before `prepare` builds anything
     make_variables(model, reps)  the variables `loss` keeps between steps (e.g. a carried state), if any
-    loss(run_model, batch)       the training loss of one batch: its mean and how many terms it averages
+    loss(run_model, batch)       the training loss of one batch: its mean, how many terms it averages, its error
     evaluate(model)              metrics per split: {"train": {...}, "validation": {...}}
+    step_validation(model)       the validation split's loss and error as `loss` defines them (optional)
     progress(metrics)            the few numbers the progress line shows
     goal_reached(metrics)        when the run has done what it set out to (its first epoch is reported)
     not_learned(metrics)         why a try is given up at the restart epoch, beyond the validation bounds
@@ -51,10 +52,13 @@ TRAIN, VALIDATION = "train", "validation"
 
 class BatchLoss(NamedTuple):
     """A batch's mean loss and how many terms it averages (`count`, e.g. real steps or characters):
-    the weight of a replica's slice when the slices of one global batch are joined."""
+    the weight of a replica's slice when the slices of one global batch are joined; and, if the task
+    has one, its `error`: the share of those terms the predictions get wrong (a counter's steps whose
+    rounded prediction misses, a text's characters not the most likely next one)."""
 
     mean: tf.Tensor
     count: tf.Tensor
+    error: tf.Tensor | None = None
 
 
 class FinishingSteps(NamedTuple):
@@ -151,6 +155,11 @@ class Task(abc.ABC):
         """Metrics of the current model on each split: `TRAIN`, and `VALIDATION` unless the task has
         none. Not `thorough` (the evaluations between the run's `check_every` ones), a task may leave
         out what is costly (the counter: its check), and its goal then cannot hold."""
+
+    def step_validation(self, model: LSTMModel) -> dict[str, float] | None:
+        """The validation split's `loss` and `error`, each as `loss` defines them for a batch (the
+        model without noise), for the curve of `RunConfig.validate_every`; None: none (the default)."""
+        return None
 
     @abc.abstractmethod
     def progress(self, metrics: Metrics) -> dict[str, object]:

@@ -181,25 +181,29 @@ class Trainer:
             )
         loss, gradients = self._local_gradients(batch, noise_rows, noisy)
         share = tf.math.divide_no_nan(loss.count, context.all_reduce(tf.distribute.ReduceOp.SUM, loss.count))
-        mean, gradients = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, (loss.mean * share, [gradient * share for gradient in gradients])
+        values = {"loss": loss.mean} if loss.error is None else {"loss": loss.mean, "error": loss.error}
+        values, gradients = context.all_reduce(
+            tf.distribute.ReduceOp.SUM,
+            ({name: value * share for name, value in values.items()}, [gradient * share for gradient in gradients]),
         )
         if self.clip_norm is not None:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-        return mean, gradients
+        return values, gradients
 
     def _gradients(self, *batch) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """The loss of `batch` (per-replica values when distributed) and its clipped gradients."""
-        loss, gradients = self.strategy.run(self._replica_gradients, args=batch)
+        """The loss of `batch` and its clipped gradients."""
+        values, gradients = self.strategy.run(self._replica_gradients, args=batch)
         local = self.strategy.experimental_local_results
-        return local(loss)[0], [local(gradient)[0] for gradient in gradients]
+        return local(values["loss"])[0], [local(gradient)[0] for gradient in gradients]
 
-    def _replica_step(self, *batch, noisy: bool) -> tf.Tensor:
-        loss, gradients = self._replica_gradients(*batch, noisy=noisy)
+    def _replica_step(self, *batch, noisy: bool) -> dict[str, tf.Tensor]:
+        values, gradients = self._replica_gradients(*batch, noisy=noisy)
         self.optimizer.apply_gradients(gradients)
-        return loss
+        return values
 
-    def _train_step(self, *batch, noisy: bool = True) -> tf.Tensor:
-        """One update on a batch; returns the loss before the update."""
-        loss = self.strategy.run(self._replica_step, args=batch, kwargs={"noisy": noisy})
-        return self.strategy.experimental_local_results(loss)[0]
+    def _train_step(self, *batch, noisy: bool = True) -> dict[str, tf.Tensor]:
+        """One update on a batch; returns the batch's `loss` before the update, and its `error` if
+        the task's `BatchLoss` has one (noise included, as the update saw it)."""
+        values = self.strategy.run(self._replica_step, args=batch, kwargs={"noisy": noisy})
+        local = self.strategy.experimental_local_results
+        return {name: local(value)[0] for name, value in values.items()}

@@ -223,16 +223,29 @@ def loss_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor, targ
     error over sequences ("final") or real steps ("running"), and how many it averages (0 for an
     empty batch, whose mean is then 0)."""
     if target == "final":
-        return mean_square(final_step(predictions, lengths) - final_step(targets, lengths))
+        return mean_square(final_step(predictions, lengths), final_step(targets, lengths))
     mask = tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=predictions.dtype)
     count = tf.reduce_sum(mask)
-    return BatchLoss(tf.math.divide_no_nan(tf.reduce_sum(mask * tf.square(predictions - targets)), count), count)
+    return BatchLoss(
+        tf.math.divide_no_nan(tf.reduce_sum(mask * tf.square(predictions - targets)), count),
+        count,
+        tf.math.divide_no_nan(tf.reduce_sum(mask * misses(predictions, targets)), count),
+    )
 
 
-def mean_square(errors: tf.Tensor) -> BatchLoss:
-    """The mean of `errors`² `[batch]` and the batch size."""
-    count = tf.cast(tf.size(errors), errors.dtype)
-    return BatchLoss(tf.math.divide_no_nan(tf.reduce_sum(tf.square(errors)), count), count)
+def mean_square(predictions: tf.Tensor, targets: tf.Tensor) -> BatchLoss:
+    """The mean square error of `predictions` `[batch]`, the batch size, and the share that miss."""
+    count = tf.cast(tf.size(predictions), predictions.dtype)
+    return BatchLoss(
+        tf.math.divide_no_nan(tf.reduce_sum(tf.square(predictions - targets)), count),
+        count,
+        tf.math.divide_no_nan(tf.reduce_sum(misses(predictions, targets)), count),
+    )
+
+
+def misses(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """1 where the rounded prediction is not the target, else 0, in the predictions' dtype."""
+    return tf.cast(tf.not_equal(tf.round(predictions), targets), predictions.dtype)
 
 
 def metrics_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -242,11 +255,10 @@ def metrics_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor) -
     final_target = final_step(targets, lengths)
     mask = tf.sequence_mask(lengths, tf.shape(predictions)[1], dtype=dtype)
     real_steps = tf.reduce_sum(mask)
-    misses = tf.cast(tf.not_equal(tf.round(predictions), targets), dtype)
     return {
-        "error": tf.reduce_mean(tf.cast(tf.not_equal(tf.round(final_prediction), final_target), dtype)),
+        "error": tf.reduce_mean(misses(final_prediction, final_target)),
         "mean_square_error": tf.reduce_mean(tf.square(final_prediction - final_target)),
-        "error_per_step": tf.reduce_sum(mask * misses) / real_steps,
+        "error_per_step": tf.reduce_sum(mask * misses(predictions, targets)) / real_steps,
         "mean_square_error_per_step": tf.reduce_sum(mask * tf.square(predictions - targets)) / real_steps,
     }
 
@@ -264,7 +276,7 @@ class CounterTask(Task):
         self.last_step_only = False
         self.readout_fitted_on = 0  # the length `finish` refitted the readout on (0: not refitted)
         self.finished = False
-        self._evaluate = self._evaluate_model = None
+        self._functions: dict[str, tuple] = {}  # kind -> (model, its compiled function); `_compiled`
         self._fit_examples: data_generator.Examples | None = None
         self._readout_sources = self._readout_sources_model = None
 
@@ -374,7 +386,7 @@ class CounterTask(Task):
         output = run_model(inputs, last_step_only=self.last_step_only)
         targets = tf.cast(running_sums, output.predictions.dtype)
         if self.last_step_only:
-            return mean_square(output.predictions[:, 0, 0] - targets[:, -1])
+            return mean_square(output.predictions[:, 0, 0], targets[:, -1])
         return loss_fn(output.predictions[..., 0], targets, lengths, self.data.target)
 
     def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
@@ -387,20 +399,27 @@ class CounterTask(Task):
             metrics[CHECK] = self._check_metrics(model)
         return metrics
 
+    def step_validation(self, model: LSTMModel) -> dict[str, float]:
+        """The validation split's `loss` and `error`, as `loss` defines them (noise-free)."""
+        values = self._compiled(model, "loss", lambda *batch: self.loss(model.run, batch))(*self._tensors[VALIDATION])
+        return {"loss": float(values.mean), "error": float(values.error)}
+
     def _metrics(self, model: LSTMModel, tensors: tuple[tf.Tensor, ...]) -> dict[str, float]:
-        if self._evaluate is None or self._evaluate_model is not model:
+        compiled = self._compiled(
+            model, "metrics", lambda inputs, targets, lengths: metrics_fn(model(inputs)[..., 0], targets, lengths)
+        )
+        return {name: float(value) for name, value in compiled(*tensors).items()}
+
+    def _compiled(self, model: LSTMModel, kind: str, function):
+        """`function(inputs, targets, lengths)` of a split's tensors, traced once per model and kind."""
+        if self._functions.get(kind, (None,))[0] is not model:
             signature = [
                 tf.TensorSpec([None, None, data_generator.NUM_FEATURES], model.dtype),
                 tf.TensorSpec([None, None], model.dtype),
                 tf.TensorSpec([None], tf.int32),
             ]
-            self._evaluate = tf.function(
-                lambda inputs, targets, lengths: metrics_fn(model(inputs)[..., 0], targets, lengths),
-                input_signature=signature,
-                autograph=False,
-            )
-            self._evaluate_model = model
-        return {name: float(value) for name, value in self._evaluate(*tensors).items()}
+            self._functions[kind] = (model, tf.function(function, input_signature=signature, autograph=False))
+        return self._functions[kind][1]
 
     def _check_metrics(self, model: LSTMModel) -> dict[str, float]:
         if self.finished or not self.data.readout_fit_length:

@@ -247,7 +247,8 @@ class TextTask(Task):
             cell.assign(tf.stop_gradient(state.cell))
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, output.predictions)  # [streams, time]
         count = tf.cast(tf.size(losses), losses.dtype)
-        return BatchLoss(tf.reduce_sum(losses) / count, count)
+        wrong = tf.not_equal(tf.argmax(output.predictions, axis=-1, output_type=targets.dtype), targets)
+        return BatchLoss(tf.reduce_sum(losses) / count, count, tf.reduce_sum(tf.cast(wrong, losses.dtype)) / count)
 
     def _window_metrics(self, model: LSTMModel):
         """A compiled window of evaluation: (summed loss, correct predictions, next states)."""
@@ -293,6 +294,13 @@ class TextTask(Task):
 
     def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
         return {split: self.metrics_of(model, streams) for split, streams in self.evaluation_streams.items()}
+
+    def step_validation(self, model: LSTMModel) -> dict[str, float] | None:
+        """The validation text's `loss` (nats a character) and `error` (1 - accuracy), read whole."""
+        if VALIDATION not in self.evaluation_streams:
+            return None
+        metrics = self.metrics_of(model, self.evaluation_streams[VALIDATION])
+        return {"loss": metrics["loss"], "error": 1.0 - metrics["accuracy"]}
 
     def progress(self, metrics: Metrics) -> dict[str, object]:
         values = {"train_bpc": metrics[TRAIN]["bits_per_char"]}
