@@ -14,13 +14,13 @@ it. Everything that deletes or rewrites goes through these checks:
                                anything else that is not empty is refused before a byte is written
     make_staging(parent, ...)  a fresh staging directory, marked
     remove_stale_staging(...)  staging of ours whose process is gone; nothing unmarked, ever
+    remove_tree(path, last)    a tree of ours, its marker removed last: a kill leaves it recognisable
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import tempfile
 
@@ -195,20 +195,64 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_staging(parent: str, prefix: str) -> list[str]:
-    """Removes the staging directories of ours named `<parent>/<prefix>*` whose process is gone;
-    returns what it removed. Unmarked files and directories are never touched, whatever their name."""
+    """Removes the staging directories of ours named `<parent>/<prefix>*` whose process is gone, and
+    directories of that name that hold nothing (what a kill between making a staging directory and
+    writing its marker, or at the last step of its removal, leaves): returns what it removed.
+    Unmarked files, and directories that hold anything, are never touched."""
     removed = []
     if not os.path.isdir(parent):
         return removed
     for name in sorted(os.listdir(parent)):
         path = os.path.join(parent, name)
-        if name.startswith(prefix) and (pid := staging_owner(path)) is not None and not _alive(pid):
-            shutil.rmtree(path)
-            removed.append(path)
+        if not name.startswith(prefix) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        if _holds_nothing(path):
+            remove_tree(path, last=STAGING_MARKER)
+        elif (pid := staging_owner(path)) is not None and not _alive(pid):
+            remove_tree(path, last=STAGING_MARKER)
+        else:
+            continue
+        removed.append(path)
     return removed
+
+
+def _holds_nothing(path: str) -> bool:
+    """`path` holds no entry, or only an empty staging marker (made, not yet written)."""
+    entries = os.listdir(path)
+    marker = os.path.join(path, STAGING_MARKER)
+    return not entries or (entries == [STAGING_MARKER] and not os.path.islink(marker) and os.path.getsize(marker) == 0)
 
 
 def remove_staging(path: str) -> None:
     """Removes `path` if it is staging of ours (of any process); anything else is left alone."""
     if staging_owner(path) is not None:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path, last=STAGING_MARKER)
+
+
+def remove_tree(path: str, last: str) -> None:
+    """Removes the directory `path` (links inside are removed, never followed) with the file `last`
+    (relative to it) removed after every other file: a kill at any moment leaves either `last` in
+    place, saying whose the rest is, or no file at all (only the directories above `last`)."""
+    last = os.path.join(path, last)
+    keep = {last, *_parents(last, path)}
+    for parent, directories, names in os.walk(path, topdown=False):
+        for name in names + [d for d in directories if os.path.islink(os.path.join(parent, d))]:
+            if (entry := os.path.join(parent, name)) != last:
+                os.remove(entry)
+        for name in directories:
+            if (entry := os.path.join(parent, name)) not in keep and not os.path.islink(entry):
+                os.rmdir(entry)
+    if os.path.lexists(last):
+        os.remove(last)
+    for directory in _parents(last, path):
+        os.rmdir(directory)
+    os.rmdir(path)
+
+
+def _parents(file: str, top: str) -> list[str]:
+    """The directories between `top` and `file`, deepest first (`top` itself not included)."""
+    parents, directory = [], os.path.dirname(file)
+    while directory != top:
+        parents.append(directory)
+        directory = os.path.dirname(directory)
+    return parents

@@ -144,6 +144,7 @@ def test_metadata_is_stored_and_marks_the_export_as_ours(exported):
     _, path = exported
     metadata = load_metadata(path)
     assert metadata.pop(export_lib.MANIFEST_KEY) == [
+        "assets/",  # empty, as a SavedModel without assets has it
         "fingerprint.pb",
         "saved_model.pb",
         "variables/variables.data-00000-of-00001",
@@ -346,12 +347,18 @@ def test_an_export_with_a_file_it_did_not_write_is_not_replaced_and_the_file_is_
     export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}}, task="counter")
     manifest = load_metadata(str(target))[export_lib.MANIFEST_KEY]
     on_disk = sorted(
-        os.path.relpath(os.path.join(parent, name), target) for parent, _, names in os.walk(target) for name in names
+        [os.path.relpath(os.path.join(parent, name), target) for parent, _, names in os.walk(target) for name in names]
+        + [
+            os.path.relpath(parent, target) + os.sep
+            for parent, directories, names in os.walk(target)
+            if not names + directories
+        ]
     )
     assert sorted([*manifest, export_lib.METADATA_FILE]) == on_disk and "saved_model.pb" in manifest
     (target / "NOTES.txt").write_text("my notes\n")
     (target / "variables" / "mine").mkdir()
     (target / "variables" / "mine" / "a.txt").write_text("a")
+    (target / "assets.extra" / "empty").mkdir()  # a directory that holds nothing is the user's too
     for attempt in (
         lambda: export_lib.check_export_dir(str(target), task="counter"),  # before training
         lambda: export(scorer, str(target), scorer.signatures(), {"config": {"task": "counter"}}, task="counter"),
@@ -360,12 +367,14 @@ def test_an_export_with_a_file_it_did_not_write_is_not_replaced_and_the_file_is_
             attempt()
         assert str(raised.value) == (
             f"--export_dir={target} holds files the export did not write (NOTES.txt, "
-            "variables/mine/a.txt); refusing to replace it: move them elsewhere or choose "
+            "assets.extra/empty/, variables/mine/a.txt); refusing to replace it: move them elsewhere or choose "
             "another directory"
         )
     assert (target / "NOTES.txt").read_text() == "my notes\n" and sorted(os.listdir(tmp_path)) == ["saved_model"]
+    assert (target / "assets.extra" / "empty").is_dir()
     (target / "NOTES.txt").unlink()
     shutil.rmtree(target / "variables" / "mine")
+    (target / "assets.extra" / "empty").rmdir()
     metadata = load_metadata(str(target))  # an export older than the manifest: a SavedModel's own files only
     del metadata[export_lib.MANIFEST_KEY]
     (target / export_lib.METADATA_FILE).write_text(json.dumps(metadata))
@@ -395,3 +404,87 @@ def test_load_model_gives_back_the_exported_model_as_python(tmp_path):
     inputs, _ = dg.encode_batch(SEQUENCES[:3])
     expected, _ = reference.forward(inputs, reference.params_from_model(model), readout="cell")
     np.testing.assert_allclose(loaded(inputs).numpy(), expected, atol=1e-5)
+
+
+class Killed(BaseException):
+    """The process is gone: no call after the one it stopped at runs, no cleanup either."""
+
+
+MUTATIONS = ("mkdir", "open", "rename", "remove", "unlink", "rmdir", "chmod")
+
+
+def kill_after(monkeypatch, calls: int) -> list[int]:
+    """Patches every call that changes the disk (os's and the metadata's `open`) to end the process
+    right after the `calls`-th (never, if 0); returns the count so far."""
+    count = [0]
+
+    def wrap(function):
+        def wrapped(*args, **kwargs):
+            if calls and count[0] >= calls:
+                raise Killed()
+            result = function(*args, **kwargs)
+            count[0] += 1
+            if count[0] == calls:
+                raise Killed()
+            return result
+
+        return wrapped
+
+    for name in MUTATIONS:
+        monkeypatch.setattr(os, name, wrap(getattr(os, name)))
+    monkeypatch.setattr(export_lib, "open", wrap(open), raising=False)
+    return count
+
+
+def whole_export(path: str) -> str:
+    """The note of the export of ours at `path` if every file of its manifest is there, unmarked."""
+    metadata = load_metadata(path)
+    assert all(os.path.lexists(os.path.join(path, name)) for name in metadata[export_lib.MANIFEST_KEY])
+    assert not os.path.exists(os.path.join(path, ".diy_lstm-staging"))
+    return metadata["note"]
+
+
+@pytest.mark.slow
+def test_a_kill_after_any_file_operation_of_an_export_is_recovered_by_the_next(exported, tmp_path):
+    """An export replacing an earlier one, killed right after each call that changes the disk in
+    turn: what a rerun does first (`remove_stale_staging`) leaves the old export or the new one whole
+    in place, and the next export replaces it, leaving nothing beside it but the user's file."""
+    model, _ = exported
+    scorer = SequenceScorer(model, dg.ENCODING)
+    target = str(tmp_path / "exports" / "saved_model")
+
+    def export_note(note):
+        export(scorer, target, scorer.signatures(), {"note": note})
+
+    export_note("first")
+    (tmp_path / "exports" / "notes.txt").write_text("mine\n")
+    with pytest.MonkeyPatch.context() as patch:
+        count = kill_after(patch, 0)
+        export_note("second")
+    total, kills = count[0], 0
+    assert total >= 10  # the staging, its marker, the metadata, two renames, the unmarking, the removal
+    for calls in range(1, total + 1):
+        with pytest.MonkeyPatch.context() as patch:
+            kill_after(patch, calls)
+            try:
+                export_note("second")
+            except Killed:
+                kills += 1
+        export_lib.remove_stale_staging(target)
+        assert whole_export(target) in ("first", "second"), calls
+        export_note("first")
+        assert whole_export(target) == "first"
+        assert sorted(os.listdir(tmp_path / "exports")) == ["notes.txt", "saved_model"], calls
+    assert kills == total and (tmp_path / "exports" / "notes.txt").read_text() == "mine\n"
+
+
+def test_an_export_whose_removal_was_killed_after_its_metadata_went_is_replaced(exported, tmp_path):
+    """What a kill while the previous export is removed can leave once its metadata has gone (an empty
+    `assets.extra/`, or nothing) is no user's: the next export replaces it and leaves nothing beside."""
+    model, _ = exported
+    scorer = SequenceScorer(model, dg.ENCODING)
+    target = tmp_path / "saved_model"
+    export(scorer, str(target), scorer.signatures(), {"note": "first"})
+    (tmp_path / "saved_model.previous" / "assets.extra").mkdir(parents=True)
+    export(scorer, str(target), scorer.signatures(), {"note": "second"})
+    assert whole_export(str(target)) == "second" and os.listdir(tmp_path) == ["saved_model"]

@@ -159,15 +159,19 @@ def dead_pid() -> int:
 
 
 def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(tmp_path):
-    """TensorFlow's checkpoint staging in the run's own checkpoints/ and export staging marked by a
-    process that is gone are removed; unmarked look-alikes (a user's files) are left byte for byte."""
+    """TensorFlow's checkpoint staging in the run's own checkpoints/, a JSON write's temporary file and
+    export staging marked by a process that is gone are removed; unmarked look-alikes (a user's
+    files) are left byte for byte."""
     settings = counter_settings(str(tmp_path), "r", units=4, epochs=4)
     train_counter(settings)
     (tmp_path / "r" / "checkpoints" / "ckpt-9_temp").mkdir()
     killed_export = tmp_path / "r" / "saved_model.tmp-abc123"
     killed_export.mkdir()
     (killed_export / files.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": dead_pid()}))
+    killed_json = tmp_path / "r" / "results.json.k3_x9a0q.tmp"  # killed inside write_json_atomically
+    killed_json.write_text('{"outcome": "comp')
     look_alikes = {
+        "r/results.json.mine.tmp": "mine",
         "r/saved_model.tmp-notes.txt": "mine",
         "r/saved_model.tmp-dir/a.txt": "mine too",
         "r/checkpoints/my_temp_file.txt": "keep",
@@ -178,7 +182,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(
         (tmp_path / name).write_text(text)
     train_counter(settings)
     assert not (tmp_path / "r" / "checkpoints" / "ckpt-9_temp").exists()
-    assert not killed_export.exists()
+    assert not killed_export.exists() and not killed_json.exists()
     assert {name: (tmp_path / name).read_text() for name in look_alikes} == look_alikes
 
 

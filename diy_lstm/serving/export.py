@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from typing import Mapping, Sequence
 
 import tensorflow as tf
@@ -45,6 +44,8 @@ _SAVED_MODEL_FILES = re.compile(
     r"saved_model\.pb|fingerprint\.pb|variables/variables\.(index|data-\d+-of-\d+)|"
     r"assets\.extra/diy_lstm\.json"
 )
+_METADATA_DIR = os.path.dirname(METADATA_FILE) + os.sep  # as `_files_under` lists it when empty
+_SAVED_MODEL_DIRS = {"assets" + os.sep}  # empty directories a SavedModel has, listed or not
 STAGING_SUFFIX = ".tmp-"  # staging of `<export_dir>` is `<export_dir>.tmp-<random>`, marked (files.py)
 
 
@@ -70,7 +71,7 @@ def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | No
     previous = _previous_path(export_dir)  # where an export of ours steps aside while the new one moves in
     if os.path.isdir(export_dir) and os.listdir(export_dir):
         _check_replaceable(export_dir, task)
-        if os.path.lexists(previous):  # removed before the swap
+        if os.path.lexists(previous) and not _removal_leftover(previous):  # removed before the swap
             _check_replaceable(previous, task)
     elif not os.path.exists(export_dir) and _our_metadata(previous) is not None:
         _check_replaceable(previous, task)  # an interrupted swap: it is moved back, then replaced
@@ -104,10 +105,11 @@ def _check_replaceable(path: str, task: str | None) -> None:
 def _check_only_its_own_files(path: str, metadata: dict) -> None:
     """Raises `ExportDirError` if `path` holds a file its export did not write (a user's notes, say)."""
     manifest = metadata.get(MANIFEST_KEY)
+    ours = {METADATA_FILE, _METADATA_DIR, files.STAGING_MARKER, *_SAVED_MODEL_DIRS}  # the marker: a killed swap's
     if isinstance(manifest, list):
-        foreign = [name for name in _files_under(path) if name not in set(manifest) and name != METADATA_FILE]
+        foreign = [name for name in _files_under(path) if name not in {*manifest, *ours}]
     else:
-        foreign = [name for name in _files_under(path) if not _SAVED_MODEL_FILES.fullmatch(name)]
+        foreign = [name for name in _files_under(path) if name not in ours and not _SAVED_MODEL_FILES.fullmatch(name)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise ExportDirError(
@@ -117,11 +119,14 @@ def _check_only_its_own_files(path: str, metadata: dict) -> None:
 
 
 def _files_under(directory: str) -> list[str]:
-    """Every file and link under `directory`, relative to it, sorted (links are not followed)."""
+    """Every file and link under `directory` and every empty directory (ending in a separator),
+    relative to it, sorted (links are not followed)."""
     found = []
     for parent, directories, names in os.walk(directory):
         links = [name for name in directories if os.path.islink(os.path.join(parent, name))]
         found += [os.path.relpath(os.path.join(parent, name), directory) for name in names + links]
+        if parent != directory and not names and not directories:
+            found.append(os.path.relpath(parent, directory) + os.sep)
     return sorted(found)
 
 
@@ -141,36 +146,62 @@ def export(
     check_export_dir(export_dir, task=task)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
-    _recover_interrupted_swap(export_dir)
+    remove_stale_staging(export_dir)
     staging = files.make_staging(parent, os.path.basename(export_dir) + STAGING_SUFFIX)
     try:
         tf.saved_model.save(module, staging, signatures=dict(signatures))
         os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
-        written = [name for name in _files_under(staging) if name != files.STAGING_MARKER]
+        written = [name for name in _files_under(staging) if name not in (files.STAGING_MARKER, _METADATA_DIR)]
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
             json.dump(
                 {"format": METADATA_FORMAT, **dict(metadata or {}), MANIFEST_KEY: written}, f, indent=2, sort_keys=True
             )
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
-        files.unmark_staging(staging)
         _move_into_place(staging, export_dir)
     except BaseException:
-        if os.path.isdir(staging):
-            _remove_own_staging(staging)
+        files.remove_staging(staging)  # still marked: only the export in place is unmarked
         raise
     return export_dir
 
 
 def remove_stale_staging(export_dir: str) -> list[str]:
-    """What a killed export left beside `export_dir`: its marked staging directories (files.py)."""
+    """What a killed export left at `export_dir` and beside it, completed or removed (a kill at any
+    step of `export` leaves one of these): its marked staging and the empty directories a removal
+    leaves (files.py); an export moved into place but still marked, unmarked; the previous export
+    moved back if the new one never took its place, else removed. Returns what it removed."""
     export_dir = os.path.abspath(export_dir)
-    return files.remove_stale_staging(os.path.dirname(export_dir), os.path.basename(export_dir) + STAGING_SUFFIX)
+    removed = files.remove_stale_staging(os.path.dirname(export_dir), os.path.basename(export_dir) + STAGING_SUFFIX)
+    if _our_metadata(export_dir) is not None and files.staging_owner(export_dir) is not None:
+        files.unmark_staging(export_dir)
+    previous = _previous_path(export_dir)
+    if not os.path.exists(export_dir) and _our_metadata(previous) is not None and _is_whole(previous):
+        os.rename(previous, export_dir)
+    elif _our_metadata(previous) is not None or _removal_leftover(previous):
+        _remove_export(previous)
+        removed.append(previous)
+    return removed
 
 
-def _remove_own_staging(staging: str) -> None:
-    """The staging this call made (marked or, after `unmark_staging`, holding our metadata)."""
-    if files.staging_owner(staging) is not None or _our_metadata(staging) is not None:
-        shutil.rmtree(staging, ignore_errors=True)
+def _is_whole(path: str) -> bool:
+    """Every file the manifest of the export of ours at `path` names is there (none was removed)."""
+    manifest = _our_metadata(path).get(MANIFEST_KEY)
+    return not isinstance(manifest, list) or all(os.path.lexists(os.path.join(path, name)) for name in manifest)
+
+
+def _removal_leftover(path: str) -> bool:
+    """`path` is what `_remove_export` leaves if killed after the metadata went: no file at all."""
+    return os.path.isdir(path) and not os.path.islink(path) and set(_files_under(path)) <= {_METADATA_DIR}
+
+
+def _remove_export(path: str) -> None:
+    """Removes an export of ours, its metadata last (files.remove_tree): a kill leaves an export of
+    ours with some of its files, or `_removal_leftover`, each of which the next export removes."""
+    if os.path.lexists(os.path.join(path, METADATA_FILE)):
+        files.remove_tree(path, last=METADATA_FILE)
+        return
+    if os.path.isdir(metadata_dir := os.path.join(path, _METADATA_DIR)):
+        os.rmdir(metadata_dir)
+    os.rmdir(path)
 
 
 def _our_metadata(export_dir: str) -> dict | None:
@@ -189,25 +220,19 @@ def _previous_path(export_dir: str) -> str:
 
 
 def _move_into_place(staging: str, export_dir: str) -> None:
-    """Two renames: the old export steps aside, the new one takes its name; then the old one goes.
-    Only an export of ours is ever moved or removed (`check_export_dir` has refused anything else)."""
+    """Two renames: the old export steps aside, the new one (still marked) takes its name; then it
+    is unmarked and the old one goes. Only an export of ours is ever moved or removed
+    (`check_export_dir` has refused anything else; `remove_stale_staging` has emptied `.previous`)."""
     previous = _previous_path(export_dir)
     if os.path.isdir(export_dir) and not os.listdir(export_dir):
         os.rmdir(export_dir)  # an empty directory: nothing to keep
-    if os.path.exists(export_dir):
-        if _our_metadata(previous) is not None:
-            shutil.rmtree(previous)
+    stepped_aside = os.path.exists(export_dir)
+    if stepped_aside:
         os.rename(export_dir, previous)
     os.rename(staging, export_dir)
-    if _our_metadata(previous) is not None:
-        shutil.rmtree(previous)
-
-
-def _recover_interrupted_swap(export_dir: str) -> None:
-    """If a process died between the two renames, put the previous export (ours) back."""
-    previous = _previous_path(export_dir)
-    if _our_metadata(previous) is not None and not os.path.exists(export_dir):
-        os.rename(previous, export_dir)
+    files.unmark_staging(export_dir)
+    if stepped_aside:
+        _remove_export(previous)
 
 
 def load_metadata(export_dir: str) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from typing import Mapping
 
@@ -115,6 +116,10 @@ def read_json(path: str, what: str | None = None) -> dict | None:
             return None
         raise ResumeError(f"cannot read {what} {path}: {error}") from None
     return values
+
+
+# `write_json_atomically`'s temporary file beside `<name>.json`: `<name>.json.<8 of mkstemp's characters>.tmp`.
+JSON_STAGING = re.compile(r"[\w.-]+\.json\.[a-z0-9_]{8}\.tmp")
 
 
 def write_json_atomically(path: str, data: Mapping) -> None:

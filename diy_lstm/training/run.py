@@ -35,7 +35,7 @@ import signal
 from diy_lstm import files
 from diy_lstm.serving.export import check_export_dir, remove_stale_staging
 from diy_lstm.training import distribute, fingerprint, memory
-from diy_lstm.training.checkpoints import CHECKPOINT_DIR, ResumeError, read_json
+from diy_lstm.training.checkpoints import CHECKPOINT_DIR, JSON_STAGING, ResumeError, read_json
 from diy_lstm.training.config import RunSettings
 from diy_lstm.training.lock import RunLock
 from diy_lstm.training.loop import TrainingLoop
@@ -280,12 +280,17 @@ CHECKPOINT_STAGING = re.compile(r"ckpt-\d+_temp")  # TensorFlow's staging of a c
 
 def _remove_leftovers(run_dir: str, export_dir: str) -> None:
     """What a killed run left half-written: TensorFlow's checkpoint staging (`ckpt-N_temp`) in this
-    run's own `checkpoints/`, and the marked staging of an export whose process is gone (export.py).
-    Called under the run's lock, in a run directory of ours, so no live writer owns them."""
+    run's own `checkpoints/`, the temporary files of its JSON writes, and what a killed export left
+    (export.py). Called under the run's lock, in a run directory of ours, so no live writer owns them."""
     checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
     if files.is_run_dir(run_dir) and os.path.isdir(checkpoints) and not os.path.islink(checkpoints):
         for name in os.listdir(checkpoints):
             path = os.path.join(checkpoints, name)
             if CHECKPOINT_STAGING.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
+    if files.is_run_dir(run_dir):
+        for name in os.listdir(run_dir):
+            path = os.path.join(run_dir, name)
+            if JSON_STAGING.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
     remove_stale_staging(export_dir)
