@@ -4,6 +4,8 @@ exception raised below it."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import tensorflow as tf
@@ -16,6 +18,33 @@ _OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]( name:\s*\S*)?\s*$")
 class ConfigError(ValueError):
     """A setting out of its range, raised by every config (`ModelConfig`, the training run's, each
     task's data); the message names the setting and its range."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_KINDS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (_is_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def check_field_types(config) -> None:
+    """Raises `ConfigError` naming the first field of the dataclass `config` whose value is not of
+    its annotated kind (`int`, `float`, `bool`, `str`, each optionally `| None`): what a flag's
+    parser refuses, the Python API refuses too, before anything is made or written."""
+    for field in dataclasses.fields(config):
+        annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+        kind, optional = annotation.removesuffix(" | None"), annotation.endswith(" | None")
+        value = getattr(config, field.name)
+        if kind not in _KINDS or (optional and value is None):
+            continue
+        ok, described = _KINDS[kind]
+        if not ok(value):
+            raise ConfigError(f"{type(config).__name__}.{field.name} must be {described}, got {value!r}")
 
 
 def first_line(error: BaseException | str) -> str:

@@ -27,7 +27,7 @@ from diy_lstm.cell import (
     weight_seed,
     zero_state,
 )
-from diy_lstm.errors import ConfigError
+from diy_lstm.errors import ConfigError, check_field_types
 from diy_lstm.rnn import BACKPROP_MODES, LayerSequences, LoopOptions, lstm_over_time, scan
 
 READOUTS = ("hidden", "cell")
@@ -49,6 +49,7 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("input_size", "units", "num_layers", "output_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -208,6 +209,8 @@ class LSTMModel(tf.Module):
         """One step of every layer: `inputs` `[batch, input_size]` (or ids `[batch]`), `states` one
         `(h, c)` per layer. Returns each layer's gates and new state (`Gates`; `.state` to carry on).
         `weights`: `fused_weights()`, made once for many steps."""
+        if tf.TensorShape(inputs.shape).rank not in (None, 1, 2):
+            raise ValueError(f"LSTMModel.step takes inputs [batch, input_size] or ids [batch], not {inputs.shape}")
         weights = self.fused_weights() if weights is None else weights
         per_layer = []
         for layer, layer_weights, state in zip(self.layers, weights, states):

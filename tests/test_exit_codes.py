@@ -1,6 +1,7 @@
 """Every exit code the documentation promises, from the table in docs/reliability.md: each example
 command runs as written there and ends with its row's code and at most one line on stderr."""
 
+import dataclasses
 import os
 import re
 import shlex
@@ -9,6 +10,8 @@ import sys
 
 import pytest
 from conftest import QUIET_TF, ROOT
+
+from diy_lstm.training import run
 
 DOC = os.path.join(ROOT, "docs", "reliability.md")
 MEMORY = {"DIY_LSTM_AVAILABLE_MEMORY_BYTES": str(16 * 2**30)}  # the free memory the examples see, on any machine
@@ -63,3 +66,45 @@ def test_every_documented_example_exits_with_its_code(tmp_path, small_export, sm
         assert len(result.stderr.splitlines()) == (code != 0), (command, result.stderr)
     assert (not_ours / "notes.txt").read_text() == "mine" and os.listdir(not_ours) == ["notes.txt"]
     assert (logs / "damaged" / "config.json").read_text() == "{cut sho"
+
+
+def test_a_size_whose_directory_is_not_ours_stops_every_size_before_any_trains(tmp_path):
+    """`--lstm_size=2,3` with `<run>/lstm_size_3` a user's directory: exit 2 and nothing written,
+    not size 2 trained and then exit 2."""
+    from conftest import run_train
+
+    (tmp_path / "r" / "lstm_size_3").mkdir(parents=True)
+    (tmp_path / "r" / "lstm_size_3" / "notes.txt").write_text("mine")
+    result = run_train(["--lstm_size=2,3", "--run_name=r", "--epochs=1"], str(tmp_path))
+    assert result.returncode == 2 and "lstm_size_3 is not empty and is not a diy_lstm run" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["lstm_size_3"]
+
+
+def test_a_file_put_into_the_export_during_training_fails_the_run_at_the_swap_keeping_its_checkpoint(tmp_path):
+    """A foreign file found at the swap, after training wrote its checkpoints: a `RunError` (exit 1)
+    that says the trained model is kept, not exit 2's "nothing written"; the next run exports."""
+    from conftest import counter_settings, train_counter
+
+    from diy_lstm.cli.errors import EXIT_FAILED, exit_code
+    from diy_lstm.training.results import RunError
+    from tasks.counter.task import CounterData, CounterTask
+
+    settings = counter_settings(str(tmp_path), "r", units=2, epochs=2, data=CounterData(min_length=2, max_length=2))
+    export_dir = tmp_path / "r" / "saved_model"
+
+    class PutsANoteInTheExport(CounterTask):
+        def evaluate(self, model, thorough=True):
+            if export_dir.is_dir():
+                (export_dir / "NOTES.txt").write_text("mine")
+            return super().evaluate(model, thorough)
+
+    train_counter(settings)
+    settings = dataclasses.replace(settings, training=dataclasses.replace(settings.training, epochs=3))
+    with pytest.raises(RunError) as raised:
+        run.train(settings, PutsANoteInTheExport(settings.data))
+    assert exit_code(raised.value) == EXIT_FAILED
+    assert str(raised.value).startswith("training finished, but the export was refused: --export_dir=")
+    assert str(raised.value).endswith(
+        f"the trained model is kept in {tmp_path / 'r' / 'checkpoints' / 'ckpt-3'}: rerun the same command to export"
+    )
+    assert (export_dir / "NOTES.txt").read_text() == "mine"

@@ -30,7 +30,7 @@ from diy_lstm.cli.errors import (  # noqa: E402
 )
 from diy_lstm.training.config import RunSettings  # noqa: E402
 from diy_lstm.training.results import INTERRUPTED, RunResult  # noqa: E402
-from diy_lstm.training.run import train  # noqa: E402
+from diy_lstm.training.run import check_directories, train  # noqa: E402
 from diy_lstm.training.task import Task  # noqa: E402
 
 
@@ -80,7 +80,11 @@ def unknown_flag(arguments: list[str]) -> str:
 
 def train_each(runs: Iterable[tuple[RunSettings, Task]], summarize: Callable[[RunResult], None]) -> int:
     """`run.train` for each planned run (one per `--lstm_size`), printing the first summary line and
-    the task's own; the exit code (130 if interrupted)."""
+    the task's own; the exit code (130 if interrupted). Every run's directories are checked before
+    the first trains, so a directory that is not ours stops the command before it writes anything."""
+    runs = list(runs)
+    for settings, _ in runs:
+        check_directories(settings)
     for settings, task in runs:
         result = train(settings, task)
         if result.outcome == INTERRUPTED:

@@ -244,21 +244,34 @@ def load_metadata(export_dir: str) -> dict:
     return metadata if isinstance(metadata, dict) else {}
 
 
+class LoadError(Exception):
+    """A SavedModel directory that is missing or cannot be loaded; the message says which and why."""
+
+
 def load_model(export_dir: str) -> LSTMModel:
     """The `LSTMModel` an export of ours holds, as Python to look inside (`gates`, `step`): its config
-    from the metadata, its variables from the SavedModel (`model` of the served module)."""
-    model = LSTMModel(ModelConfig(**load_metadata(export_dir)["model_config"]))
-    saved = tf.saved_model.load(export_dir).model
+    from the metadata, its variables from the SavedModel (`model` of the served module). `LoadError`
+    says what `export_dir` is instead (missing, a file, a run directory, not an export of ours)."""
+    if not os.path.isdir(export_dir):
+        what = "a file" if os.path.exists(export_dir) else "not there"
+        raise LoadError(f"{export_dir} is {what}; load_model takes the directory of an export")
+    if files.is_run_dir(export_dir):
+        raise LoadError(f"{export_dir} is a run directory; its export is {os.path.join(export_dir, 'saved_model')}")
+    config = (_our_metadata(export_dir) or {}).get("model_config")
+    if not isinstance(config, dict):
+        raise LoadError(f"{export_dir} is not a diy_lstm export (no model config in its {METADATA_FILE})")
+    try:
+        files.check_regular_tree(export_dir, export_dir, MAX_SAVED_MODEL_BYTES)
+        model = LSTMModel(ModelConfig(**config))
+        saved = tf.saved_model.load(export_dir).model
+    except Exception as error:  # a damaged export fails in many ways; report the first line
+        raise LoadError(f"{export_dir}: cannot load the export: {first_line(error)}") from None
     for layer, saved_layer in zip(model.layers, saved.layers):
         for name, variable in layer.gate_variables().items():
             variable.assign(getattr(saved_layer, name))
     model.W_out.assign(saved.W_out)
     model.b_out.assign(saved.b_out)
     return model
-
-
-class LoadError(Exception):
-    """A SavedModel directory that is missing or cannot be loaded; the message says which and why."""
 
 
 def load_serving_signature(export_dir: str, signature_name: str, expected_inputs: Sequence[str]):

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
-from diy_lstm.errors import ConfigError
+from diy_lstm.errors import ConfigError, check_field_types
 from diy_lstm.model import ModelConfig
 
 CONFIG_VERSION = 3
@@ -82,6 +83,7 @@ class TrainingConfig:
     jit_compile: str = may_change("auto")
 
     def __post_init__(self):
+        check_field_types(self)
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _check(self.batch_size >= 0, "batch_size", self.batch_size, ">= 0")
         _check(0.0 < self.learning_rate < 1e38, "learning_rate", self.learning_rate, "> 0 (and a float32)")
@@ -126,6 +128,7 @@ class RestartConfig:
     max_restarts: int = 3
 
     def __post_init__(self):
+        check_field_types(self)
         _check(self.epoch >= 0, "restart_epoch", self.epoch, ">= 0")
         _check(0 <= self.max_restarts <= 100, "max_restarts", self.max_restarts, "in [0, 100]")
         for name, bound in self.above:
@@ -166,6 +169,12 @@ class RunConfig:
     worker_start_timeout: float = may_change(300.0)
 
     def __post_init__(self):
+        check_field_types(self)
+        for name in ("logdir", "run_name", "export_dir"):
+            _check("\0" not in (getattr(self, name) or ""), name, getattr(self, name), "a path without a null byte")
+        name = self.run_name
+        inside = name.strip() != "" and not os.path.isabs(name) and ".." not in name.replace("\\", "/").split("/")
+        _check(inside, "run_name", name, "a non-empty relative name without '..' (a directory inside --logdir)")
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
         _check(0 <= self.cpu_devices <= MAX_CPU_DEVICES, "cpu_devices", self.cpu_devices, f"in [0, {MAX_CPU_DEVICES}]")
         _check(

@@ -208,11 +208,6 @@ flags.register_validator(  # each size trains in its own directory: a size given
     lambda values: len({int(v) for v in values}) == len(values),
     message="--lstm_size names a size more than once; each size trains one run",
 )
-flags.register_validator(
-    "run_name",
-    lambda v: v is None or (v.strip() != "" and ".." not in v.split("/") and not v.startswith("/")),
-    message="--run_name must be a non-empty relative name without '..'",
-)
 
 
 def use_defaults(
@@ -293,7 +288,7 @@ def run_config(restart_above: tuple[tuple[str, float], ...] = ()) -> RunConfig:
         )
     return RunConfig(
         logdir=_LOGDIR.value,
-        run_name=_RUN_NAME.value or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
+        run_name=datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if _RUN_NAME.value is None else _RUN_NAME.value,
         export_dir=_EXPORT_DIR.value,
         eval_every=_EVAL_EVERY.value,
         checkpoint_every=_CHECKPOINT_EVERY.value,

@@ -23,6 +23,7 @@ from typing import Iterator
 import tensorflow as tf
 
 from diy_lstm.model import LSTMModel
+from diy_lstm.serving.export import ExportDirError
 from diy_lstm.training import distribute, machine
 from diy_lstm.training.checkpoints import ResumeError, RunCheckpoint
 from diy_lstm.training.config import RunSettings
@@ -321,7 +322,13 @@ class TrainingLoop:
         seconds = self._seconds()  # training, the finishing steps and the final evaluation
         module, signatures = self.task.serving_module(self.model, metrics)
         metadata = {"model_config": dataclasses.asdict(self.settings.model), "config": self.settings.to_json()}
-        self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)
+        try:
+            self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)
+        except ExportDirError as error:  # found at the swap: the run has written, so not "bad input"
+            raise RunError(
+                f"training finished, but the export was refused: {error}; the trained model is kept in "
+                f"{self.checkpoint.latest}: rerun the same command to export"
+            ) from None
         done = dataclasses.replace(
             self._result(COMPLETED, metrics=metrics, export_dir=self.export_dir), seconds=seconds
         )

@@ -36,7 +36,7 @@ from diy_lstm import files
 from diy_lstm.serving.export import check_export_dir, remove_stale_staging
 from diy_lstm.training import distribute, fingerprint, memory
 from diy_lstm.training.checkpoints import CHECKPOINT_DIR, JSON_STAGING, ResumeError, read_json
-from diy_lstm.training.config import RunSettings
+from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.lock import RunLock
 from diy_lstm.training.loop import TrainingLoop
 from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult  # noqa: F401
@@ -149,6 +149,11 @@ def set_up(settings: RunSettings, task: Task, place: distribute.Placement) -> Pr
     data for these settings and its carried variables (each can refuse the run, naming why).
     Returns what the run needs of the data (`Task.prepare`)."""
     _check_memory(settings, task)
+    if unknown := [name for name, _ in settings.run.restart.above if name not in task.metric_names]:
+        raise ConfigError(
+            f"a restart bound names {unknown[0]!r}, which the {task.name} task does not report; "
+            f"its validation metrics are {', '.join(task.metric_names)}"
+        )
     prepared = task.prepare(settings.training)
     with place.strategy.scope():  # a task that cannot split its batches says so here
         task.make_variables(settings.model, place.replicas)

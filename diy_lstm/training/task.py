@@ -5,6 +5,7 @@ resume, restarts, export. A task knows its data and what "good" means. It plugs 
 `Task`:
 
     name                         a short name, saved in config.json (a run resumes only its own task)
+    metric_names                 what `evaluate` reports of each split
     evaluated_splits             what `evaluate` reports on: train, validation, and any of the task's own
     prepare(training)            builds what depends on the seed and batch size (every try), checks them,
                                  and returns what the run needs of it (`Prepared`)
@@ -101,6 +102,7 @@ class Task(abc.ABC):
     """A task the training run can train; see the module docstring."""
 
     name: str
+    metric_names: tuple[str, ...]  # what `evaluate` reports of each split (restart bounds name them)
 
     @property
     def evaluated_splits(self) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from diy_lstm import readout
-from diy_lstm.errors import ConfigError
+from diy_lstm.errors import ConfigError, check_field_types
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.training.config import TrainingConfig
@@ -137,10 +137,13 @@ class CounterData:
     )
 
     def __post_init__(self):
+        check_field_types(self)
         if not 1 <= self.min_length <= self.max_length:
             raise ConfigError(
                 f"lengths must satisfy 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
             )
+        if self.max_sequences_per_length < 2:
+            raise ConfigError(f"--max_sequences_per_length must be >= 2, got {self.max_sequences_per_length}")
         per_length = min(self.max_sequences_per_length, 4 ** min(self.max_length, 16))
         if per_length * self.max_length > MAX_CHARACTERS_IN_MEMORY:
             raise ConfigError(
@@ -248,6 +251,9 @@ def misses(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.not_equal(tf.round(predictions), targets), predictions.dtype)
 
 
+METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
+
+
 def metrics_fn(predictions: tf.Tensor, targets: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
     """The four metrics of the module docstring, each a scalar, for `[batch, time]` inputs."""
     dtype = predictions.dtype
@@ -268,6 +274,7 @@ class CounterTask(Task):
     running_sums [batch, time], lengths [batch])`."""
 
     name = "counter"
+    metric_names = METRIC_NAMES
 
     def __init__(self, data: CounterData):
         self.data = data

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from diy_lstm.cell import LSTMState
+from diy_lstm.errors import check_field_types
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.config import ConfigError, TrainingConfig, may_change
 from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, Metrics, PlannedBatch, Prepared, RunModel, Task
@@ -64,6 +65,7 @@ class TextData:
     goal_bits_per_char: float = 0.0
 
     def __post_init__(self):
+        check_field_types(self)
         if self.text_file is not None and not self.text_file.strip():
             raise ConfigError("--text_file is empty: give the path of a UTF-8 text file, or leave it out for --corpus")
         if self.text_file is None and self.corpus not in text_data.CORPORA:
@@ -94,6 +96,7 @@ class TextTask(Task):
     (ids, and whether this window starts an epoch)."""
 
     name = "text"
+    metric_names = ("loss", "bits_per_char", "perplexity", "accuracy")  # `metrics_of`
 
     @property
     def evaluated_splits(self) -> tuple[str, ...]:
