@@ -395,7 +395,7 @@ def test_the_more_signature_refuses_a_state_of_another_shape(small_text_export):
         ([1, 2, 2, 7], "1 2 2 7"),
         ([2, 2, 2, 8], "2 2 2 8"),
         ([2, 8], "2 8"),
-        ([1, 2, 2, 8, 1], "1 2 2 8..."),
+        ([1, 2, 2, 8, 1], "1 2 2 8 1"),
     ):
         with pytest.raises(tf.errors.InvalidArgumentError) as refused:
             more(state=tf.zeros(shape), **sampling)
@@ -403,6 +403,34 @@ def test_the_more_signature_refuses_a_state_of_another_shape(small_text_export):
             f"state must be [1, 2, batch, 8] (from start or more), got shape {shown}"
         )
     assert more(state=tf.zeros([1, 2, 3, 8]), **sampling)["text"].shape == (3,)
+
+
+def test_every_signature_refuses_an_input_of_another_rank_in_one_line(small_text_export, small_export):
+    """A loaded signature passes a tensor of any shape on: each checks every input's rank before any
+    op reads it (a `[2, 2]` batch of strings is not 4 sequences, a vector is not a scalar)."""
+    from diy_lstm.cli.errors import graph_error_message
+
+    text, counter = (tf.saved_model.load(path).signatures for path in (small_text_export, small_export))
+    sampling = {"num_chars": 2, "temperature": 0.0, "seed": tf.constant(0, tf.int64)}
+    state = text["start"](prompt=tf.constant(["a"]))["state"]
+    calls = [
+        (text["generate"], {**sampling, "prompt": [["a", "b"], ["c", "d"]]}, "prompt must be a vector of strings"),
+        (text["generate"], {**sampling, "prompt": "a"}, "prompt must be a vector of strings [batch], got shape "),
+        (text["generate"], {**sampling, "prompt": ["a"], "num_chars": [2, 3]}, "num_chars must be a scalar"),
+        (text["generate"], {**sampling, "prompt": ["a"], "temperature": [0.0]}, "temperature must be a scalar"),
+        (text["start"], {"prompt": [["a"]]}, "prompt must be a vector of strings [batch], got shape 1 1"),
+        (text["score"], {"text": [["ab"]]}, "text must be a vector of strings [batch], got shape 1 1"),
+        (text["more"], {**sampling, "state": state, "first_step": [0, 0]}, "first_step must be a scalar"),
+        (text["more"], {**sampling, "state": state, "first_step": 0, "seed": [1]}, "seed must be a scalar"),
+        (counter["serving_default"], {"sequences": [["+-", "+"], ["-", "0"]]}, "sequences must be a vector"),
+        (counter["score_encoded"], {"inputs": tf.zeros([2, 3])}, "inputs must be [batch, time >= 1, 3], got shape 2 3"),
+    ]
+    for signature, inputs, message in calls:
+        dtypes = {"seed": tf.int64, "first_step": tf.int64, "temperature": tf.float32}
+        tensors = {name: tf.constant(value, dtypes.get(name)) for name, value in inputs.items()}
+        with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+            signature(**tensors)
+        assert graph_error_message(refused.value).startswith(message), (inputs, refused.value.message)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ character, never one string per character), looks them up, and returns checks th
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import tensorflow as tf
 
@@ -125,6 +125,30 @@ class CharacterTable(tf.Module):
     def text(self, ids: tf.Tensor) -> tf.Tensor:
         """The characters of `ids` `[..., time]` joined: `[...]` strings."""
         return tf.strings.reduce_join(tf.gather(self.characters, ids), axis=-1)
+
+
+def checked_shape(
+    tensor: tf.Tensor, shape: Sequence[int | None], what: str, also: Callable[[tf.Tensor], tf.Tensor] | None = None
+) -> tf.Tensor:
+    """`tensor` once its shape is `shape` (None: any size on that axis) and `also(its shape, padded
+    with zeros to at least len(shape))` holds; else the `bad input:` error "`what`, got shape [...]".
+    A signature that takes `tensor` declares no shape (`tf.TensorSpec(None)`): a loaded signature takes
+    a tensor of any shape, and a declared one would let the graph's optimizer take this check as passed."""
+    actual = tf.shape(tensor)
+    padded = tf.concat([actual, tf.zeros([len(shape)], tf.int32)], axis=0)  # indexable whatever the rank
+    well_formed = tf.equal(tf.size(actual), len(shape))
+    for axis, size in enumerate(shape):
+        if size is not None:
+            well_formed &= tf.equal(padded[axis], size)
+    if also is not None:
+        well_formed &= also(padded)
+    check = tf.debugging.Assert(well_formed, [f"{ERROR_PREFIX}{what}, got shape", actual], summarize=8)
+    with tf.control_dependencies([check]):
+        tensor = tf.identity(tensor)
+    if None in shape:
+        return tf.ensure_shape(tensor, shape)
+    # A fully known shape given to `ensure_shape` would let the optimizer fold this check away.
+    return tf.reshape(tensor, shape)
 
 
 def padded_size_check(lengths: tf.Tensor, what: str, max_padded_characters: int) -> tf.Operation:

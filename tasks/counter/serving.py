@@ -43,7 +43,7 @@ import tensorflow as tf
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
-from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, padded_size_check
+from diy_lstm.serving.strings import CharacterTable, checked_shape, padded_size_check
 from diy_lstm.serving.windows import batch_check, run_in_windows, window_length
 
 SIGNATURE_INPUTS = {"serving_default": ("sequences",)}
@@ -132,9 +132,10 @@ class SequenceScorer(tf.Module):
             "max_sequences": tf.constant(self.window_steps, tf.int64),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="sequences")], autograph=False)
     def score_strings(self, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores raw strings, `[batch]`, of any lengths."""
+        sequences = checked_shape(sequences, [None], "sequences must be a vector of strings [batch]")
         ids, lengths, checks = self.characters.ids(
             sequences, "sequences", max_padded_characters=self.max_padded_characters
         )
@@ -147,20 +148,16 @@ class SequenceScorer(tf.Module):
         inputs = tf.gather(self.codes, dense_ids)  # [batch, max_time, features]
         return self._score(inputs, lengths)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="inputs")], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="inputs")], autograph=False)
     def score_encoded(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores encoded sequences `[batch, time, features]`, every one `time` steps long."""
         features = self.model.config.input_size
-        shape = tf.shape(inputs)
-        padded_shape = tf.concat([shape, [0, 0, 0]], axis=0)  # indexable whatever the rank
-        well_formed = (tf.size(shape) == 3) & (padded_shape[1] > 0) & (padded_shape[2] == features)
-        checks = [
-            tf.debugging.Assert(
-                well_formed, [f"{ERROR_PREFIX}inputs must be [batch, time >= 1, {features}], got shape", shape]
-            )
-        ]
-        with tf.control_dependencies(checks):
-            inputs = tf.ensure_shape(inputs, [None, None, features])
+        inputs = checked_shape(
+            inputs,
+            [None, None, features],
+            f"inputs must be [batch, time >= 1, {features}]",
+            also=lambda shape: shape[1] > 0,
+        )
         lengths = tf.fill(tf.shape(inputs)[:1], tf.shape(inputs)[1])
         with tf.control_dependencies(
             [

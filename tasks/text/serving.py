@@ -40,8 +40,10 @@ from diy_lstm.cell import LSTMState
 from diy_lstm.model import LSTMModel
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
-from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable
+from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, checked_shape
 from diy_lstm.serving.windows import batch_check, run_in_windows, window_length
+
+PROMPTS = "prompt must be a vector of strings [batch]"  # what `generate` and `start` take
 
 SIGNATURE_INPUTS = {
     "generate": ("num_chars", "prompt", "seed", "temperature"),
@@ -103,12 +105,12 @@ class TextGenerator(tf.Module):
         )  # texts × window
 
     def signatures(self) -> dict:
-        more = self.more.get_concrete_function(  # the state's shape is checked in the graph (`_checked_state`)
+        more = self.more.get_concrete_function(  # every shape is checked in the graph (`checked_shape`)
             tf.TensorSpec(None, self.model.dtype, name="state"),
-            tf.TensorSpec([], tf.int32, name="num_chars"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([], tf.int64, name="first_step"),
+            tf.TensorSpec(None, tf.int32, name="num_chars"),
+            tf.TensorSpec(None, tf.float32, name="temperature"),
+            tf.TensorSpec(None, tf.int64, name="seed"),
+            tf.TensorSpec(None, tf.int64, name="first_step"),
         )
         return {
             "generate": self.generate.get_concrete_function(),
@@ -159,57 +161,38 @@ class TextGenerator(tf.Module):
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None], tf.string, name="prompt"),
-            tf.TensorSpec([], tf.int32, name="num_chars"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int64, name="seed"),
+            tf.TensorSpec(None, tf.string, name="prompt"),
+            tf.TensorSpec(None, tf.int32, name="num_chars"),
+            tf.TensorSpec(None, tf.float32, name="temperature"),
+            tf.TensorSpec(None, tf.int64, name="seed"),
         ],
         autograph=False,
     )
     def generate(self, prompt, num_chars, temperature, seed):
+        prompt = checked_shape(prompt, [None], PROMPTS)
         states = self._prompt_states(prompt)
         continuation, _ = self._continue(states, num_chars, temperature, seed, tf.constant(0, tf.int64))
         return {"text": tf.strings.join([prompt, continuation])}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="prompt")], autograph=False)
     def start(self, prompt):
         """The state after each prompt, `[layers, 2 (hidden, cell), batch, units]`, for `more`."""
-        return {"state": pack(self._prompt_states(prompt))}
+        return {"state": pack(self._prompt_states(checked_shape(prompt, [None], PROMPTS)))}
 
     @tf.function(autograph=False)
     def more(self, state, num_chars, temperature, seed, first_step):
         """`num_chars` more characters after `state` (from `start` or the last `more`) and the state
         after them. Calls that continue one another (`first_step`: the characters written before)
         write what one `generate` call with the same seed writes."""
-        continuation, states = self._continue(
-            unpack(self._checked_state(state)), num_chars, temperature, seed, first_step
-        )
-        return {"text": continuation, "state": pack(states)}
-
-    def _checked_state(self, state: tf.Tensor) -> tf.Tensor:
-        """`state` once it is `[layers, 2, batch, units]`. The signature declares no shape: a loaded
-        signature takes a tensor of any shape, and a declared one would let the graph's optimizer
-        take this check as passed."""
         config = self.model.config
-        shape = tf.shape(state)
-        padded_shape = tf.concat([shape, [0, 0, 0, 0]], axis=0)  # indexable whatever the rank
-        well_formed = (
-            (tf.size(shape) == 4)
-            & (padded_shape[0] == config.num_layers)
-            & (padded_shape[1] == 2)
-            & (padded_shape[3] == config.units)
+        state = checked_shape(
+            state,
+            [config.num_layers, 2, None, config.units],
+            f"state must be [{config.num_layers}, 2, batch, {config.units}] (from start or more)",
         )
-        check = tf.debugging.Assert(
-            well_formed,
-            [
-                f"{ERROR_PREFIX}state must be [{config.num_layers}, 2, batch, {config.units}] (from start or more), "
-                "got shape",
-                shape,
-            ],
-            summarize=4,
-        )
-        with tf.control_dependencies([check]):
-            return tf.ensure_shape(state, [config.num_layers, 2, None, config.units])
+        first_step = checked_shape(first_step, [], "first_step must be a scalar")
+        continuation, states = self._continue(unpack(state), num_chars, temperature, seed, first_step)
+        return {"text": continuation, "state": pack(states)}
 
     def _continue(
         self,
@@ -221,6 +204,10 @@ class TextGenerator(tf.Module):
     ) -> tuple[tf.Tensor, tuple[LSTMState, ...]]:
         """`num_chars` characters sampled after `states`, string `[batch]`, and the states after them:
         chunk after chunk of one compiled loop (`_sample_chunk`)."""
+        num_chars, temperature, seed = (
+            checked_shape(value, [], f"{name} must be a scalar")
+            for value, name in ((num_chars, "num_chars"), (temperature, "temperature"), (seed, "seed"))
+        )
         batch = tf.shape(states[0].hidden)[:1]
         output = tf.cast(batch[0], tf.int64) * tf.cast(num_chars, tf.int64)
         checks = [
@@ -305,8 +292,9 @@ class TextGenerator(tf.Module):
         )
         return written, states
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="text")], autograph=False)
     def score(self, text):
+        text = checked_shape(text, [None], "text must be a vector of strings [batch]")
         ids, lengths, checks = self.characters.ids(
             text, "text", minimum_length=2, max_padded_characters=MAX_PADDED_CHARACTERS
         )
