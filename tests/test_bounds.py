@@ -590,6 +590,31 @@ def test_the_text_prompt_signatures_refuse_a_call_over_their_cap(small_text_expo
     )
 
 
+def test_the_sampling_signatures_refuse_more_texts_than_a_call_samples(small_text_export):
+    """`generate` and `more` sample each text with a chunk of ids and one step of the model: at most
+    125,000,000 bytes over 4 bytes × `GENERATE_CHUNK` and what a step holds, whatever `num_chars` is
+    and however the state was made (`more` had no cap on its batch)."""
+    from diy_lstm.cli.errors import graph_error_message
+    from diy_lstm.serving import budget
+    from tasks.text.serving import BYTES_PER_STEP_AND_CHARACTER, GENERATE_CHUNK
+
+    loaded = tf.saved_model.load(small_text_export)
+    sampling = {"num_chars": tf.constant(1), "temperature": tf.constant(0.0), "seed": tf.constant(0, tf.int64)}
+    texts = budget.WINDOW_BYTES // (
+        4 * GENERATE_CHUNK
+        + budget.bytes_per_step(8, 1, keep_states=True)
+        + BYTES_PER_STEP_AND_CHARACTER * len(set(text_data.FOX_AND_CROW))
+    )
+    refusal = f"{texts + 1} texts sampled; at most {texts} a call for this model"
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        loaded.signatures["generate"](prompt=tf.constant([""] * (texts + 1)), **sampling)
+    assert graph_error_message(refused.value) == refusal
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        loaded.signatures["more"](state=tf.zeros([1, 2, texts + 1, 8]), first_step=tf.constant(0, tf.int64), **sampling)
+    assert graph_error_message(refused.value) == refusal
+    assert loaded.signatures["generate"](prompt=tf.constant([""] * texts), **sampling)["text"].shape == (texts,)
+
+
 def test_prompts_run_in_windows_end_in_the_state_one_pass_gives(monkeypatch):
     """Prompts of 0 to 9,000 characters in windows of 1,000 (as a large batch would get): each ends in
     the state the whole prompt run at once gives."""

@@ -77,6 +77,10 @@ def unpack(state: tf.Tensor) -> tuple[LSTMState, ...]:
 
 
 GENERATE_CHUNK = 1024  # characters sampled by one compiled program (docs/performance.md)
+# `generate`, `more`: the texts of one call are sampled together, each holding a chunk of ids (4 bytes
+# a character of `GENERATE_CHUNK`) and one step of the model and its logits (as a window counts one);
+# together within `budget.WINDOW_BYTES` (docs/reliability.md, "What one call may hold").
+BYTES_PER_SAMPLED_ID = 4
 
 
 class TextGenerator(tf.Module):
@@ -103,6 +107,11 @@ class TextGenerator(tf.Module):
             budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
             + BYTES_PER_STEP_AND_CHARACTER * size
         )  # texts × window
+        self.sampled_texts = budget.WINDOW_BYTES // (
+            BYTES_PER_SAMPLED_ID * GENERATE_CHUNK
+            + budget.bytes_per_step(config.units, config.num_layers, keep_states=True)
+            + BYTES_PER_STEP_AND_CHARACTER * size
+        )  # texts sampled in one call
 
     def signatures(self) -> dict:
         more = self.more.get_concrete_function(  # every shape is checked in the graph (`checked_shape`)
@@ -211,6 +220,7 @@ class TextGenerator(tf.Module):
         batch = tf.shape(states[0].hidden)[:1]
         output = tf.cast(batch[0], tf.int64) * tf.cast(num_chars, tf.int64)
         checks = [
+            batch_check(batch[0], self.sampled_texts, "texts sampled"),
             tf.debugging.Assert(
                 tf.logical_and(num_chars >= 0, num_chars <= MAX_GENERATED_CHARACTERS),
                 [f"{ERROR_PREFIX}num_chars must be in [0, {MAX_GENERATED_CHARACTERS}], got", num_chars],
