@@ -534,3 +534,24 @@ def test_generate_streams_what_the_generate_signature_writes_and_stops_on_ctrl_c
         assert len(first) == 2000 and process.returncode == 130, (stop, errors)
         assert errors.decode() == "error: interrupted\n" and len(first + rest) < 1_000_000
         assert (first + rest).endswith(b"\n"), stop
+
+
+def test_a_recipe_that_cannot_be_read_is_one_line_when_the_command_runs_and_nothing_at_import(tmp_path, monkeypatch):
+    """No recipe is read at import (a damaged or missing one broke every text command, even `--help`);
+    when the command runs, one that includes itself, or is not there, is a `ConfigError` naming it."""
+    from diy_lstm.training.config import ConfigError
+    from tasks.text import presets
+
+    (tmp_path / "shakespeare.flags").write_text(f"--flagfile={tmp_path / 'shakespeare.flags'}\n--epochs=3\n")
+    monkeypatch.setattr(presets, "RECIPES", tmp_path)
+    with pytest.raises(
+        ConfigError, match=f"^the recipe of --corpus=shakespeare, {tmp_path}/shakespeare.flags, cannot be read: "
+    ):
+        presets.recipe("shakespeare")
+    with pytest.raises(
+        ConfigError, match=f"^the recipe of --corpus=fox_and_crow, {tmp_path}/fox_and_crow.flags, is not there"
+    ):
+        presets.recipe("fox_and_crow")
+    moved = f"import tasks.text.presets as p, pathlib; p.RECIPES = pathlib.Path({str(tmp_path / 'none')!r}); "
+    imported = run_python(["-c", moved + "import tasks.text.train; print('imported')"])
+    assert imported.returncode == 0 and imported.stdout.strip() == "imported", imported.stderr

@@ -17,16 +17,27 @@ import pathlib
 from absl import flags
 
 from diy_lstm.cli import flagfiles
+from diy_lstm.errors import ConfigError, first_line
 
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 
 
 def recipe(corpus: str) -> dict[str, str]:
-    """`{flag name: value}` of the corpus's recipe file, read as `--flagfile` reads it."""
-    argument = f"--flagfile={RECIPES / f'{corpus}.flags'}"
-    flagfiles.check([argument])
+    """`{flag name: value}` of the corpus's recipe file, read as `--flagfile` reads it; a recipe that
+    cannot be read is a `ConfigError` naming it."""
+    path = RECIPES / f"{corpus}.flags"
+    if not path.is_file():
+        raise ConfigError(
+            f"the recipe of --corpus={corpus}, {path}, is not there: run from a clone of the repository "
+            "(pip install -e .), or give every setting with --flagfile"
+        )
+    try:
+        flagfiles.check([f"--flagfile={path}"])
+        lines = flags.FLAGS.read_flags_from_files([f"--flagfile={path}"], force_gnu=True)
+    except (OSError, ValueError, flags.Error) as error:
+        raise ConfigError(f"the recipe of --corpus={corpus}, {path}, cannot be read: {first_line(error)}") from None
     values = {}
-    for line in flags.FLAGS.read_flags_from_files([argument], force_gnu=True):
+    for line in lines:
         name, _, value = line[2:].partition("=")
         values[name] = value
     return values

@@ -57,19 +57,16 @@ _GOAL_BITS_PER_CHAR = flags.DEFINE_float(
     "If > 0: the run's goal, validation bits per character at most this (training's "
     "without validation); --stop_at_goal ends the run there.",
 )
-# The command's defaults: the default corpus's recipe (a --text_file trains with them too); each
-# corpus's recipe then sets its own (presets.py).
-for name, value in recipe(_CORPUS.default).items():
-    flags.FLAGS.set_default(name, value)
-
-
 def apply_preset() -> None:
-    """The chosen corpus's recipe, for every flag not given explicitly (a --text_file has none)."""
-    if _TEXT_FILE.value is None:
-        for name, value in recipe(_CORPUS.value).items():
-            flag = flags.FLAGS[name]
-            if not flag.present:
-                flag.value = flag._parse(value)  # as given, but not marked given
+    """For every flag not given explicitly: the default corpus's recipe (a --text_file trains with it
+    too), then the chosen corpus's over it (presets.py). Read when the command runs, not at import."""
+    values = recipe(_CORPUS.default)
+    if _TEXT_FILE.value is None and _CORPUS.value != _CORPUS.default:
+        values.update(recipe(_CORPUS.value))
+    for name, value in values.items():
+        flag = flags.FLAGS[name]
+        if not flag.present:
+            flag.value = flag._parse(value)  # as given, but not marked given
 
 
 def fit_streams(text: str) -> None:
