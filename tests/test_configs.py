@@ -82,3 +82,19 @@ def test_a_step_of_an_input_of_another_rank_is_refused():
     assert model.step(tf.zeros([2, 3]), states)[-1].hidden.shape == (2, 4)
     with pytest.raises(ValueError, match=r"takes inputs \[batch, input_size\] or ids \[batch\], not \(2, 1, 3\)"):
         model.step(tf.constant(np.zeros([2, 1, 3], np.float32)), states)
+
+
+def test_multi_worker_with_restarts_is_refused_naming_the_flag_that_turns_them_off():
+    with pytest.raises(ConfigError) as raised:
+        RunConfig(strategy="multi_worker", restart=RestartConfig(epoch=20))
+    assert "give --restart_epoch=0 (the counter restarts at epoch 20 by default)" in str(raised.value)
+
+
+def test_a_flag_value_with_a_line_break_is_refused_in_one_whole_line():
+    from conftest import ROOT, run_python
+
+    result = run_python([f"{ROOT}/train_text.py", "--corpus=fox_and_crow\nx"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: flag --corpus=fox_and_crow\\nx: value should be one of <shakespeare|hamlet_soliloquy|fox_and_crow>\n"
+    )

@@ -48,8 +48,8 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
         if (too_long := _too_long_for_suggestions(argv[1:])) is not None:
             fail(unknown_flag([too_long]))
         return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(first_line(error))
+    except flags.Error as error:  # one line however it reads: a value's own line breaks shown as \n
+        fail(str(error).strip().replace("\n", "\\n"))
     except flagfiles.FlagfileError as error:
         fail(str(error))
     except RecursionError:  # absl's suggestions for a very long unknown flag

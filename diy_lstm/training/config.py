@@ -190,8 +190,9 @@ class RunConfig:
             )
         if self.strategy == "multi_worker" and self.restart.epoch:
             raise ConfigError(
-                "--restart_epoch is not available with --strategy=multi_worker: every worker would "
-                "have to move its run aside together; restart by hand with another --seed"
+                f"--restart_epoch={self.restart.epoch} is not available with --strategy=multi_worker: every "
+                "worker would have to move its run aside together; give --restart_epoch=0 (the counter "
+                "restarts at epoch 20 by default) and, if a try does not learn, rerun with another --seed"
             )
         for name in ("eval_every", "checkpoint_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")

@@ -57,6 +57,8 @@ _GOAL_BITS_PER_CHAR = flags.DEFINE_float(
     "If > 0: the run's goal, validation bits per character at most this (training's "
     "without validation); --stop_at_goal ends the run there.",
 )
+
+
 def apply_preset() -> None:
     """For every flag not given explicitly: the default corpus's recipe (a --text_file trains with it
     too), then the chosen corpus's over it (presets.py). Read when the command runs, not at import."""
