@@ -532,3 +532,8 @@ def test_a_damaged_restarts_json_is_one_line_naming_it(tmp_path, recorded, fault
     }
     (tmp_path / "restarts.json").write_text(json.dumps({"first_seed": 0, "given_up": [good]}))
     assert run._restarts_in_progress(str(tmp_path), 0, 3)[0].validation == {"error": 1.0}
+    for seeds in ([1], [0, 2], [0, 0]):  # well-formed, but not the tries a run gives up in turn
+        tries = [{**good, "seed": seed} for seed in seeds]
+        (tmp_path / "restarts.json").write_text(json.dumps({"first_seed": 0, "given_up": tries}))
+        with pytest.raises(ResumeError, match=rf"its tries gave up seeds \[{', '.join(map(str, seeds))}\], not 0, 1"):
+            run._restarts_in_progress(str(tmp_path), 0, 3)

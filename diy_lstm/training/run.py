@@ -137,6 +137,9 @@ def _restarts_in_progress(run_dir: str, first_seed: int, max_restarts: int) -> t
         if not isinstance(entries, list):
             raise ValueError("given_up is not a list")
         given_up = tuple(GivenUp.from_json(entry) for entry in entries)
+        seeds = [entry.seed for entry in given_up]
+        if seeds != list(range(first_seed, first_seed + len(seeds))):
+            raise ValueError(f"its tries gave up seeds {seeds}, not {first_seed}, {first_seed + 1}, ... in turn")
     except ValueError as error:
         raise ResumeError(
             f"cannot read the run's restarts.json {path}: {error}; rerun with --fresh to start over"
