@@ -1,12 +1,15 @@
 """The typed configs refuse what the flags refuse, with the same `ConfigError`, before anything is
 made or written; `load_model` and `LSTMModel.step` say what they were given instead of failing later."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import counter_settings, train_counter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.serving.export import LoadError, load_model
@@ -98,3 +101,38 @@ def test_a_flag_value_with_a_line_break_is_refused_in_one_whole_line():
     assert result.stderr == (
         "error: flag --corpus=fox_and_crow\\nx: value should be one of <shakespeare|hamlet_soliloquy|fox_and_crow>\n"
     )
+
+
+VALUES = st.one_of(
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["model", "training", "run", "restart", "counter", "text"]), st.data())
+def test_any_value_in_any_field_of_a_config_is_taken_or_refused_as_a_config_error(which, data):
+    """Floats, NaN, infinities, booleans, None and strings in any field: the config is made, or the
+    refusal is a `ConfigError` (the command lines' exit 2), never a TypeError met later."""
+    make = {
+        "model": lambda **kw: ModelConfig(**{"input_size": 3, "units": 4, **kw}),
+        "training": TrainingConfig,
+        "run": RunConfig,
+        "restart": RestartConfig,
+        "counter": CounterData,
+        "text": TextData,
+    }[which]
+    kind = {"model": ModelConfig, "training": TrainingConfig, "run": RunConfig, "restart": RestartConfig}.get(
+        which, CounterData if which == "counter" else TextData
+    )
+    names = [
+        field.name for field in dataclasses.fields(kind) if field.name not in ("above", "restart", "gate_examples")
+    ]
+    name = data.draw(st.sampled_from(names))
+    try:
+        make(**{name: data.draw(VALUES)})
+    except ConfigError:
+        pass

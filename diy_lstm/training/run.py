@@ -181,6 +181,8 @@ def _check_memory(settings: RunSettings, task: Task) -> None:
     """Refuses, naming what drives it, a kind of batch the task plans whose estimate cannot fit."""
     model = settings.model
     for batch in task.planned_batches(settings.training):
+        if batch.histograms and not settings.run.histogram_every:
+            continue
         estimate = memory.training_bytes if batch.trained else memory.inference_bytes
         flags = ("--lstm_size", "--num_layers", *batch.flags)
         memory.check_fits(

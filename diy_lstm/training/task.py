@@ -75,13 +75,15 @@ class FinishingSteps(NamedTuple):
 
 class PlannedBatch(NamedTuple):
     """A kind of batch a run will hold: `examples` × `steps`, trained on (a backward pass) or only
-    run forward; `what` names it and `flags` are what make it smaller (both for a refusal's line)."""
+    run forward; `what` names it and `flags` are what make it smaller (both for a refusal's line).
+    `histograms`: held only when the run draws histograms (`histogram_batch`'s gradients)."""
 
     what: str
     examples: int
     steps: int
     trained: bool
     flags: tuple[str, ...]
+    histograms: bool = False
 
 
 # `run_model(inputs, initial_states=None, *, keep_states=False, last_step_only=False) -> ModelOutput`:

@@ -365,6 +365,14 @@ class CounterTask(Task):
                 False,
                 ("--max_sequences_per_length", "--train_fraction"),
             ),
+            PlannedBatch(
+                "the histograms' gradients over the training split (none with --histogram_every=0)",
+                train_size,
+                data.max_length,
+                True,
+                ("--max_sequences_per_length", "--train_fraction"),
+                histograms=True,
+            ),
         ]
         if data.finishing_steps:
             planned.append(
