@@ -544,6 +544,7 @@ def test_a_model_exported_before_windows_is_held_to_a_whole_call_s_budget():
     )
 
 
+@pytest.mark.slow  # a scorer traced anew, and 9,000 steps run step by step for the reference
 def test_sequences_scored_in_windows_get_the_predictions_of_one_pass(monkeypatch):
     """Sequences of 1 to 9,000 characters scored in windows of 1,000 steps, the state carried: every
     step's prediction is the one the whole sequence run at once gives."""
@@ -631,6 +632,7 @@ def test_the_sampling_signatures_refuse_more_texts_than_a_call_samples(small_tex
     assert loaded.signatures["generate"](prompt=tf.constant([""] * texts), **sampling)["text"].shape == (texts,)
 
 
+@pytest.mark.slow  # a scorer traced anew, and 9,000 steps run step by step for the reference
 def test_prompts_run_in_windows_end_in_the_state_one_pass_gives(monkeypatch):
     """Prompts of 0 to 9,000 characters in windows of 1,000 (as a large batch would get): each ends in
     the state the whole prompt run at once gives."""

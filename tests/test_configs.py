@@ -93,6 +93,7 @@ def test_multi_worker_with_restarts_is_refused_naming_the_flag_that_turns_them_o
     assert "give --restart_epoch=0 (the counter restarts at epoch 20 by default)" in str(raised.value)
 
 
+@pytest.mark.slow
 def test_a_flag_value_with_a_line_break_is_refused_in_one_whole_line():
     from conftest import ROOT, run_python
 

@@ -68,6 +68,7 @@ def test_every_documented_example_exits_with_its_code(tmp_path, small_export, sm
     assert (logs / "damaged" / "config.json").read_text() == "{cut sho"
 
 
+@pytest.mark.slow
 def test_a_size_whose_directory_is_not_ours_stops_every_size_before_any_trains(tmp_path):
     """`--lstm_size=2,3` with `<run>/lstm_size_3` a user's directory: exit 2 and nothing written,
     not size 2 trained and then exit 2."""

@@ -536,6 +536,7 @@ def test_generate_streams_what_the_generate_signature_writes_and_stops_on_ctrl_c
         assert (first + rest).endswith(b"\n"), stop
 
 
+@pytest.mark.slow
 def test_a_recipe_that_cannot_be_read_is_one_line_when_the_command_runs_and_nothing_at_import(tmp_path, monkeypatch):
     """No recipe is read at import (a damaged or missing one broke every text command, even `--help`);
     when the command runs, one that includes itself, or is not there, is a `ConfigError` naming it."""
