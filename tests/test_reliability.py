@@ -193,6 +193,26 @@ def test_changed_settings_on_resume_are_refused_by_name(tmp_path, change, named)
     assert open(tmp_path / "r" / "config.json").read() == config_before
 
 
+def test_a_run_written_before_a_setting_existed_resumes_with_its_default_and_refuses_another(tmp_path, capsys):
+    """A config.json from before `long_check_length` and `weight_decay` (removed here): the run resumes
+    with their defaults, saying so once; a value other than the default is refused by name."""
+    train_counter(counter_settings(str(tmp_path), "r", **SMALL))
+    with open(tmp_path / "r" / "config.json") as f:
+        config = json.load(f)
+    del config["data"]["long_check_length"], config["training"]["weight_decay"]
+    with open(tmp_path / "r" / "config.json", "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ResumeError, match=r"weight_decay=0.0 \(its default: the run predates it; now 0.01\)"):
+        train_counter(counter_settings(str(tmp_path), "r", **{**SMALL, "weight_decay": 0.01}))
+    capsys.readouterr()
+    resumed = train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=6))
+    assert resumed.resumed_from_epoch == 5 and resumed.outcome == run.COMPLETED
+    said = [line for line in capsys.readouterr().out.splitlines() if "predates" in line]
+    assert said == [
+        f"{tmp_path / 'r'} predates 2 setting(s); it resumes with their defaults: long_check_length=0, weight_decay=0.0"
+    ]
+
+
 @pytest.mark.slow
 def test_epochs_may_grow_on_resume_but_not_shrink_below_what_was_trained(tmp_path):
     train_counter(counter_settings(str(tmp_path), "r", **SMALL))

@@ -255,9 +255,30 @@ class RunSettings:
                 if field.metadata.get("may_change_on_resume"):
                     continue
                 now = _plain(getattr(config, field.name))
-                if field.name not in saved_section or _plain(saved_section[field.name]) != now:
-                    conflicts.append(f"{field.name}={saved_section.get(field.name)} (now {now})")
+                if field.name in saved_section and _plain(saved_section[field.name]) != now:
+                    conflicts.append(f"{field.name}={saved_section[field.name]} (now {now})")
+                elif field.name not in saved_section and _default(field) != now:
+                    conflicts.append(f"{field.name}={_default(field)} (its default: the run predates it; now {now})")
         return list(dict.fromkeys(conflicts))  # a setting two sections hold (the seed) is named once
+
+    def predated_fields(self, saved: dict) -> list[str]:
+        """`field=default` for each setting `saved` (an older run's config.json) does not record: the
+        run predates it, so it resumes with the field's default (`resume_conflicts` holds it to that)."""
+        return [
+            f"{field.name}={_default(field)}"
+            for name, config in self.sections().items()
+            for field in dataclasses.fields(config)
+            if not field.metadata.get("may_change_on_resume") and field.name not in saved.get(name, {})
+        ]
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """A config field's default, as JSON gives it back (every field that can be added has one)."""
+    if field.default is not dataclasses.MISSING:
+        return _plain(field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return _plain(field.default_factory())
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -278,6 +278,8 @@ def _check_resume(settings: RunSettings, data_fingerprint: dict[str, object]) ->
             f"{run_dir} was started with {', '.join(conflicts)}; rerun with those settings to resume, "
             "or with --fresh to start over"
         )
+    if predated := settings.predated_fields(saved):
+        print(f"{run_dir} predates {len(predated)} setting(s); it resumes with their defaults: {', '.join(predated)}")
     if (changed := fingerprint.describe_change(saved.get("data_fingerprint"), data_fingerprint)) is not None:
         raise ResumeError(
             f"{run_dir} was trained on other data: {changed}; resume with the data it was "
