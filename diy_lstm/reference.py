@@ -37,7 +37,7 @@ ACTIVATIONS = {
 
 @dataclasses.dataclass
 class LayerParams:
-    """One layer: `W[k]` `[input + units, units]` and `b[k]` `[units]` for k in f, i, c, o."""
+    """One layer: `W[k]` `[input + units, units]` and `b[k]` `[units]` for k in `cell.GATES` (i, f, g, o)."""
 
     W: dict[str, np.ndarray]
     b: dict[str, np.ndarray]

@@ -105,6 +105,20 @@ def running_sum_by_hand(sequence: str) -> list[int]:
     return sums
 
 
+def replay_of_the_design_doc(export_dir: str) -> list[float]:
+    """What docs/design.md's numpy replay of `+I-` prints for its three steps, run on `export_dir`."""
+    import contextlib
+    import io
+
+    text = open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8").read()
+    start = text.index("```python\nimport numpy as np, tensorflow as tf") + len("```python\n")
+    code = text[start : text.index("```", start)].replace("logs/RUN/saved_model", export_dir)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    return [float(line) for line in printed.getvalue().splitlines()[:3]]
+
+
 @pytest.mark.slow
 def test_the_default_command_counts_fresh_sequences_and_sums_of_100000_exactly(tmp_path):
     """`python train.py --lstm_size=24` as a user runs it (no other flag but where it writes), then its
@@ -144,6 +158,9 @@ def test_the_default_command_counts_fresh_sequences_and_sums_of_100000_exactly(t
     assert points[("validation", "gates/++I--0+")] == len({*range(2, epochs + 1, 2), epochs})
     assert points[("train", "weights/layer_0/W_f")] == len({*range(5, epochs + 1, 5), epochs})
     score = loaded.signatures["serving_default"]
+    replayed = replay_of_the_design_doc(str(tmp_path / "default" / "saved_model"))
+    served = score(sequences=tf.constant(["+I-"]))["step_predictions"].numpy()[0]
+    np.testing.assert_allclose(replayed, served, atol=1e-3)  # the doc's numpy replay is the model's
     rng = np.random.default_rng(2026)
     for length in (1, 6, 7, 100, 1000, 2000):
         sequences = dg.sample_sequences(length, 50, rng, "uniform") + dg.sample_sequences(length, 50, rng, "varied")
