@@ -24,23 +24,25 @@ from tasks.text.presets import fit_to_text, recipe
 from tasks.text.task import UNSEEN, TextData, TextTask
 
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Train on this UTF-8 text file instead of --corpus.")
-_CORPUS = flags.DEFINE_enum("corpus", "shakespeare", list(text_data.CORPORA), "A built-in corpus (text_data.py).")
+_CORPUS = flags.DEFINE_enum("corpus", TextData.corpus, list(text_data.CORPORA), "A built-in corpus (text_data.py).")
 _UNROLL_LENGTH = flags.DEFINE_integer(
-    "unroll_length", 100, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000
+    "unroll_length", TextData.unroll_length, "Characters per truncated-BPTT window.", lower_bound=1, upper_bound=10_000
 )
 _VALIDATION_FRACTION = flags.DEFINE_float(
-    "validation_fraction", 0.1, "The share of the text held out for validation, in [0, 0.5]; 0: none."
+    "validation_fraction",
+    TextData.validation_fraction,
+    "The share of the text held out for validation, in [0, 0.5]; 0: none.",
 )
 _VALIDATION_SPLIT = flags.DEFINE_enum(
     "validation_split",
-    "interleaved",
+    TextData.validation_split,
     list(text_data.SPLITS),
     "interleaved: every round(1/fraction)-th block of --validation_block characters (how well it learnt); "
     "tail: the contiguous end (how far it carries over to text it has not read).",
 )
 _VALIDATION_BLOCK = flags.DEFINE_integer(
     "validation_block",
-    text_data.DEFAULT_BLOCK,
+    TextData.validation_block,
     "Characters per interleaved block.",
     lower_bound=1,
     upper_bound=10_000_000,
@@ -49,11 +51,11 @@ _SAMPLE_EVERY = flags.DEFINE_integer(
     "sample_every", 1, "Text samples at 3 temperatures in TensorBoard every this many epochs; 0: never.", lower_bound=0
 )
 _SAMPLE_LENGTH = flags.DEFINE_integer(
-    "sample_length", 300, "Characters per text sample.", lower_bound=1, upper_bound=100_000
+    "sample_length", TextData.sample_length, "Characters per text sample.", lower_bound=1, upper_bound=100_000
 )
 _GOAL_BITS_PER_CHAR = flags.DEFINE_float(
     "goal_bits_per_char",
-    0.0,
+    TextData.goal_bits_per_char,
     "If > 0: the run's goal, validation bits per character at most this (training's "
     "without validation); --stop_at_goal ends the run there.",
 )
