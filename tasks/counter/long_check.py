@@ -166,6 +166,13 @@ def _codes(model: LSTMModel) -> tf.Tensor:
     return tf.constant([data_generator.ENCODING[c] for c in data_generator.ALPHABET], model.dtype)
 
 
+def _step_on_ids(model: LSTMModel, codes: tf.Tensor, weights, ids_t: tf.Tensor, states: tuple) -> tuple:
+    """One step of every layer on character ids `[batch]` (rows of `codes`): each layer's `Gates`,
+    and the states to carry, as `(h, c)` per layer (the loops' carry)."""
+    per_layer = model.step(tf.gather(codes, ids_t), states, weights)
+    return per_layer, tuple(tuple(gates.state) for gates in per_layer)
+
+
 @functools.lru_cache(maxsize=4)  # traced and compiled once per model, not at every evaluation
 def _compiled(model: LSTMModel):
     codes = _codes(model)
@@ -179,14 +186,13 @@ def _compiled(model: LSTMModel):
         weights = model.fused_weights()
 
         def body(t, states, wrong_steps, first_wrong, largest_miss, steps_by_band, wrong_by_band):
-            per_layer = model.step(tf.gather(codes, ids[t]), states, weights)
+            per_layer, states = _step_on_ids(model, codes, weights, ids[t], states)
             miss = tf.abs(model.readout(per_layer[-1].state)[:, 0] - sums[t])
             wrong = miss >= margin
             first_wrong = tf.where(wrong & tf.equal(first_wrong, 0), t + 1, first_wrong)
             band = tf.one_hot(
                 tf.reduce_sum(tf.cast(tf.abs(sums[t])[:, None] > limits, tf.int32), axis=1), len(BANDS), dtype=tf.int32
             )  # [batch, bands]
-            states = tuple(tuple(gates.state) for gates in per_layer)
             wrong_steps += tf.cast(wrong, tf.int32)
             wrong_by_band += band * tf.cast(wrong, tf.int32)[:, None]
             return (
@@ -224,8 +230,7 @@ def _sampler(model: LSTMModel):
         kept = tf.shape(ids)[0] // stride
 
         def inner(t, states):
-            per_layer = model.step(tf.gather(codes, ids[t]), states, weights)
-            return t + 1, tuple(tuple(g.state) for g in per_layer)
+            return t + 1, _step_on_ids(model, codes, weights, ids[t], states)[1]
 
         def outer(k, states, out):
             _, states = tf.while_loop(lambda t, *_: t < (k + 1) * stride, inner, (k * stride, states))
