@@ -29,6 +29,12 @@ import tensorflow as tf
 
 # The one gate order: the equations above, the fused columns (Keras's layout), every split and concatenation.
 GATES = ("i", "f", "g", "o")
+# The cell's parameters by name, one place for every list of them: per gate a weight `W_<gate>`
+# `[input_size + units, units]` and a bias `b_<gate>` `[units]`.
+WEIGHTS = {gate: f"W_{gate}" for gate in GATES}
+BIASES = {gate: f"b_{gate}" for gate in GATES}
+PARAMETERS = tuple(name for gate in GATES for name in (WEIGHTS[gate], BIASES[gate]))  # W_i, b_i, W_f, ...
+_WEIGHT_SEEDS = {"f": 0, "i": 1, "g": 2, "o": 3}  # each weight drawn from its own seed, as ever
 
 
 class LSTMState(NamedTuple):
@@ -249,32 +255,28 @@ class LSTMCell(tf.Module):
         self.sigma = get_recurrent_activation(recurrent_activation)
         initializer = initializer or truncated_normal_initializer()
 
-        def drawn(number: int) -> tf.Tensor:  # each W from its own seed: f 0, i 1, g 2, o 3, as ever
-            return initializer([input_size + units, units], weight_seed(seed, layer_index, number), dtype)
+        def drawn(gate: str) -> tf.Tensor:
+            return initializer([input_size + units, units], weight_seed(seed, layer_index, _WEIGHT_SEEDS[gate]), dtype)
 
-        zeros = tf.zeros([units], dtype)
         with self.name_scope:
-            self.W_i = tf.Variable(drawn(1), name="W_i")
-            self.W_f = tf.Variable(drawn(0), name="W_f")
-            self.W_g = tf.Variable(drawn(2), name="W_g")
-            self.W_o = tf.Variable(drawn(3), name="W_o")
-            self.b_i = tf.Variable(zeros, name="b_i")
-            self.b_f = tf.Variable(tf.fill([units], tf.constant(forget_bias, dtype)), name="b_f")
-            self.b_g = tf.Variable(zeros, name="b_g")
-            self.b_o = tf.Variable(zeros, name="b_o")
+            for gate in GATES:
+                setattr(self, WEIGHTS[gate], tf.Variable(drawn(gate), name=WEIGHTS[gate]))
+            for gate in GATES:
+                start = forget_bias if gate == "f" else 0.0
+                setattr(self, BIASES[gate], tf.Variable(tf.fill([units], tf.constant(start, dtype)), name=BIASES[gate]))
 
     def gate_variables(self) -> dict[str, tf.Variable]:
-        """The eight variables by name, in `GATES` order: `{"W_i": ..., "b_i": ..., "W_f": ...}`."""
-        return {name: getattr(self, name) for gate in GATES for name in (f"W_{gate}", f"b_{gate}")}
+        """The eight variables by name (`PARAMETERS`): `{"W_i": ..., "b_i": ..., "W_f": ...}`."""
+        return {name: getattr(self, name) for name in PARAMETERS}
 
     def fused_weights(self) -> FusedWeights:
         """The gate variables side by side in `GATES` order, rows split into input and recurrent parts."""
-        stacked = tf.concat([self.W_i, self.W_f, self.W_g, self.W_o], axis=1)  # [input_size + units, 4 * units]
-        bias = tf.concat([self.b_i, self.b_f, self.b_g, self.b_o], axis=0)
+        stacked = tf.concat([getattr(self, WEIGHTS[gate]) for gate in GATES], axis=1)  # [input_size + units, 4 * units]
+        bias = tf.concat([getattr(self, BIASES[gate]) for gate in GATES], axis=0)
         return FusedWeights(stacked[: self.input_size], stacked[self.input_size :], bias)
 
     def zero_state(self, batch_size: int | tf.Tensor) -> LSTMState:
-        return zero_state(batch_size, self.units, self.W_f.dtype)
+        return zero_state(batch_size, self.units, getattr(self, BIASES["f"]).dtype)
 
     def __call__(self, inputs: tf.Tensor, state: LSTMState, weights: FusedWeights | None = None) -> Gates:
         """One step: `inputs` `[batch, input_size]` (or ids `[batch]`), `state` each `[batch, units]`;

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from diy_lstm.cell import GATES  # Keras lays its gates out in this order too
+from diy_lstm.cell import BIASES, GATES, WEIGHTS  # Keras lays its gates out in this order too
 from diy_lstm.model import LSTMModel, ModelConfig
 
 _KERAS_ACTIVATION_NAMES = {"sigmoid": "sigmoid", "hard_sigmoid": "hard_sigmoid"}
@@ -65,19 +65,19 @@ def gate_weights_from_keras(
     weights = {}
     for index, gate in enumerate(GATES):
         columns = slice(index * units, (index + 1) * units)
-        weights[f"W_{gate}"] = np.concatenate([kernel[:, columns], recurrent_kernel[:, columns]], axis=0)
-        weights[f"b_{gate}"] = bias[columns]
+        weights[WEIGHTS[gate]] = np.concatenate([kernel[:, columns], recurrent_kernel[:, columns]], axis=0)
+        weights[BIASES[gate]] = bias[columns]
     return weights
 
 
 def keras_weights_from_gates(weights: dict[str, np.ndarray], input_dim: int) -> tuple[np.ndarray, ...]:
     """Our `{"W_f": ..., "b_f": ...}` -> Keras's `(kernel, recurrent_kernel, bias)`."""
-    units = weights["b_f"].shape[0]
+    units = weights[BIASES["f"]].shape[0]
     for gate in GATES:
-        _expect_shape(f"W_{gate}", weights[f"W_{gate}"], (input_dim + units, units))
-        _expect_shape(f"b_{gate}", weights[f"b_{gate}"], (units,))
-    stacked = np.concatenate([weights[f"W_{gate}"] for gate in GATES], axis=1)
-    bias = np.concatenate([weights[f"b_{gate}"] for gate in GATES], axis=0)
+        _expect_shape(WEIGHTS[gate], weights[WEIGHTS[gate]], (input_dim + units, units))
+        _expect_shape(BIASES[gate], weights[BIASES[gate]], (units,))
+    stacked = np.concatenate([weights[WEIGHTS[gate]] for gate in GATES], axis=1)
+    bias = np.concatenate([weights[BIASES[gate]] for gate in GATES], axis=0)
     return stacked[:input_dim], stacked[input_dim:], bias
 
 

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from diy_lstm.cell import GATES
+from diy_lstm.cell import BIASES, GATES, WEIGHTS
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -58,8 +58,8 @@ def params_from_model(model) -> Params:
     """Copies an `LSTMModel`'s variables into float64 numpy arrays."""
     layers = [
         LayerParams(
-            W={k: getattr(layer, f"W_{k}").numpy().astype(np.float64) for k in GATES},
-            b={k: getattr(layer, f"b_{k}").numpy().astype(np.float64) for k in GATES},
+            W={k: getattr(layer, WEIGHTS[k]).numpy().astype(np.float64) for k in GATES},
+            b={k: getattr(layer, BIASES[k]).numpy().astype(np.float64) for k in GATES},
         )
         for layer in model.layers
     ]
@@ -186,8 +186,8 @@ def backward(
             dh_next = d_joined[:, features:]
             dc_next = dc * f
         for k in GATES:
-            grads[f"layer_{index}/W_{k}"] = d_W[k]
-            grads[f"layer_{index}/b_{k}"] = d_b[k]
+            grads[f"layer_{index}/{WEIGHTS[k]}"] = d_W[k]
+            grads[f"layer_{index}/{BIASES[k]}"] = d_b[k]
         d_hidden_seq = d_inputs  # the layer below produced these inputs as its h
         d_cell_seq = np.zeros_like(d_inputs)
     return grads

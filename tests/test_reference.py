@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
+from diy_lstm.cell import PARAMETERS
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.trainer import gaussian_gate_noise, noise_table
 
@@ -86,7 +87,7 @@ def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activati
     params = reference.params_from_model(model)
     numpy_predictions, records = reference.forward(inputs, params, activation, readout)
     numpy_gradients = reference.backward(inputs, params, records, numpy_predictions - targets, activation, readout)
-    assert len(numpy_gradients) == len(tape_gradients) == 8 * layers + 2
+    assert len(numpy_gradients) == len(tape_gradients) == len(PARAMETERS) * layers + 2
     for name, expected in numpy_gradients.items():
         ours = tape_gradients[f"lstm_model/{name}:0"]
         difference = measured(f"gradient vs numpy BPTT ({backprop}), relative", relative_difference(ours, expected))
