@@ -81,10 +81,13 @@ def unknown_flag(arguments: list[str]) -> str:
 def train_each(runs: Iterable[tuple[RunSettings, Task]], summarize: Callable[[RunResult], None]) -> int:
     """`run.train` for each planned run (one per `--lstm_size`), printing the first summary line and
     the task's own; the exit code (130 if interrupted). Every run's directories are checked before
-    the first trains, so a directory that is not ours stops the command before it writes anything."""
+    the first trains, so a directory that is not ours stops the command before it writes anything
+    (with `multi_worker`, each run's chief checks its own once the workers are connected, so that they
+    hear of it)."""
     runs = list(runs)
     for settings, _ in runs:
-        check_directories(settings)
+        if settings.run.strategy != "multi_worker":  # (a chief checks once its workers are connected)
+            check_directories(settings)
     for settings, task in runs:
         result = train(settings, task)
         if result.outcome == INTERRUPTED:
