@@ -155,20 +155,15 @@ RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell"
 MAX_INLINED_STEPS = 16
 # The weight gradients, e.g. Σ_t h_{t-1}ᵀ · dz_t, are one matmul each after the backward loop, or are
 # summed inside it, where each step's product runs beside the next step's dh on the second core and
-# no `[time, batch, 4 * units]` dZ need be kept (unless for the input's gradient). On 2 cores
-# (docs/performance.md, 2026-12-07), in a While loop, inside was 9-18% faster when each step's
-# h_{t-1}ᵀ · dz_t is mid-sized (8 · units² · batch ≈ 34 MFLOP: the counter at H=128, B=256; text at
-# H=256, B=64), 4% slower (dW_h alone) or even (all three) when large (134 MFLOP: H=512, B=64), and
-# even or slower when small (0.6 MFLOP: H=24, B=128); in an inlined loop it was faster at every size
-# tried (2-18%: H=24, 64 and 128).
+# no `[time, batch, 4 * units]` dZ need be kept (unless for the input's gradient). Inside pays in an
+# inlined loop, and in a While loop when each step's product (8 · units² · batch FLOP) is mid-sized:
+# the measured bounds below (docs/performance.md, "dW_h summed in the backward loop where it pays").
 IN_LOOP_STEP_FLOPS = (1e7, 1e8)
 
 
-# The input projection is one matmul before the loop, or each step's own inside it. Inside, no
-# `[time, batch, 4 * units]` tensor is written before the loop and read back in it: on 2 cores
-# (docs/performance.md, 2026-12-07) 4-10% faster for inputs narrower than the state (the counter's 3
-# features at H=24, 128 and 512; text ids of 76 characters at H=256), and even for the second text
-# layer (256 features at H=256, where each step's projection is as large as its recurrent matmul).
+# The input projection is one matmul before the loop, or each step's own inside it, where no
+# `[time, batch, 4 * units]` tensor is written before the loop and read back in it. Inside pays for
+# inputs narrower than the state (docs/performance.md, "the input projection made inside the loop").
 
 
 def input_projection_in_loop(features: int, units: int) -> bool:
