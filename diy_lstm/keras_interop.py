@@ -81,10 +81,17 @@ def keras_weights_from_gates(weights: dict[str, np.ndarray], input_dim: int) -> 
     return stacked[:input_dim], stacked[input_dim:], bias
 
 
-def load_from_keras(model: LSTMModel, keras_lstms: Sequence, keras_dense=None) -> None:
-    """Copies a stack of Keras LSTM layers (and optionally the Dense after it) into `model`."""
+def _check_layers(model: LSTMModel, keras_lstms: Sequence) -> None:
+    """The model's layers map one to one onto Keras LSTMs: as many, and without peepholes (Keras has none)."""
+    if model.config.peephole:
+        raise ValueError("the model has peephole connections (--peephole); Keras's LSTM has none to map them to")
     if len(keras_lstms) != len(model.layers):
         raise ValueError(f"model has {len(model.layers)} layers, got {len(keras_lstms)} Keras LSTM layers")
+
+
+def load_from_keras(model: LSTMModel, keras_lstms: Sequence, keras_dense=None) -> None:
+    """Copies a stack of Keras LSTM layers (and optionally the Dense after it) into `model`."""
+    _check_layers(model, keras_lstms)
     for index, (layer, keras_lstm) in enumerate(zip(model.layers, keras_lstms)):
         cell = _cell_of(keras_lstm)
         kernel, recurrent_kernel, bias = (np.asarray(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
@@ -101,8 +108,7 @@ def load_from_keras(model: LSTMModel, keras_lstms: Sequence, keras_dense=None) -
 
 def save_to_keras(model: LSTMModel, keras_lstms: Sequence, keras_dense=None) -> None:
     """Copies `model`'s weights into a built stack of Keras LSTM layers (and Dense)."""
-    if len(keras_lstms) != len(model.layers):
-        raise ValueError(f"model has {len(model.layers)} layers, got {len(keras_lstms)} Keras LSTM layers")
+    _check_layers(model, keras_lstms)
     for index, (layer, keras_lstm) in enumerate(zip(model.layers, keras_lstms)):
         cell = _cell_of(keras_lstm)
         weights = {name: variable.numpy() for name, variable in layer.gate_variables().items()}

@@ -20,10 +20,10 @@ import tensorflow as tf
 from diy_lstm.cell import (
     INITIALIZERS,
     RECURRENT_ACTIVATIONS,
-    FusedWeights,
     Gates,
     LSTMCell,
     LSTMState,
+    Weights,
     weight_seed,
     zero_state,
 )
@@ -47,6 +47,7 @@ class ModelConfig:
     initializer: str = "reference"
     seed: int = 0
     dtype: str = "float32"
+    peephole: bool = False
 
     def __post_init__(self):
         check_field_types(self)
@@ -125,6 +126,7 @@ class LSTMModel(tf.Module):
                     layer_index=index,
                     dtype=dtype,
                     name=f"layer_{index}",
+                    peephole=config.peephole,
                 )
                 for index in range(config.num_layers)
             ]
@@ -144,7 +146,7 @@ class LSTMModel(tf.Module):
         training: bool = False,
         keep_states: bool = False,
         last_step_only: bool = False,
-        one_tanh: bool = False,
+        xla: bool = False,
         gate_noise: GateNoise | None = None,
     ) -> ModelOutput:
         """All layers over `inputs` `[batch, time, input_size]` (or integer ids `[batch, time]` of
@@ -161,9 +163,9 @@ class LSTMModel(tf.Module):
         With `last_step_only`, the last layer keeps and reads out only the last step (predictions
         `[batch, 1, output_size]`): less work when only the final prediction matters and every
         sequence fills all steps.
-        `one_tanh` steps with `cell.lstm_step_one_tanh` (the same math, faster under XLA);
-        `gate_noise` adds noise to every layer's gate preactivations (see `GateNoise`). Both are the
-        trainer's to choose.
+        `xla` says the run is compiled by XLA (the loop then takes its faster form there, see
+        `rnn.schedule`); `gate_noise` adds noise to every layer's gate preactivations (see
+        `GateNoise`). Both are the trainer's to choose.
         """
         layer_inputs = time_major(inputs, self.dtype)  # [time, batch, features] or [time, batch] ids
         backprop = self.backprop if training else "autodiff"
@@ -172,7 +174,7 @@ class LSTMModel(tf.Module):
             is_last = index == len(self.layers) - 1
             options = LoopOptions(
                 inline=self.inline_loops,
-                one_tanh=one_tanh,
+                xla=xla,
                 keep_cell=keep_states or (is_last and self.config.readout == "cell"),
                 return_sequences=not (is_last and last_step_only),
                 input_gradient=index > 0,
@@ -199,12 +201,12 @@ class LSTMModel(tf.Module):
         """Every layer's `(h_0, c_0)` = zeros, each `[batch_size, units]`."""
         return tuple(zero_state(batch_size, layer.units, self.dtype) for layer in self.layers)
 
-    def fused_weights(self) -> tuple[FusedWeights, ...]:
+    def fused_weights(self) -> tuple[Weights, ...]:
         """Every layer's gate variables side by side (`LSTMCell.fused_weights`), for `step`."""
         return tuple(layer.fused_weights() for layer in self.layers)
 
     def step(
-        self, inputs: tf.Tensor, states: tuple[LSTMState, ...], weights: tuple[FusedWeights, ...] | None = None
+        self, inputs: tf.Tensor, states: tuple[LSTMState, ...], weights: tuple[Weights, ...] | None = None
     ) -> tuple[Gates, ...]:
         """One step of every layer: `inputs` `[batch, input_size]` (or ids `[batch]`), `states` one
         `(h, c)` per layer. Returns each layer's gates and new state (`Gates`; `.state` to carry on).

@@ -1,9 +1,10 @@
 """A plain numpy (float64) LSTM: the forward pass and backpropagation through time, by hand.
 
-The same parameters as `LSTMModel` (per layer `W_i, W_f, W_g, W_o` `[input + units, units]` acting
-on `[x_t, h_{t-1}]`, `b_i, b_f, b_g, b_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`),
-the same equations (`cell.py`; backward: `rnn.bptt_scan_lstm`), written here one gate at a time
-on the unfused `W_k`, with no automatic differentiation anywhere. Tests hold the TensorFlow model to
+The same parameters as `LSTMModel`, by the same names (per layer `W_i, W_f, W_g, W_o`
+`[input + units, units]` acting on `[x_t, h_{t-1}]`, `b_i, b_f, b_g, b_o` `[units]`, and with
+peepholes `p_i, p_f, p_o` `[units]`; a readout `W_out` `[units, outputs]`, `b_out`), the same
+equations (`cell.lstm_step`, `cell.lstm_step_backward`), written here one gate at a time on the
+unfused `W_k`, with no automatic differentiation anywhere. Tests hold the TensorFlow model to
 this file: forward values and gradients must agree.
 """
 
@@ -13,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from diy_lstm.cell import BIASES, GATES, WEIGHTS
+from diy_lstm.cell import BIASES, GATES, PEEPHOLES, WEIGHTS
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -37,10 +38,12 @@ ACTIVATIONS = {
 
 @dataclasses.dataclass
 class LayerParams:
-    """One layer: `W[k]` `[input + units, units]` and `b[k]` `[units]` for k in `cell.GATES` (i, f, g, o)."""
+    """One layer: `W[k]` `[input + units, units]` and `b[k]` `[units]` for k in `cell.GATES` (i, f, g, o),
+    and the peepholes `p[k]` `[units]` for k in i, f, o (empty without them)."""
 
     W: dict[str, np.ndarray]
     b: dict[str, np.ndarray]
+    p: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def units(self) -> int:
@@ -60,6 +63,7 @@ def params_from_model(model) -> Params:
         LayerParams(
             W={k: getattr(layer, WEIGHTS[k]).numpy().astype(np.float64) for k in GATES},
             b={k: getattr(layer, BIASES[k]).numpy().astype(np.float64) for k in GATES},
+            p={k: getattr(layer, PEEPHOLES[k]).numpy().astype(np.float64) for k in PEEPHOLES if layer.peephole},
         )
         for layer in model.layers
     ]
@@ -93,13 +97,14 @@ def layer_forward(
     )
     record = {name: np.zeros((batch, time, units)) for name in ("i", "f", "g", "o", "c", "h")}
     record["h0"], record["c0"] = hidden, cell
+    peep = {k: layer.p.get(k, np.zeros(units)) for k in PEEPHOLES}  # zeros: no peepholes
     for t in range(time):
         joined = np.concatenate([inputs[:, t], hidden], axis=1)  # [batch, features + units]
-        forget_gate = act(joined @ layer.W["f"] + layer.b["f"] + noise_of["f"][:, t])
-        input_gate = act(joined @ layer.W["i"] + layer.b["i"] + noise_of["i"][:, t])
+        input_gate = act(joined @ layer.W["i"] + layer.b["i"] + noise_of["i"][:, t] + peep["i"] * cell)
+        forget_gate = act(joined @ layer.W["f"] + layer.b["f"] + noise_of["f"][:, t] + peep["f"] * cell)
         candidate = np.tanh(joined @ layer.W["g"] + layer.b["g"] + noise_of["g"][:, t])
-        output_gate = act(joined @ layer.W["o"] + layer.b["o"] + noise_of["o"][:, t])
         cell = forget_gate * cell + input_gate * candidate
+        output_gate = act(joined @ layer.W["o"] + layer.b["o"] + noise_of["o"][:, t] + peep["o"] * cell)
         hidden = output_gate * np.tanh(cell)
         for name, value in zip("ifgoch", (input_gate, forget_gate, candidate, output_gate, cell, hidden)):
             record[name][:, t] = value
@@ -160,6 +165,8 @@ def backward(
         batch, time, units = record["h"].shape
         d_W = {k: np.zeros_like(layer.W[k]) for k in GATES}
         d_b = {k: np.zeros_like(layer.b[k]) for k in GATES}
+        d_p = {k: np.zeros(units) for k in layer.p}
+        peep = {k: layer.p.get(k, np.zeros(units)) for k in PEEPHOLES}  # zeros: no peepholes
         d_inputs = np.zeros_like(layer_inputs)
         dh_next = np.zeros((batch, units))
         dc_next = np.zeros((batch, units))
@@ -169,25 +176,28 @@ def backward(
             previous_cell = record["c"][:, t - 1] if t > 0 else record["c0"]
             tanh_cell = np.tanh(c)
             dh = d_hidden_seq[:, t] + dh_next
-            dc = d_cell_seq[:, t] + dc_next + dh * o * (1.0 - tanh_cell**2)
-            dz = {
-                "o": dh * tanh_cell * derivative(o),
-                "i": dc * g * derivative(i),
-                "f": dc * previous_cell * derivative(f),
-                "g": dc * i * (1.0 - g**2),
-            }
+            dz = {"o": dh * tanh_cell * derivative(o)}
+            dc = d_cell_seq[:, t] + dc_next + dh * o * (1.0 - tanh_cell**2) + dz["o"] * peep["o"]
+            dz["i"] = dc * g * derivative(i)
+            dz["f"] = dc * previous_cell * derivative(f)
+            dz["g"] = dc * i * (1.0 - g**2)
             joined = np.concatenate([layer_inputs[:, t], previous_hidden], axis=1)
             d_joined = np.zeros_like(joined)
             for k in GATES:
                 d_W[k] += joined.T @ dz[k]
                 d_b[k] += dz[k].sum(axis=0)
                 d_joined += dz[k] @ layer.W[k].T
+            for k, seen in (("i", previous_cell), ("f", previous_cell), ("o", c)):
+                if k in d_p:
+                    d_p[k] += (dz[k] * seen).sum(axis=0)
             d_inputs[:, t] = d_joined[:, :features]
             dh_next = d_joined[:, features:]
-            dc_next = dc * f
+            dc_next = dc * f + dz["i"] * peep["i"] + dz["f"] * peep["f"]
         for k in GATES:
             grads[f"layer_{index}/{WEIGHTS[k]}"] = d_W[k]
             grads[f"layer_{index}/{BIASES[k]}"] = d_b[k]
+        for k in d_p:
+            grads[f"layer_{index}/{PEEPHOLES[k]}"] = d_p[k]
         d_hidden_seq = d_inputs  # the layer below produced these inputs as its h
         d_cell_seq = np.zeros_like(d_inputs)
     return grads

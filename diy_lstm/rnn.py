@@ -5,21 +5,23 @@ length: the number of steps is read from the input's shape at run time, never ba
 Inside `tf.function` it compiles to a single While op; per-step inputs are read from a `TensorArray`
 and per-step outputs written to one. For sequences of a length fixed at trace time and at most
 `MAX_INLINED_STEPS` the same body can instead be written out as straight-line ops (inlined, or
-"unrolled" in Keras's word; `--inline_loops`, decided once by `LoopOptions.inlined_steps`).
+"unrolled" in Keras's word; `--inline_loops`).
 
-It is shaped like a fast RNN kernel (cuDNN's; Appleyard et al., "Optimizing performance of recurrent
-neural networks on GPUs", 2016): only what must be sequential is inside the loop.
+The loop only loops: the math of a step, forwards and backwards, and every parameter are the cell's
+(`cell.py`). The loop holds the weights as a structure of tensors, hands them to the cell's
+functions, and returns their gradients as a structure of the same shape. It is shaped like a fast
+RNN kernel (cuDNN's; Appleyard et al., "Optimizing performance of recurrent neural networks on
+GPUs", 2016): only what must be sequential is inside the loop.
 
-    forward    P = X · W_x + b           every step's input projection at once: one matmul, or for
-                                         ids (one-hot inputs) a gather of rows of W_x
-               for t:  z_t = P_t + h_{t-1} · W_h;  the gates;  c_t, h_t        (`cell.lstm_step`)
-               (for inputs narrower than the state, P_t is made inside the loop instead, from x_t:
-               `input_projection_in_loop`)
-    backward   for t = T-1 .. 0:  dz_t from dh, dc (elementwise; `bptt_step`)
-                                  dh_{t-1} = dz_t · W_hᵀ,  dc_{t-1} = dc ⊙ f_t
-               dW_x = Xᵀ · dZ    dW_h = H_prevᵀ · dZ    db = Σ dZ    dX = dZ · W_xᵀ   one matmul each
-               (at the shapes where it is faster, the weight gradients are summed inside the loop
-               instead, and dZ is kept only for dX: `weight_gradient_in_loop`)
+    forward    P = X · W_x + b           every step's input projection at once (`cell.project_input`)
+               for t:  the step                                        (`cell.lstm_step`)
+    backward   for t = T-1 .. 0:  dz_t and the gradients reaching h_{t-1}, c_{t-1}
+                                                                      (`cell.lstm_step_backward`)
+               the weight gradients from every step's rows at once  (`cell.add_weight_gradients`)
+               dX = dZ · W_xᵀ                                        (`cell.project_input_backward`)
+
+Where it is faster, the input projection is made inside the loop, or the weight gradients are
+summed inside the backward loop: `Schedule`, decided in one place (`schedule`).
 
 `backprop="bptt"` (the default) runs that backward pass; `backprop="autodiff"` lets
 `tf.GradientTape` differentiate the forward loop. Both give the same gradients (tested against each
@@ -38,12 +40,17 @@ from typing import Callable, NamedTuple
 import tensorflow as tf
 
 from diy_lstm.cell import (
-    FusedWeights,
+    Gates,
     LSTMState,
     RecurrentActivation,
+    Weights,
+    add_weight_gradients,
+    backward_weights,
+    input_and_units,
+    lstm_step_backward,
     project_input,
+    project_input_backward,
     step_function,
-    tanh_backward,
     zero_state,
 )
 
@@ -55,13 +62,6 @@ class LayerSequences(NamedTuple):
 
     hidden: tf.Tensor
     cell: tf.Tensor | None
-
-
-def dense_over_time(sequence: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """The same affine map at every step, as one matmul: `[time, batch, in]` -> `[time, batch, out]`."""
-    shape = tf.shape(sequence)
-    flat = tf.reshape(sequence, [-1, kernel.shape[0]])  # [time * batch, in]
-    return tf.reshape(tf.matmul(flat, kernel) + bias, tf.concat([shape[:2], [kernel.shape[1]]], axis=0))
 
 
 class PerStep:
@@ -137,82 +137,83 @@ def scan(
     return carry, {name: PerStep(writer) for name, writer in writers.items()}
 
 
-def project_inputs(inputs: tf.Tensor, weights: FusedWeights) -> tf.Tensor:
-    """`x_t · W_x + b` for every step at once, `[time, batch, 4 * units]`.
-
-    `inputs` is `[time, batch, features]` floats (one matmul over `time × batch` rows), or
-    `[time, batch]` integer ids of one-hot inputs (rows of `W_x` gathered: the same values, without
-    the one-hot tensor or the multiplications by zero)."""
-    if inputs.dtype.is_integer:
-        return tf.gather(weights.kernel, inputs) + weights.bias
-    return dense_over_time(inputs, weights.kernel, weights.bias)
-
-
-# What the forward loop records for the backward pass, per step; `h_{t-1}` and `c_{t-1}` come from
-# the hidden and cell sequences, shifted by one step.
-RECORDED = ("input_gate", "forget_gate", "candidate", "output_gate", "tanh_cell")
 # Inlining trades graph size for per-step loop overhead; past this many steps the While op wins.
 MAX_INLINED_STEPS = 16
-# The weight gradients, e.g. Σ_t h_{t-1}ᵀ · dz_t, are one matmul each after the backward loop, or are
-# summed inside it, where each step's product runs beside the next step's dh on the second core and
-# no `[time, batch, 4 * units]` dZ need be kept (unless for the input's gradient). Inside pays in an
-# inlined loop, and in a While loop when each step's product (8 · units² · batch FLOP) is mid-sized:
-# the measured bounds below (docs/performance.md, "dW_h summed in the backward loop where it pays").
+# Each weight gradient summed inside a While loop pays when each step's product of dW_h (8 · units² · batch
+# FLOP) is between these bounds (docs/performance.md, "dW_h summed in the backward loop where it pays").
 IN_LOOP_STEP_FLOPS = (1e7, 1e8)
 
 
-# The input projection is one matmul before the loop, or each step's own inside it, where no
-# `[time, batch, 4 * units]` tensor is written before the loop and read back in it. Inside pays for
-# inputs narrower than the state (docs/performance.md, "the input projection made inside the loop").
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How the loops run. Each choice is a speed choice only: every path gives the plain path's values
+    (tests/test_reference.py), and `schedule` picks the fast one.
+
+    inlined_steps: write the loop out as this many straight-line steps (loop unrolling); None: a While op.
+    one_tanh: step with `cell.lstm_step_one_tanh` (the four nonlinearities as one tanh).
+    input_projection_in_loop: each step makes its own `x_t · W_x + b`, rather than every step's at once
+      before the loop (no `[time, batch, 4 * units]` tensor written before the loop and read back).
+    weight_gradient_in_loop: the backward loop sums the weight gradients step by step (each step's
+      product runs beside the next step's on the second core), rather than one matmul each after it.
+    """
+
+    inlined_steps: int | None = None
+    one_tanh: bool = False
+    input_projection_in_loop: bool = False
+    weight_gradient_in_loop: bool = False
 
 
-def input_projection_in_loop(features: int, units: int) -> bool:
-    """Whether each step makes its own `x_t · W_x + b` inside the loop (`features`: the input width,
-    or the vocabulary of ids) rather than every step's at once before it."""
-    return features < units
+def schedule(
+    static_steps: int | None, batch: int | None, features: int, units: int, inline: bool, xla: bool
+) -> Schedule:
+    """The one place the speed choices are made, by the rules measured in docs/performance.md.
 
-
-def weight_gradient_in_loop(units: int, batch: int | None, inlined: bool = False) -> bool:
-    """Whether the backward loop sums the weight gradients itself: always when it is inlined, else
-    by `IN_LOOP_STEP_FLOPS` (after it when the batch is not known at trace time)."""
-    if inlined:
-        return True
-    return batch is not None and IN_LOOP_STEP_FLOPS[0] <= 8 * units * units * batch <= IN_LOOP_STEP_FLOPS[1]
+    Args:
+      static_steps, batch: the number of steps and the batch, if known at trace time.
+      features: the input width (or the vocabulary of ids); units: the cell's.
+      inline: the caller allows inlining (`LoopOptions.inline`); xla: the loop is compiled by XLA.
+    """
+    inlined = inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS
+    step_flops = 8 * units * units * batch if batch is not None else None
+    return Schedule(
+        inlined_steps=static_steps if inlined else None,
+        one_tanh=xla,  # one fused tanh pays under XLA; without it, four kernels are faster
+        input_projection_in_loop=features < units,
+        weight_gradient_in_loop=inlined
+        or (step_flops is not None and IN_LOOP_STEP_FLOPS[0] <= step_flops <= IN_LOOP_STEP_FLOPS[1]),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
-    """How the time loop runs and what it hands back; none of it changes the math.
+    """What a caller asks of the time loop; none of it changes the math.
 
-    inline: write the loop out as straight-line ops when the number of steps is known at trace time
-      and at most `MAX_INLINED_STEPS` (loop unrolling); otherwise a While op.
-    one_tanh: with the logistic σ, step with `cell.lstm_step_one_tanh` (faster under XLA).
+    inline: write the loop out as straight-line ops when `schedule` finds it short enough.
+    xla: the loop runs under XLA (`schedule` then steps with one tanh).
     keep_cell: return `c_t` as well as `h_t` (else `cell` is None).
     return_sequences: return every step; if False only the last (a time dimension of 1).
     input_gradient: the hand-written backward pass computes the inputs' gradient (False for data).
-    weight_gradient_in_loop: the backward loop sums the weight gradients step by step instead of one
-      matmul each after it; None: as `weight_gradient_in_loop(units, batch, inlined)` decides.
-    input_projection_in_loop: each step makes its own `x_t · W_x + b`; None: as
-      `input_projection_in_loop(features, units)` decides.
+    schedule: a `Schedule` to run instead of the one `schedule` picks (tests and benchmarks).
     """
 
     inline: bool = False
-    one_tanh: bool = False
+    xla: bool = False
     keep_cell: bool = True
     return_sequences: bool = True
     input_gradient: bool = True
-    weight_gradient_in_loop: bool | None = None
-    input_projection_in_loop: bool | None = None
+    schedule: Schedule | None = None
 
-    def inlined_steps(self, static_steps: int | None) -> int | None:
-        """The steps to write out as straight-line ops, or None for a While op."""
-        inlined = self.inline and static_steps is not None and static_steps <= MAX_INLINED_STEPS
-        return static_steps if inlined else None
+    def schedule_for(self, inputs: tf.Tensor, weights: Weights) -> Schedule:
+        """The forced schedule, or `schedule`'s for inputs `[time, batch, ...]` and the cell's weights."""
+        if self.schedule is not None:
+            return self.schedule
+        features, units = input_and_units(weights)
+        return schedule(inputs.shape[0], inputs.shape[1], features, units, self.inline, self.xla)
 
 
 class Recorded(NamedTuple):
-    """The forward pass of one layer as the backward pass reads it: each gate's activations and
-    `tanh(c_t)` per step (`RECORDED`), and `h_t`, `c_t` at every step, `[time, batch, units]`."""
+    """The forward pass of one layer as the backward pass reads it: every field of `cell.Gates` at
+    every step (`PerStep`), and `h_t`, `c_t` stacked, `[time, batch, units]`."""
 
     steps: dict[str, PerStep]
     hidden: tf.Tensor
@@ -221,7 +222,7 @@ class Recorded(NamedTuple):
 
 def scan_lstm(
     inputs: tf.Tensor,
-    weights: FusedWeights,
+    weights: Weights,
     initial_state: LSTMState,
     sigma: RecurrentActivation,
     options: LoopOptions = LoopOptions(),
@@ -231,8 +232,8 @@ def scan_lstm(
     """The forward recurrence: `cell.lstm_step` at every step, on each step's input projection.
 
     Args:
-      inputs: `[time, batch, features]`, or `[time, batch]` integer ids (see `project_inputs`).
-      weights: the fused gate weights.
+      inputs: `[time, batch, features]`, or `[time, batch]` integer ids (see `cell.project_input`).
+      weights: the cell's weights (`cell.Weights`), passed to the cell as they are.
       initial_state: `(h_0, c_0)`, each `[batch, units]`.
       sigma: the recurrent activation σ.
       options: see `LoopOptions`.
@@ -244,43 +245,34 @@ def scan_lstm(
       `h_t` (and `c_t`), `[time, batch, units]` (time 1 without `return_sequences`), and the records
       (None unless `record`).
     """
-    inlined_steps = options.inlined_steps(inputs.shape[0])
-    in_loop = options.input_projection_in_loop
-    if in_loop is None:
-        in_loop = input_projection_in_loop(weights.kernel.shape[0], weights.recurrent_kernel.shape[0])
-    if in_loop:  # each step projects its own x_t
+    plan = options.schedule_for(inputs, weights)
+    if plan.input_projection_in_loop:  # each step projects its own x_t
         per_step = {"inputs": inputs}
         if preactivation_noise is not None:
             per_step["noise"] = preactivation_noise
     else:
-        projected = project_inputs(inputs, weights)  # [time, batch, 4 * units]
+        projected = project_input(inputs, weights)  # [time, batch, 4 * units]
         if preactivation_noise is not None:
             projected += preactivation_noise
         per_step = {"projected": projected}
     every_step = options.return_sequences or record
-    kept = (("hidden", "cell") if every_step else ()) + (RECORDED if record else ())
-    one_step = step_function(sigma, options.one_tanh)  # cell.lstm_step (or its one-tanh form)
+    kept = Gates._fields if record else (("hidden", "cell") if every_step else ())
+    one_step = step_function(sigma, plan.one_tanh)  # cell.lstm_step (or its one-tanh form)
 
     def step(step_inputs, state):
-        if in_loop:
+        if plan.input_projection_in_loop:
             projected_input = project_input(step_inputs["inputs"], weights)
             if "noise" in step_inputs:
                 projected_input += step_inputs["noise"]
         else:
             projected_input = step_inputs["projected"]
-        new = one_step(projected_input, LSTMState(*state), weights.recurrent_kernel)
+        new = one_step(projected_input, LSTMState(*state), weights)
         outputs = new._asdict()
-        if record:
-            outputs["tanh_cell"] = tf.tanh(new.cell)
         return tuple(new.state), {name: outputs[name] for name in kept}
 
+    dtype = initial_state.hidden.dtype
     last, outputs = scan(
-        step,
-        per_step,
-        tuple(initial_state),
-        {name: weights.bias.dtype for name in kept},
-        tf.shape(inputs)[0],
-        inlined_steps,
+        step, per_step, tuple(initial_state), {name: dtype for name in kept}, tf.shape(inputs)[0], plan.inlined_steps
     )
     last = LSTMState(*last)
     if every_step:
@@ -289,42 +281,7 @@ def scan_lstm(
         sequences = LayerSequences(hidden, cell if options.keep_cell else None)
     else:
         sequences = LayerSequences(last.hidden[tf.newaxis], last.cell[tf.newaxis] if options.keep_cell else None)
-    return sequences, Recorded({name: outputs[name] for name in RECORDED}, hidden, cell) if record else None
-
-
-class BackwardStep(NamedTuple):
-    """One step t of the backward pass: what reaches `h_{t-1}` and `c_{t-1}` from step t, and `dz_t`
-    (the gradient of step t's four preactivations, `[batch, 4 * units]`, `GATES` order)."""
-
-    d_previous_hidden: tf.Tensor
-    d_previous_cell: tf.Tensor
-    dz: tf.Tensor
-
-
-def bptt_step(
-    step: dict[str, tf.Tensor], dh: tf.Tensor, dc: tf.Tensor, recurrent_kernel_t: tf.Tensor, gate_backward
-) -> BackwardStep:
-    """The backward pass through one step (`bptt_scan_lstm`'s equations).
-
-    Args:
-      step: step t's records (`RECORDED`) and `previous_cell` (`c_{t-1}`), each `[batch, units]`.
-      dh, dc: the loss gradients reaching `h_t` and `c_t` (from later steps and from the loss).
-      recurrent_kernel_t: `W_hᵀ`, `[4 * units, units]`.
-      gate_backward: `(y, dy) -> dy ⊙ σ'(x)` with `y = σ(x)`.
-    """
-    input_gate, forget_gate, candidate = step["input_gate"], step["forget_gate"], step["candidate"]
-    output_gate, tanh_cell = step["output_gate"], step["tanh_cell"]
-    dc = dc + tanh_backward(tanh_cell, dh * output_gate)
-    dz = tf.concat(
-        [
-            gate_backward(input_gate, dc * candidate),
-            gate_backward(forget_gate, dc * step["previous_cell"]),
-            tanh_backward(candidate, dc * input_gate),
-            gate_backward(output_gate, dh * tanh_cell),
-        ],
-        axis=-1,
-    )  # [batch, 4 * units]
-    return BackwardStep(tf.matmul(dz, recurrent_kernel_t), dc * forget_gate, dz)
+    return sequences, Recorded(outputs, hidden, cell) if record else None
 
 
 def _shifted(sequence: tf.Tensor, first: tf.Tensor) -> tf.Tensor:
@@ -339,162 +296,120 @@ def _flat(sequence: tf.Tensor) -> tf.Tensor:
 
 def _gradient_sequences(
     d_hidden: tf.Tensor, d_cell: tf.Tensor | None, initial_hidden: tf.Tensor, num_steps: tf.Tensor, options: LoopOptions
-) -> tuple[dict, tf.Tensor, tf.Tensor]:
+) -> tuple[dict, LSTMState]:
     """The loss gradients as the backward loop reads them: per-step `d_hidden` and `d_cell`
     (`[time, batch, units]`, zeros where none reach), and `(dh, dc)` entering at the last step."""
     zeros = tf.zeros_like(initial_hidden)
     if options.return_sequences:  # every step's h (and c) reached the loss
-        return {"d_hidden": d_hidden, "d_cell": d_cell if d_cell is not None else tf.zeros_like(d_hidden)}, zeros, zeros
+        d_cell = d_cell if d_cell is not None else tf.zeros_like(d_hidden)
+        return {"d_hidden": d_hidden, "d_cell": d_cell}, LSTMState(zeros, zeros)
     none_reach = tf.zeros(tf.concat([[num_steps], tf.shape(initial_hidden)], 0), initial_hidden.dtype)
     dc_last = d_cell[0] if d_cell is not None else zeros  # only the last step's did
-    return {"d_hidden": none_reach, "d_cell": none_reach}, d_hidden[0], dc_last
+    return {"d_hidden": none_reach, "d_cell": none_reach}, LSTMState(d_hidden[0], dc_last)
 
 
-class WeightGradients(NamedTuple):
-    """The gradients of `FusedWeights`' three tensors, in their order."""
+class LayerGradients(NamedTuple):
+    """The gradients of `bptt_scan_lstm`'s inputs: `inputs` (None for ids, or when not asked for),
+    `initial_state`, and `weights` (the same structure as the weights)."""
 
-    kernel: tf.Tensor
-    recurrent_kernel: tf.Tensor
-    bias: tf.Tensor
-
-
-def _add_weight_gradients(
-    gradients: WeightGradients, inputs: tf.Tensor, previous_hidden: tf.Tensor, dz: tf.Tensor
-) -> WeightGradients:
-    """`gradients` plus `(Xᵀ · dZ, H_prevᵀ · dZ, Σ dZ)` over the rows of `inputs` `[rows, features]`
-    (or ids `[rows]`, whose rows of W_x were gathered: each row of `dz` is added to its id's row),
-    `previous_hidden` `[rows, units]` and `dz` `[rows, 4 * units]`: one step's, or every step's."""
-    if inputs.dtype.is_integer:
-        d_kernel = tf.tensor_scatter_nd_add(gradients.kernel, inputs[:, tf.newaxis], dz)
-    else:
-        d_kernel = gradients.kernel + tf.matmul(inputs, dz, transpose_a=True)
-    return WeightGradients(
-        d_kernel,
-        gradients.recurrent_kernel + tf.matmul(previous_hidden, dz, transpose_a=True),
-        gradients.bias + tf.reduce_sum(dz, axis=0),
-    )
+    inputs: tf.Tensor | None
+    initial_state: LSTMState
+    weights: Weights
 
 
 def _backward(
     inputs: tf.Tensor,
-    weights: FusedWeights,
+    weights: Weights,
     initial_state: LSTMState,
     recorded: Recorded,
     sigma: RecurrentActivation,
     options: LoopOptions,
-    d_hidden: tf.Tensor,
-    d_cell: tf.Tensor | None,
-) -> tuple:
-    """The gradients of `bptt_scan_lstm`'s inputs: the loop produces `dz` of every step, then the
-    weight gradients and the input gradient are one matmul each (module docstring); or, where
-    `weight_gradient_in_loop`, the loop sums the weight gradients itself, and keeps every `dz` only
-    for the input gradient."""
+    d_outputs: tuple[tf.Tensor, tf.Tensor | None],
+) -> LayerGradients:
+    """Backpropagation through time: `cell.lstm_step_backward` at t = T-1 .. 0, then the weight and
+    input gradients from every step's `dz` at once (module docstring); or, as `Schedule` says,
+    the weight gradients summed in the loop, keeping every `dz` only for the input gradient.
+    `d_outputs`: the loss gradients reaching the returned `h` and `c` (None if none)."""
     num_steps = tf.shape(recorded.hidden)[0]
-    per_step, dh_last, dc_last = _gradient_sequences(d_hidden, d_cell, initial_state.hidden, num_steps, options)
-    recurrent_kernel_t = tf.transpose(weights.recurrent_kernel)  # [4 * units, units]
-
-    inlined_steps = options.inlined_steps(recorded.hidden.shape[0])
-    in_loop = options.weight_gradient_in_loop
-    if in_loop is None:
-        units, batch = weights.recurrent_kernel.shape[0], recorded.hidden.shape[1]
-        in_loop = weight_gradient_in_loop(units, batch, inlined_steps is not None)
+    per_step, d_last = _gradient_sequences(*d_outputs, initial_state.hidden, num_steps, options)
+    plan = options.schedule_for(inputs, weights)
+    in_loop = plan.weight_gradient_in_loop
     input_gradient = options.input_gradient and not inputs.dtype.is_integer  # (ids are data)
     keep_dz = not in_loop or input_gradient  # what needs every step's dz after the loop
-    previous_hidden = _shifted(recorded.hidden, initial_state.hidden)  # [time, batch, units]
+    previous = LSTMState(_shifted(recorded.hidden, initial_state.hidden), _shifted(recorded.cell, initial_state.cell))
+    zeros = tf.nest.map_structure(tf.zeros_like, weights)
+    weights_read_back = backward_weights(weights)
 
     def step(step_inputs, carry):
-        dh_next, dc_next = carry[:2]
-        back = bptt_step(
-            step_inputs,
-            dh_next + step_inputs["d_hidden"],
-            dc_next + step_inputs["d_cell"],
-            recurrent_kernel_t,
-            sigma.backward,
-        )
-        carried = (back.d_previous_hidden, back.d_previous_cell)
-        if in_loop:  # carry[2:]: the weight gradients of the steps after this one
-            summed = WeightGradients(*carry[2:])
-            carried += _add_weight_gradients(summed, step_inputs["inputs"], step_inputs["previous_hidden"], back.dz)
-        return carried, {"dz": back.dz} if keep_dz else {}
+        d_next, summed = carry
+        gates = Gates(*(step_inputs[name] for name in Gates._fields))
+        previous_t = LSTMState(step_inputs["previous_hidden"], step_inputs["previous_cell"])
+        d_state = LSTMState(d_next[0] + step_inputs["d_hidden"], d_next[1] + step_inputs["d_cell"])
+        back = lstm_step_backward(d_state, gates, previous_t, weights_read_back, sigma)
+        if in_loop:  # summed: the weight gradients of the steps after this one
+            summed = add_weight_gradients(summed, step_inputs["inputs"], previous_t, gates.cell, back.dz)
+        return (tuple(back.d_previous), summed), {"dz": back.dz} if keep_dz else {}
 
-    sequences = dict(recorded.steps, previous_cell=_shifted(recorded.cell, initial_state.cell), **per_step)
-    carry = (dh_last, dc_last)
-    zeros = WeightGradients(*(tf.zeros_like(w) for w in (weights.kernel, weights.recurrent_kernel, weights.bias)))
+    sequences = dict(recorded.steps, previous_hidden=previous.hidden, previous_cell=previous.cell, **per_step)
     if in_loop:
-        sequences.update(inputs=inputs, previous_hidden=previous_hidden)
-        carry += tuple(zeros)
-    carry, outputs = scan(
-        step,
-        sequences,
-        carry,
-        {"dz": recorded.hidden.dtype} if keep_dz else {},
-        num_steps,
-        inlined_steps,
-        reverse=True,
+        sequences["inputs"] = inputs
+    dtypes = {"dz": recorded.hidden.dtype} if keep_dz else {}
+    carry = (tuple(d_last), zeros if in_loop else ())
+    ((d_initial_hidden, d_initial_cell), summed), outputs = scan(
+        step, sequences, carry, dtypes, num_steps, plan.inlined_steps, reverse=True
     )
-    d_initial_hidden, d_initial_cell = carry[:2]
     dz = _flat(outputs["dz"].stack()) if keep_dz else None  # [time * batch, 4 * units]
-    if in_loop:
-        gradients = WeightGradients(*carry[2:])
-    else:
+    if not in_loop:
         rows = tf.reshape(inputs, [-1]) if inputs.dtype.is_integer else _flat(inputs)
-        gradients = _add_weight_gradients(zeros, rows, _flat(previous_hidden), dz)
+        flat_previous = LSTMState(_flat(previous.hidden), _flat(previous.cell))
+        summed = add_weight_gradients(zeros, rows, flat_previous, _flat(recorded.cell), dz)
     d_inputs = None
     if input_gradient:
-        d_inputs = tf.reshape(tf.matmul(dz, weights.kernel, transpose_b=True), tf.shape(inputs))
-    return d_inputs, *gradients, d_initial_hidden, d_initial_cell
+        d_inputs = tf.reshape(project_input_backward(dz, weights), tf.shape(inputs))
+    return LayerGradients(d_inputs, LSTMState(d_initial_hidden, d_initial_cell), summed)
 
 
 def bptt_scan_lstm(
     inputs: tf.Tensor,
-    weights: FusedWeights,
+    weights: Weights,
     initial_state: LSTMState,
     sigma: RecurrentActivation,
     options: LoopOptions = LoopOptions(),
     preactivation_noise: tf.Tensor | None = None,
 ) -> LayerSequences:
-    """`scan_lstm` with a hand-written gradient (backpropagation through time).
+    """`scan_lstm` with a hand-written gradient (backpropagation through time, `_backward`).
 
     Same arguments and forward values as `scan_lstm`. Noise added to the preactivations changes
     the recorded gate activations, not the form of the backward pass (it is additive, so
-    ∂z_noisy/∂z = 1); it gets no gradient itself. The backward pass, for t = T-1 .. 0, with
-    `dh`, `dc` the loss gradients reaching `h_t`, `c_t`:
-
-        dc     += dh ⊙ o_t ⊙ (1 - tanh²(c_t))
-        dz_i    = dc ⊙ g_t ⊙ σ'(i)        dz_f = dc ⊙ c_{t-1} ⊙ σ'(f)
-        dz_g    = dc ⊙ i_t ⊙ (1 - g_t²)   dz_o = dh ⊙ tanh(c_t) ⊙ σ'(o)
-        dh_{t-1} = dz_t · W_hᵀ (+ its own loss gradient)
-        dc_{t-1} = dc ⊙ f_t (+ its own loss gradient)
-
-    and then, over all steps at once (`dZ`: every `dz_t`, `[time · batch, 4 * units]`):
-
-        dW_x = Xᵀ · dZ      dW_h = H_prevᵀ · dZ      db = Σ dZ      dX = dZ · W_xᵀ
-
-    Only `dh` and `dc` are on the loop's critical path; the weight gradients are large matmuls after
-    it, or at the sizes `weight_gradient_in_loop` picks, summed step by step beside it.
+    ∂z_noisy/∂z = 1); it gets no gradient itself. The weights reach the gradient function as one
+    flat list of tensors and their gradients leave it as one, both in `tf.nest` order of the same
+    structure, so a gradient cannot land on another parameter.
     """
+    flat_weights = tf.nest.flatten(weights)
 
     @tf.custom_gradient
-    def forward(inputs, kernel, recurrent_kernel, bias, initial_hidden, initial_cell):
-        fused, initial = FusedWeights(kernel, recurrent_kernel, bias), LSTMState(initial_hidden, initial_cell)
+    def forward(inputs, initial_hidden, initial_cell, *flat):
+        fused, initial = tf.nest.pack_sequence_as(weights, flat), LSTMState(initial_hidden, initial_cell)
         sequences, recorded = scan_lstm(
             inputs, fused, initial, sigma, options, record=True, preactivation_noise=preactivation_noise
         )
 
         def backward(d_hidden, d_cell=None):
-            return _backward(inputs, fused, initial, recorded, sigma, options, d_hidden, d_cell)
+            gradients = _backward(inputs, fused, initial, recorded, sigma, options, (d_hidden, d_cell))
+            tf.nest.assert_same_structure(fused, gradients.weights)
+            return (gradients.inputs, *gradients.initial_state, *tf.nest.flatten(gradients.weights))
 
         if options.keep_cell:
             return (sequences.hidden, sequences.cell), backward
         return sequences.hidden, backward
 
-    outputs = forward(inputs, weights.kernel, weights.recurrent_kernel, weights.bias, *initial_state)
+    outputs = forward(inputs, *initial_state, *flat_weights)
     return LayerSequences(*outputs) if options.keep_cell else LayerSequences(outputs, None)
 
 
 def lstm_over_time(
     inputs: tf.Tensor,
-    weights: FusedWeights,
+    weights: Weights,
     sigma: RecurrentActivation,
     initial_state: LSTMState | None = None,
     backprop: str = "bptt",
@@ -505,7 +420,7 @@ def lstm_over_time(
 
     Args:
       inputs: `[time, batch, features]`.
-      weights: the layer's fused gate weights.
+      weights: the layer's weights (`cell.Weights`).
       sigma: the recurrent activation σ.
       initial_state: `(h_0, c_0)`, each `[batch, units]`; zeros when None.
       backprop: "bptt" (hand-written backward pass) or "autodiff" (TensorFlow differentiates the loop).
@@ -518,7 +433,8 @@ def lstm_over_time(
     if backprop not in BACKPROP_MODES:
         raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {backprop!r}")
     if initial_state is None:
-        initial_state = zero_state(tf.shape(inputs)[1], weights.recurrent_kernel.shape[0], weights.kernel.dtype)
+        dtype = tf.nest.flatten(weights)[0].dtype
+        initial_state = zero_state(tf.shape(inputs)[1], input_and_units(weights)[1], dtype)
     if backprop == "bptt":
         return bptt_scan_lstm(inputs, weights, initial_state, sigma, options, preactivation_noise)
     sequences, _ = scan_lstm(inputs, weights, initial_state, sigma, options, False, preactivation_noise)

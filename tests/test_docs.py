@@ -16,7 +16,7 @@ PATH = re.compile(
 )
 MODULE = re.compile(rf"python -m ((?:{'|'.join(OUR_DIRECTORIES)})[\w.]*\w)")
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]+)(?![\w\[…])")  # not a placeholder: --name[=value], --xxxx…
-DEFINED_FLAG = re.compile(r'DEFINE_\w+\(\s*"([a-z0-9_]+)"')
+DEFINED_FLAG = re.compile(r'(?:DEFINE_\w+|_model_flag)\(\s*"([a-z0-9_]+)"')  # (flags.py defines model flags by field)
 ABSL_FLAGS = {"flagfile", "helpfull", "help", "helpshort", "undefok"}
 # name -> what every doc that names it says of where it went (a commit, or its new name).
 RETIRED = {

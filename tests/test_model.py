@@ -149,20 +149,18 @@ def test_state_is_a_named_tuple_of_zeros_in_the_cell_dtype():
 
 def test_one_step_by_hand():
     """One unit, one input, weights chosen by hand: the gates and the state are sums worked out on paper."""
-    from diy_lstm.cell import FusedWeights
-
     # Columns i, f, c, o. x = 1, h_0 = 0, c_0 = 0.5: preactivations are the kernel plus the bias.
-    weights = FusedWeights(
-        tf.constant([[0.0, 2.0, 1.0, -1.0]], tf.float64),
-        tf.zeros([1, 4], tf.float64),
-        tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64),
-    )
+    weights = {
+        "kernel": tf.constant([[0.0, 2.0, 1.0, -1.0]], tf.float64),
+        "recurrent_kernel": tf.zeros([1, 4], tf.float64),
+        "bias": tf.constant([0.0, 0.0, 0.0, 1.0], tf.float64),
+    }
     state = zero_state(1, 1, tf.float64)
     state = LSTMState(state.hidden, state.cell + 0.5)
     gates = lstm_step(
         project_input(tf.ones([1, 1], tf.float64), weights),
         state,
-        weights.recurrent_kernel,
+        weights,
         get_recurrent_activation("sigmoid").function,
     )
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
@@ -199,13 +197,14 @@ def test_the_one_tanh_step_is_the_step_with_the_logistic_sigma():
     rng = np.random.default_rng(11)
     projected, kernel = rng.normal(size=(3, 20)), rng.normal(size=(5, 20))
     state = LSTMState(tf.constant(rng.normal(size=(3, 5))), tf.constant(rng.normal(size=(3, 5))))
-    one_tanh = lstm_step_one_tanh(tf.constant(projected), state, tf.constant(kernel))
-    four = lstm_step(tf.constant(projected), state, tf.constant(kernel))
+    weights = {"recurrent_kernel": tf.constant(kernel)}
+    one_tanh = lstm_step_one_tanh(tf.constant(projected), state, weights)
+    four = lstm_step(tf.constant(projected), state, weights)
     z = projected + state.hidden.numpy() @ kernel
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     i, f, g, o = sigmoid(z[:, :5]), sigmoid(z[:, 5:10]), np.tanh(z[:, 10:15]), sigmoid(z[:, 15:])
     c = f * state.cell.numpy() + i * g
-    expected = (i, f, g, o, c, o * np.tanh(c))
+    expected = (i, f, g, o, c, np.tanh(c), o * np.tanh(c))
     for ours, theirs, want in zip(one_tanh, four, expected):
         np.testing.assert_allclose(ours.numpy(), want, rtol=0, atol=1e-14)
         np.testing.assert_allclose(theirs.numpy(), want, rtol=0, atol=1e-14)

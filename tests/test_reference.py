@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from diy_lstm import reference
-from diy_lstm.cell import PARAMETERS
+from diy_lstm.cell import parameter_names
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.trainer import gaussian_gate_noise, noise_table
 
@@ -26,21 +26,30 @@ def randomized_model(seed, readout="hidden", **config):
     return model
 
 
-CASES = [  # (units, layers, time, activation, readout)
-    (1, 1, 1, "sigmoid", "hidden"),
-    (5, 1, 7, "sigmoid", "cell"),
-    (8, 2, 13, "sigmoid", "hidden"),
-    (3, 3, 20, "hard_sigmoid", "hidden"),
-    (6, 2, 11, "hard_sigmoid_keras2", "cell"),
-    (16, 1, 20, "sigmoid", "hidden"),
-    (4, 1, 2, "hard_sigmoid", "cell"),
+CASES = [  # (units, layers, time, activation, readout, peephole)
+    (1, 1, 1, "sigmoid", "hidden", False),
+    (5, 1, 7, "sigmoid", "cell", False),
+    (8, 2, 13, "sigmoid", "hidden", False),
+    (3, 3, 20, "hard_sigmoid", "hidden", False),
+    (6, 2, 11, "hard_sigmoid_keras2", "cell", False),
+    (16, 1, 20, "sigmoid", "hidden", False),
+    (4, 1, 2, "hard_sigmoid", "cell", False),
+    (5, 1, 7, "sigmoid", "cell", True),
+    (3, 2, 11, "hard_sigmoid", "hidden", True),
+    (6, 2, 9, "sigmoid", "hidden", True),
 ]
 
 
-@pytest.mark.parametrize("units, layers, time, activation, readout", CASES)
-def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout, measured):
+@pytest.mark.parametrize("units, layers, time, activation, readout, peephole", CASES)
+def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout, peephole, measured):
     model = randomized_model(
-        units + time, readout, units=units, num_layers=layers, recurrent_activation=activation, output_size=2
+        units + time,
+        readout,
+        units=units,
+        num_layers=layers,
+        recurrent_activation=activation,
+        output_size=2,
+        peephole=peephole,
     )
     inputs = np.random.default_rng(time).normal(size=(5, time, 3))
     expected, records = reference.forward(inputs, reference.params_from_model(model), activation, readout)
@@ -62,8 +71,10 @@ def test_forward_matches_numpy_to_1e_10(units, layers, time, activation, readout
 
 
 @pytest.mark.parametrize("backprop", ["bptt", "autodiff"])
-@pytest.mark.parametrize("units, layers, time, activation, readout", CASES)
-def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activation, readout, backprop, measured):
+@pytest.mark.parametrize("units, layers, time, activation, readout, peephole", CASES)
+def test_gradients_match_hand_written_bptt_to_1e_8(
+    units, layers, time, activation, readout, peephole, backprop, measured
+):
     model = randomized_model(
         units * 7 + time,
         readout,
@@ -71,6 +82,7 @@ def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activati
         num_layers=layers,
         recurrent_activation=activation,
         output_size=2,
+        peephole=peephole,
     )
     model.backprop = backprop
     rng = np.random.default_rng(time)
@@ -87,15 +99,16 @@ def test_gradients_match_hand_written_bptt_to_1e_8(units, layers, time, activati
     params = reference.params_from_model(model)
     numpy_predictions, records = reference.forward(inputs, params, activation, readout)
     numpy_gradients = reference.backward(inputs, params, records, numpy_predictions - targets, activation, readout)
-    assert len(numpy_gradients) == len(tape_gradients) == len(PARAMETERS) * layers + 2
+    assert len(numpy_gradients) == len(tape_gradients) == len(parameter_names(peephole)) * layers + 2
     for name, expected in numpy_gradients.items():
         ours = tape_gradients[f"lstm_model/{name}:0"]
         difference = measured(f"gradient vs numpy BPTT ({backprop}), relative", relative_difference(ours, expected))
         assert difference <= 1e-8, name
 
 
-def test_numpy_backward_against_central_differences(measured):
-    model = randomized_model(3, "hidden", units=2, num_layers=2, output_size=1)
+@pytest.mark.parametrize("peephole", [False, True], ids=["plain", "peephole"])
+def test_numpy_backward_against_central_differences(peephole, measured):
+    model = randomized_model(3, "hidden", units=2, num_layers=2, output_size=1, peephole=peephole)
     params = reference.params_from_model(model)
     rng = np.random.default_rng(0)
     inputs, targets = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 1))
@@ -111,6 +124,9 @@ def test_numpy_backward_against_central_differences(measured):
         for gate in reference.GATES:
             arrays[f"layer_{index}/W_{gate}"] = layer.W[gate]
             arrays[f"layer_{index}/b_{gate}"] = layer.b[gate]
+        for gate, value in layer.p.items():
+            arrays[f"layer_{index}/p_{gate}"] = value
+    assert len(arrays) == len(analytic)  # every parameter checked
     epsilon = 1e-6
     for name, array in arrays.items():
         numeric = np.zeros_like(array)
@@ -156,7 +172,7 @@ def test_one_tanh_gates_match_numpy(jit_compile, measured):
     @tf.function(jit_compile=jit_compile)
     def gradients():
         with tf.GradientTape() as tape:
-            predictions = model.run(tf.constant(inputs), training=True, one_tanh=True).predictions
+            predictions = model.run(tf.constant(inputs), training=True, xla=True).predictions
             loss = 0.5 * tf.reduce_sum((predictions - targets) ** 2)
         return predictions, tape.gradient(loss, model.trainable_variables)
 
@@ -252,22 +268,24 @@ def test_table_noise_is_a_run_of_one_gaussian_table_at_a_random_offset_wrapping_
 @pytest.mark.parametrize("ids", [False, True], ids=["features", "ids"])
 @pytest.mark.parametrize("in_loop", [False, True], ids=["dW after the loop", "dW in the loop"])
 def test_the_weight_gradients_summed_in_or_after_the_loop_match_autodiff(in_loop, ids, measured):
-    """`LoopOptions.weight_gradient_in_loop`: both places give TensorFlow's own gradients (float64),
+    """`Schedule.weight_gradient_in_loop`: both places give TensorFlow's own gradients (float64),
     of every weight and (for features) of the inputs."""
-    from diy_lstm.cell import RECURRENT_ACTIVATIONS, FusedWeights, zero_state
-    from diy_lstm.rnn import LoopOptions, bptt_scan_lstm, scan_lstm
+    from diy_lstm.cell import RECURRENT_ACTIVATIONS, zero_state
+    from diy_lstm.rnn import LoopOptions, Schedule, bptt_scan_lstm, scan_lstm
 
     rng = np.random.default_rng(11)
     if ids:
         inputs = tf.constant(rng.integers(0, 3, size=(9, 5)), tf.int32)  # [time, batch] of 3 ids
     else:
         inputs = tf.constant(rng.normal(size=(9, 5, 3)))  # [time, batch, features]
-    weights = FusedWeights(*(tf.Variable(rng.normal(scale=0.5, size=shape)) for shape in ((3, 24), (6, 24), (24,))))
+    shapes = {"kernel": (3, 24), "recurrent_kernel": (6, 24), "bias": (24,)}
+    weights = {name: tf.Variable(rng.normal(scale=0.5, size=shape)) for name, shape in shapes.items()}
     sigma, start = RECURRENT_ACTIVATIONS["sigmoid"], zero_state(5, 6, tf.float64)
-    sources = list(weights) if ids else [*weights, inputs]
+    sources = list(weights.values()) if ids else [*weights.values(), inputs]
+    options = LoopOptions(schedule=Schedule(weight_gradient_in_loop=in_loop))
     gradients = []
     for run in (
-        lambda: bptt_scan_lstm(inputs, weights, start, sigma, LoopOptions(weight_gradient_in_loop=in_loop)),
+        lambda: bptt_scan_lstm(inputs, weights, start, sigma, options),
         lambda: scan_lstm(inputs, weights, start, sigma)[0],
     ):
         with tf.GradientTape() as tape:
@@ -283,32 +301,32 @@ def test_the_weight_gradients_summed_in_or_after_the_loop_match_autodiff(in_loop
 @pytest.mark.parametrize("ids", [False, True], ids=["features", "ids"])
 @pytest.mark.parametrize("in_loop", [False, True], ids=["projected before the loop", "projected in the loop"])
 def test_the_input_projection_made_before_or_in_the_loop_matches_numpy(in_loop, ids, measured):
-    """`LoopOptions.input_projection_in_loop`: both places give numpy's forward pass (with training
+    """`Schedule.input_projection_in_loop`: both places give numpy's forward pass (with training
     noise), and the hand-written gradients equal TensorFlow's autodiff (float64)."""
-    from diy_lstm.cell import GATES, RECURRENT_ACTIVATIONS, FusedWeights, zero_state
-    from diy_lstm.rnn import LoopOptions, bptt_scan_lstm, scan_lstm
+    from diy_lstm.cell import GATES, RECURRENT_ACTIVATIONS, zero_state
+    from diy_lstm.rnn import LoopOptions, Schedule, bptt_scan_lstm, scan_lstm
 
     rng = np.random.default_rng(5)
     time, batch, features, units = 7, 4, 3, 6
     token_ids = rng.integers(0, features, size=(time, batch))
     dense = np.eye(features)[token_ids] if ids else rng.normal(size=(time, batch, features))
     inputs = tf.constant(token_ids, tf.int32) if ids else tf.constant(dense)
-    shapes = ((features, 4 * units), (units, 4 * units), (4 * units,))
-    weights = FusedWeights(*(tf.Variable(rng.normal(scale=0.5, size=shape)) for shape in shapes))
+    shapes = {"kernel": (features, 4 * units), "recurrent_kernel": (units, 4 * units), "bias": (4 * units,)}
+    weights = {name: tf.Variable(rng.normal(scale=0.5, size=shape)) for name, shape in shapes.items()}
     noise = rng.normal(size=(time, batch, 4 * units))
     sigma, start = RECURRENT_ACTIVATIONS["sigmoid"], zero_state(batch, units, tf.float64)
-    options = LoopOptions(input_projection_in_loop=in_loop)
+    options = LoopOptions(schedule=Schedule(input_projection_in_loop=in_loop))
     gradients = []
     for run in (bptt_scan_lstm, lambda *args, **noise: scan_lstm(*args, **noise)[0]):
         with tf.GradientTape() as tape:
             sequences = run(inputs, weights, start, sigma, options, preactivation_noise=tf.constant(noise))
             loss = tf.reduce_sum(tf.sin(sequences.hidden)) + tf.reduce_sum(sequences.cell**2)
-        gradients.append(tape.gradient(loss, list(weights)))
-    joined = np.concatenate([weights.kernel.numpy(), weights.recurrent_kernel.numpy()])
+        gradients.append(tape.gradient(loss, list(weights.values())))
+    joined = np.concatenate([weights["kernel"].numpy(), weights["recurrent_kernel"].numpy()])
     columns = {gate: slice(index * units, (index + 1) * units) for index, gate in enumerate(GATES)}
     layer = reference.LayerParams(
         W={gate: joined[:, part] for gate, part in columns.items()},
-        b={gate: weights.bias.numpy()[part] for gate, part in columns.items()},
+        b={gate: weights["bias"].numpy()[part] for gate, part in columns.items()},
     )
     expected = reference.layer_forward(dense.transpose(1, 0, 2), layer, "sigmoid", noise.transpose(1, 0, 2))
     name = f"input projection {'in' if in_loop else 'before'} the loop ({'ids' if ids else 'features'})"
@@ -321,9 +339,9 @@ def test_the_input_projection_made_before_or_in_the_loop_matches_numpy(in_loop, 
 
 def test_a_model_whose_shapes_sum_the_recurrent_gradient_in_the_loop_matches_numpy(measured):
     """H=128 with a batch of 256 is where `weight_gradient_in_loop` chooses the loop: numpy float64 BPTT agrees."""
-    from diy_lstm.rnn import weight_gradient_in_loop
+    from diy_lstm.rnn import schedule
 
-    assert weight_gradient_in_loop(128, 256)  # (the shapes this test is for)
+    assert schedule(3, 256, 3, 128, inline=False, xla=False).weight_gradient_in_loop  # (the shapes this test is for)
     model = randomized_model(2, units=128, output_size=1)
     rng = np.random.default_rng(2)
     inputs, targets = rng.normal(size=(256, 3, 3)), rng.normal(size=(256, 3, 1))

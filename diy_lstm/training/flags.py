@@ -33,24 +33,28 @@ _MANY = 10_000_000
 _LSTM_SIZE = flags.DEFINE_list(
     "lstm_size", ["24"], f"Units per LSTM layer, 1..{MAX_LSTM_SIZE}; a comma list (8,16,24) trains one run each."
 )
-_NUM_LAYERS = flags.DEFINE_integer(
-    "num_layers", ModelConfig.num_layers, "Stacked LSTM layers.", lower_bound=1, upper_bound=16
-)
-_READOUT = flags.DEFINE_enum(
-    "readout", ModelConfig.readout, list(READOUTS), "The output reads the last layer's h or c."
-)
-_RECURRENT_ACTIVATION = flags.DEFINE_enum(
-    "recurrent_activation", ModelConfig.recurrent_activation, list(RECURRENT_ACTIVATIONS), "Gate activation σ."
-)
-_INITIALIZER = flags.DEFINE_enum(
-    "initializer",
-    ModelConfig.initializer,
-    list(INITIALIZERS),
-    "'reference': the notebook's truncated normal (-0.2, 0.1).",
-)
-_FORGET_BIAS = flags.DEFINE_float(
-    "forget_bias", ModelConfig.forget_bias, "Initial forget-gate bias b_f, in [-100, 100]."
-)
+_MODEL_FLAGS: dict[str, flags.FlagHolder] = {}  # ModelConfig field -> its flag (every one but lstm_size)
+
+
+def _model_flag(field: str, help_text: str, choices: tuple[str, ...] = (), **bounds) -> None:
+    """Defines the flag of one `ModelConfig` field, of the field's kind, with its default."""
+    default = ModelConfig.__dataclass_fields__[field].default
+    if choices:
+        _MODEL_FLAGS[field] = flags.DEFINE_enum(field, default, list(choices), help_text)
+    elif isinstance(default, bool):
+        _MODEL_FLAGS[field] = flags.DEFINE_boolean(field, default, help_text)
+    elif isinstance(default, int):
+        _MODEL_FLAGS[field] = flags.DEFINE_integer(field, default, help_text, **bounds)
+    else:
+        _MODEL_FLAGS[field] = flags.DEFINE_float(field, default, help_text)
+
+
+_model_flag("num_layers", "Stacked LSTM layers.", lower_bound=1, upper_bound=16)
+_model_flag("readout", "The output reads the last layer's h or c.", READOUTS)
+_model_flag("recurrent_activation", "Gate activation σ.", tuple(RECURRENT_ACTIVATIONS))
+_model_flag("initializer", "'reference': the notebook's truncated normal (-0.2, 0.1).", tuple(INITIALIZERS))
+_model_flag("forget_bias", "Initial forget-gate bias b_f, in [-100, 100].")
+_model_flag("peephole", "Peephole connections: the gates see the cell state (diy_lstm/cell.py).")
 # Training.
 _EPOCHS = flags.DEFINE_integer(
     "epochs", TrainingConfig.epochs, "Passes over the training data.", lower_bound=1, upper_bound=_MANY
@@ -217,14 +221,7 @@ def use_defaults(
     shared flag takes the value its field holds in the configs given (`lstm_size`: `model.units`)."""
     values = {}
     if model is not None:
-        values.update(
-            lstm_size=[str(model.units)],
-            num_layers=model.num_layers,
-            readout=model.readout,
-            recurrent_activation=model.recurrent_activation,
-            initializer=model.initializer,
-            forget_bias=model.forget_bias,
-        )
+        values.update({name: getattr(model, name) for name in _MODEL_FLAGS}, lstm_size=[str(model.units)])
     if training is not None:
         values.update(dataclasses.asdict(training))
     if run is not None:
@@ -245,13 +242,9 @@ def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConf
     return ModelConfig(
         input_size=input_size,
         units=units,
-        num_layers=_NUM_LAYERS.value,
         output_size=output_size,
-        readout=_READOUT.value,
-        recurrent_activation=_RECURRENT_ACTIVATION.value,
-        forget_bias=_FORGET_BIAS.value,
-        initializer=_INITIALIZER.value,
         seed=_SEED.value,
+        **{name: flag.value for name, flag in _MODEL_FLAGS.items()},
     )
 
 

@@ -17,8 +17,10 @@ container that reports the host's memory; tests that must not depend on the mach
 
 from __future__ import annotations
 
+import math
 import os
 
+from diy_lstm.cell import parameter_shapes
 from diy_lstm.model import ModelConfig
 
 BYTES_PER_FLOAT = 4
@@ -31,10 +33,12 @@ class MemoryLimitError(ValueError):
 
 
 def parameters(model: ModelConfig) -> int:
-    """The number of trained numbers: each layer's gates (`4 × (inputs + units + 1) × units`) and the readout."""
-    first = 4 * (model.input_size + model.units + 1) * model.units
-    later = 4 * (2 * model.units + 1) * model.units * (model.num_layers - 1)
-    return first + later + (model.units + 1) * model.output_size
+    """The number of trained numbers: each layer's (`cell.parameter_shapes`) and the readout's."""
+    total = (model.units + 1) * model.output_size
+    for index in range(model.num_layers):
+        inputs = model.input_size if index == 0 else model.units
+        total += sum(math.prod(shape) for shape in parameter_shapes(inputs, model.units, model.peephole).values())
+    return total
 
 
 def training_bytes(model: ModelConfig, batch: int, time: int) -> int:

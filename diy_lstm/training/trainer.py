@@ -7,7 +7,7 @@
 `run_model` is the model with the step's settings applied, both chosen here and handed to
 `LSTMModel.run` as functions: Gaussian preactivation noise (`gaussian_gate_noise`, seeded by the run
 seed and the optimizer's step counter, so a resumed run draws the same noise as an uninterrupted one)
-and, under XLA, the one-tanh form of the step (`cell.lstm_step_one_tanh`).
+and whether the step runs under XLA (where the loop takes its faster form, `rnn.schedule`).
 
 Under a `tf.distribute` strategy with R replicas (distribute.py) each replica runs the step on its
 slice r of the global batch, and the strategy's all-reduce joins them:
@@ -130,7 +130,7 @@ class Trainer:
         self.seed = seed
         self.strategy = strategy or tf.distribute.get_strategy()
         self.distributed = strategy is not None
-        self.one_tanh = jit_compile  # one fused tanh for the four gates pays off under XLA only
+        self.xla = jit_compile
         # Every loop and branch here is explicit (tf.while_loop, Python ifs on static values), so
         # AutoGraph has nothing to convert; skipping it saves seconds of tracing. XLA compiles the
         # whole step on one device; with replicas, each replica's part before the all-reduce.
@@ -160,7 +160,7 @@ class Trainer:
             noise = gaussian_gate_noise(
                 self.preactivation_noise, seed, noise_rows, self.noise_distribution, self.noise_table
             )
-        return functools.partial(self.model.run, training=True, one_tanh=self.one_tanh, gate_noise=noise)
+        return functools.partial(self.model.run, training=True, xla=self.xla, gate_noise=noise)
 
     def _loss_and_gradients(self, batch: tuple, noise_rows, noisy: bool) -> tuple[BatchLoss, list[tf.Tensor]]:
         """This replica's loss terms and the gradients of its mean, in the order of `model.trainable_variables`."""
