@@ -159,48 +159,64 @@ def backward(
     d_cell_seq = d_source if readout == "cell" else np.zeros_like(d_source)
 
     for index in reversed(range(len(params.layers))):
-        layer, record = params.layers[index], records[index]
         layer_inputs = np.asarray(inputs, dtype=np.float64) if index == 0 else records[index - 1]["h"]
-        features = layer_inputs.shape[2]
-        batch, time, units = record["h"].shape
-        d_W = {k: np.zeros_like(layer.W[k]) for k in GATES}
-        d_b = {k: np.zeros_like(layer.b[k]) for k in GATES}
-        d_p = {k: np.zeros(units) for k in layer.p}
-        peep = {k: layer.p.get(k, np.zeros(units)) for k in PEEPHOLES}  # zeros: no peepholes
-        d_inputs = np.zeros_like(layer_inputs)
-        dh_next = np.zeros((batch, units))
-        dc_next = np.zeros((batch, units))
-        for t in reversed(range(time)):
-            i, f, g, o, c = (record[name][:, t] for name in "ifgoc")
-            previous_hidden = record["h"][:, t - 1] if t > 0 else record["h0"]
-            previous_cell = record["c"][:, t - 1] if t > 0 else record["c0"]
-            tanh_cell = np.tanh(c)
-            dh = d_hidden_seq[:, t] + dh_next
-            dz = {"o": dh * tanh_cell * derivative(o)}
-            dc = d_cell_seq[:, t] + dc_next + dh * o * (1.0 - tanh_cell**2) + dz["o"] * peep["o"]
-            dz["i"] = dc * g * derivative(i)
-            dz["f"] = dc * previous_cell * derivative(f)
-            dz["g"] = dc * i * (1.0 - g**2)
-            joined = np.concatenate([layer_inputs[:, t], previous_hidden], axis=1)
-            d_joined = np.zeros_like(joined)
-            for k in GATES:
-                d_W[k] += joined.T @ dz[k]
-                d_b[k] += dz[k].sum(axis=0)
-                d_joined += dz[k] @ layer.W[k].T
-            for k, seen in (("i", previous_cell), ("f", previous_cell), ("o", c)):
-                if k in d_p:
-                    d_p[k] += (dz[k] * seen).sum(axis=0)
-            d_inputs[:, t] = d_joined[:, :features]
-            dh_next = d_joined[:, features:]
-            dc_next = dc * f + dz["i"] * peep["i"] + dz["f"] * peep["f"]
-        for k in GATES:
-            grads[f"layer_{index}/{WEIGHTS[k]}"] = d_W[k]
-            grads[f"layer_{index}/{BIASES[k]}"] = d_b[k]
-        for k in d_p:
-            grads[f"layer_{index}/{PEEPHOLES[k]}"] = d_p[k]
+        layer_grads, d_inputs = layer_backward(
+            layer_inputs, params.layers[index], records[index], d_hidden_seq, d_cell_seq, derivative
+        )
+        grads.update({f"layer_{index}/{name}": value for name, value in layer_grads.items()})
         d_hidden_seq = d_inputs  # the layer below produced these inputs as its h
         d_cell_seq = np.zeros_like(d_inputs)
     return grads
+
+
+def layer_backward(
+    layer_inputs: np.ndarray,
+    layer: LayerParams,
+    record: dict[str, np.ndarray],
+    d_hidden_seq: np.ndarray,
+    d_cell_seq: np.ndarray,
+    derivative,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One layer's BPTT, t = T-1 .. 0: `d_hidden_seq`, `d_cell_seq` `[batch, time, units]` are the loss
+    gradients reaching its `h` and `c` from above; `derivative` is σ' in terms of σ's output.
+
+    Returns the gradients by parameter name (`{"W_f": ..., "b_f": ..., "p_f": ...}`) and the
+    gradient reaching `layer_inputs` `[batch, time, features]`.
+    """
+    features = layer_inputs.shape[2]
+    batch, time, units = record["h"].shape
+    d_W = {k: np.zeros_like(layer.W[k]) for k in GATES}
+    d_b = {k: np.zeros_like(layer.b[k]) for k in GATES}
+    d_p = {k: np.zeros(units) for k in layer.p}
+    peep = {k: layer.p.get(k, np.zeros(units)) for k in PEEPHOLES}  # zeros: no peepholes
+    d_inputs = np.zeros_like(layer_inputs)
+    dh_next = np.zeros((batch, units))
+    dc_next = np.zeros((batch, units))
+    for t in reversed(range(time)):
+        i, f, g, o, c = (record[name][:, t] for name in "ifgoc")
+        previous_hidden = record["h"][:, t - 1] if t > 0 else record["h0"]
+        previous_cell = record["c"][:, t - 1] if t > 0 else record["c0"]
+        tanh_cell = np.tanh(c)
+        dh = d_hidden_seq[:, t] + dh_next
+        dz = {"o": dh * tanh_cell * derivative(o)}
+        dc = d_cell_seq[:, t] + dc_next + dh * o * (1.0 - tanh_cell**2) + dz["o"] * peep["o"]
+        dz["i"] = dc * g * derivative(i)
+        dz["f"] = dc * previous_cell * derivative(f)
+        dz["g"] = dc * i * (1.0 - g**2)
+        joined = np.concatenate([layer_inputs[:, t], previous_hidden], axis=1)
+        d_joined = np.zeros_like(joined)
+        for k in GATES:
+            d_W[k] += joined.T @ dz[k]
+            d_b[k] += dz[k].sum(axis=0)
+            d_joined += dz[k] @ layer.W[k].T
+        for k, seen in (("i", previous_cell), ("f", previous_cell), ("o", c)):
+            if k in d_p:
+                d_p[k] += (dz[k] * seen).sum(axis=0)
+        d_inputs[:, t] = d_joined[:, :features]
+        dh_next = d_joined[:, features:]
+        dc_next = dc * f + dz["i"] * peep["i"] + dz["f"] * peep["f"]
+    grads = {WEIGHTS[k]: d_W[k] for k in GATES} | {BIASES[k]: d_b[k] for k in GATES}
+    return grads | {PEEPHOLES[k]: d_p[k] for k in d_p}, d_inputs
 
 
 def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:

@@ -111,3 +111,11 @@ def test_shape_mismatches_are_named():
     _, lstms, _ = keras_stack(3, 4, 6, 1, 1)
     with pytest.raises(ValueError, match="layer 0 kernel"):
         load_from_keras(LSTMModel(ModelConfig(input_size=3, units=6)), lstms)
+
+
+def test_a_model_with_peepholes_is_refused_both_ways_as_keras_has_none():
+    _, lstms, _ = keras_stack(3, 4, 6, 1, 1)
+    model = LSTMModel(ModelConfig(input_size=3, units=6, peephole=True))
+    for copy in (load_from_keras, save_to_keras):
+        with pytest.raises(ValueError, match="peephole connections"):
+            copy(model, lstms)

@@ -556,3 +556,27 @@ def test_a_recipe_that_cannot_be_read_is_one_line_when_the_command_runs_and_noth
     moved = f"import tasks.text.presets as p, pathlib; p.RECIPES = pathlib.Path({str(tmp_path / 'none')!r}); "
     imported = run_python(["-c", moved + "import tasks.text.train; print('imported')"])
     assert imported.returncode == 0 and imported.stdout.strip() == "imported", imported.stderr
+
+
+def test_a_peephole_run_checkpoints_exports_and_loads_its_trained_peepholes(tmp_path):
+    """`--peephole` end to end on the text task: trained `p_i, p_f, p_o` in the checkpoint, the same
+    values from `load_model` of the export, and the export's `score` equal to numpy float64 on them."""
+    from diy_lstm.serving.export import load_model
+
+    _, run_dir = bare_run(str(tmp_path), "--corpus=fox_and_crow", "--peephole", "--epochs=20", "--lstm_size=16")
+    checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")))
+    model = load_model(os.path.join(run_dir, "saved_model"))
+    assert model.config.peephole
+    for name in ("p_i", "p_f", "p_o"):
+        saved = checkpoint.get_tensor(f"model/layers/0/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+        assert np.any(saved != 0.0), name  # trained away from their start at 0
+        np.testing.assert_array_equal(getattr(model.layers[0], name).numpy(), saved)
+    served = tf.saved_model.load(os.path.join(run_dir, "saved_model"))
+    vocabulary = text_data.Vocabulary.of(text_data.FOX_AND_CROW)
+    text = text_data.FOX_AND_CROW[:40]
+    ids = vocabulary.ids(text)
+    logits, _ = reference.forward(np.eye(len(vocabulary))[ids[None, :-1]], reference.params_from_model(model))
+    shifted = logits[0] - logits[0].max(axis=-1, keepdims=True)
+    expected = (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))[np.arange(len(text) - 1), ids[1:]]
+    got = served.signatures["score"](text=tf.constant([text]))["log_probs"][0].numpy()
+    np.testing.assert_allclose(got[: len(text) - 1], expected, rtol=0, atol=1e-5)

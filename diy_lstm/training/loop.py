@@ -1,6 +1,7 @@
 """The epochs of one try: `for epoch: its steps; then the end of the epoch, each action at its cadence`.
 
-    TrainingLoop(settings, task, place, ...).train()  ->  RunResult
+    parts = build.build(settings, task, place, run_dir)       the model, optimizer, checkpoint, ...
+    TrainingLoop(settings, task, place, parts, ...).train()   ->  RunResult
 
 The end of an epoch (`TrainingLoop._end_of_epoch`) reads top to bottom, each action when its
 `Cadence` is due: the loss is finite; the next epoch's learning rate; on the chief, the evaluation
@@ -16,22 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from typing import Iterator
 
 import tensorflow as tf
 
-from diy_lstm.model import LSTMModel
 from diy_lstm.serving.export import ExportDirError
 from diy_lstm.training import distribute, machine
-from diy_lstm.training.checkpoints import ResumeError, RunCheckpoint
+from diy_lstm.training.build import RunParts
 from diy_lstm.training.config import RunSettings
-from diy_lstm.training.optimizer import Adam
 from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult
-from diy_lstm.training.sink import TRAIN_STEPS, VALIDATION_STEPS, RunSink, SilentSink
+from diy_lstm.training.sink import TRAIN_STEPS, VALIDATION_STEPS
 from diy_lstm.training.task import VALIDATION, Metrics, Task
-from diy_lstm.training.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,43 +80,17 @@ class TrainingLoop:
         settings: RunSettings,
         task: Task,
         place: distribute.Placement,
+        parts: RunParts,
         stop,
         may_restart: bool,
         restarts: tuple[GivenUp, ...],
-        run_dir: str,
         export_dir: str,
     ):
         self.settings, self.task, self.place, self.stop = settings, task, place, stop
         self.may_restart, self.restarts = may_restart, restarts
-        self.run_dir, self.export_dir = run_dir, export_dir
-        training = settings.training
-        with place.strategy.scope():  # one copy of every variable per replica
-            self.model = LSTMModel(settings.model, backprop=training.backprop, inline_loops=training.inline_loops)
-            self.optimizer = Adam(
-                self.model.trainable_variables, learning_rate=training.learning_rate, weight_decay=training.weight_decay
-            )
-            scratch = None if place.is_chief else os.path.join(run_dir, f"worker{place.cluster.worker_index}-scratch")
-            self.checkpoint = RunCheckpoint(run_dir, self.model, self.optimizer, scratch_dir=scratch)
-        jit_compile = {"true": True, "false": False}.get(training.jit_compile, task.fixed_length)
-        self.trainer = Trainer(
-            self.model,
-            self.optimizer,
-            task.loss,
-            jit_compile,
-            training.clip_norm,
-            training.preactivation_noise,
-            training.seed,
-            strategy=place.strategy if place.distributed else None,
-            noise_distribution=training.noise_distribution,
-        )
-        self.start_epoch = self._restore()
-        if self.start_epoch > training.epochs:
-            raise ResumeError(
-                f"{run_dir} has already trained {self.start_epoch} epochs; --epochs={training.epochs} "
-                "would undo them: give at least that many, or --fresh to start over"
-            )
-        sink_kind = RunSink if place.is_chief else SilentSink
-        self.sink = sink_kind(run_dir, training.epochs, self.start_epoch, task.evaluated_splits, task.steps_per_epoch)
+        self.run_dir, self.export_dir = parts.run_dir, export_dir
+        self.model, self.optimizer, self.checkpoint = parts.model, parts.optimizer, parts.checkpoint
+        self.trainer, self.sink, self.start_epoch = parts.trainer, parts.sink, parts.start_epoch
         self.started = time.perf_counter()
         self.completed = self.start_epoch
         self.goal: GoalReached | None = None
@@ -390,22 +361,3 @@ class TrainingLoop:
             stopped_at_goal=self.stopped_at_goal,
             **fields,
         )
-
-    def _restore(self) -> int:
-        """The completed epochs of the latest checkpoint, restored. With several workers the chief
-        restores first (after its start-up moved or checked the run), then the others read the chief's
-        checkpoint, and all must have found the same one."""
-        place, checkpoint = self.place, self.checkpoint
-        if place.cluster.num_workers == 1:
-            return checkpoint.restore_latest()
-        start_epoch = checkpoint.restore_latest() if place.is_chief else 0
-        distribute.from_every_worker(place, start_epoch)  # the chief is ready
-        if not place.is_chief:
-            start_epoch = checkpoint.restore_latest()
-        found = distribute.from_every_worker(place, start_epoch)
-        if len(set(found)) > 1:
-            raise RunError(
-                f"the workers found different checkpoints to resume from (completed epochs by worker: "
-                f"{found}); every worker must see the chief's --logdir ({checkpoint.directory})"
-            )
-        return start_epoch

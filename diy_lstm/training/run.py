@@ -11,6 +11,7 @@ One run, top to bottom (`train_once`):
                     validation/ events, results.json, saved_model/ (unless --export_dir says elsewhere)
     resume          the latest checkpoint, if any; settings that shape what is learned and the data's
                     fingerprint must match config.json (`RunSettings.resume_conflicts`)
+    build           the model, optimizer, checkpoint (restored), training step and outputs (`build.py`)
     epochs          `loop.TrainingLoop`: each epoch's compiled steps, then the end-of-epoch actions
     restarts        at `restart.epoch` a try whose validation metrics are above their bounds is given
                     up (its directory kept as `<run>.seed<N>-not-learned`) and run again as seed + 1
@@ -35,6 +36,7 @@ import signal
 from diy_lstm import files
 from diy_lstm.serving.export import check_export_dir, remove_stale_staging
 from diy_lstm.training import distribute, fingerprint, memory
+from diy_lstm.training.build import build
 from diy_lstm.training.checkpoints import CHECKPOINT_DIR, JSON_STAGING, ResumeError, read_json
 from diy_lstm.training.config import ConfigError, RunSettings
 from diy_lstm.training.lock import RunLock
@@ -251,9 +253,8 @@ def _train_under_lock(
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    loop = TrainingLoop(
-        settings, task, place, stop, may_restart, restarts, run_dir_of(settings), export_dir_of(settings)
-    )
+    parts = build(settings, task, place, run_dir_of(settings))  # model, optimizer, checkpoint, trainer, sink
+    loop = TrainingLoop(settings, task, place, parts, stop, may_restart, restarts, export_dir_of(settings))
     return loop.train(prepared.description, run_config_json(settings, prepared.fingerprint))
 
 
