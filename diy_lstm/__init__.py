@@ -1,8 +1,9 @@
 """diy_lstm: an LSTM built by hand in TensorFlow 2, and the training run that serves any task.
 
 The LSTM:
-    cell.py            the gate variables (`LSTMCell`) and the one step function every path runs (`lstm_step`)
-    rnn.py             the time loop over any length, with a hand-written backward pass
+    cell.py            the parameters by name (`LSTMCell`), the step every path runs (`lstm_step`) and its
+                       backward step (`lstm_step_backward`)
+    rnn.py             the time loop over any length, forwards and backwards, and its speed `Schedule`
     model.py           stacked layers and a linear readout (`LSTMModel`, `ModelConfig`)
     readout.py         the readout refitted by least squares, every LSTM weight held fixed
     reference.py       the same model in plain numpy, forward and backward

@@ -1,6 +1,7 @@
 """The training machinery any task plugs into: `run.train(settings, task)`.
 
 run.py         the run: checks before writing, the run directory, resume, restarts, placement
+build.py       one try's parts, built before it trains: model, Adam, checkpoint, step, outputs
 loop.py        one try's epochs: the steps, then the end-of-epoch actions, each at its cadence
 sink.py        what only the chief writes (events, progress, config.json, results.json, export)
 results.py     what a run reports (`RunResult`)
