@@ -67,16 +67,16 @@ class LSTMState(NamedTuple):
 
 
 class Gates(NamedTuple):
-    """Everything one step computes, each `[batch, units]`: the gates, then the new state (and
-    `tanh(c_t)`, which the backward step reads)."""
+    """Everything one step computes, each `[batch, units]`: the gates, the new state, and last
+    `tanh(c_t)`, which the backward step reads."""
 
     input_gate: tf.Tensor
     forget_gate: tf.Tensor
     candidate: tf.Tensor
     output_gate: tf.Tensor
     cell: tf.Tensor
-    tanh_cell: tf.Tensor
     hidden: tf.Tensor
+    tanh_cell: tf.Tensor
 
     @property
     def state(self) -> LSTMState:
@@ -136,7 +136,7 @@ def lstm_step(
         z_o += peep["o"] * c
     o = sigma(z_o)
     tanh_c = tf.tanh(c)
-    return Gates(i, f, g, o, c, tanh_c, o * tanh_c)
+    return Gates(i, f, g, o, c, o * tanh_c, tanh_c)
 
 
 def lstm_step_one_tanh(projected_input: tf.Tensor, state: LSTMState, weights: Weights) -> Gates:
@@ -154,7 +154,7 @@ def lstm_step_one_tanh(projected_input: tf.Tensor, state: LSTMState, weights: We
     i, f, g, o = tf.split(tf.tanh(z * scale) * scale + (1.0 - scale), 4, axis=-1)
     c = f * state.cell + i * g
     tanh_c = tf.tanh(c)
-    return Gates(i, f, g, o, c, tanh_c, o * tanh_c)
+    return Gates(i, f, g, o, c, o * tanh_c, tanh_c)
 
 
 class StepGradients(NamedTuple):

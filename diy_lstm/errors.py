@@ -1,6 +1,11 @@
-"""The error every config raises, and the first line of an error's message: what every one-line
-report (a command line's `error: ...`, a refused resume, a model that will not load) shows of an
-exception raised below it."""
+"""The three kinds of mistake, the error every config raises, and the first line of an error's
+message: what every one-line report (a command line's `error: ...`, a refused resume, a model that
+will not load) shows of an exception raised below it.
+
+Every error the code raises on purpose is of one kind, and its kind alone decides what a command
+line does with it (`diy_lstm.cli.errors`): `BadInput` (exit 2), `RunFailed` (exit 1), `BadModel`
+(exit 3). The subclasses say where it came from (`ConfigError`, `ResumeError`, ...).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,20 @@ _FUNCTION_NODE = re.compile(r"^(\{\{function_node [^}]*\}\}\s*)+")
 _OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]( name:\s*\S*)?\s*$")
 
 
-class ConfigError(ValueError):
+class BadInput(ValueError):
+    """A flag, setting, path or input the user gave cannot be used; found before anything was written."""
+
+
+class RunFailed(Exception):
+    """A run or command that began cannot finish: a refused resume, a diverged loss, a lost worker,
+    a file or output that cannot be written."""
+
+
+class BadModel(Exception):
+    """A model that cannot be used: missing, damaged, or not of the kind asked for."""
+
+
+class ConfigError(BadInput):
     """A setting out of its range, raised by every config (`ModelConfig`, the training run's, each
     task's data); the message names the setting and its range."""
 

@@ -24,12 +24,14 @@ import os
 import stat
 import tempfile
 
+from diy_lstm.errors import BadInput
+
 RUN_MARKER = ".diy_lstm-run"
 STAGING_MARKER = ".diy_lstm-staging"
 MAX_MARKER_BYTES = 4096
 
 
-class FileLimitError(ValueError):
+class FileLimitError(BadInput):
     """A file this project will not read: not a regular file, or larger than its cap."""
 
 
@@ -88,7 +90,7 @@ def unwritable_because(directory: str) -> str | None:
     return None
 
 
-class NotOursError(ValueError):
+class NotOursError(BadInput):
     """A directory the run would write in or replace holds something it did not make; nothing was touched."""
 
 

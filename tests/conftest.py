@@ -83,11 +83,11 @@ class InterruptingTask(CounterTask):
         super().__init__(data)
         self.evaluations, self.at_evaluation = 0, at_evaluation
 
-    def evaluate(self, model, thorough=True):
+    def evaluate(self, model, thorough=True, finished=None):
         self.evaluations += 1
         if self.evaluations == self.at_evaluation:
             os.kill(os.getpid(), signal.SIGINT)
-        return super().evaluate(model, thorough)
+        return super().evaluate(model, thorough, finished)
 
 
 def with_training(settings: RunSettings, **changes) -> RunSettings:

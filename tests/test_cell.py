@@ -152,7 +152,7 @@ def test_the_one_tanh_step_is_the_step_with_the_logistic_sigma():
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     i, f, g, o = sigmoid(z[:, :5]), sigmoid(z[:, 5:10]), np.tanh(z[:, 10:15]), sigmoid(z[:, 15:])
     c = f * state.cell.numpy() + i * g
-    expected = (i, f, g, o, c, np.tanh(c), o * np.tanh(c))
+    expected = (i, f, g, o, c, o * np.tanh(c), np.tanh(c))
     for ours, theirs, want in zip(one_tanh, four, expected):
         np.testing.assert_allclose(ours.numpy(), want, rtol=0, atol=1e-14)
         np.testing.assert_allclose(theirs.numpy(), want, rtol=0, atol=1e-14)

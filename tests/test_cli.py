@@ -88,26 +88,38 @@ def test_score_cli_reads_stdin_and_takes_sequences_after_double_dash(short_run):
     assert "'m' (U+006D) at position 3 of sequence 1 '--model_dir=x'" in after_dash.stderr
 
 
+BAD_SCORE_INPUT = [
+    (["++", "+x-"], None, "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
+    (["+x"], None, "unknown character 'x' (U+0078) at position 2 of sequence 1 '+x'"),
+    (["++", "+ +"], None, "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
+    (["++", "++é"], None, "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
+    (["++", ""], None, "sequence 2 '' is empty"),
+    ([], b"+\xff-\n", "invalid UTF-8 byte 0xFF at byte 2 of line 1"),
+    (["--bogus", "++"], None, "Unknown command line flag 'bogus'"),
+    (["--reference=nonexistent_module:f", "++"], None, "--reference=nonexistent_module:f: cannot import it"),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "arguments, stdin, expected",
-    [
-        (["++", "+x-"], None, "unknown character 'x' (U+0078) at position 2 of sequence 2 '+x-'"),
-        (["+x"], None, "unknown character 'x' (U+0078) at position 2 of sequence 1 '+x'"),
-        (["++", "+ +"], None, "unknown character ' ' (U+0020) at position 2 of sequence 2 '+ +'"),
-        (["++", "++é"], None, "unknown character 'é' (U+00E9) at position 3 of sequence 2 '++é'"),
-        (["++", ""], None, "sequence 2 '' is empty"),
-        ([], b"+\xff-\n", "invalid UTF-8 byte 0xFF at byte 2 of line 1"),
-        (["--bogus", "++"], None, "Unknown command line flag 'bogus'"),
-        (["--reference=nonexistent_module:f", "++"], None, "--reference=nonexistent_module:f: cannot import it"),
-    ],
-)
+@pytest.mark.parametrize("arguments, stdin, expected", [BAD_SCORE_INPUT[index] for index in (1, 5, 7)])
 def test_score_cli_bad_input_is_exactly_one_line_and_exit_2(short_run, arguments, stdin, expected):
+    """As a user runs it, in its own process: nothing else on stderr, not even TensorFlow's own logs."""
     result = score(short_run, *arguments, stdin=stdin)
     stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
     assert result.returncode == 2
     assert len(stderr.splitlines()) == 1 and stderr.startswith(f"error: {expected}"), stderr
     assert not result.stdout
+
+
+@pytest.mark.slow
+def test_every_bad_score_input_is_exactly_one_line_and_exit_2_in_process(short_run):
+    """Every case of `BAD_SCORE_INPUT` through score.py's parsing and `main` in this process."""
+    from test_fuzz import run_score
+
+    for arguments, stdin, expected in BAD_SCORE_INPUT:
+        code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", *arguments], stdin)
+        assert (code, stdout) == (2, "") and len(stderr.splitlines()) == 1, (arguments, stderr)
+        assert stderr.startswith(f"error: {expected}"), stderr
 
 
 @pytest.mark.slow

@@ -40,14 +40,16 @@ def test_a_closed_standard_output_is_one_line_or_no_trouble(tmp_path, small_expo
 
 @pytest.mark.slow
 def test_generate_prompts_of_any_characters_and_outputs_that_fail_are_one_line(small_text_export):
-    for prompt, message in (
-        ("One\x01", "error: unknown character '\\x01' (U+0001) at position 4 of --prompt"),
-        ("One\u00a0", "error: unknown character '\\xa0' (U+00A0) at position 4 of --prompt"),
-        ("One😀", "error: unknown character '😀' (U+1F600) at position 4 of --prompt"),
-    ):
-        result = run_python([GENERATE, f"--model_dir={small_text_export}", f"--prompt={prompt}"])
-        assert (result.returncode, result.stdout) == (2, "") and result.stderr.startswith(message), result.stderr
-        assert len(result.stderr.splitlines()) == 1
+    from test_fuzz import run_many
+
+    prompts = {
+        "One\x01": "error: unknown character '\\x01' (U+0001) at position 4 of --prompt",
+        "One\u00a0": "error: unknown character '\\xa0' (U+00A0) at position 4 of --prompt",
+        "One😀": "error: unknown character '😀' (U+1F600) at position 4 of --prompt",
+    }
+    cases = [[f"--model_dir={small_text_export}", f"--prompt={prompt}"] for prompt in prompts]
+    for message, (code, stdout, stderr) in zip(prompts.values(), run_many("text", "generate", "command.main", cases)):
+        assert (code, stdout) == (2, "") and stderr.startswith(message) and len(stderr.splitlines()) == 1, stderr
     invalid = subprocess.run(
         [sys.executable, GENERATE, f"--model_dir={small_text_export}", b"--prompt=One\xff"],
         cwd=ROOT,

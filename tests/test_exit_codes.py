@@ -94,10 +94,10 @@ def test_a_file_put_into_the_export_during_training_fails_the_run_at_the_swap_ke
     export_dir = tmp_path / "r" / "saved_model"
 
     class PutsANoteInTheExport(CounterTask):
-        def evaluate(self, model, thorough=True):
+        def evaluate(self, model, thorough=True, finished=None):
             if export_dir.is_dir():
                 (export_dir / "NOTES.txt").write_text("mine")
-            return super().evaluate(model, thorough)
+            return super().evaluate(model, thorough, finished)
 
     train_counter(settings)
     settings = dataclasses.replace(settings, training=dataclasses.replace(settings.training, epochs=3))
@@ -109,3 +109,31 @@ def test_a_file_put_into_the_export_during_training_fails_the_run_at_the_swap_ke
         f"the trained model is kept in {tmp_path / 'r' / 'checkpoints' / 'ckpt-3'}: rerun the same command to export"
     )
     assert (export_dir / "NOTES.txt").read_text() == "mine"
+
+
+def test_every_error_we_raise_on_purpose_is_of_one_kind_and_its_kind_decides_the_exit_code():
+    """Each error class of the library and the tasks derives from exactly one of the three kinds, and
+    `exit_code` gives that kind's code (a class outside them would be a bug with a traceback)."""
+    import inspect
+
+    import diy_lstm.cli.errors as cli_errors
+    from diy_lstm import errors, files
+    from diy_lstm.cli import flagfiles
+    from diy_lstm.serving import export
+    from diy_lstm.training import checkpoints, distribute, lock, memory, results
+    from tasks.counter import data_generator
+    from tasks.text import text_data
+
+    kinds = {errors.BadInput: 2, errors.RunFailed: 1, errors.BadModel: 3}
+    modules = (errors, files, flagfiles, export, checkpoints, distribute, lock, memory, results, cli_errors)
+    found = {
+        cls
+        for module in (*modules, data_generator, text_data)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, Exception) and cls.__module__.startswith(("diy_lstm", "tasks")) and cls not in kinds
+    }
+    assert len(found) >= 15
+    for cls in found:
+        of = [kind for kind in kinds if issubclass(cls, kind)]
+        assert len(of) == 1, cls
+        assert cli_errors.exit_code(cls("x")) == kinds[of[0]], cls

@@ -112,7 +112,7 @@ def test_the_readout_fit_mends_that_drift_for_the_check_and_leaves_the_trained_r
     metrics = task.evaluate(model)
     assert metrics[CHECK]["error_per_step"] == 0.0 and task.goal_reached(metrics)  # scored as `finish` leaves it
     np.testing.assert_array_equal(model.W_out.numpy(), drifted)  # training goes on with its own readout
-    assert "readout refitted on 27 sequences of length 400" in task.finish(model)
+    assert "readout refitted on 27 sequences of length 400" in task.finish(model).description
     np.testing.assert_allclose(model.W_out.numpy()[:, 0], [0, 1, 1, -1, -1], atol=1e-6)
 
 
@@ -168,9 +168,9 @@ def test_an_evaluation_that_is_not_thorough_leaves_the_check_out_and_cannot_reac
 class RecordsThoroughness(CounterTask):
     thorough_at: list
 
-    def evaluate(self, model, thorough=True):
+    def evaluate(self, model, thorough=True, finished=None):
         self.thorough_at = getattr(self, "thorough_at", []) + [thorough]
-        return super().evaluate(model, thorough)
+        return super().evaluate(model, thorough, finished)
 
 
 def test_evaluations_are_thorough_every_check_every_epochs_and_at_the_last(tmp_path):
@@ -187,9 +187,9 @@ class GoalAtEvaluation(CounterTask):
         super().__init__(data)
         self.evaluations, self.at = 0, at
 
-    def evaluate(self, model, thorough=True):
+    def evaluate(self, model, thorough=True, finished=None):
         self.evaluations += 1
-        return super().evaluate(model, thorough)
+        return super().evaluate(model, thorough, finished)
 
     def goal_reached(self, metrics):
         return self.evaluations >= self.at
@@ -225,9 +225,9 @@ class GoalOfItsWeights(GoalAtEvaluation):
 
     goal_weights = None
 
-    def evaluate(self, model, thorough=True):
+    def evaluate(self, model, thorough=True, finished=None):
         self.weights = [variable.numpy() for variable in model.trainable_variables if variable.name != "W_out:0"]
-        return super().evaluate(model, thorough)
+        return super().evaluate(model, thorough, finished)
 
     def goal_reached(self, metrics):
         if self.evaluations < self.at:

@@ -34,16 +34,14 @@ def test_a_savedmodel_of_another_program_is_one_line_in_score_evaluate_and_gener
     other = tmp_path / "other"
     module = OtherSignature()
     tf.saved_model.save(module, str(other), signatures={"serving_default": module.__call__.get_concrete_function()})
-    one_line(
-        run_python([SCORE, f"--model_dir={plain}", "++"]),
-        3,
-        f"error: --model_dir={plain}: this SavedModel has no 'serving_default' signature",
-    )
-    one_line(
-        run_python([SCORE, f"--model_dir={other}", "++"]),
-        3,
-        f"error: --model_dir={other}: its 'serving_default' signature takes ['words'], not ['sequences']",
-    )
+    from test_fuzz import run_score
+
+    for model_dir, line in (
+        (plain, f"error: --model_dir={plain}: this SavedModel has no 'serving_default' signature"),
+        (other, f"error: --model_dir={other}: its 'serving_default' signature takes ['words'], not ['sequences']"),
+    ):
+        code, stdout, stderr = run_score([f"--model_dir={model_dir}", "++"])  # score.py, in this process
+        assert (code, stdout) == (3, "") and len(stderr.splitlines()) == 1 and stderr.startswith(line), stderr
     one_line(
         run_python(["evaluate.py", f"--model_dir={other}", "--lengths=6", "--sequences=5"]),
         3,
@@ -57,7 +55,7 @@ def test_a_savedmodel_of_another_program_is_one_line_in_score_evaluate_and_gener
     metadata = tmp_path / "list_metadata"
     shutil.copytree(small_export, metadata)
     (metadata / "assets.extra" / "diy_lstm.json").write_text("[1, 2]")
-    assert run_python([SCORE, f"--model_dir={metadata}", "++"]).returncode == 0
+    assert run_score([f"--model_dir={metadata}", "++"])[0] == 0
 
 
 @pytest.mark.slow

@@ -408,9 +408,9 @@ def test_interrupted_and_resumed_text_run_is_bit_identical(tmp_path):
     )
 
     class Interrupting(TextTask):
-        def evaluate(self, model, thorough=True):
+        def evaluate(self, model, thorough=True, finished=None):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the first evaluation (epoch 2)
-            return super().evaluate(model, thorough)
+            return super().evaluate(model, thorough, finished)
 
     data = TextData(corpus="fox_and_crow", validation_fraction=0.0, unroll_length=20)
     task = Interrupting(data)
@@ -488,16 +488,18 @@ def test_generate_command_line(bare_fox):
     model_dir = os.path.join(bare_fox[1], "saved_model")
     ok = run_python([GENERATE, f"--model_dir={model_dir}", "--prompt=One bright", "--num_chars=20", "--temperature=0"])
     assert ok.returncode == 0 and ok.stderr == "" and ok.stdout == text_data.FOX_AND_CROW[:30] + "\n"
-    for flags, message in (
-        (["--prompt=One Xright"], "error: unknown character 'X' (U+0058) at position 5 of --prompt"),
-        (["--temperature=-1"], "error: --temperature must be a finite number >= 0, got -1.0"),
-        (["--temperature=nan"], "error: --temperature must be a finite number >= 0, got nan"),
-        (["--num_chars=-5"], "error: --num_chars must be in [0, 1,000,000], got -5"),
-        (["--num_chars=99999999"], "error: --num_chars must be in [0, 1,000,000], got 99999999"),
-    ):
-        bad = run_python([GENERATE, f"--model_dir={model_dir}", *flags])
-        assert bad.returncode == 2 and bad.stdout == "", bad.stderr
-        assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith(message), bad.stderr
+    from test_fuzz import run_many
+
+    bad = {
+        "--prompt=One Xright": "error: unknown character 'X' (U+0058) at position 5 of --prompt",
+        "--temperature=-1": "error: --temperature must be a finite number >= 0, got -1.0",
+        "--temperature=nan": "error: --temperature must be a finite number >= 0, got nan",
+        "--num_chars=-5": "error: --num_chars must be in [0, 1,000,000], got -5",
+        "--num_chars=99999999": "error: --num_chars must be in [0, 1,000,000], got 99999999",
+    }
+    cases = [[f"--model_dir={model_dir}", flag] for flag in bad]
+    for message, (code, stdout, stderr) in zip(bad.values(), run_many("text", "generate", "command.main", cases)):
+        assert (code, stdout) == (2, "") and len(stderr.splitlines()) == 1 and stderr.startswith(message), stderr
 
 
 @pytest.mark.slow
@@ -558,6 +560,7 @@ def test_a_recipe_that_cannot_be_read_is_one_line_when_the_command_runs_and_noth
     assert imported.returncode == 0 and imported.stdout.strip() == "imported", imported.stderr
 
 
+@pytest.mark.slow
 def test_a_peephole_run_checkpoints_exports_and_loads_its_trained_peepholes(tmp_path):
     """`--peephole` end to end on the text task: trained `p_i, p_f, p_o` in the checkpoint, the same
     values from `load_model` of the export, and the export's `score` equal to numpy float64 on them."""

@@ -1,4 +1,5 @@
-"""Losses and metrics ignore padding; the optimizer is Adam; the step, the noise and the schedule."""
+"""Losses and metrics ignore padding; the optimizer is Adam; the step, the noise and the schedule; a task
+that writes only what the `Task` contract requires."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,9 @@ from conftest import counter_settings, train_counter
 
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training import run
-from diy_lstm.training.config import TrainingConfig
+from diy_lstm.training.config import RunConfig, RunSettings, TrainingConfig
 from diy_lstm.training.optimizer import Adam
+from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, PlannedBatch, Prepared, Task
 from diy_lstm.training.trainer import Trainer
 from tasks.counter.task import CounterData, CounterTask, loss_fn, metrics_fn
 
@@ -120,3 +122,62 @@ def test_learning_rate_schedule_decays_exponentially_from_the_first_to_the_last_
     np.testing.assert_allclose(rates, decayed, rtol=1e-12)
     assert config.first_noise_free_epoch == 7
     assert TrainingConfig(epochs=1, learning_rate=0.5).learning_rate_at(0) == 0.5
+
+
+class FirstInputTask(Task):
+    """The smallest task: remember the first of ±1 inputs to the end of the sequence. It writes only
+    what `Task` marks as required; everything else is the contract's default."""
+
+    name = "first_input"
+    metric_names = ("mse", "error")
+    steps_per_epoch = 4
+
+    def prepare(self, training: TrainingConfig) -> Prepared:
+        rng = np.random.default_rng(training.seed)
+        signs = rng.choice([-1.0, 1.0], size=(2, 128, 5, 1)).astype(np.float32)  # [split, batch, time, 1]
+        self.splits = {TRAIN: signs[0], VALIDATION: signs[1]}
+        return Prepared("128 training / 128 validation sequences of 5 signs", {"seed": training.seed})
+
+    def training_batches(self, epochs: range) -> tf.data.Dataset:
+        batches = np.split(self.splits[TRAIN], self.steps_per_epoch)
+        return tf.data.Dataset.from_tensor_slices(np.stack(batches * len(epochs))).map(lambda x: (x,))
+
+    def planned_batches(self, training: TrainingConfig) -> list[PlannedBatch]:
+        return [PlannedBatch("training", 32, 5, True, ("--batch_size",)), PlannedBatch("split", 128, 5, False, ())]
+
+    def loss(self, run_model, batch) -> BatchLoss:
+        (inputs,) = batch
+        error = run_model(inputs).predictions[:, -1, 0] - inputs[:, 0, 0]
+        return BatchLoss(tf.reduce_mean(error**2), tf.cast(tf.size(error), tf.float32))
+
+    def evaluate(self, model, thorough=True, finished=None) -> dict[str, dict[str, float]]:
+        metrics = {}
+        for split, inputs in self.splits.items():
+            last = model(inputs).numpy()[:, -1, 0]
+            metrics[split] = {
+                "mse": float(np.mean((last - inputs[:, 0, 0]) ** 2)),
+                "error": float(np.mean(np.sign(last) != inputs[:, 0, 0])),
+            }
+        return metrics
+
+    def serving_module(self, model, metrics, finished):
+        module = tf.Module()
+        module.model = model
+        module.predict = tf.function(lambda x: model(x)[:, -1, 0], input_signature=[tf.TensorSpec([None, None, 1])])
+        return module, {"predict": module.predict}
+
+
+@pytest.mark.slow
+def test_a_task_that_writes_only_the_required_members_trains_and_exports_by_the_contracts_defaults(tmp_path):
+    settings = RunSettings(
+        "first_input",
+        ModelConfig(input_size=1, units=8),
+        CounterData(),  # (the run only records a task's data config)
+        TrainingConfig(epochs=30, batch_size=32, learning_rate=0.05, preactivation_noise=0.0),
+        RunConfig(logdir=str(tmp_path), run_name="mine", eval_every=10, checkpoint_every=30),
+    )
+    result = run.train(settings, FirstInputTask())
+    assert result.outcome == run.COMPLETED and result.metrics[VALIDATION]["error"] == 0.0
+    predict = tf.saved_model.load(result.export_dir).signatures["predict"]
+    signs = np.array([[[1.0], [-1.0], [-1.0]], [[-1.0], [1.0], [1.0]]], np.float32)  # any length: 3, not 5
+    np.testing.assert_array_equal(np.sign(predict(x=tf.constant(signs))["output_0"].numpy()), [1.0, -1.0])

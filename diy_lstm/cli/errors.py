@@ -17,47 +17,34 @@ from typing import Callable
 
 import tensorflow as tf
 
-from diy_lstm.errors import first_line  # noqa: F401 (the command lines' name for it)
-from diy_lstm.files import FileLimitError, NotOursError
-from diy_lstm.serving.export import ExportDirError, LoadError
+from diy_lstm.errors import (
+    BadInput,
+    BadModel,
+    RunFailed,
+    first_line,  # noqa: F401 (the command lines' name for it)
+)
 from diy_lstm.serving.strings import ERROR_PREFIX
-from diy_lstm.training.checkpoints import ResumeError
-from diy_lstm.training.config import ConfigError
-from diy_lstm.training.distribute import WorkerStartError
-from diy_lstm.training.lock import RunLockedError
-from diy_lstm.training.memory import MemoryLimitError
-from diy_lstm.training.results import RunError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BAD_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-class UsageError(ValueError):
+class UsageError(BadInput):
     """Bad flags or input, found before anything was written."""
 
 
-class ModelError(Exception):
+class ModelError(BadModel):
     """A model that cannot be used (missing, damaged, of another kind)."""
 
 
-class OutputError(Exception):
+class OutputError(RunFailed):
     """The command's output cannot be written (a full disk, a closed standard output)."""
 
 
-EXIT_CODES: dict[type[BaseException], int] = {
-    UsageError: EXIT_BAD_INPUT,
-    ConfigError: EXIT_BAD_INPUT,
-    NotOursError: EXIT_BAD_INPUT,
-    ExportDirError: EXIT_BAD_INPUT,
-    FileLimitError: EXIT_BAD_INPUT,
-    MemoryLimitError: EXIT_BAD_INPUT,
-    ValueError: EXIT_BAD_INPUT,  # a task's own input errors (an unknown character, a text too short)
-    ModelError: EXIT_BAD_MODEL,
-    LoadError: EXIT_BAD_MODEL,
-    ResumeError: EXIT_FAILED,
-    RunError: EXIT_FAILED,
-    RunLockedError: EXIT_FAILED,
-    OutputError: EXIT_FAILED,
-    WorkerStartError: EXIT_FAILED,
+EXIT_CODES: dict[type[BaseException], int] = {  # by the kind of mistake (diy_lstm/errors.py)
+    BadInput: EXIT_BAD_INPUT,
+    BadModel: EXIT_BAD_MODEL,
+    RunFailed: EXIT_FAILED,
+    ValueError: EXIT_BAD_INPUT,  # what a library below refuses of an input
     OSError: EXIT_FAILED,
     tf.errors.OpError: EXIT_FAILED,
 }

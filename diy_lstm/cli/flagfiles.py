@@ -10,6 +10,7 @@ import io
 import os
 
 from diy_lstm import files
+from diy_lstm.errors import BadInput
 
 MAX_FLAGFILE_BYTES = 1_000_000
 MAX_DEPTH = 10
@@ -17,7 +18,7 @@ _NAMES = ("--flagfile", "-flagfile")
 _PREFIXES = ("--flagfile=", "-flagfile=")
 
 
-class FlagfileError(ValueError):
+class FlagfileError(BadInput):
     """A flag file that will not be read; the message names it."""
 
 

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from diy_lstm import files
-from diy_lstm.errors import first_line
+from diy_lstm.errors import BadInput, BadModel, first_line
 from diy_lstm.model import LSTMModel, ModelConfig
 
 METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
@@ -34,7 +34,7 @@ MAX_SAVED_MODEL_BYTES = 4_000_000_000  # all files of a SavedModel that is loade
 MAX_METADATA_BYTES = 1_000_000
 
 
-class ExportDirError(ValueError):
+class ExportDirError(BadInput):
     """An export directory that holds something other than an export of ours; nothing was touched."""
 
 
@@ -244,7 +244,7 @@ def load_metadata(export_dir: str) -> dict:
     return metadata if isinstance(metadata, dict) else {}
 
 
-class LoadError(Exception):
+class LoadError(BadModel):
     """A SavedModel directory that is missing or cannot be loaded; the message says which and why."""
 
 

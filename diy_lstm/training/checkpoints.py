@@ -17,14 +17,14 @@ from typing import Mapping
 import tensorflow as tf
 
 from diy_lstm import files
-from diy_lstm.errors import first_line
+from diy_lstm.errors import RunFailed, first_line
 
 CHECKPOINT_DIR = "checkpoints"
 MAX_JSON_BYTES = 10_000_000  # config.json, results.json, restarts.json
 MAX_CHECKPOINT_BYTES = 40_000_000_000  # the files of checkpoints/ together
 
 
-class ResumeError(Exception):
+class ResumeError(RunFailed):
     """The run directory cannot be resumed as asked (other settings or data, a damaged checkpoint or
     config): the run failed, nothing was overwritten (exit 1, not a usage error)."""
 

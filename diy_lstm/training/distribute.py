@@ -34,7 +34,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from diy_lstm.errors import first_line
+from diy_lstm.errors import RunFailed, first_line
 from diy_lstm.training.config import STRATEGIES, ConfigError
 
 TASK_TYPES = ("chief", "worker")
@@ -131,7 +131,7 @@ def _listening(address: str) -> bool:
         return False
 
 
-class WorkerStartError(Exception):
+class WorkerStartError(RunFailed):
     """The other workers did not all start in time; nothing of the run was written."""
 
 

@@ -15,10 +15,12 @@ import fcntl
 import os
 import stat
 
+from diy_lstm.errors import RunFailed
+
 LOCK_FILE = ".lock"
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(RunFailed):
     """Another live process is training in this run directory, or its lock file is not a file."""
 
 

@@ -28,7 +28,7 @@ from diy_lstm.training.build import RunParts
 from diy_lstm.training.config import RunSettings
 from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult
 from diy_lstm.training.sink import TRAIN_STEPS, VALIDATION_STEPS
-from diy_lstm.training.task import VALIDATION, Metrics, Task
+from diy_lstm.training.task import VALIDATION, Finished, Metrics, Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +186,9 @@ class TrainingLoop:
             if run.restart.epoch == epoch and (given_up := self._check_restart(epoch, metrics)) is not None:
                 return given_up
         stopping, at_goal = self._agree_to_stop(at_goal)
-        if every_and_last(run.histogram_every, training.epochs).due(epoch, stopping, at_goal):
-            _, gradients = self.trainer.gradients(*distribute.split_batch(self.place, self.task.histogram_batch()))
+        histograms_due = every_and_last(run.histogram_every, training.epochs).due(epoch, stopping, at_goal)
+        if histograms_due and (batch := self.task.histogram_batch()) is not None:
+            _, gradients = self.trainer.gradients(*distribute.split_batch(self.place, batch))
             self.sink.histograms(self.model.trainable_variables, gradients, epoch)
         if Cadence(run.checkpoint_every, (training.epochs,), stopping=True, at_goal=True).due(epoch, stopping, at_goal):
             self.checkpoint.save(epoch, reached_goal=at_goal)
@@ -277,7 +278,7 @@ class TrainingLoop:
             return self._result(COMPLETED, metrics={})
         if (stopped := self._stopped_before("the readout refit and the export")) is not None:
             return stopped
-        metrics = self._finished_metrics()
+        metrics, finished = self._finished_metrics()
         if at_goal is not None and not self.task.goal_reached(metrics):
             because = self.task.not_learned(metrics)
             for variable, value in zip(self.model.variables, at_goal):
@@ -286,12 +287,12 @@ class TrainingLoop:
                 f"the finishing steps lost the goal ({because[1] if because else 'the goal no longer holds'}): "
                 f"the model of epoch {self.completed} is exported instead"
             )
-            metrics = self._finished_metrics()
+            metrics, finished = self._finished_metrics()
         if (stopped := self._stopped_before("the export")) is not None:
             return stopped
         self.stopped_at_goal = self.stopped_at_goal and self.task.goal_reached(metrics)
         seconds = self._seconds()  # training, the finishing steps and the final evaluation
-        module, signatures = self.task.serving_module(self.model, metrics)
+        module, signatures = self.task.serving_module(self.model, metrics, finished)
         metadata = {"model_config": dataclasses.asdict(self.settings.model), "config": self.settings.to_json()}
         try:
             self.sink.export(module, self.export_dir, signatures, metadata, self.settings.task_name)
@@ -317,11 +318,12 @@ class TrainingLoop:
         )
         return self._result(INTERRUPTED, metrics={})
 
-    def _finished_metrics(self) -> Metrics:
+    def _finished_metrics(self) -> tuple[Metrics, Finished]:
         """The task's finishing change (`Task.finish`), then its metrics of the model as it stands."""
-        if (changed := self.task.finish(self.model)) is not None:
-            self.sink.say(changed)
-        return self.task.evaluate(self.model)
+        finished = self.task.finish(self.model)
+        if finished.description is not None:
+            self.sink.say(finished.description)
+        return self.task.evaluate(self.model, finished=finished), finished
 
     def _finishing_steps(self) -> None:
         """`Task.finishing_steps` on the model the epochs left (from the last checkpoint, on a rerun)."""

@@ -21,6 +21,7 @@ import math
 import os
 
 from diy_lstm.cell import parameter_shapes
+from diy_lstm.errors import BadInput
 from diy_lstm.model import ModelConfig
 
 BYTES_PER_FLOAT = 4
@@ -28,7 +29,7 @@ HEADROOM = 0.8  # the share of free memory a run may plan to use
 AVAILABLE_MEMORY_VARIABLE = "DIY_LSTM_AVAILABLE_MEMORY_BYTES"  # the free memory to assume instead of the machine's
 
 
-class MemoryLimitError(ValueError):
+class MemoryLimitError(BadInput):
     """A run or a call that would need more memory than the machine has free."""
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from diy_lstm.errors import RunFailed
+
 COMPLETED, INTERRUPTED, GIVEN_UP = "completed", "interrupted", "given_up"
 
 
-class RunError(Exception):
+class RunError(RunFailed):
     """A run that cannot go on (diverged, or cannot resume); the message says why and what to do."""
 
 

@@ -2,35 +2,34 @@
 
 The run knows LSTMs and training: epochs of compiled steps, evaluation, TensorBoard, checkpoints,
 resume, restarts, export. A task knows its data and what "good" means. It plugs in by implementing
-`Task`:
+`Task`; the members marked * it must write, the others have defaults that suit most tasks:
 
-    name                         a short name, saved in config.json (a run resumes only its own task)
-    metric_names                 what `evaluate` reports of each split
-    evaluated_splits             what `evaluate` reports on: train, validation, and any of the task's own
-    prepare(training)            builds what depends on the seed and batch size (every try), checks them,
-                                 and returns what the run needs of it (`Prepared`)
-    describe()                   one line about the data, printed when a run starts
-    fingerprint()                what identifies the data (content hash, size, vocabulary): resume and
-                                 every worker must see the same
+  * name                         a short name, saved in config.json (a run resumes only its own task)
+  * metric_names                 what `evaluate` reports of each split
+    evaluated_splits             what `evaluate` reports on: train and validation, and any of the task's own
+  * prepare(training)            builds what depends on the seed and batch size (every try), checks them,
+                                 and returns what the run needs of it (`Prepared`: a line about the
+                                 data, and what identifies it, which resume and every worker must match)
     fixed_length                 every batch has one number of steps (then one XLA compile serves all)
-    steps_per_epoch              training steps in one epoch
-    training_batches(epochs)     a dataset of batches, `steps_per_epoch` per epoch of `epochs`, in order
-    planned_batches(training)    every kind of batch the run will train or evaluate, from the settings
+  * steps_per_epoch              training steps in one epoch
+  * training_batches(epochs)     a dataset of batches, `steps_per_epoch` per epoch of `epochs`, in order
+  * planned_batches(training)    every kind of batch the run will train or evaluate, from the settings
                                  alone: the memory estimate runs on them before `prepare` builds anything
     make_variables(model, reps)  the variables `loss` keeps between steps (e.g. a carried state), if any
-    loss(run_model, batch)       the training loss of one batch: its mean, how many terms it averages, its error
-    evaluate(model)              metrics per split: {"train": {...}, "validation": {...}}
-    step_validation(model)       the validation split's loss and error as `loss` defines them (optional)
-    progress(metrics)            the few numbers the progress line shows
+  * loss(run_model, batch)       the training loss of one batch: its mean, how many terms it averages, its error
+  * evaluate(model, finished)    metrics per split: {"train": {...}, "validation": {...}}
+    step_validation(model)       the validation split's loss and error as `loss` defines them
+    progress(metrics)            the few numbers the progress line shows (the validation split's metrics)
     goal_reached(metrics)        when the run has done what it set out to (its first epoch is reported)
     not_learned(metrics)         why a try is given up at the restart epoch, beyond the validation bounds
     gate_examples()              tag -> (one label per step, encoded `[time, features]`) drawn as heat maps
     samples(model)               tag -> text, written as text summaries every `sample_every` epochs
     histogram_batch()            a batch whose gradients are drawn as histograms
-    finishing_steps()            updates on other batches once training ends, before `finish` (optional)
+    finishing_steps()            updates on other batches once training ends, before `finish`
     finish(model)                last changes to the trained model before its final evaluation and
-                                 export (e.g. refitting the readout); one line saying what changed
-    serving_module(model, metrics)  the `tf.Module` and signatures the SavedModel holds (tables passed in)
+                                 export (e.g. refitting the readout): a `Finished`, which the run
+                                 prints and passes back to `evaluate` and `serving_module`
+  * serving_module(model, metrics, finished)  the `tf.Module` and signatures the SavedModel holds
 
 A batch is a tuple of tensors; the run passes it to `loss` unchanged, so its layout is the task's,
 with one rule for data-parallel training (`distribute.py`): the first axis of every tensor that has
@@ -40,6 +39,7 @@ one is the example axis, which is split among replicas; scalars go to every repl
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
@@ -86,6 +86,14 @@ class PlannedBatch(NamedTuple):
     histograms: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """What `Task.finish` did to the trained model: one line saying so (None: nothing). A task may
+    return a subclass that records more; the run passes it back to `evaluate` and `serving_module`."""
+
+    description: str | None = None
+
+
 # `run_model(inputs, initial_states=None, *, keep_states=False, last_step_only=False) -> ModelOutput`:
 # the model in a training step, with the step's preactivation noise and gate kernel already applied.
 RunModel = Callable[..., ModelOutput]
@@ -115,21 +123,15 @@ class Task(abc.ABC):
     def prepare(self, training: TrainingConfig) -> Prepared:
         """Builds what depends on the training settings (the data split by `training.seed`, batches
         of `training.batch_size`); a setting it cannot use is a `ConfigError`. Writes nothing.
-        Returns `Prepared(self.describe(), self.fingerprint())` of the data it built."""
-
-    @abc.abstractmethod
-    def describe(self) -> str:
-        """One line about the data, e.g. "1024 training / 3072 validation sequences, lengths 6..6"."""
-
-    @abc.abstractmethod
-    def fingerprint(self) -> dict[str, object]:
-        """JSON values that identify the data (e.g. `{"sha256": ..., "characters": ...}`): a run
+        Returns `Prepared`: one line about the data it built (e.g. "1024 training / 3072 validation
+        sequences, lengths 6..6"), and JSON values that identify it (e.g. `{"sha256": ...}`): a run
         resumes, and workers train together, only on data with the same fingerprint."""
 
     @property
-    @abc.abstractmethod
     def fixed_length(self) -> bool:
-        """Training batches come in one or two shapes, so XLA (which compiles once per shape) pays off."""
+        """Training batches come in one or two shapes, so XLA (which compiles once per shape) pays
+        off; False by default."""
+        return False
 
     @property
     @abc.abstractmethod
@@ -155,19 +157,24 @@ class Task(abc.ABC):
         """The training loss of `batch`: its mean and the number of terms it averages."""
 
     @abc.abstractmethod
-    def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, model: LSTMModel, thorough: bool = True, finished: Finished | None = None
+    ) -> dict[str, dict[str, float]]:
         """Metrics of the current model on each split: `TRAIN`, and `VALIDATION` unless the task has
         none. Not `thorough` (the evaluations between the run's `check_every` ones), a task may leave
-        out what is costly (the counter: its check), and its goal then cannot hold."""
+        out what is costly (the counter: its check), and its goal then cannot hold. `finished`: what
+        `finish` did, once it has run (None before)."""
 
     def step_validation(self, model: LSTMModel) -> dict[str, float] | None:
         """The validation split's `loss` and `error`, each as `loss` defines them for a batch (the
         model without noise), for the curve of `RunConfig.validate_every`; None: none (the default)."""
         return None
 
-    @abc.abstractmethod
     def progress(self, metrics: Metrics) -> dict[str, object]:
-        """The values of the progress line, by label."""
+        """The values of the progress line, by label; by default the validation split's metrics (the
+        training split's if there is none)."""
+        split = VALIDATION if VALIDATION in metrics else TRAIN
+        return {f"{split}_{name}": value for name, value in metrics.get(split, {}).items()}
 
     def goal_reached(self, metrics: Metrics) -> bool:
         """Whether the run has reached its goal (the first epoch it does is reported); never by default."""
@@ -186,24 +193,24 @@ class Task(abc.ABC):
         """Tag -> text shown in TensorBoard's Text tab (e.g. generated samples); none by default."""
         return {}
 
-    @abc.abstractmethod
-    def histogram_batch(self) -> tuple[tf.Tensor, ...]:
-        """A batch (as `loss` takes it) whose gradients the histograms show."""
+    def histogram_batch(self) -> tuple[tf.Tensor, ...] | None:
+        """A batch (as `loss` takes it) whose gradients the histograms show; none by default."""
+        return None
 
     def finishing_steps(self) -> FinishingSteps | None:
         """Training on other batches once the epochs end (e.g. longer sequences than the epochs
         train on), on every worker, before `finish`; none by default."""
         return None
 
-    def finish(self, model: LSTMModel) -> str | None:
+    def finish(self, model: LSTMModel) -> Finished:
         """Changes the trained model once every epoch has trained, before the final evaluation and
         the export (on the chief; the checkpoints keep the trained weights, so it must give the same
-        change every time it runs on them); one line saying what changed, or None. Nothing by default."""
-        return None
+        change every time it runs on them), and says what it did. Nothing by default."""
+        return Finished()
 
     @abc.abstractmethod
     def serving_module(
-        self, model: LSTMModel, metrics: Metrics
+        self, model: LSTMModel, metrics: Metrics, finished: Finished
     ) -> tuple[tf.Module, dict[str, tf.types.experimental.ConcreteFunction]]:
-        """The module to save and its signatures by name; `metrics` are the final model's (`evaluate`),
-        for what the export records of how it was checked."""
+        """The module to save and its signatures by name; `metrics` are the final model's (`evaluate`)
+        and `finished` what `finish` did, for what the export records of how it was checked."""

@@ -20,6 +20,7 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
+from diy_lstm.errors import BadInput
 from diy_lstm.serving.strings import describe_character
 
 ALPHABET = "0+-I"
@@ -34,7 +35,7 @@ NUM_FEATURES = 3
 MAX_SEQUENCES_PER_LENGTH = 4**8
 
 
-class SequenceError(ValueError):
+class SequenceError(BadInput):
     """A sequence that is not a non-empty string over the alphabet; the message says where."""
 
 

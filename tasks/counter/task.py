@@ -32,6 +32,7 @@ from diy_lstm.training.task import (
     TRAIN,
     VALIDATION,
     BatchLoss,
+    Finished,
     FinishingSteps,
     Metrics,
     PlannedBatch,
@@ -43,6 +44,16 @@ from tasks.counter import data_generator, long_check
 from tasks.counter.serving import SequenceScorer
 
 TARGETS = ("final", "running")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadoutRefit(Finished):
+    """What `CounterTask.finish` did: the line it prints, and the length the readout was refitted on
+    and kept (0: not refitted, or the refit not kept), which the export records."""
+
+    fitted_on: int = 0
+
+
 METRIC_NAMES = ("error", "mean_square_error", "error_per_step", "mean_square_error_per_step")
 DEFAULT_GATE_EXAMPLES = ("++I--0+", "+I-0I+-")
 MAX_CHARACTERS_IN_MEMORY = 50_000_000  # sequences x length held as training data
@@ -281,8 +292,6 @@ class CounterTask(Task):
         self.splits: dict[str, data_generator.Examples] = {}
         self.batch_size = 0
         self.last_step_only = False
-        self.readout_fitted_on = 0  # the length `finish` refitted the readout on (0: not refitted)
-        self.finished = False
         self._functions: dict[str, tuple] = {}  # kind -> (model, its compiled function); `_compiled`
         self._fit_examples: data_generator.Examples | None = None
         self._readout_sources = self._readout_sources_model = None
@@ -404,14 +413,16 @@ class CounterTask(Task):
             return mean_square(output.predictions[:, 0, 0], targets[:, -1])
         return loss_fn(output.predictions[..., 0], targets, lengths, self.data.target)
 
-    def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, model: LSTMModel, thorough: bool = True, finished: Finished | None = None
+    ) -> dict[str, dict[str, float]]:
         """Metrics per split. The check (`_score_check`) runs only at `thorough` evaluations once
         every validation step is right (before that the goal cannot hold, and it is the evaluation's
-        largest cost); with a readout fit, as `finish` would leave the model: with the refitted
-        readout if it would be kept, the trained one put back after."""
+        largest cost); with a readout fit, before `finish` has run (`finished` None), as it would
+        leave the model: with the refitted readout if it would be kept, the trained one put back after."""
         metrics = {split: self._metrics(model, tensors) for split, tensors in self._tensors.items()}
         if thorough and self._check_ids is not None and metrics[VALIDATION]["error_per_step"] == 0.0:
-            metrics[CHECK] = self._check_metrics(model)
+            metrics[CHECK] = self._check_metrics(model, finished is not None)
         return metrics
 
     def step_validation(self, model: LSTMModel) -> dict[str, float]:
@@ -436,8 +447,8 @@ class CounterTask(Task):
             self._functions[kind] = (model, tf.function(function, input_signature=signature, autograph=False))
         return self._functions[kind][1]
 
-    def _check_metrics(self, model: LSTMModel) -> dict[str, float]:
-        if self.finished or not self.data.readout_fit_length:
+    def _check_metrics(self, model: LSTMModel, finished: bool) -> dict[str, float]:
+        if finished or not self.data.readout_fit_length:
             return self._score_check(model)
         trained = model.W_out.numpy(), model.b_out.numpy()
         self._fit_readout(model, validation_error_per_step=0.0)
@@ -583,15 +594,14 @@ class CounterTask(Task):
             f"{data.finishing_batch_size} fresh sequences of length {data.finishing_length}",
         )
 
-    def finish(self, model: LSTMModel) -> str | None:
+    def finish(self, model: LSTMModel) -> ReadoutRefit:
         """With `readout_fit_length`, the readout refitted on fresh sequences of that length; kept
         only if it leaves no more wrong validation steps than the trained readout."""
         length = self.data.readout_fit_length
         if not length:
-            return None
+            return ReadoutRefit()
         before = self._metrics(model, self._tensors[VALIDATION])["error_per_step"]
         fit, after = self._fit_readout(model, before)
-        self.finished = True
         long = self.data.long_length // 10
         longer = f" and {len(long_check.CASES)} long cases of {long:,} (every {LONG_FIT_STRIDE}th step)" if long else ""
         fitted = (
@@ -599,9 +609,10 @@ class CounterTask(Task):
             f"largest error over them {fit.max_error_before:.3f} -> {fit.max_error_after:.3f})"
         )
         if after > before:
-            return f"{fitted} not kept: validation per-step error {100 * before:.2f}% -> {100 * after:.2f}%"
-        self.readout_fitted_on = length
-        return fitted
+            return ReadoutRefit(
+                f"{fitted} not kept: validation per-step error {100 * before:.2f}% -> {100 * after:.2f}%"
+            )
+        return ReadoutRefit(fitted, fitted_on=length)
 
     def gate_examples(self) -> dict[str, tuple[str, np.ndarray]]:
         return {sequence: (sequence, data_generator.encode_sequence(sequence)) for sequence in self.data.gate_examples}
@@ -609,13 +620,13 @@ class CounterTask(Task):
     def histogram_batch(self) -> tuple[tf.Tensor, ...]:
         return self._tensors[TRAIN]
 
-    def serving_module(self, model: LSTMModel, metrics: Metrics) -> tuple[tf.Module, dict]:
+    def serving_module(self, model: LSTMModel, metrics: Metrics, finished: Finished) -> tuple[tf.Module, dict]:
         scorer = SequenceScorer(
             model,
             data_generator.ENCODING,
             (self.data.min_length, self.data.max_length),
             self.validated_exact_up_to(metrics),
-            self.readout_fitted_on,
+            finished.fitted_on if isinstance(finished, ReadoutRefit) else 0,
             validated_exact_sum=self.validated_exact_sum(metrics),
         )
         return scorer, scorer.signatures()

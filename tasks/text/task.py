@@ -28,7 +28,17 @@ from diy_lstm.cell import LSTMState
 from diy_lstm.errors import check_field_types
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training.config import ConfigError, TrainingConfig, may_change
-from diy_lstm.training.task import TRAIN, VALIDATION, BatchLoss, Metrics, PlannedBatch, Prepared, RunModel, Task
+from diy_lstm.training.task import (
+    TRAIN,
+    VALIDATION,
+    BatchLoss,
+    Finished,
+    Metrics,
+    PlannedBatch,
+    Prepared,
+    RunModel,
+    Task,
+)
 from tasks.text import text_data
 from tasks.text.serving import TextGenerator
 
@@ -295,7 +305,9 @@ class TextTask(Task):
             "accuracy": total_correct / characters,
         }
 
-    def evaluate(self, model: LSTMModel, thorough: bool = True) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, model: LSTMModel, thorough: bool = True, finished: Finished | None = None
+    ) -> dict[str, dict[str, float]]:
         return {split: self.metrics_of(model, streams) for split, streams in self.evaluation_streams.items()}
 
     def step_validation(self, model: LSTMModel) -> dict[str, float] | None:
@@ -350,6 +362,6 @@ class TextTask(Task):
             tf.constant(True),
         )
 
-    def serving_module(self, model: LSTMModel, metrics: Metrics) -> tuple[tf.Module, dict]:
+    def serving_module(self, model: LSTMModel, metrics: Metrics, finished: Finished) -> tuple[tf.Module, dict]:
         generator = TextGenerator(model, self.vocabulary.characters)
         return generator, generator.signatures()

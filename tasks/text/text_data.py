@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from diy_lstm import files
+from diy_lstm.errors import BadInput
 from diy_lstm.serving.strings import describe_character
 
 FOX_AND_CROW = (
@@ -53,7 +54,7 @@ MAX_TEXT_BYTES = 200_000_000
 MAX_VOCABULARY = 10_000  # distinct characters: the one-hot inputs and the readout grow with it
 
 
-class TextError(ValueError):
+class TextError(BadInput):
     """A text that cannot be trained on or a character the vocabulary lacks; the message says where."""
 
 

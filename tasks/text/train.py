@@ -68,15 +68,15 @@ def apply_preset() -> None:
     if _TEXT_FILE.value is None and _CORPUS.value != _CORPUS.default:
         values.update(recipe(_CORPUS.value))
     for name, value in values.items():
-        flag = flags.FLAGS[name]
-        if not flag.present:
-            flag.value = flag._parse(value)  # as given, but not marked given
+        flags.FLAGS.set_default(name, value)  # a flag given on the command line keeps its value
 
 
-def fit_streams(text: str) -> None:
-    """For a --text_file: windows and streams that fit its training text (saying what was chosen)."""
+def fit_streams(text: str) -> tuple[int, int]:
+    """The streams (`--batch_size`) and window (`--unroll_length`) to train with: for a --text_file,
+    ones that fit its training text (saying what was chosen)."""
+    given = flags.FLAGS.batch_size, _UNROLL_LENGTH.value
     if _TEXT_FILE.value is None:
-        return
+        return given
     train_text, _ = text_data.split(text, _VALIDATION_FRACTION.value, _VALIDATION_SPLIT.value, _VALIDATION_BLOCK.value)
     batch, window, chosen = fit_to_text(
         len(train_text),
@@ -85,27 +85,28 @@ def fit_streams(text: str) -> None:
         flags.FLAGS["batch_size"].present,
         _UNROLL_LENGTH.present,
     )
-    if chosen:
-        print(f"--text_file={_TEXT_FILE.value}: {chosen}")
-        flags.FLAGS.batch_size, flags.FLAGS.unroll_length = batch, window
+    if not chosen:
+        return given
+    print(f"--text_file={_TEXT_FILE.value}: {chosen}")
+    return batch, window
 
 
 def settings_per_size() -> list[tuple[RunSettings, TextTask]]:
     """One `(RunSettings, TextTask)` per `--lstm_size`, all checked before the first run starts."""
     apply_preset()
     text = TextData(corpus=_CORPUS.value, text_file=_TEXT_FILE.value).read()
-    fit_streams(text)
+    batch_size, unroll_length = fit_streams(text)
     data = TextData(
         corpus=_CORPUS.value,
         text_file=_TEXT_FILE.value,
         validation_fraction=_VALIDATION_FRACTION.value,
         validation_split=_VALIDATION_SPLIT.value,
         validation_block=_VALIDATION_BLOCK.value,
-        unroll_length=_UNROLL_LENGTH.value,
+        unroll_length=unroll_length,
         sample_length=_SAMPLE_LENGTH.value,
         goal_bits_per_char=_GOAL_BITS_PER_CHAR.value,
     )
-    training = training_flags.training_config()
+    training = dataclasses.replace(training_flags.training_config(), batch_size=batch_size)
     if training.stop_at_goal and not data.goal_bits_per_char:
         raise ConfigError("--stop_at_goal needs a goal: give --goal_bits_per_char")
     runs = training_flags.sweep(dataclasses.replace(training_flags.run_config(), sample_every=_SAMPLE_EVERY.value))
