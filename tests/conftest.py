@@ -166,3 +166,32 @@ def small_text_export(tmp_path_factory):
     generator = TextGenerator(model, characters)
     export(generator, path, generator.signatures(), {"config": {"task": "text"}}, task="text")
     return path
+
+
+def one_line(result: subprocess.CompletedProcess, code: int, starts: str) -> None:
+    """A command's result is `code` and exactly one line on stderr, starting with `starts`."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(starts), result.stderr
+
+
+# The files that take longest, longest first: pytest-xdist hands out whole files (`--dist loadfile`), so
+# a long file handed out last would leave the other process idle at the end of the suite.
+LONGEST_FIRST = (
+    "test_distribute.py",
+    "test_text.py",
+    "test_benchmark.py",
+    "test_fuzz.py",
+    "test_notebook.py",
+    "test_signals.py",
+    "test_bad_inputs.py",
+    "test_files.py",
+    "test_exit_codes.py",
+    "test_readout.py",
+    "test_reliability.py",
+    "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable: each file keeps its order)

@@ -1,4 +1,4 @@
-"""Every input is bounded, and a run knows what it trained on (the second hardening round).
+"""Every input is bounded, and a run knows what it trained on.
 
 Regular files only, up to a cap: texts, flag files, SavedModels, checkpoints. Memory estimated from
 the flags before anything is allocated. A resumed run refuses data that changed under it."""
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import counter_settings
+from conftest import counter_settings, one_line, run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -677,3 +677,16 @@ def test_stdin_is_read_in_chunks_bounded_by_characters_as_well_as_lines():
     assert [[len(line) for line in chunk] for chunk in chunks] == [[10, 10], [4, 30], [1, 1, 1], [50]]
     held = [sum(map(len, chunk)) for chunk in chunks]
     assert all(total - len(chunk[-1]) < 20 for total, chunk in zip(held, chunks))  # under the cap but its last line
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_work_that_cannot_fit_before_starting(tmp_path, small_export):
+    result = run_python(["evaluate.py", f"--model_dir={small_export}", "--sequences=1000000", "--lengths=100000"])
+    one_line(result, 2, "error: --sequences=1000000 of length 100000 would hold 100,000,000,000 characters")
+    (tmp_path / "file").write_text("x")
+    for where in (tmp_path / "file", tmp_path / "file" / "under" / "it"):  # refused before the evaluation
+        one_line(
+            run_python(["evaluate.py", f"--model_dir={small_export}", f"--tensorboard_dir={where}"]),
+            2,
+            f"error: --tensorboard_dir={where}: {tmp_path / 'file'} is a file, not a directory",
+        )

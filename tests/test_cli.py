@@ -1,14 +1,23 @@
-"""train.py and `python score.py` as a user runs them: output, event files, errors."""
+"""train.py and `python score.py` as a user runs them: output, event files, the scorer's notes, errors."""
 
 import dataclasses
 import glob
 import os
 
 import pytest
+import tensorflow as tf
 from absl import flags
-from conftest import ROOT, SCORE, run_python, run_train
+from conftest import (
+    ROOT,
+    SCORE,
+    counter_settings,
+    run_python,
+    run_train,
+    train_counter,
+)
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
+from test_fuzz import run_score
 
 from diy_lstm.model import ModelConfig
 from diy_lstm.training.config import ConfigError, RunConfig, TrainingConfig
@@ -281,7 +290,6 @@ def test_the_step_curves_hold_each_batch_and_the_validation_split_as_counted_her
     such step, the last the checkpointed model's over the validation split's steps."""
     import numpy as np
     import tensorflow as tf
-    from conftest import counter_settings, train_counter
 
     from diy_lstm.model import LSTMModel
     from tasks.counter.task import CounterTask
@@ -317,3 +325,64 @@ def test_the_step_curves_hold_each_batch_and_the_validation_split_as_counted_her
     steps, losses, errors = curves("validation_steps")
     assert steps == list(range(every, 2 * task.steps_per_epoch + 1, every))
     assert losses[-1] == pytest.approx(expected[0], rel=1e-5) and errors[-1] == pytest.approx(expected[1], abs=1e-6)
+
+
+def test_the_scorer_notes_a_sequence_longer_than_the_model_was_checked_on(short_run):
+    from tasks.counter.serving import about
+
+    checked = about(tf.saved_model.load(short_run["export_dir"]))
+    assert checked["trained_lengths"] == [6, 6]
+    limit = checked["validated_exact_up_to"]
+    assert limit in (0, 6)  # the training length, if every validation step was right
+    code, stdout, stderr = run_score([f"--model_dir={short_run['export_dir']}", "+" * (limit + 1)])
+    assert code == 0 and stderr.startswith(
+        f"note: a sequence has {limit + 1:,} characters; this model was trained on lengths 6..6 and "
+    )
+
+
+@pytest.mark.parametrize("validated", [0, 6, 10_000])
+def test_the_note_comes_for_the_first_sequence_longer_than_the_about_signature_says_and_only_then(tmp_path, validated):
+    from diy_lstm.model import LSTMModel, ModelConfig
+    from diy_lstm.serving.export import export
+    from tasks.counter import data_generator
+    from tasks.counter.serving import SequenceScorer
+
+    model_dir = str(tmp_path / "saved_model")
+    scorer = SequenceScorer(
+        LSTMModel(ModelConfig(input_size=3, units=4, seed=1)), data_generator.ENCODING, (6, 20), validated
+    )
+    export(scorer, model_dir, scorer.signatures())
+    if validated:  # nothing to say at the checked length
+        code, stdout, stderr = run_score([f"--model_dir={model_dir}", "-", "+" * validated])
+        assert (code, stderr) == (0, "") and len(stdout.splitlines()) == 3
+    checked = (
+        f"checked exact up to {validated:,}: longer answers are unchecked"
+        if validated
+        else "never checked exact at any length: its answers are unchecked"
+    )
+    code, stdout, stderr = run_score([f"--model_dir={model_dir}", "-", "I" * (validated + 1), "0" * (validated + 2)])
+    assert code == 0 and len(stdout.splitlines()) == 4
+    assert stderr == (
+        f"note: a sequence has {validated + 2:,} characters; this model was trained on lengths 6..20 and {checked}\n"
+    )
+
+
+def test_the_scorer_notes_a_predicted_sum_larger_than_the_model_was_checked_at(tmp_path):
+    from test_goal import hand_built_counter
+
+    from diy_lstm.serving.export import export
+    from tasks.counter import data_generator
+    from tasks.counter.serving import SequenceScorer
+
+    model_dir = str(tmp_path / "saved_model")
+    scorer = SequenceScorer(
+        hand_built_counter(), data_generator.ENCODING, (6, 20), 1000, validated_exact_sum=50
+    )  # an exact counter, said to be checked to length 1,000 and |sum| 50
+    export(scorer, model_dir, scorer.signatures())
+    code, stdout, stderr = run_score([f"--model_dir={model_dir}", "+" * 50, "I" + "+" * 49])
+    assert (code, stderr) == (0, "") and [row.split()[2] for row in stdout.splitlines()[1:]] == ["50", "-49"]
+    code, stdout, stderr = run_score([f"--model_dir={model_dir}", "-" * 20, "I" + "+" * 60, "+" * 70])
+    assert code == 0 and [row.split()[2] for row in stdout.splitlines()[1:]] == ["-20", "-60", "70"]
+    assert stderr == (
+        "note: a predicted sum is 70; this model was checked exact up to |sum| 50: larger answers are unchecked\n"
+    )

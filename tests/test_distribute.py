@@ -18,7 +18,15 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import QUIET_TF, ROOT, SMALL_COUNTER, InterruptingTask, counter_settings, run_train, train_counter
+from conftest import (
+    QUIET_TF,
+    ROOT,
+    SMALL_COUNTER,
+    InterruptingTask,
+    counter_settings,
+    run_train,
+    train_counter,
+)
 
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.training import distribute, run

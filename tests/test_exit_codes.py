@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import QUIET_TF, ROOT
+import tensorflow as tf
+from conftest import QUIET_TF, ROOT, counter_settings, train_counter
 
+from diy_lstm import files
 from diy_lstm.training import run
 
 DOC = os.path.join(ROOT, "docs", "reliability.md")
@@ -84,7 +86,6 @@ def test_a_size_whose_directory_is_not_ours_stops_every_size_before_any_trains(t
 def test_a_file_put_into_the_export_during_training_fails_the_run_at_the_swap_keeping_its_checkpoint(tmp_path):
     """A foreign file found at the swap, after training wrote its checkpoints: a `RunError` (exit 1)
     that says the trained model is kept, not exit 2's "nothing written"; the next run exports."""
-    from conftest import counter_settings, train_counter
 
     from diy_lstm.cli.errors import EXIT_FAILED, exit_code
     from diy_lstm.training.results import RunError
@@ -117,7 +118,7 @@ def test_every_error_we_raise_on_purpose_is_of_one_kind_and_its_kind_decides_the
     import inspect
 
     import diy_lstm.cli.errors as cli_errors
-    from diy_lstm import errors, files
+    from diy_lstm import errors
     from diy_lstm.cli import flagfiles
     from diy_lstm.serving import export
     from diy_lstm.training import checkpoints, distribute, lock, memory, results
@@ -137,3 +138,25 @@ def test_every_error_we_raise_on_purpose_is_of_one_kind_and_its_kind_decides_the
         of = [kind for kind in kinds if issubclass(cls, kind)]
         assert len(of) == 1, cls
         assert cli_errors.exit_code(cls("x")) == kinds[of[0]], cls
+
+
+@pytest.mark.parametrize(
+    "error, code, line",
+    [
+        (OSError(28, "No space left on device"), 1, "error: [Errno 28] No space left on device"),
+        (
+            tf.errors.ResourceExhaustedError(None, None, "disk full while writing ckpt-100\nmore detail"),
+            1,
+            "error: disk full while writing ckpt-100",
+        ),
+        (KeyboardInterrupt(), 130, "error: interrupted"),
+    ],
+)
+def test_a_failure_deep_in_a_run_is_one_line_with_its_exit_code(capsys, error, code, line):
+    from diy_lstm.cli import main as cli
+
+    def main(argv):
+        raise error
+
+    assert cli.guarded(main, ["train.py"]) == code
+    assert capsys.readouterr().err == line + "\n"

@@ -1,11 +1,11 @@
-"""Interrupted runs resume exactly; runs repeat exactly; a diverging or mismatched run stops without damage."""
+"""Resume and repeat: a rerun resumes exactly (signals that stop a run: test_signals.py); the same seed
+repeats exactly; a diverging or mismatched run stops without damage; restarts; one writer per run."""
 
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,9 +17,7 @@ from conftest import (
     QUIET_TF,
     ROOT,
     SMALL_COUNTER,
-    InterruptingTask,
     counter_settings,
-    run_train,
     train_counter,
     with_training,
 )
@@ -58,6 +56,11 @@ def validation_series(run_dir, tag="mean_square_error"):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    return train_uninterrupted(tmp_path_factory)
+
+
+def train_uninterrupted(tmp_path_factory) -> str:
+    """The run directory of `settings` trained start to end, which stopped and resumed runs must equal."""
     result = train_counter(settings(tmp_path_factory.mktemp("reference_run"), "whole"))
     assert result.outcome == run.COMPLETED and result.resumed_from_epoch == 0
     return result.run_dir
@@ -71,34 +74,6 @@ def assert_same_run(run_dir, reference_dir):
         np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)  # bit for bit
     assert results(run_dir)["metrics"] == results(reference_dir)["metrics"]
     assert validation_series(run_dir) == validation_series(reference_dir)  # same steps, no duplicates, same values
-
-
-def test_ctrl_c_checkpoints_the_epoch_and_resuming_is_bit_identical(uninterrupted, tmp_path, capsys):
-    interrupted = settings(tmp_path, "interrupted")
-    stopped = run.train(interrupted, InterruptingTask(interrupted.data, 3))
-    assert stopped.outcome == run.INTERRUPTED and stopped.completed_epochs == 30
-    assert tf.train.latest_checkpoint(os.path.join(stopped.run_dir, "checkpoints")).endswith("ckpt-30")
-    assert "interrupted after epoch 30; checkpoint saved to" in capsys.readouterr().out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
-    resumed = train_counter(interrupted)
-    assert resumed.outcome == run.COMPLETED and resumed.resumed_from_epoch == 30
-    assert capsys.readouterr().out.splitlines()[0].startswith("resuming from epoch 30 ")
-    assert_same_run(resumed.run_dir, uninterrupted)
-
-
-def test_ctrl_c_once_every_epoch_has_trained_stops_before_the_export_and_a_rerun_finishes(tmp_path, capsys):
-    """Ctrl-C during the final evaluation (the run's third, after epochs 1 and 2): no export, exit
-    130's outcome, the checkpoint of epoch 2 kept; the same settings again export and complete."""
-    interrupted = counter_settings(str(tmp_path), "late", units=4, epochs=2, run_options={"eval_every": 1})
-    stopped = run.train(interrupted, InterruptingTask(interrupted.data, 3))
-    assert stopped.outcome == run.INTERRUPTED and stopped.completed_epochs == 2 and stopped.export_dir is None
-    assert "interrupted before the export; the checkpoint" in capsys.readouterr().out
-    assert not os.path.exists(tmp_path / "late" / "saved_model") and not os.path.exists(
-        tmp_path / "late" / "results.json"
-    )
-    finished = train_counter(interrupted)
-    assert finished.outcome == run.COMPLETED and finished.resumed_from_epoch == 2
-    assert os.path.isdir(finished.export_dir) and results(finished.run_dir)["completed_epochs"] == 2
 
 
 def test_rerunning_a_completed_run_trains_nothing(uninterrupted, tmp_path):
@@ -356,26 +331,6 @@ def wait_for_checkpoint(run_dir, process, timeout=120):
     pytest.fail("no checkpoint appeared")
 
 
-@pytest.mark.slow
-def test_sigkill_then_ctrl_c_then_resume_on_the_command_line_is_bit_identical(uninterrupted, tmp_path):
-    process = start_train(str(tmp_path), "killed")
-    wait_for_checkpoint(str(tmp_path / "killed"), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process = start_train(str(tmp_path), "killed")
-    while process.poll() is None and "resuming from epoch" not in (process.stdout.readline() or "resuming from epoch"):
-        pass
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130 and stderr == "", stderr
-    assert "interrupted after epoch " in stdout and "Run the same command to resume." in stdout
-    resumed = run_train(CLI_FLAGS + ["--run_name=killed"], str(tmp_path))
-    assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
-    assert resumed.stdout.splitlines()[0].startswith("resuming from epoch ")
-    assert "  validation: error " in resumed.stdout
-    assert_same_run(str(tmp_path / "killed"), uninterrupted)
-
-
 def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead_holder_is_no_obstacle(tmp_path):
     from diy_lstm.training.lock import RunLock, RunLockedError
 
@@ -452,53 +407,6 @@ def test_events_past_the_checkpoint_a_run_resumes_from_are_dropped(tmp_path):
     assert drop_events_after(str(tmp_path / "r"), 30) == 0  # nothing left to drop
 
 
-@pytest.mark.slow
-def test_killed_at_random_moments_and_resumed_every_step_shows_once(tmp_path):
-    """SIGKILL (or SIGINT twice) at random moments, rerun each time: TensorBoard's own loader reads
-    each evaluation step exactly once, with the values of an uninterrupted run."""
-    flags = [
-        "--lstm_size=4",
-        "--epochs=60",
-        "--eval_every=5",
-        "--checkpoint_every=10",
-        "--image_every=0",
-        "--histogram_every=0",
-        "--jit_compile=false",
-    ]
-    reference_run = run_train(flags + ["--run_name=whole"], str(tmp_path))
-    assert reference_run.returncode == 0, reference_run.stderr
-    rng = np.random.default_rng(7)
-    for attempt in range(4):
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                os.path.join(ROOT, "train.py"),
-                SMALL_COUNTER,
-                f"--logdir={tmp_path}",
-                "--run_name=killed",
-                *flags,
-            ],
-            cwd=ROOT,
-            env={**os.environ, **QUIET_TF},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(float(rng.uniform(2.5, 7.0)))
-        if attempt % 2:
-            process.send_signal(signal.SIGINT)
-            time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-        else:
-            process.kill()
-        process.wait()
-    finished = run_train(flags + ["--run_name=killed"], str(tmp_path))
-    assert finished.returncode == 0, finished.stderr
-    steps = list(range(5, 61, 5))
-    for split in ("train", "validation"):
-        assert event_steps(str(tmp_path / "killed"), split, "error") == steps
-    assert validation_series(str(tmp_path / "killed")) == validation_series(str(tmp_path / "whole"))
-
-
 def test_a_config_json_section_that_is_not_an_object_and_a_changed_seed_are_each_named_once(tmp_path):
     settings_ = counter_settings(str(tmp_path), "r", **SMALL)
     saved = json.loads(json.dumps(settings_.to_json()))
@@ -557,3 +465,42 @@ def test_a_damaged_restarts_json_is_one_line_naming_it(tmp_path, recorded, fault
         (tmp_path / "restarts.json").write_text(json.dumps({"first_seed": 0, "given_up": tries}))
         with pytest.raises(ResumeError, match=rf"its tries gave up seeds \[{', '.join(map(str, seeds))}\], not 0, 1"):
             run._restarts_in_progress(str(tmp_path), 0, 3)
+
+
+def events(directory, kind):
+    accumulator = event_accumulator.EventAccumulator(directory)
+    accumulator.Reload()
+    return accumulator
+
+
+def test_a_run_that_stops_before_its_first_checkpoint_starts_its_events_again_once(tmp_path):
+    """HParams and the graph are written at step 0; a run stopped before it checkpointed (here: it
+    diverged in its first epoch) and started again shows each once."""
+    from test_reliability import PoisonedFromTheStart
+
+    settings = counter_settings(str(tmp_path), "r", units=2, epochs=2, run_options={"checkpoint_every": 2})
+    from diy_lstm.training import run
+
+    with pytest.raises(run.RunError):
+        run.train(settings, PoisonedFromTheStart(settings.data))
+    assert train_counter(settings).outcome == run.COMPLETED
+    top = [e for e in tf.compat.v1.train.summary_iterator(_only_file(tmp_path / "r")) if e.summary.value]
+    assert [value.tag for e in top for value in e.summary.value].count("_hparams_/session_start_info") == 1
+    graphs = [e for e in tf.compat.v1.train.summary_iterator(_only_file(tmp_path / "r" / "train")) if e.graph_def]
+    assert len(graphs) == 1
+
+
+def _only_file(directory):
+    names = [name for name in os.listdir(directory) if ".tfevents." in name]
+    assert len(names) >= 1
+    return str(directory / sorted(names)[-1]) if len(names) == 1 else _merged(directory, names)
+
+
+def _merged(directory, names):
+    """Several event files (one per process): read as one, in order."""
+    merged = directory / "merged.tfevents.check"
+    with tf.io.TFRecordWriter(str(merged)) as writer:
+        for name in sorted(names):
+            for record in tf.data.TFRecordDataset(str(directory / name)):
+                writer.write(record.numpy())
+    return str(merged)

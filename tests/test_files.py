@@ -1,13 +1,18 @@
-"""A run touches only what it made: random --logdir / --run_name / --export_dir / --fresh choices over
+"""Files: a run touches only what it made, and what a killed run left is cleaned when it resumes.
+
+A run touches only what it made: random --logdir / --run_name / --export_dir / --fresh choices over
 a tree of a user's files (names that look like ours among them) leave every user file byte for byte."""
 
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import pytest
-from conftest import counter_settings, train_counter
+import tensorflow as tf
+from conftest import ROOT, SMALL_COUNTER, counter_settings, run_python, train_counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -154,7 +159,6 @@ def test_export_staging_is_marked_and_only_marked_staging_of_a_dead_process_is_r
 def test_resuming_keeps_events_that_are_not_the_runs_own(tmp_path):
     """evaluate.py --tensorboard_dir=<run> writes steps up to 10,000 in <run>/generalization; a resume
     that trims the run's own events past its checkpoint leaves those alone."""
-    import tensorflow as tf
 
     settings_ = counter_settings(str(tmp_path), "r", units=2, data=DATA, epochs=2)
     train_counter(settings_)
@@ -235,3 +239,100 @@ def test_a_run_of_another_task_is_named_as_such_and_left_alone(tmp_path):
         f"{tmp_path}/r is a counter run; a text run does not train in it: choose another --run_name or --logdir"
     )
     assert sorted(os.listdir(tmp_path / "r")) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setup, flags, starts",
+    [
+        (lambda d: (d / "logs").write_text("a file"), ["--logdir={d}/logs"], "error: --logdir/--run_name "),
+        (lambda d: None, ["--logdir={d}", "--run_name=" + "r" * 300], "error: [Errno 36] File name too long"),
+        (
+            lambda d: (d / "precious").mkdir() or (d / "precious" / "notes.txt").write_text("mine"),
+            ["--logdir={d}/logs", "--export_dir={d}/precious"],
+            "error: --export_dir=",
+        ),
+        (lambda d: None, ["--logdir={d}", "--" + "x" * 1500 + "=1"], "error: Unknown command line flag 'xxx"),
+        (
+            lambda d: None,
+            ["--logdir={d}", "--sequence_length=20", "--max_sequences_per_length=2"],
+            "error: --train_fraction=0.25 leaves 0 training",
+        ),
+        (
+            lambda d: None,
+            ["--logdir={d}", "--seed=2147483647", "--restart_epoch=5", "--epochs=10"],
+            "error: --seed=2147483647 with --max_restarts=3 could restart",
+        ),
+    ],
+)
+def test_train_file_system_and_flag_trouble_is_one_line(tmp_path, setup, flags, starts):
+    setup(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    result = run_python(
+        [
+            os.path.join(ROOT, "train.py"),
+            SMALL_COUNTER,
+            "--epochs=2",
+            "--lstm_size=4",
+            *[flag.format(d=tmp_path) for flag in flags],
+        ]
+    )
+    assert result.returncode in (1, 2) and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(starts), result.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written, nothing deleted
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_when_it_resumes_and_nothing_else(tmp_path):
+    """TensorFlow's checkpoint staging in the run's own checkpoints/, a JSON write's temporary file and
+    export staging marked by a process that is gone are removed; unmarked look-alikes (a user's
+    files) are left byte for byte."""
+    settings = counter_settings(str(tmp_path), "r", units=4, epochs=4)
+    train_counter(settings)
+    (tmp_path / "r" / "checkpoints" / "ckpt-9_temp").mkdir()
+    killed_export = tmp_path / "r" / "saved_model.tmp-abc123"
+    killed_export.mkdir()
+    (killed_export / files.STAGING_MARKER).write_text(json.dumps({"kind": "staging", "pid": dead_pid()}))
+    killed_json = tmp_path / "r" / "results.json.k3_x9a0q.tmp"  # killed inside write_json_atomically
+    killed_json.write_text('{"outcome": "comp')
+    look_alikes = {
+        "r/results.json.mine.tmp": "mine",
+        "r/saved_model.tmp-notes.txt": "mine",
+        "r/saved_model.tmp-dir/a.txt": "mine too",
+        "r/checkpoints/my_temp_file.txt": "keep",
+        "r/checkpoints/ckpt-9_temp.txt": "keep",
+    }
+    for name, text in look_alikes.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    train_counter(settings)
+    assert not (tmp_path / "r" / "checkpoints" / "ckpt-9_temp").exists()
+    assert not killed_export.exists() and not killed_json.exists()
+    assert {name: (tmp_path / name).read_text() for name in look_alikes} == look_alikes
+
+
+def test_a_run_directory_that_is_a_file_is_one_error(tmp_path):
+    (tmp_path / "r").write_text("not a directory")
+    with pytest.raises(files.NotOursError, match="is not a directory"):
+        train_counter(counter_settings(str(tmp_path), "r", units=4, epochs=2))
+    assert (tmp_path / "r").read_text() == "not a directory"
+
+
+@pytest.mark.slow
+def test_a_garbage_checkpoint_index_is_exactly_one_line(tmp_path):
+    first = run_python(
+        ["train.py", SMALL_COUNTER, "--lstm_size=2", "--epochs=1", f"--logdir={tmp_path}", "--run_name=r"]
+    )
+    assert first.returncode == 0
+    (tmp_path / "r" / "checkpoints" / "checkpoint").write_text("garbage{{{")
+    again = run_python(
+        ["train.py", SMALL_COUNTER, "--lstm_size=2", "--epochs=2", f"--logdir={tmp_path}", "--run_name=r"]
+    )
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.startswith("error: cannot restore checkpoint: ") and len(again.stderr.splitlines()) == 1
