@@ -48,6 +48,19 @@ def run_python(
     )
 
 
+def start_train(*flags: str) -> subprocess.Popen:
+    """`python train.py` of the small counter with `flags`, started in the background, its output piped
+    as text (for a test that signals or kills it)."""
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), SMALL_COUNTER, *flags],
+        cwd=ROOT,
+        env={**os.environ, **QUIET_TF},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_train(flags: list[str], logdir: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return run_python([os.path.join(ROOT, "train.py"), SMALL_COUNTER, f"--logdir={logdir}", *flags], timeout=timeout)
 

@@ -8,15 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import (
-    QUIET_TF,
     ROOT,
-    SMALL_COUNTER,
     counter_settings,
     train_counter,
     with_training,
@@ -282,53 +279,6 @@ def test_a_run_above_any_restart_bound_starts_over_and_one_within_all_bounds_doe
     within = train_counter(restart_settings(tmp_path, "within", above=(("error", 0.99), ("mean_square_error", 1e3))))
     assert within.seed == 0 and within.restarts == ()
     assert not [name for name in os.listdir(tmp_path) if name.startswith("within.")]
-
-
-# The command line, as a user runs it: killed, interrupted, resumed.
-CLI_FLAGS = [
-    "--lstm_size=8",
-    "--epochs=100",
-    "--batch_size=256",
-    "--eval_every=10",
-    "--checkpoint_every=20",
-    "--seed=3",
-    "--target=running",
-    "--preactivation_noise=0.5",
-    "--noise_free_epochs=30",
-    "--image_every=0",
-    "--histogram_every=0",
-    "--jit_compile=false",
-]
-
-
-def start_train(logdir, run_name):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "train.py"),
-            SMALL_COUNTER,
-            f"--logdir={logdir}",
-            f"--run_name={run_name}",
-            *CLI_FLAGS,
-        ],
-        cwd=ROOT,
-        env={**os.environ, **QUIET_TF},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_checkpoint(run_dir, process, timeout=120):
-    index = os.path.join(run_dir, "checkpoints", "checkpoint")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(index):
-            return
-        if process.poll() is not None:
-            pytest.fail(f"training ended before its first checkpoint: {process.stderr.read()}")
-        time.sleep(0.02)
-    pytest.fail("no checkpoint appeared")
 
 
 def test_a_second_process_on_the_same_run_is_refused_naming_the_first_and_a_dead_holder_is_no_obstacle(tmp_path):

@@ -18,18 +18,16 @@ from conftest import (
     InterruptingTask,
     counter_settings,
     run_train,
+    start_train,
     train_counter,
 )
 from test_reliability import (
-    CLI_FLAGS,
     assert_same_run,
     event_steps,
     results,
     settings,
-    start_train,
     train_uninterrupted,
     validation_series,
-    wait_for_checkpoint,
 )
 
 from diy_lstm.training import run
@@ -41,28 +39,42 @@ def uninterrupted(tmp_path_factory):
     return train_uninterrupted(tmp_path_factory)
 
 
+CLI_FLAGS = [
+    "--lstm_size=8",
+    "--epochs=100",
+    "--batch_size=256",
+    "--eval_every=10",
+    "--checkpoint_every=20",
+    "--seed=3",
+    "--target=running",
+    "--preactivation_noise=0.5",
+    "--noise_free_epochs=30",
+    "--image_every=0",
+    "--histogram_every=0",
+    "--jit_compile=false",
+]
+
+
+def start_cli_run(logdir, run_name):
+    return start_train(f"--logdir={logdir}", f"--run_name={run_name}", *CLI_FLAGS)
+
+
+def wait_for_checkpoint(run_dir, process, timeout=120):
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(index):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint: {process.stderr.read()}")
+        time.sleep(0.02)
+    pytest.fail("no checkpoint appeared")
+
+
 @pytest.mark.slow
 def test_sigterm_stops_at_the_end_of_the_epoch_with_a_checkpoint(tmp_path):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "train.py"),
-            SMALL_COUNTER,
-            f"--logdir={tmp_path}",
-            "--run_name=r",
-            "--lstm_size=4",
-            "--epochs=100000",
-            "--eval_every=1",
-            "--image_every=0",
-            "--histogram_every=0",
-            "--jit_compile=false",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **QUIET_TF},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ["--epochs=100000", "--eval_every=1", "--image_every=0", "--histogram_every=0", "--jit_compile=false"]
+    process = start_train(f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4", *flags)
     while not (process.stdout.readline() or "epoch").startswith("epoch"):
         pass
     process.send_signal(signal.SIGTERM)
@@ -75,21 +87,7 @@ def test_sigterm_stops_at_the_end_of_the_epoch_with_a_checkpoint(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.3, 1.5])
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "train.py"),
-            SMALL_COUNTER,
-            f"--logdir={tmp_path}",
-            "--run_name=r",
-            "--lstm_size=4",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **QUIET_TF},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_train(f"--logdir={tmp_path}", "--run_name=r", "--lstm_size=4")
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
@@ -127,11 +125,11 @@ def test_ctrl_c_once_every_epoch_has_trained_stops_before_the_export_and_a_rerun
 
 @pytest.mark.slow
 def test_sigkill_then_ctrl_c_then_resume_on_the_command_line_is_bit_identical(uninterrupted, tmp_path):
-    process = start_train(str(tmp_path), "killed")
+    process = start_cli_run(str(tmp_path), "killed")
     wait_for_checkpoint(str(tmp_path / "killed"), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    process = start_train(str(tmp_path), "killed")
+    process = start_cli_run(str(tmp_path), "killed")
     while process.poll() is None and "resuming from epoch" not in (process.stdout.readline() or "resuming from epoch"):
         pass
     process.send_signal(signal.SIGINT)
@@ -190,3 +188,6 @@ def test_killed_at_random_moments_and_resumed_every_step_shows_once(tmp_path):
     for split in ("train", "validation"):
         assert event_steps(str(tmp_path / "killed"), split, "error") == steps
     assert validation_series(str(tmp_path / "killed")) == validation_series(str(tmp_path / "whole"))
+
+
+# The command line, as a user runs it: killed, interrupted, resumed.
