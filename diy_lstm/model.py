@@ -93,6 +93,17 @@ class ModelOutput(NamedTuple):
         return tuple(LSTMState(layer.hidden[-1], layer.cell[-1]) for layer in self.layers)
 
 
+def pack_states(states: tuple[LSTMState, ...] | list[LSTMState]) -> tf.Tensor:
+    """Each layer's `(hidden, cell)` as one tensor `[layers, 2, batch, units]`: the state a served model
+    hands out and takes back (the text SavedModel's `start`/`more`, the LiteRT files)."""
+    return tf.stack([tf.stack([state.hidden, state.cell]) for state in states])
+
+
+def unpack_states(state: tf.Tensor) -> tuple[LSTMState, ...]:
+    """`pack_states` undone: one `LSTMState` per layer."""
+    return tuple(LSTMState(layer[0], layer[1]) for layer in tf.unstack(state))
+
+
 class LSTMModel(tf.Module):
     """Stacked LSTM layers (`self.layers[l]` holds `W_f ... b_o`) and a readout (`W_out`, `b_out`).
 

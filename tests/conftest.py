@@ -175,9 +175,10 @@ def small_text_export(tmp_path_factory):
 
     characters = text_data.Vocabulary.of(text_data.FOX_AND_CROW).characters
     path = str(tmp_path_factory.mktemp("small_text_export") / "saved_model")
-    model = LSTMModel(ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=2))
-    generator = TextGenerator(model, characters)
-    export(generator, path, generator.signatures(), {"config": {"task": "text"}}, task="text")
+    config = ModelConfig(input_size=len(characters), units=8, output_size=len(characters), seed=2)
+    generator = TextGenerator(LSTMModel(config), characters)
+    metadata = {"config": {"task": "text"}, "model_config": dataclasses.asdict(config)}  # as a run records them
+    export(generator, path, generator.signatures(), metadata, task="text")
     return path
 
 

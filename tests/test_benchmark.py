@@ -72,3 +72,21 @@ def test_quick_distribute_benchmark_times_every_placement_in_its_own_processes(t
     expected_bytes = 4 * (4 * units * (vocabulary + units + 1) + (units + 1) * vocabulary)
     assert {row["gradient_bytes_per_step"] for row in rows} == {expected_bytes}
     assert rows[0]["speed_vs_one_process"] == 1.0
+
+
+@pytest.mark.slow
+def test_litert_benchmark_sizes_and_times_both_tasks_files(tmp_path, small_export, small_text_export):
+    report = tmp_path / "litert.json"
+    args = ["-m", "benchmarks.litert_bench", f"--model_dirs={small_export},{small_text_export}", "--text_sizes=16x2"]
+    result = run_python([*args, "--steps=3", "--repeats=1", f"--json={report}"])
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    rows = json.loads(report.read_text())["models"]
+    assert [(row["task"], row["units"], row["layers"]) for row in rows] == [
+        ("counter", 4, 1),
+        ("text", 8, 1),
+        ("text", 16, 2),
+    ]
+    for row in rows:
+        assert 0 < row["step_bytes_int8"] <= row["step_bytes_float32"] < row["sequence_bytes_float32"]
+        assert row["litert_step_float32"] > 0 and row["litert_step_int8"] > 0
+    assert rows[0]["savedmodel_one_sequence"] > 0 and rows[1]["savedmodel_generate"] > 0

@@ -12,6 +12,7 @@ from conftest import ROOT, counter_settings, run_python, train_counter
 from diy_lstm import reference
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.readout import assign_readout, fit_readout
+from diy_lstm.serving import litert
 from diy_lstm.training import run
 from tasks.counter import data_generator as dg
 from tasks.counter import defaults
@@ -105,18 +106,24 @@ def running_sum_by_hand(sequence: str) -> list[int]:
     return sums
 
 
-def replay_of_the_design_doc(export_dir: str) -> list[float]:
-    """What docs/design.md's numpy replay of `+I-` prints for its three steps, run on `export_dir`."""
+def printed_by_doc_code(doc: str, starts: str, path: str, replaced_by: str) -> list[str]:
+    """The lines the Python block of docs/`doc` that starts with `starts` prints, `path` in it replaced."""
     import contextlib
     import io
 
-    text = open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8").read()
-    start = text.index("```python\nimport numpy as np, tensorflow as tf") + len("```python\n")
-    code = text[start : text.index("```", start)].replace("logs/RUN/saved_model", export_dir)
+    text = open(os.path.join(ROOT, "docs", doc), encoding="utf-8").read()
+    start = text.index("```python\n" + starts) + len("```python\n")
+    code = text[start : text.index("```", start)].replace(path, replaced_by)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(code, {})
-    return [float(line) for line in printed.getvalue().splitlines()[:3]]
+    return printed.getvalue().splitlines()
+
+
+def replay_of_the_design_doc(export_dir: str) -> list[float]:
+    """What docs/design.md's numpy replay of `+I-` prints for its three steps, run on `export_dir`."""
+    lines = printed_by_doc_code("design.md", "import numpy as np, tensorflow as tf", "logs/RUN/saved_model", export_dir)
+    return [float(line) for line in lines[:3]]
 
 
 @pytest.mark.slow
@@ -175,3 +182,20 @@ def test_the_default_command_counts_fresh_sequences_and_sums_of_100000_exactly(t
         sums = running_sum_by_hand(sequence)
         assert abs(sums[-1]) > 50_000
         assert np.array_equal(np.round(predictions), sums), sequence[:10]
+    check_its_litert_files(tmp_path / "default", climb)
+
+
+def check_its_litert_files(run_dir, climb: np.ndarray) -> None:
+    """`export_litert.py` on the fresh model: both files pass the command's own check against the
+    SavedModel (16 sequences of 10,000 steps), and the step file, looped here in the LiteRT
+    interpreter as device code loops it, counts a 20,000-step drift as the running sums by hand do."""
+    result = run_python([os.path.join(ROOT, "export_litert.py"), f"--model_dir={run_dir / 'saved_model'}"])
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.count("16 sequences of 10,000 steps: 0 steps with another rounded sum") == 2, result.stdout
+    with open(run_dir / "litert" / "step.tflite", "rb") as f:
+        step = litert.LiteRTModel(f.read())
+    sequence = "".join(climb[:10_000]) + "I" + "".join(climb[10_000:19_999])
+    predictions = litert.run_steps(step, dg.encode_sequence(sequence)[np.newaxis])[0, :, 0]
+    assert np.array_equal(np.round(predictions), running_sum_by_hand(sequence))
+    device_loop = printed_by_doc_code("litert.md", "import json, numpy", "logs/RUN/litert", str(run_dir / "litert"))
+    assert device_loop == [f"{c} {s}" for c, s in zip("+-I0++", running_sum_by_hand("+-I0++"))]

@@ -16,8 +16,11 @@ from conftest import GENERATE, QUIET_TF, ROOT, run_python
 from diy_lstm import reference
 from diy_lstm.keras_interop import load_from_keras
 from diy_lstm.model import LSTMModel, ModelConfig
+from diy_lstm.serving import litert
+from diy_lstm.serving.export import METADATA_FILE
 from diy_lstm.training import run
 from diy_lstm.training.config import ConfigError, RunConfig, RunSettings, TrainingConfig
+from tasks.text import litert as text_litert
 from tasks.text import text_data
 from tasks.text.presets import fit_to_text
 from tasks.text.serving import TextGenerator
@@ -230,6 +233,28 @@ def test_bare_fox_and_crow_preset_memorizes_and_writes_it_back_from_its_first_wo
         greedy(os.path.join(run_dir, "saved_model"), prompt, len(text_data.FOX_AND_CROW) - len(prompt))
         == text_data.FOX_AND_CROW
     )
+
+
+@pytest.mark.slow
+def test_the_fresh_fox_on_a_device_writes_the_fable_back_and_scores_it_as_the_savedmodel_does(bare_fox):
+    """`export_litert.py` on the fresh fox model passes its own checks (the greedy continuation and
+    bits per character against the SavedModel), and its step file, looped in the LiteRT interpreter
+    as device code loops it, writes the rest of the fable from its first words."""
+    _, run_dir = bare_fox
+    prompt = "One bright morning"
+    command = [os.path.join(ROOT, "export_litert.py"), f"--model_dir={run_dir}/saved_model", f"--prompt={prompt}"]
+    result = run_python(command)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert f"greedy after {prompt!r}: the first 500 of 500 characters as the SavedModel writes them" in result.stdout
+    with open(os.path.join(run_dir, "litert", METADATA_FILE)) as f:
+        metadata = json.load(f)
+    assert [c["measured"] <= c["allowed"] for c in metadata["checks"]] == [True] * 3
+    with open(os.path.join(run_dir, "litert", "step.tflite"), "rb") as f:
+        step = litert.LiteRTModel(f.read())
+    vocabulary = text_data.Vocabulary(tuple(metadata["characters"]))
+    rest = len(text_data.FOX_AND_CROW) - len(prompt)
+    written = text_litert.greedy(step, vocabulary.ids(prompt), rest)
+    assert prompt + "".join(vocabulary.characters[i] for i in written) == text_data.FOX_AND_CROW
 
 
 @pytest.mark.slow

@@ -16,13 +16,36 @@ This module imports nothing heavy, so an entry point can import it first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import tempfile
 from types import ModuleType
+from typing import Callable, Iterator
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)  # both mean "stop": exit 130
+
+
+@contextlib.contextmanager
+def captured_stderr(replay: Callable[[], bool] = lambda: True) -> Iterator[None]:
+    """File descriptor 2 goes to a temporary file inside the block (a C++ library's own lines, which
+    Python cannot silence); what was captured is replayed if the block raises and `replay()` says so."""
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            if replay():
+                captured.seek(0)
+                os.write(2, captured.read())
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
 
 
 def import_tensorflow() -> ModuleType:
@@ -31,28 +54,20 @@ def import_tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    saved_stderr = os.dup(2)
     interrupted = []
     # Ctrl-C inside TensorFlow's C extensions can surface as an ImportError: note it, finish the import.
     previous = {
         signum: signal.signal(signum, lambda signum, frame: interrupted.append(signum)) for signum in INTERRUPTS
     }
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
+    try:
+        with captured_stderr(replay=lambda: not interrupted):
             import tensorflow
-        except BaseException:
-            os.dup2(saved_stderr, 2)
-            if not interrupted:
-                captured.seek(0)
-                os.write(2, captured.read())
-                raise
-        finally:
-            os.dup2(saved_stderr, 2)
-            os.close(saved_stderr)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    except BaseException:
+        if not interrupted:
+            raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if interrupted:  # Ctrl-C during the few seconds of start-up: one line, not a traceback
         _exit_interrupted()
     # Until a command installs its own (the training run's stop request), Ctrl-C ends it in one line.

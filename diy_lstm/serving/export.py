@@ -1,6 +1,7 @@
 """Write a model's serving module as a SavedModel, atomically, replacing only what is ours; load one back.
 
     export(module, export_dir, signatures, metadata, task)   the SavedModel, then metadata beside it
+    write_directory(export_dir, write, metadata, task, kind) any files of ours (the LiteRT ones) the same way
     load_serving_signature(model_dir, name, inputs)          a signature of a SavedModel, checked
     load_model(export_dir)                                   the `LSTMModel` inside, to look into
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -30,6 +31,8 @@ from diy_lstm.model import LSTMModel, ModelConfig
 
 METADATA_FILE = os.path.join("assets.extra", "diy_lstm.json")
 METADATA_FORMAT = "diy_lstm SavedModel"  # marks an export of ours: the only kind `export` replaces
+LITERT_FORMAT = "diy_lstm LiteRT"  # marks a directory of LiteRT files of ours (`write_directory`, litert.py)
+FORMATS = (METADATA_FORMAT, LITERT_FORMAT)  # each replaces only a directory of its own format
 MAX_SAVED_MODEL_BYTES = 4_000_000_000  # all files of a SavedModel that is loaded
 MAX_METADATA_BYTES = 1_000_000
 
@@ -49,10 +52,18 @@ _SAVED_MODEL_DIRS = {"assets" + os.sep}  # empty directories a SavedModel has, l
 STAGING_SUFFIX = ".tmp-"  # staging of `<export_dir>` is `<export_dir>.tmp-<random>`, marked (files.py)
 
 
-def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | None = None) -> None:
+def check_export_dir(
+    export_dir: str,
+    run_dir: str | None = None,
+    task: str | None = None,
+    *,
+    kind: str = METADATA_FORMAT,
+    flag: str = "--export_dir",
+) -> None:
     """Raises `ExportDirError` unless `export` may write to `export_dir`: a new or empty directory, or
-    an earlier export of ours of the same `task` (recognised by its metadata), in a place it can
-    write; never the run directory, one that holds it, or a place inside it but `<run>/saved_model`."""
+    an earlier export of ours of the same `task` and `kind` (one of `FORMATS`; recognised by its
+    metadata), in a place it can write; never the run directory, one that holds it, or a place inside
+    it but `<run>/saved_model`. Messages name the directory as `flag`."""
     export_dir = os.path.abspath(export_dir)
     if run_dir is not None:
         run_dir = os.path.abspath(run_dir)
@@ -65,44 +76,49 @@ def check_export_dir(export_dir: str, run_dir: str | None = None, task: str | No
                 f"--export_dir={export_dir} is inside the run directory {run_dir}; choose "
                 f"{os.path.join(run_dir, 'saved_model')} (the default) or a place outside it"
             )
-    _check_writable_parent(export_dir)
+    _check_writable_parent(export_dir, flag)
     if os.path.islink(export_dir) or (os.path.exists(export_dir) and not os.path.isdir(export_dir)):
-        raise ExportDirError(f"--export_dir={export_dir} is a file or a link; choose a new or empty directory")
+        raise ExportDirError(f"{flag}={export_dir} is a file or a link; choose a new or empty directory")
     previous = _previous_path(export_dir)  # where an export of ours steps aside while the new one moves in
     if os.path.isdir(export_dir) and os.listdir(export_dir):
-        _check_replaceable(export_dir, task)
+        _check_replaceable(export_dir, task, kind, flag)
         if os.path.lexists(previous) and not _removal_leftover(previous):  # removed before the swap
-            _check_replaceable(previous, task)
+            _check_replaceable(previous, task, kind, flag)
     elif not os.path.exists(export_dir) and _our_metadata(previous) is not None:
-        _check_replaceable(previous, task)  # an interrupted swap: it is moved back, then replaced
+        _check_replaceable(previous, task, kind, flag)  # an interrupted swap: it is moved back, then replaced
 
 
-def _check_replaceable(path: str, task: str | None) -> None:
-    """Raises `ExportDirError` unless `path` holds an export of ours of `task`. With `task` None (an
-    export that names no task) any export of ours is replaced; a run's export, which names its task,
+def _check_replaceable(path: str, task: str | None, kind: str, flag: str) -> None:
+    """Raises `ExportDirError` unless `path` holds a directory of ours of `kind` and `task`. With `task`
+    None (an export that names no task) any of `kind` is replaced; a run's export, which names its task,
     replaces only one that names the same task (every run's export has named it)."""
     metadata = _our_metadata(path)
     if metadata is None:
         raise ExportDirError(
-            f"--export_dir={path} holds files that are not a diy_lstm SavedModel; "
-            "refusing to replace them: choose a new or empty directory"
+            f"{flag}={path} holds files that are not a {kind}; refusing to replace them: "
+            "choose a new or empty directory"
+        )
+    if metadata["format"] != kind:
+        raise ExportDirError(
+            f"{flag}={path} holds a {metadata['format']}, not a {kind}; refusing to replace it: "
+            "choose a new or empty directory"
         )
     config = metadata.get("config")
     made_by = config.get("task") if isinstance(config, dict) else None
     if task is None or made_by == task:
-        _check_only_its_own_files(path, metadata)
+        _check_only_its_own_files(path, metadata, flag)
         return
     if not isinstance(made_by, str) or not made_by:
         raise ExportDirError(
-            f"--export_dir={path} holds a diy_lstm SavedModel that names no task; a {task} run "
-            "does not replace it: choose another directory"
+            f"{flag}={path} holds a {kind} that names no task; a {task} run does not replace it: "
+            "choose another directory"
         )
     raise ExportDirError(
-        f"--export_dir={path} holds a {made_by} model; a {task} run does not replace it: choose another directory"
+        f"{flag}={path} holds a {made_by} model; a {task} run does not replace it: choose another directory"
     )
 
 
-def _check_only_its_own_files(path: str, metadata: dict) -> None:
+def _check_only_its_own_files(path: str, metadata: dict, flag: str) -> None:
     """Raises `ExportDirError` if `path` holds a file its export did not write (a user's notes, say)."""
     manifest = metadata.get(MANIFEST_KEY)
     ours = {METADATA_FILE, _METADATA_DIR, files.STAGING_MARKER, *_SAVED_MODEL_DIRS}  # the marker: a killed swap's
@@ -113,7 +129,7 @@ def _check_only_its_own_files(path: str, metadata: dict) -> None:
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise ExportDirError(
-            f"--export_dir={path} holds files the export did not write ({shown}); refusing to "
+            f"{flag}={path} holds files the export did not write ({shown}); refusing to "
             "replace it: move them elsewhere or choose another directory"
         )
 
@@ -130,10 +146,10 @@ def _files_under(directory: str) -> list[str]:
     return sorted(found)
 
 
-def _check_writable_parent(export_dir: str) -> None:
+def _check_writable_parent(export_dir: str, flag: str) -> None:
     """The nearest existing ancestor of `export_dir`'s parent must be a directory this process can write."""
     if (because := files.unwritable_because(os.path.dirname(export_dir))) is not None:
-        raise ExportDirError(f"--export_dir={export_dir}: {because}")
+        raise ExportDirError(f"{flag}={export_dir}: {because}")
 
 
 def export(
@@ -142,20 +158,32 @@ def export(
     """Writes `module` with `signatures` as a SavedModel at `export_dir`, replacing an earlier export
     of ours only once the new one is complete (see `check_export_dir` for what it will not replace).
     `metadata` (JSON-serialisable) goes to `assets.extra/diy_lstm.json`. Returns `export_dir`."""
+    save = lambda staging: tf.saved_model.save(module, staging, signatures=dict(signatures))  # noqa: E731
+    return write_directory(export_dir, save, metadata, task)
+
+
+def write_directory(
+    export_dir: str,
+    write: Callable[[str], None],
+    metadata: Mapping | None = None,
+    task: str | None = None,
+    kind: str = METADATA_FORMAT,
+    flag: str = "--export_dir",
+) -> str:
+    """`write(staging)` fills a new directory, which then replaces `export_dir` whole (as `export`
+    does, for any of `FORMATS`), with `metadata` and its manifest in `METADATA_FILE`. Returns `export_dir`."""
     export_dir = os.path.abspath(export_dir)
-    check_export_dir(export_dir, task=task)
+    check_export_dir(export_dir, task=task, kind=kind, flag=flag)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     remove_stale_staging(export_dir)
     staging = files.make_staging(parent, os.path.basename(export_dir) + STAGING_SUFFIX)
     try:
-        tf.saved_model.save(module, staging, signatures=dict(signatures))
+        write(staging)
         os.makedirs(os.path.join(staging, os.path.dirname(METADATA_FILE)), exist_ok=True)
         written = [name for name in _files_under(staging) if name not in (files.STAGING_MARKER, _METADATA_DIR)]
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump(
-                {"format": METADATA_FORMAT, **dict(metadata or {}), MANIFEST_KEY: written}, f, indent=2, sort_keys=True
-            )
+            json.dump({"format": kind, **dict(metadata or {}), MANIFEST_KEY: written}, f, indent=2, sort_keys=True)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a SavedModel is for others to read too
         _move_into_place(staging, export_dir)
     except BaseException:
@@ -212,7 +240,7 @@ def _our_metadata(export_dir: str) -> dict | None:
         metadata = load_metadata(export_dir)
     except (OSError, ValueError):
         return None
-    return metadata if metadata.get("format") == METADATA_FORMAT else None
+    return metadata if metadata.get("format") in FORMATS else None
 
 
 def _previous_path(export_dir: str) -> str:
@@ -257,7 +285,10 @@ def load_model(export_dir: str) -> LSTMModel:
         raise LoadError(f"{export_dir} is {what}; load_model takes the directory of an export")
     if files.is_run_dir(export_dir):
         raise LoadError(f"{export_dir} is a run directory; its export is {os.path.join(export_dir, 'saved_model')}")
-    config = (_our_metadata(export_dir) or {}).get("model_config")
+    metadata = _our_metadata(export_dir) or {}
+    if metadata.get("format") == LITERT_FORMAT:
+        raise LoadError(f"{export_dir} holds LiteRT files, not a SavedModel; load_model takes an export")
+    config = metadata.get("model_config")
     if not isinstance(config, dict):
         raise LoadError(f"{export_dir} is not a diy_lstm export (no model config in its {METADATA_FILE})")
     try:

@@ -127,6 +127,15 @@ class CharacterTable(tf.Module):
         return tf.strings.reduce_join(tf.gather(self.characters, ids), axis=-1)
 
 
+def characters_of(loaded_table) -> list[str]:
+    """The characters, id order, of a `CharacterTable` in a loaded SavedModel (read from its lookup table)."""
+    code_points, ids = tf.raw_ops.LookupTableExportV2(
+        table_handle=loaded_table.table.resource_handle, Tkeys=tf.int32, Tvalues=tf.int32
+    )
+    order = tf.argsort(ids).numpy()
+    return [chr(code_point) for code_point in code_points.numpy()[order]]
+
+
 def checked_shape(
     tensor: tf.Tensor, shape: Sequence[int | None], what: str, also: Callable[[tf.Tensor], tf.Tensor] | None = None
 ) -> tf.Tensor:

@@ -37,7 +37,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from diy_lstm.cell import LSTMState
-from diy_lstm.model import LSTMModel
+from diy_lstm.model import LSTMModel, pack_states, unpack_states
 from diy_lstm.rnn import final_step
 from diy_lstm.serving import budget
 from diy_lstm.serving.strings import ERROR_PREFIX, CharacterTable, checked_shape
@@ -65,15 +65,6 @@ MAX_PROMPT_CHARACTERS = 1_000_000  # one prompt, on the command line
 # 280 MB a call, the most for many short texts.
 MAX_PADDED_CHARACTERS = 2_000_000
 BYTES_PER_STEP_AND_CHARACTER = 12
-
-
-def pack(states: Sequence[LSTMState]) -> tf.Tensor:
-    """Each layer's `(hidden, cell)` as one tensor `[layers, 2, batch, units]` (a signature's output)."""
-    return tf.stack([tf.stack([state.hidden, state.cell]) for state in states])
-
-
-def unpack(state: tf.Tensor) -> tuple[LSTMState, ...]:
-    return tuple(LSTMState(layer[0], layer[1]) for layer in tf.unstack(state))
 
 
 GENERATE_CHUNK = 1024  # characters sampled by one compiled program (docs/performance.md)
@@ -186,7 +177,7 @@ class TextGenerator(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="prompt")], autograph=False)
     def start(self, prompt):
         """The state after each prompt, `[layers, 2 (hidden, cell), batch, units]`, for `more`."""
-        return {"state": pack(self._prompt_states(checked_shape(prompt, [None], PROMPTS)))}
+        return {"state": pack_states(self._prompt_states(checked_shape(prompt, [None], PROMPTS)))}
 
     @tf.function(autograph=False)
     def more(self, state, num_chars, temperature, seed, first_step):
@@ -200,8 +191,8 @@ class TextGenerator(tf.Module):
             f"state must be [{config.num_layers}, 2, batch, {config.units}] (from start or more)",
         )
         first_step = checked_shape(first_step, [], "first_step must be a scalar")
-        continuation, states = self._continue(unpack(state), num_chars, temperature, seed, first_step)
-        return {"text": continuation, "state": pack(states)}
+        continuation, states = self._continue(unpack_states(state), num_chars, temperature, seed, first_step)
+        return {"text": continuation, "state": pack_states(states)}
 
     def _continue(
         self,
