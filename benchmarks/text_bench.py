@@ -11,12 +11,13 @@ variant, Flax), interleaved: above 1, ours is faster.
 
 `equal_time` trains ours with train_text.py's recipe (Adam 0.02 decaying to 0.002 over `--seconds`,
 clipping at norm 5, our initialisation) and the peer with a practitioner's (`keras.layers.LSTM`,
-Keras's initialisers, Keras's Adam at a constant `--keras_learning_rate`, `clipnorm=5`, stateful
-streams of the same windows; `--keras_xla` compiles its step), each for `--seconds` of training,
-alternating, and measures bits per character on the validation text (`--validation_split`) and as
-many characters of the training text at fixed times (evaluation, and each model's first step, which
-traces and compiles it, not counted); for the corpus also on the two plays never trained on, at the
-end. It writes the curves as JSON, a PNG and TensorBoard scalars (runs `ours` and `keras`).
+Keras's initialisers, Keras's Adam with `clipnorm=5` at a constant rate, stateful streams of the same
+windows; `--keras_xla` compiles its step), one peer per rate of `--keras_learning_rates`, each for
+`--seconds` of training, in turn, and measures bits per character on the validation text
+(`--validation_split`), as many characters of the training text and, for the corpus, the two plays
+never trained on, at fixed times (evaluation, and each model's first step, which traces and compiles
+it, not counted). The peer is the rate best on validation at the end (`keras_best`). It writes the
+curves as JSON, a PNG and TensorBoard scalars (one run per model).
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per model (median)
 _SECONDS = flags.DEFINE_float("seconds", 600.0, "equal_time: training seconds per model.", lower_bound=1.0)
 _EVALUATIONS = flags.DEFINE_integer("evaluations", 12, "equal_time: validation points per curve.", lower_bound=2)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.02, "Our Adam's learning rate (step: constant).")
-_KERAS_LEARNING_RATE = flags.DEFINE_float(
-    "keras_learning_rate", 0.002, "equal_time: the Keras peer's constant learning rate (its own Adam, clipnorm 5)."
+_KERAS_LEARNING_RATES = flags.DEFINE_list(
+    "keras_learning_rates",
+    ["0.002", "0.005", "0.01"],
+    "equal_time: the Keras peer's constant learning rates (its own Adam, clipnorm 5), each a peer trained "
+    "alongside; the peer is the one best on validation at the end.",
 )
 _VALIDATION_SPLIT = flags.DEFINE_enum(
     "validation_split",
@@ -203,14 +207,16 @@ def equal_time() -> dict:
     size, units, layers = len(task.vocabulary), s["units"], 1
     model, trainer = ours(task, units, layers)
     our_step, our_optimizer = trainer.train_step, trainer.optimizer
-    keras_model, keras_step, _ = keras_stateful(
-        size, units, layers, s["batch"], _KERAS_XLA.value, _KERAS_LEARNING_RATE.value
-    )
+    peers_by_name = {
+        keras_name(rate): keras_stateful(size, units, layers, s["batch"], _KERAS_XLA.value, rate)
+        for rate in map(float, _KERAS_LEARNING_RATES.value)
+    }
     texts = {
         "validation": task.split_texts["validation"],
         "train": task.split_texts["train"][: len(task.split_texts["validation"])],
+        **({"unseen": task.split_texts["unseen"]} if "unseen" in task.split_texts else {}),
     }
-    keras_eval_model, _, _ = keras_stateful(size, units, layers, 16, xla=False)
+    keras_eval_model, _, _ = keras_stateful(size, units, layers, 16, xla=False)  # scores each peer in turn
 
     @tf.function(autograph=False)
     def our_logits(inputs, states):
@@ -228,13 +234,13 @@ def equal_time() -> dict:
     windows = task.windows
     budget = _SECONDS.value
     checkpoints = np.linspace(budget / _EVALUATIONS.value, budget, _EVALUATIONS.value)
-    curves = {"ours": [], "keras": []}
-    position = {"ours": 0, "keras": 0}
-    clock = {"ours": 0.0, "keras": 0.0}
-    keras_states = [tf.zeros([s["batch"], units])] * (2 * layers)
+    names = ["ours", *peers_by_name]
+    curves = {name: [] for name in names}
+    position = {name: 0 for name in names}
+    clock = {name: 0.0 for name in names}
+    keras_states = {name: [tf.zeros([s["batch"], units])] * (2 * layers) for name in peers_by_name}
 
     def train_for(name, seconds):
-        nonlocal keras_states
         while clock[name] < seconds:
             if name == "ours":  # train_text.py's schedule, in time: decay to --learning_rate_decay by the budget
                 our_optimizer.learning_rate.assign(
@@ -250,63 +256,62 @@ def equal_time() -> dict:
                 float(our_step(inputs, targets, tf.constant(index == 0))["loss"])
             else:
                 if index == 0:
-                    keras_states = [tf.zeros_like(t) for t in keras_states]
-                loss, keras_states = keras_step(inputs, targets, keras_states)
+                    keras_states[name] = [tf.zeros_like(t) for t in keras_states[name]]
+                loss, keras_states[name] = peers_by_name[name][1](inputs, targets, keras_states[name])
                 float(loss)
             clock[name] += 0.0 if first else time.perf_counter() - began
             position[name] += 1
 
     for checkpoint in checkpoints:
-        for name in ("ours", "keras"):  # alternate, so both see the same machine conditions
+        for name in names:  # alternate, so all see the same machine conditions
             train_for(name, checkpoint)
-        keras_eval_model.set_weights(keras_model.get_weights())
-        logits_of = {"ours": our_logits, "keras": keras_logits}
-        for name in curves:
+        for name in names:
+            if name != "ours":
+                keras_eval_model.set_weights(peers_by_name[name][0].get_weights())
+            logits_of = our_logits if name == "ours" else keras_logits
             curves[name].append(
                 {
                     "seconds": round(clock[name], 1),
                     "windows": position[name],
                     **{
-                        f"{split}_bpc": bits_per_char(task, text, logits_of[name], layers, units)
+                        f"{split}_bpc": bits_per_char(task, text, logits_of, layers, units)
                         for split, text in texts.items()
                     },
                 }
             )
-        ours_now, keras_now = curves["ours"][-1], curves["keras"][-1]
-        print(
-            f"{checkpoint:7.0f}s  ours {ours_now['validation_bpc']:.3f} / {ours_now['train_bpc']:.3f} bpc "
-            f"({position['ours']} steps)  keras {keras_now['validation_bpc']:.3f} / {keras_now['train_bpc']:.3f} bpc "
-            f"({position['keras']} steps)  (validation / training text)",
-            flush=True,
-        )
-    if "unseen" in task.split_texts:  # the two plays never trained on, scored once at the end
-        for name in curves:
-            curves[name][-1]["unseen_bpc"] = bits_per_char(
-                task, task.split_texts["unseen"], logits_of[name], layers, units
+            now = curves[name][-1]
+            print(
+                f"{checkpoint:7.0f}s  {name:<12} "
+                + "  ".join(f"{key} {value:.3f}" for key, value in now.items() if key.endswith("_bpc"))
+                + f"  ({position[name]} steps)",
+                flush=True,
             )
-        print(
-            "  unseen plays: "
-            + ", ".join(f"{name} {points[-1]['unseen_bpc']:.3f}" for name, points in curves.items())
-            + " bpc",
-            flush=True,
-        )
     return curves
 
 
+def keras_name(rate: float) -> str:
+    return f"keras_lr={rate:g}"
+
+
+def best_peer(curves: dict) -> str:
+    """The peer whose last validation bits per character are lowest: chosen once, at the end."""
+    return min((name for name in curves if name != "ours"), key=lambda name: curves[name][-1]["validation_bpc"])
+
+
 def plot(curves: dict, path: str, title: str) -> None:
+    """Bits per character against training seconds, one panel per text scored, every model a line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 4.2), dpi=100)
-    axes = figure.subplots(1, 2)
-    keras_label = f"keras.layers.LSTM{' (XLA)' if _KERAS_XLA.value else ''}, Adam {_KERAS_LEARNING_RATE.value:g}"
-    for axis, split in zip(axes, ("validation", "train")):
-        for name, label in (("ours", "diy_lstm (hand-written BPTT, XLA)"), ("keras", keras_label)):
-            axis.plot(
-                [p["seconds"] for p in curves[name]], [p[f"{split}_bpc"] for p in curves[name]], "o-", label=label
-            )
+    splits = [split for split in ("validation", "unseen", "train") if f"{split}_bpc" in curves["ours"][0]]
+    figure = Figure(figsize=(5 * len(splits), 4.2), dpi=100)
+    xla = " (XLA)" if _KERAS_XLA.value else ""
+    for axis, split in zip(figure.subplots(1, len(splits)), splits):
+        for name, points in curves.items():
+            label = "diy_lstm (hand-written BPTT, XLA)" if name == "ours" else f"keras.layers.LSTM{xla}, {name[6:]}"
+            axis.plot([p["seconds"] for p in points], [p[f"{split}_bpc"] for p in points], "o-", label=label)
         axis.set_xlabel("training seconds (evaluation not counted)")
-        axis.set_ylabel(f"{'validation' if split == 'validation' else 'training-text'} bits per character")
+        axis.set_ylabel(f"{ {'train': 'training-text', 'unseen': 'unseen-play'}.get(split, split) } bits per character")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(title, fontsize=9)
@@ -357,17 +362,17 @@ def main(argv: list[str]) -> None:
             f"{datetime.date.today()}, {measured_on['cpu']}, {measured_on['cores']} cores: H={sizes()['units']}, "
             f"T={sizes()['time']}, B={sizes()['batch']}, {_VALIDATION_SPLIT.value} validation; ours Adam "
             f"{_LEARNING_RATE.value} decaying to {_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, "
-            f"Keras Adam {_KERAS_LEARNING_RATE.value} constant"
+            f"Keras Adam constant, best {best_peer(curves)[9:]}"
         )
+        report["keras_best"] = best_peer(curves)
         plot(curves, os.path.join(_OUTPUT.value, "equal_time.png"), title)
         for name, points in curves.items():
             writer = tf.summary.create_file_writer(os.path.join(_OUTPUT.value, "equal_time", name))
             with writer.as_default():
                 for point in points:
-                    for split in ("validation", "train"):
-                        tf.summary.scalar(
-                            f"{split}_bits_per_char_by_second", point[f"{split}_bpc"], step=int(point["seconds"])
-                        )
+                    for key, value in point.items():
+                        if key.endswith("_bpc"):
+                            tf.summary.scalar(f"{key[:-4]}_bits_per_char_by_second", value, step=int(point["seconds"]))
             writer.close()
     report["machine"] = measured_on
     with open(os.path.join(_OUTPUT.value, f"{_MODE.value}.json"), "w") as f:

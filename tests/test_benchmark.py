@@ -50,8 +50,11 @@ def test_quick_text_benchmark_runs_every_mode_and_draws_the_equal_time_plot(tmp_
     steps = json.loads((tmp_path / "step.json").read_text())["rows"]
     assert [row["layers"] for row in steps] == [1, 2]
     assert all({"ours", "keras", "keras_xla", "keras_embedding", "keras_no_cudnn"} <= set(row["ms"]) for row in steps)
-    curves = json.loads((tmp_path / "equal_time.json").read_text())["curves"]
-    assert set(curves) == {"ours", "keras"} and all(len(points) == 2 for points in curves.values())
+    report = json.loads((tmp_path / "equal_time.json").read_text())
+    curves = report["curves"]  # ours and a peer per learning rate; the best on validation at the end chosen
+    assert set(curves) == {"ours", "keras_lr=0.002", "keras_lr=0.005", "keras_lr=0.01"}
+    assert all(len(points) == 2 and {"validation_bpc", "train_bpc"} <= set(points[-1]) for points in curves.values())
+    assert report["keras_best"] == min(list(curves)[1:], key=lambda name: curves[name][-1]["validation_bpc"])
     assert (tmp_path / "equal_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
