@@ -64,6 +64,10 @@ _VALIDATION_SPLIT = flags.DEFINE_enum(
 _LEARNING_RATE_DECAY = flags.DEFINE_float(
     "learning_rate_decay", 0.1, "equal_time: the rate decays exponentially to this fraction by --seconds."
 )
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 0.0, "Ours: decoupled weight decay (train_text.py's flag).")
+_PREACTIVATION_NOISE = flags.DEFINE_float(
+    "preactivation_noise", 0.0, "Ours: Gaussian noise on the gate preactivations in training (train_text.py's flag)."
+)
 _KERAS_XLA = flags.DEFINE_boolean("keras_xla", False, "equal_time: compile the Keras peer's step with XLA.")
 _OUTPUT = flags.DEFINE_string("output", "logs/text_bench", "Where JSON, PNG and TensorBoard events go.")
 
@@ -97,10 +101,11 @@ def ours(task: TextTask, units: int, layers: int):
     model = LSTMModel(config, backprop="bptt", inline_loops=True)
     trainer = Trainer(
         model,
-        Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value),
+        Adam(model.trainable_variables, learning_rate=_LEARNING_RATE.value, weight_decay=_WEIGHT_DECAY.value),
         task.loss,
         jit_compile=True,
         clip_norm=CLIP_NORM,
+        preactivation_noise=_PREACTIVATION_NOISE.value,
     )
     return model, trainer
 
@@ -361,10 +366,11 @@ def main(argv: list[str]) -> None:
         title = (
             f"{datetime.date.today()}, {measured_on['cpu']}, {measured_on['cores']} cores: H={sizes()['units']}, "
             f"T={sizes()['time']}, B={sizes()['batch']}, {_VALIDATION_SPLIT.value} validation; ours Adam "
-            f"{_LEARNING_RATE.value} decaying to {_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, "
-            f"Keras Adam constant, best {best_peer(curves)[9:]}"
+            f"{_LEARNING_RATE.value} decaying to {_LEARNING_RATE.value * _LEARNING_RATE_DECAY.value:g}, gate noise "
+            f"{_PREACTIVATION_NOISE.value:g}, weight decay {_WEIGHT_DECAY.value:g}; "
+            + (f"Keras Adam constant, best {best_peer(curves)[9:]}" if len(curves) > 1 else "no peer")
         )
-        report["keras_best"] = best_peer(curves)
+        report["keras_best"] = best_peer(curves) if len(curves) > 1 else None
         plot(curves, os.path.join(_OUTPUT.value, "equal_time.png"), title)
         for name, points in curves.items():
             writer = tf.summary.create_file_writer(os.path.join(_OUTPUT.value, "equal_time", name))

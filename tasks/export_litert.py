@@ -58,6 +58,16 @@ def device_task(task: str | None, prompt: str | None) -> litert.DeviceTask:
     )
 
 
+def sequence_shape(batch: int, length: int) -> tuple[int, int]:
+    """`(batch, length)` of the sequence file, once within `MAX_SEQUENCE_STEPS` (`UsageError` if not)."""
+    if batch * length > MAX_SEQUENCE_STEPS:
+        raise UsageError(
+            f"--sequence_batch={batch} x --sequence_length={length} is {batch * length:,} steps a call; "
+            f"at most {MAX_SEQUENCE_STEPS:,}"
+        )
+    return batch, length
+
+
 def task_of(model_dir: str, loaded) -> str | None:
     """The task a SavedModel of ours was made for: as its metadata says, or (an export that does not
     say) as its signatures show."""
@@ -79,12 +89,7 @@ def main(argv: list[str]) -> int:
     if _MODEL_DIR.value is None:
         raise UsageError("--model_dir is required: the directory of a SavedModel written by train.py or train_text.py")
     model_dir = os.path.abspath(_MODEL_DIR.value)
-    shape = (_SEQUENCE_BATCH.value, _SEQUENCE_LENGTH.value)
-    if shape[0] * shape[1] > MAX_SEQUENCE_STEPS:
-        raise UsageError(
-            f"--sequence_batch={shape[0]} x --sequence_length={shape[1]} is {shape[0] * shape[1]:,} steps a "
-            f"call; at most {MAX_SEQUENCE_STEPS:,}"
-        )
+    shape = sequence_shape(_SEQUENCE_BATCH.value, _SEQUENCE_LENGTH.value)
     output_dir = os.path.abspath(_OUTPUT_DIR.value or os.path.join(os.path.dirname(model_dir), "litert"))
     try:
         model = load_model(model_dir)

@@ -12,6 +12,8 @@ import tensorflow as tf
 from conftest import ROOT, one_line, run_python
 
 from diy_lstm import reference
+from diy_lstm.cli.errors import UsageError
+from diy_lstm.errors import BadInput
 from diy_lstm.model import LSTMModel, ModelConfig
 from diy_lstm.serving import litert
 from diy_lstm.serving.export import METADATA_FILE, ExportDirError, LoadError, export, load_model
@@ -174,14 +176,26 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, small_text_export):
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("mine")
-    model = f"--model_dir={small_text_export}"
     one_line(run_python([EXPORT_LITERT]), 2, "error: --model_dir is required")
-    one_line(run_python([EXPORT_LITERT, f"--model_dir={tmp_path}/none"]), 3, "error: ")
-    one_line(run_python([EXPORT_LITERT, model, "--prompt=Zzz"]), 2, "error: --prompt='Zzz' must be at least one")
     one_line(
-        run_python([EXPORT_LITERT, model, "--sequence_batch=100", "--sequence_length=100000"]),
+        run_python([EXPORT_LITERT, f"--model_dir={small_text_export}", f"--output_dir={foreign}"]),
         2,
-        "error: --sequence_batch=100 x --sequence_length=100000 is 10,000,000 steps a call; at most 1,000,000",
+        f"error: --output_dir={foreign} holds files that are not a diy_lstm LiteRT",
     )
-    one_line(run_python([EXPORT_LITERT, model, f"--output_dir={foreign}"]), 2, f"error: --output_dir={foreign} holds")
     assert os.listdir(foreign) == ["todo.txt"]
+
+
+def test_what_the_command_refuses_before_converting(small_text_export):
+    from tasks import export_litert
+    from tasks.text import litert as text_litert
+
+    with pytest.raises(UsageError, match="^--sequence_batch=100 x --sequence_length=100000 is 10,000,000 steps"):
+        export_litert.sequence_shape(100, 100_000)
+    assert export_litert.sequence_shape(1000, 1000) == (1000, 1000)
+    loaded = tf.saved_model.load(small_text_export)
+    assert export_litert.task_of(small_text_export, loaded) == "text"
+    for prompt in ("Zzz", ""):
+        with pytest.raises(BadInput, match="must be at least one character of the model's vocabulary"):
+            text_litert.check(loaded, {}, False, prompt)
+    with pytest.raises(LoadError, match="is not there"):
+        load_model(os.path.join(os.path.dirname(small_text_export), "none"))

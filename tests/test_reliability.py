@@ -454,3 +454,39 @@ def _merged(directory, names):
             for record in tf.data.TFRecordDataset(str(directory / name)):
                 writer.write(record.numpy())
     return str(merged)
+
+
+def test_a_run_given_seconds_plans_its_epochs_once_and_is_the_run_of_those_epochs(tmp_path, capsys, monkeypatch):
+    """`max_seconds`: epochs = whole epochs of the measured step that fit (a step's time is fixed here,
+    so the plan is known); config.json records them; a rerun keeps them even where the machine got
+    slower; the same settings with `epochs` alone give the same weights bit for bit."""
+    from diy_lstm.training import time_budget
+
+    monkeypatch.setattr(time_budget, "step_seconds", lambda settings, task, place: 0.01)
+    budget = counter_settings(str(tmp_path), "budget", units=4, max_seconds=3.0, epochs=999)
+    steps_per_epoch = -(-CounterData().split_sizes()[0] // budget.training.batch_size)
+    planned = int(3.0 / (0.01 * steps_per_epoch))
+    result = train_counter(budget)
+    assert result.completed_epochs == planned >= 2
+    printed = capsys.readouterr().out
+    assert f"--max_seconds=3: 0.010 s a training step (the mean of 10), {steps_per_epoch} steps an epoch: " in printed
+    with open(tmp_path / "budget" / "config.json") as f:
+        assert json.load(f)["training"]["epochs"] == planned
+    monkeypatch.setattr(time_budget, "step_seconds", lambda settings, task, place: 1.0)
+    again = train_counter(budget)
+    assert again.completed_epochs == planned and again.resumed_from_epoch == planned
+    assert f"--max_seconds=3: {planned} epochs, as the run planned them" in capsys.readouterr().out
+    same = train_counter(counter_settings(str(tmp_path), "epochs", units=4, epochs=planned))
+    for name, value in final_weights(result.run_dir).items():
+        np.testing.assert_array_equal(final_weights(same.run_dir)[name], value, err_msg=name)
+
+
+def test_the_step_a_budget_is_planned_with_is_measured_on_a_throwaway_model(tmp_path):
+    """The real `step_seconds`: a positive time, and the task's model untouched by it."""
+    from diy_lstm.training import distribute, time_budget
+
+    settings = counter_settings(str(tmp_path), "x", units=4)
+    task = CounterTask(settings.data)
+    task.prepare(settings.training)
+    place = distribute.placement("default", 0, 0)
+    assert time_budget.step_seconds(settings, task, place) > 0

@@ -42,25 +42,11 @@ def build(settings: RunSettings, task: Task, place: distribute.Placement, run_di
     """The parts of one try of `settings` on `task`, on this process's share of `place`, its
     checkpoint in `run_dir` restored. `ResumeError` if the run has trained more epochs than asked."""
     training = settings.training
-    with place.strategy.scope():  # one copy of every variable per replica
-        model = LSTMModel(settings.model, backprop=training.backprop, inline_loops=training.inline_loops)
-        optimizer = Adam(
-            model.trainable_variables, learning_rate=training.learning_rate, weight_decay=training.weight_decay
-        )
+    trainer = make_trainer(settings, task, place)
+    model, optimizer = trainer.model, trainer.optimizer
+    with place.strategy.scope():
         scratch = None if place.is_chief else os.path.join(run_dir, f"worker{place.cluster.worker_index}-scratch")
         checkpoint = RunCheckpoint(run_dir, model, optimizer, scratch_dir=scratch)
-    jit_compile = {"true": True, "false": False}.get(training.jit_compile, task.fixed_length)
-    trainer = Trainer(
-        model,
-        optimizer,
-        task.loss,
-        jit_compile,
-        training.clip_norm,
-        training.preactivation_noise,
-        training.seed,
-        strategy=place.strategy if place.distributed else None,
-        noise_distribution=training.noise_distribution,
-    )
     start_epoch = _restore(place, checkpoint)
     if start_epoch > training.epochs:
         raise ResumeError(
@@ -70,6 +56,28 @@ def build(settings: RunSettings, task: Task, place: distribute.Placement, run_di
     sink_kind = RunSink if place.is_chief else SilentSink
     sink = sink_kind(run_dir, training.epochs, start_epoch, task.evaluated_splits, task.steps_per_epoch)
     return RunParts(run_dir, model, optimizer, checkpoint, trainer, sink, start_epoch)
+
+
+def make_trainer(settings: RunSettings, task: Task, place: distribute.Placement) -> Trainer:
+    """A new model of `settings`, its Adam and the compiled step (`Trainer`, XLA when the task's
+    lengths are fixed), with one copy of every variable per replica of `place`."""
+    training = settings.training
+    with place.strategy.scope():
+        model = LSTMModel(settings.model, backprop=training.backprop, inline_loops=training.inline_loops)
+        optimizer = Adam(
+            model.trainable_variables, learning_rate=training.learning_rate, weight_decay=training.weight_decay
+        )
+    return Trainer(
+        model,
+        optimizer,
+        task.loss,
+        {"true": True, "false": False}.get(training.jit_compile, task.fixed_length),
+        training.clip_norm,
+        training.preactivation_noise,
+        training.seed,
+        strategy=place.strategy if place.distributed else None,
+        noise_distribution=training.noise_distribution,
+    )
 
 
 def _restore(place: distribute.Placement, checkpoint: RunCheckpoint) -> int:

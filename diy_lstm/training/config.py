@@ -48,6 +48,8 @@ class TrainingConfig:
     """How the model is trained.
 
     epochs: passes over the training data; may grow on resume (the schedule stretches with it).
+    max_seconds: if > 0, `epochs` is planned when the run starts: as many as fit in this many seconds
+      of training steps, measured (`time_budget.py`); the learning rate then decays over them.
     batch_size: examples per update (the task decides what an example is; 0: the task's whole set).
     learning_rate: Adam's α at the first epoch, decaying exponentially to `learning_rate_decay` × α
       by the last epoch (1: constant).
@@ -68,6 +70,7 @@ class TrainingConfig:
     """
 
     epochs: int = may_change(400)
+    max_seconds: float = may_change(0.0)
     batch_size: int = 128
     learning_rate: float = 0.03
     learning_rate_decay: float = 0.1
@@ -85,6 +88,7 @@ class TrainingConfig:
     def __post_init__(self):
         check_field_types(self)
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        _check(0.0 <= self.max_seconds <= 1e9, "max_seconds", self.max_seconds, "in [0, 1e9]")
         _check(self.batch_size >= 0, "batch_size", self.batch_size, ">= 0")
         _check(0.0 < self.learning_rate < 1e38, "learning_rate", self.learning_rate, "> 0 (and a float32)")
         _check(0.0 < self.learning_rate_decay <= 1.0, "learning_rate_decay", self.learning_rate_decay, "in (0, 1]")
@@ -209,6 +213,12 @@ class RunSettings:
     data: Any  # the task's frozen dataclass
     training: TrainingConfig
     run: RunConfig
+
+    def __post_init__(self):
+        if self.training.max_seconds and self.run.strategy == "multi_worker":
+            raise ConfigError(
+                "--max_seconds plans the epochs on one machine; with --strategy=multi_worker give --epochs"
+            )
 
     def sections(self) -> dict[str, Any]:
         return {"model": self.model, "data": self.data, "training": self.training, "run": self.run}

@@ -59,6 +59,14 @@ _model_flag("peephole", "Peephole connections: the gates see the cell state (diy
 _EPOCHS = flags.DEFINE_integer(
     "epochs", TrainingConfig.epochs, "Passes over the training data.", lower_bound=1, upper_bound=_MANY
 )
+_MAX_SECONDS = flags.DEFINE_float(
+    "max_seconds",
+    TrainingConfig.max_seconds,
+    "If > 0: train as many epochs as fit in this many seconds of training steps (measured when the run "
+    "starts; printed, and kept on resume); the learning rate decays over them. --epochs is then ignored.",
+    lower_bound=0.0,
+    upper_bound=1e9,
+)
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size",
     TrainingConfig.batch_size,
@@ -251,6 +259,7 @@ def model_config(units: int, input_size: int, output_size: int = 1) -> ModelConf
 def training_config() -> TrainingConfig:
     return TrainingConfig(
         epochs=_EPOCHS.value,
+        max_seconds=_MAX_SECONDS.value,
         batch_size=_BATCH_SIZE.value,
         learning_rate=_LEARNING_RATE.value,
         learning_rate_decay=_LEARNING_RATE_DECAY.value,

@@ -44,6 +44,7 @@ from diy_lstm.training.loop import TrainingLoop
 from diy_lstm.training.results import COMPLETED, GIVEN_UP, INTERRUPTED, GivenUp, GoalReached, RunError, RunResult  # noqa: F401
 from diy_lstm.training.sink import CONFIG_FILE, RESTARTS_FILE, RESULTS_FILE
 from diy_lstm.training.task import Prepared, Task
+from diy_lstm.training.time_budget import plan_epochs
 
 
 class StopRequest:
@@ -228,6 +229,8 @@ def train_once(
             with RunLock(run_dir):
                 _check_resume(settings, prepared.fingerprint)
                 _remove_leftovers(run_dir, export_dir)
+                saved = read_json(os.path.join(run_dir, CONFIG_FILE), what="the run's config.json")
+                settings = plan_epochs(settings, task, place, saved)  # (a run given seconds, not epochs)
                 return _train_under_lock(settings, task, prepared, may_restart, restarts, stop, place)
         except distribute.LOST_WORKER_ERRORS as error:  # (in training, the loop says more)
             if place.cluster.num_workers == 1:
