@@ -16,7 +16,9 @@ windows; `--keras_xla` compiles its step), one peer per rate of `--keras_learnin
 `--seconds` of training, in turn, and measures bits per character on the validation text
 (`--validation_split`), as many characters of the training text and, for the corpus, the two plays
 never trained on, at fixed times (evaluation, and each model's first step, which traces and compiles
-it, not counted). The peer is the rate best on validation at the end (`keras_best`). It writes the
+it, not counted). The peer is the rate best on validation at the end (`keras_best`);
+`--keras_learning_rates=` trains ours alone, and `--ours_keras_init` starts ours from the weights
+Keras's initialisers draw (docs/text.md). It writes the
 curves as JSON, a PNG and TensorBoard scalars (one run per model).
 """
 
@@ -67,6 +69,11 @@ _LEARNING_RATE_DECAY = flags.DEFINE_float(
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 0.0, "Ours: decoupled weight decay (train_text.py's flag).")
 _PREACTIVATION_NOISE = flags.DEFINE_float(
     "preactivation_noise", 0.0, "Ours: Gaussian noise on the gate preactivations in training (train_text.py's flag)."
+)
+_OURS_KERAS_INIT = flags.DEFINE_boolean(
+    "ours_keras_init",
+    False,
+    "equal_time: ours starts from the weights Keras's initialisers draw (orthogonal recurrent).",
 )
 _KERAS_XLA = flags.DEFINE_boolean("keras_xla", False, "equal_time: compile the Keras peer's step with XLA.")
 _OUTPUT = flags.DEFINE_string("output", "logs/text_bench", "Where JSON, PNG and TensorBoard events go.")
@@ -211,6 +218,14 @@ def equal_time() -> dict:
     task = text_task(s["batch"], s["time"])
     size, units, layers = len(task.vocabulary), s["units"], 1
     model, trainer = ours(task, units, layers)
+    if _OURS_KERAS_INIT.value:
+        import keras
+
+        from diy_lstm.keras_interop import load_from_keras
+
+        drawn = keras_stateful(size, units, layers, s["batch"], xla=False)[0]
+        lstms = [layer for layer in drawn.layers if isinstance(layer, keras.layers.LSTM)]
+        load_from_keras(model, lstms, next(layer for layer in drawn.layers if isinstance(layer, keras.layers.Dense)))
     our_step, our_optimizer = trainer.train_step, trainer.optimizer
     peers_by_name = {
         keras_name(rate): keras_stateful(size, units, layers, s["batch"], _KERAS_XLA.value, rate)
