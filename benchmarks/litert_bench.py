@@ -32,7 +32,7 @@ tf = quiet.import_tensorflow()
 from diy_lstm.serving import litert  # noqa: E402
 from diy_lstm.serving.export import load_model  # noqa: E402
 from diy_lstm.training import machine  # noqa: E402
-from tasks.export_litert import task_of  # noqa: E402
+from tasks.on_device import task_of  # noqa: E402
 
 _MODEL_DIRS = flags.DEFINE_list("model_dirs", [], "SavedModels of ours (counter or text) to measure.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Steps (characters) a timed run takes.", lower_bound=1)

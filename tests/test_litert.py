@@ -186,14 +186,14 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, small_text_export):
 
 
 def test_what_the_command_refuses_before_converting(small_text_export):
-    from tasks import export_litert
+    from tasks import on_device
     from tasks.text import litert as text_litert
 
     with pytest.raises(UsageError, match="^--sequence_batch=100 x --sequence_length=100000 is 10,000,000 steps"):
-        export_litert.sequence_shape(100, 100_000)
-    assert export_litert.sequence_shape(1000, 1000) == (1000, 1000)
+        on_device.sequence_shape(100, 100_000)
+    assert on_device.sequence_shape(1000, 1000) == (1000, 1000)
     loaded = tf.saved_model.load(small_text_export)
-    assert export_litert.task_of(small_text_export, loaded) == "text"
+    assert on_device.task_of(small_text_export, loaded) == "text"
     for prompt in ("Zzz", ""):
         with pytest.raises(BadInput, match="must be at least one character of the model's vocabulary"):
             text_litert.check(loaded, {}, False, prompt)

@@ -41,7 +41,6 @@ from diy_lstm.serving.export import LITERT_FORMAT, check_export_dir, write_direc
 
 STEP_FILE, SEQUENCE_FILE = "step.tflite", "sequence.tflite"
 SIGNATURE = "serving_default"
-MAX_FLATBUFFER_BYTES = 2_000_000_000  # the flatbuffer format's own limit: a larger model cannot be written
 
 
 class ConversionError(BadModel):
