@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from diy_lstm import reference
 from diy_lstm.errors import BadInput
 from diy_lstm.serving.litert import Check, LiteRTModel, run_steps, run_windows
 from diy_lstm.serving.strings import characters_of
@@ -42,10 +43,9 @@ def greedy(step: LiteRTModel, prompt_ids: np.ndarray, count: int) -> np.ndarray:
 
 
 def bits_per_char(logits: np.ndarray, ids: np.ndarray) -> float:
-    """-mean log2 p(ids[t + 1] | ..t) of one text's `logits` `[time, vocabulary]` (float64)."""
-    shifted = logits[:-1].astype(np.float64) - logits[:-1].max(1, keepdims=True)
-    log_probs = shifted - np.log(np.sum(np.exp(shifted), 1, keepdims=True))
-    return float(-np.mean(log_probs[np.arange(len(ids) - 1), ids[1:]]) / np.log(2.0))
+    """-mean log2 p(ids[t + 1] | ..t) of one text's `logits` `[time, vocabulary]` (in float64)."""
+    nats, _ = reference.softmax_cross_entropy(logits[np.newaxis, :-1], ids[np.newaxis, 1:])
+    return nats / np.log(2.0)
 
 
 def check(loaded, files: dict[str, LiteRTModel], quantized: bool, prompt: str) -> list[Check]:
