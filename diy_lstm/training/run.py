@@ -227,9 +227,8 @@ def train_once(
                 settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, fresh=False))
             files.claim_run_dir(run_dir, settings.task_name)
             with RunLock(run_dir):
-                _check_resume(settings, prepared.fingerprint)
+                saved = _check_resume(settings, prepared.fingerprint)
                 _remove_leftovers(run_dir, export_dir)
-                saved = read_json(os.path.join(run_dir, CONFIG_FILE), what="the run's config.json")
                 settings = plan_epochs(settings, task, place, saved)  # (a run given seconds, not epochs)
                 return _train_under_lock(settings, task, prepared, may_restart, restarts, stop, place)
         except distribute.LOST_WORKER_ERRORS as error:  # (in training, the loop says more)
@@ -266,16 +265,17 @@ def run_config_json(settings: RunSettings, data_fingerprint: dict[str, object]) 
     return {**settings.to_json(), "data_fingerprint": data_fingerprint}
 
 
-def _check_resume(settings: RunSettings, data_fingerprint: dict[str, object]) -> None:
+def _check_resume(settings: RunSettings, data_fingerprint: dict[str, object]) -> dict | None:
     """Refuses, naming them, settings or data that differ from those a run directory was started with,
-    and a directory where the run keeps one of its files (it could not write it at the end)."""
+    and a directory where the run keeps one of its files (it could not write it at the end). Returns
+    the run's config.json (None for a new run)."""
     run_dir = run_dir_of(settings)
     for name in (CONFIG_FILE, RESULTS_FILE, RESTARTS_FILE):
         if os.path.isdir(path := os.path.join(run_dir, name)):
             raise ResumeError(f"{path} is a directory where the run keeps its {name}; move it away and rerun")
     saved = read_json(os.path.join(run_dir, CONFIG_FILE), what="the run's config.json")
     if saved is None:
-        return
+        return None
     conflicts = settings.resume_conflicts(saved)
     if conflicts:
         raise ResumeError(
@@ -289,6 +289,7 @@ def _check_resume(settings: RunSettings, data_fingerprint: dict[str, object]) ->
             f"{run_dir} was trained on other data: {changed}; resume with the data it was "
             "started on, or --fresh to start over"
         )
+    return saved
 
 
 CHECKPOINT_STAGING = re.compile(r"ckpt-\d+_temp")  # TensorFlow's staging of a checkpoint being written
